@@ -1,0 +1,12 @@
+"""tokbench: benchmark Triton kernels against PyTorch baselines and turn the times into tokens/s."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("tokbench")
+except PackageNotFoundError:  # running from a checkout with PYTHONPATH=.
+    __version__ = "0.1.0+checkout"
+
+
+class BenchError(Exception):
+    """A user-facing error: the CLI prints its message as one line and exits non-zero."""

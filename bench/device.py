@@ -1,0 +1,216 @@
+"""Device detection (CUDA or the CPU fallback), software versions and NVML telemetry.
+
+NVML is optional: without it (no NVIDIA driver, CPU-only machine) telemetry is simply absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import bench
+
+try:
+    import pynvml
+except ImportError:  # nvidia-ml-py is a dependency, but a bare checkout may lack it
+    pynvml = None
+
+
+@dataclass
+class DeviceInfo:
+    """The device as the harness sees it; stored in every result file."""
+
+    kind: str  # "cuda" or "cpu"
+    name: str
+    memory_bytes: int
+    cores: int  # SMs on a GPU, logical cores on a CPU
+    compute_capability: str | None = None
+    l2_bytes: int | None = None
+    driver: str | None = None
+    cuda: str | None = None
+    index: int = 0
+
+    @property
+    def slug(self) -> str:
+        """File-name friendly device name: "NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3"."""
+        return "-".join("".join(c if c.isalnum() else " " for c in self.name.lower()).split())
+
+
+@dataclass
+class Telemetry:
+    """One NVML reading of a GPU."""
+
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    power_w: float | None = None
+    temperature_c: int | None = None
+    throttle_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def throttled(self) -> bool:
+        return any(r in _THROTTLING for r in self.throttle_reasons)
+
+
+# Clock-event reasons that mean the clocks were held down during the measurement. "gpu_idle" and
+# "applications_clocks_setting" are normal states, not throttling.
+_REASON_BITS = {
+    "gpu_idle": 0x1,
+    "applications_clocks_setting": 0x2,
+    "sw_power_cap": 0x4,
+    "hw_slowdown": 0x8,
+    "sync_boost": 0x10,
+    "sw_thermal_slowdown": 0x20,
+    "hw_thermal_slowdown": 0x40,
+    "hw_power_brake_slowdown": 0x80,
+    "display_clock_setting": 0x100,
+}
+_THROTTLING = {
+    "sw_power_cap",
+    "hw_slowdown",
+    "sw_thermal_slowdown",
+    "hw_thermal_slowdown",
+    "hw_power_brake_slowdown",
+}
+
+
+def detect(index: int = 0) -> DeviceInfo:
+    """The CUDA device `index` when CUDA is available, else the CPU."""
+    if not torch.cuda.is_available():
+        return _cpu()
+    props = torch.cuda.get_device_properties(index)
+    return DeviceInfo(
+        kind="cuda",
+        name=props.name,
+        memory_bytes=props.total_memory,
+        cores=props.multi_processor_count,
+        compute_capability=f"{props.major}.{props.minor}",
+        l2_bytes=getattr(props, "L2_cache_size", None),
+        driver=_nvml_driver(),
+        cuda=torch.version.cuda,
+        index=index,
+    )
+
+
+def _cpu() -> DeviceInfo:
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return DeviceInfo(kind="cpu", name=name, memory_bytes=memory, cores=os.cpu_count() or 1)
+
+
+def free_memory_bytes(device: DeviceInfo) -> int:
+    """Memory available for a benchmark's tensors right now."""
+    if device.kind == "cuda":
+        return torch.cuda.mem_get_info(device.index)[0]
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return device.memory_bytes
+
+
+def torch_device(device: DeviceInfo) -> torch.device:
+    return torch.device("cuda", device.index) if device.kind == "cuda" else torch.device("cpu")
+
+
+def software() -> dict[str, str]:
+    """Versions of everything that shapes a measurement."""
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "tokbench": bench.__version__,
+    }
+    try:
+        import triton
+
+        versions["triton"] = triton.__version__
+    except ImportError:
+        versions["triton"] = "absent"
+    if torch.version.cuda:
+        versions["cuda"] = torch.version.cuda
+    commit = _git_commit()
+    if commit:
+        versions["git_commit"] = commit
+    return versions
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _nvml_handle(index: int):
+    if pynvml is None:
+        return None
+    try:
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetHandleByIndex(index)
+    except pynvml.NVMLError:
+        return None
+
+
+def _nvml_driver() -> str | None:
+    if _nvml_handle(0) is None:
+        return None
+    driver = pynvml.nvmlSystemGetDriverVersion()
+    return driver.decode() if isinstance(driver, bytes) else driver
+
+
+def telemetry(device: DeviceInfo) -> Telemetry | None:
+    """Clocks, power, temperature and clock-event reasons now; None without NVML."""
+    if device.kind != "cuda":
+        return None
+    handle = _nvml_handle(device.index)
+    if handle is None:
+        return None
+    reading = Telemetry()
+    readers = {
+        "sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+        "mem_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
+        "power_w": lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+        "temperature_c": lambda: pynvml.nvmlDeviceGetTemperature(
+            handle, pynvml.NVML_TEMPERATURE_GPU
+        ),
+    }
+    for name, read in readers.items():
+        with contextlib.suppress(pynvml.NVMLError):  # a field the GPU lacks stays None
+            setattr(reading, name, read())
+    try:
+        mask = pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
+        reading.throttle_reasons = [n for n, bit in _REASON_BITS.items() if mask & bit]
+    except pynvml.NVMLError:
+        pass
+    return reading
+
+
+def merge(before: Telemetry | None, after: Telemetry | None) -> Telemetry | None:
+    """One record per case: readings from after the timed loop, reasons seen at either end."""
+    if after is None:
+        return before
+    if before is not None:
+        seen = before.throttle_reasons + after.throttle_reasons
+        after.throttle_reasons = sorted(set(seen), key=seen.index)
+    return after

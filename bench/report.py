@@ -1,0 +1,125 @@
+"""Rich tables of devices and results."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bench.device import DeviceInfo
+from bench.hardware import GpuSpec
+from bench.ops import get_op
+from bench.results import CaseResult, ResultDoc
+
+
+def fmt_bytes(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def fmt_ms(ms: float) -> str:
+    return f"{ms * 1e3:.1f} µs" if ms < 1 else f"{ms:.3f} ms"
+
+
+def info_table(device: DeviceInfo, spec: GpuSpec | None, software: dict[str, str], telemetry):
+    """`tokbench info`: the device, its spec-table entry and the software versions."""
+    table = Table(title="tokbench info", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("device", f"{device.name} ({device.kind})")
+    if device.kind == "cuda":
+        table.add_row("compute capability", device.compute_capability)
+        table.add_row("SMs", str(device.cores))
+        table.add_row("memory", fmt_bytes(device.memory_bytes))
+        table.add_row("L2 cache", fmt_bytes(device.l2_bytes or 0))
+        table.add_row("driver / CUDA", f"{device.driver or 'unknown'} / {device.cuda}")
+    else:
+        table.add_row("cores", str(device.cores))
+        table.add_row("memory", fmt_bytes(device.memory_bytes))
+        table.add_row("mode", "CPU fallback: torch on the CPU, Triton kernels interpreted")
+    if telemetry is not None:
+        table.add_row(
+            "now",
+            f"SM {telemetry.sm_clock_mhz} MHz, memory {telemetry.mem_clock_mhz} MHz, "
+            f"{telemetry.power_w:.0f} W, {telemetry.temperature_c} °C",
+        )
+        table.add_row("clock events", ", ".join(telemetry.throttle_reasons) or "none")
+    if spec is not None:
+        peaks = ", ".join(f"{k} {v:g}" for k, v in spec.peak_tflops.items())
+        table.add_row("spec entry", f"{spec.name} ({spec.source})")
+        table.add_row("dense peaks TFLOP/s", peaks)
+        table.add_row("bandwidth", f"{spec.bandwidth_gbs:g} GB/s")
+    elif device.kind == "cuda":
+        table.add_row("spec entry", "none matches this device: no % of peak")
+    for name, version in software.items():
+        table.add_row(name, version)
+    return table
+
+
+def speedups(cases: list[CaseResult]) -> dict[tuple, float]:
+    """Speedup of each comparable case over its op's baseline at the same shape and dtype."""
+    base = {}
+    for c in cases:
+        if c.comparable and c.impl == get_op(c.op).baseline:
+            base[(c.op, c.dtype, tuple(sorted(c.shape.items())))] = c.timing.median_ms
+    out = {}
+    for c in cases:
+        ref = base.get((c.op, c.dtype, tuple(sorted(c.shape.items()))))
+        if c.comparable and ref:
+            out[c.key] = ref / c.timing.median_ms
+    return out
+
+
+def results_tables(doc: ResultDoc) -> list[Table]:
+    """One table per op, one row per case: time, roofline, speedup over the baseline, check.
+
+    Reasons for skipped and failed cases are footnoted under the table rather than squeezed
+    into a cell.
+    """
+    ups = speedups(doc.cases)
+    tables = []
+    for op_name in dict.fromkeys(c.op for c in doc.cases):
+        op = get_op(op_name)
+        table = Table(title=f"{op.name}: {op.description}", title_justify="left")
+        for name in ("shape", "dtype", "impl", "median", "TFLOP/s", "% peak", "GB/s", "speedup"):
+            table.add_column(name, justify="left" if name in ("shape", "impl") else "right")
+        table.add_column("check")
+        notes: dict[str, int] = {}
+        for c in (c for c in doc.cases if c.op == op_name):
+            table.add_row(
+                op.label(c.shape),
+                c.dtype,
+                c.impl,
+                _time_cell(c),
+                f"{c.tflops:.3g}" if c.tflops is not None and not c.interpreted else "",
+                f"{100 * c.peak_fraction:.0f}%" if c.peak_fraction is not None else "",
+                f"{c.gbps:.3g}" if c.gbps is not None and not c.interpreted else "",
+                f"{ups[c.key]:.2f}×" if c.key in ups and c.impl != op.baseline else "",
+                _check_cell(c, notes),
+            )
+        table.caption = "  ".join(f"[{n}] {escape(why)}" for why, n in notes.items()) or None
+        table.caption_justify = "left"
+        tables.append(table)
+    return tables
+
+
+def _time_cell(c: CaseResult) -> str:
+    if c.timing is None:
+        return ""
+    text = fmt_ms(c.timing.median_ms)
+    return f"[dim]{text} interp.[/dim]" if c.interpreted else text
+
+
+def _check_cell(c: CaseResult, notes: dict[str, int]) -> str:
+    if c.status == "ok":
+        flag = " [yellow]throttled[/yellow]" if c.telemetry and c.telemetry.throttled else ""
+        return f"[green]✓[/green] {c.rel_error:.1e}{flag}"
+    mark = f"[{notes.setdefault(c.error or '', len(notes) + 1)}]"
+    if c.status == "skipped":
+        return f"[dim]skipped {mark}[/dim]"
+    return f"[red]✗ failed {mark}[/red]"
+
+
+def console() -> Console:
+    """stdout, at least 120 columns wide even when piped, so tables stay readable in logs."""
+    out = Console()
+    return out if out.is_terminal else Console(width=max(out.width, 120))

@@ -1,0 +1,97 @@
+"""Named shape sweeps: which (op, shape, dtype) cases a suite runs.
+
+`smoke` is sized for a CPU (the torch baselines on the CPU, the Triton kernels in the
+interpreter) and is the default without a GPU; `standard` is the GPU sweep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench import BenchError
+from bench.ops import DTYPES, Shape, get_op
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One op at one shape and dtype; the runner expands it over the op's implementations."""
+
+    op: str
+    shape: Shape
+    dtype: str
+
+
+def _mm(m: int, n: int, k: int) -> Shape:
+    return {"M": m, "N": n, "K": k}
+
+
+# LLM-shaped GEMMs as N×K (weight) at token counts M: Llama-3-8B's MLP up/gate and down
+# projections and its fused QKV projection.
+LLM_NK = ((14336, 4096), (4096, 14336), (6144, 4096))
+LLM_M = (1, 16, 64, 256, 1024, 4096, 8192)
+
+SHAPES: dict[str, dict[str, list[Shape]]] = {
+    "smoke": {
+        "matmul": [_mm(64, 64, 64), _mm(128, 128, 128), _mm(1, 256, 128), _mm(100, 72, 136)],
+    },
+    "standard": {
+        "matmul": [_mm(s, s, s) for s in (256, 512, 1024, 2048, 4096, 8192)]
+        + [_mm(m, n, k) for n, k in LLM_NK for m in LLM_M],
+    },
+}
+
+DEFAULT_DTYPES = {"smoke": ("fp32", "fp16", "bf16"), "standard": ("fp16", "bf16", "fp8")}
+
+
+def suite_names() -> list[str]:
+    return list(SHAPES)
+
+
+def default_suite(has_gpu: bool) -> str:
+    return "standard" if has_gpu else "smoke"
+
+
+def build(
+    suite: str,
+    *,
+    ops: list[str] | None = None,
+    dtypes: list[str] | None = None,
+    shapes: list[Shape] | None = None,
+) -> list[CaseSpec]:
+    """The cases of a suite, narrowed to ops and dtypes; `shapes` replace an op's own shapes
+    for every op whose shape keys they give."""
+    if suite not in SHAPES:
+        raise BenchError(f"unknown suite '{suite}'; known: {', '.join(SHAPES)}")
+    for dtype in dtypes or ():
+        if dtype not in DTYPES:
+            raise BenchError(f"unknown dtype '{dtype}'; known: {', '.join(DTYPES)}")
+    selected = ops or list(SHAPES[suite])
+    cases = []
+    for name in selected:
+        op = get_op(name)
+        op_shapes = [s for s in shapes or () if set(s) == set(op.shape_keys)]
+        if shapes and not op_shapes:
+            continue
+        wanted = dtypes or DEFAULT_DTYPES[suite]
+        for shape in op_shapes or SHAPES[suite].get(name, []):
+            cases += [CaseSpec(name, shape, dt) for dt in wanted if dt in op.dtypes]
+    if not cases:
+        raise BenchError(f"suite '{suite}' has no cases for ops {selected} and dtypes {dtypes}")
+    return cases
+
+
+def parse_shape(text: str) -> Shape:
+    """ "M=64,N=128,K=256" -> {"M": 64, "N": 128, "K": 256}; true/false become booleans."""
+    shape: Shape = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"bad shape '{text}'; expected KEY=VALUE pairs like M=64,N=128,K=256")
+        value = value.strip()
+        if value.lower() in ("true", "false"):
+            shape[key.strip()] = value.lower() == "true"
+        elif value.lstrip("-").isdigit():
+            shape[key.strip()] = int(value)
+        else:
+            shape[key.strip()] = value
+    return shape

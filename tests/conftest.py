@@ -1,0 +1,21 @@
+"""Shared test set-up: GPU-only tests skip cleanly on machines without CUDA."""
+
+import pytest
+import torch
+
+import kernels  # noqa: F401  (sets TRITON_INTERPRET before any kernel is decorated)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """The device kernels are tested on: the GPU when there is one, else the CPU interpreter."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
