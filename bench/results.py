@@ -184,7 +184,10 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for arg in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error names the inner field
+            return _convert(options[0], value, where)
+        for arg in options:
             try:
                 return _convert(arg, value, where)
             except _FieldError:

@@ -1,0 +1,106 @@
+"""The results schema: round trip, atomic incremental writes, and loading with clear errors."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bench import BenchError
+from bench.device import DeviceInfo, Telemetry
+from bench.results import SCHEMA_VERSION, CaseResult, ResultDoc, ResultWriter, load
+from bench.timing import Timing
+
+
+def _doc() -> ResultDoc:
+    timing = Timing(1.0, 0.9, 1.1, 0.8, 1.3, 1.02, 0.05, 40, "cuda-events")
+    case = CaseResult(
+        op="matmul",
+        impl="triton",
+        dtype="bf16",
+        shape={"M": 64, "N": 32, "K": 16},
+        status="ok",
+        flops=65536.0,
+        bytes=7168.0,
+        rel_error=1e-3,
+        tolerance=2e-2,
+        timing=timing,
+        tflops=6.5e-5,
+        telemetry=Telemetry(1980, 2619, 350.5, 61, ["sw_power_cap"]),
+    )
+    failed = CaseResult(
+        op="matmul",
+        impl="torch",
+        dtype="bf16",
+        shape={"M": 64, "N": 32, "K": 16},
+        status="failed",
+        flops=65536.0,
+        bytes=7168.0,
+        error="output has NaN or Inf",
+    )
+    device = DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", 85_000_000_000, 132, "9.0", 52428800)
+    return ResultDoc(device, {"torch": "2.11"}, "tokbench run", "standard", cases=[case, failed])
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    doc = _doc()
+    path = tmp_path / "r.json"
+    ResultWriter(doc, path).finish()
+    loaded = load(path)
+    assert loaded == doc
+    assert loaded.complete
+    assert loaded.cases[0].telemetry.throttled
+    assert isinstance(loaded.cases[0].timing, Timing)
+
+
+def test_writer_keeps_every_case_on_disk(tmp_path: Path) -> None:
+    doc = _doc()
+    cases, doc.cases = doc.cases, []
+    path = tmp_path / "r.json"
+    writer = ResultWriter(doc, path)
+    for i, case in enumerate(cases, 1):
+        writer.add(case)
+        on_disk = load(path)
+        assert len(on_disk.cases) == i and not on_disk.complete
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary files left
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty file"),
+        ('{"format": "tokbench.results", "schema_version": 1, "cas', "may be truncated"),
+        ('{"format": "tokbench.results", "schema_version": 99}', "schema version 99"),
+        ('{"name": "a package.json"}', "not a tokbench result file"),
+        ("[1, 2, 3]", "not a tokbench result file"),
+    ],
+)
+def test_loader_rejects_with_clear_message(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(BenchError, match=message):
+        load(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda d: d["cases"][1].update(flops="many"), "cases[1].flops"),
+        (lambda d: d["cases"][0]["timing"].pop("median_ms"), "cases[0].timing.median_ms"),
+        (lambda d: d["device"].update(cores=True), "device.cores"),
+        (lambda d: d["cases"][0]["shape"].update(M=[1]), "cases[0].shape.M"),
+    ],
+)
+def test_loader_names_the_wrong_field(tmp_path: Path, edit, field: str) -> None:
+    data = json.loads(_doc().to_json())
+    edit(data)
+    with pytest.raises(BenchError, match=re.escape(f"field '{field}'")):
+        load(_write(tmp_path, json.dumps(data)))
+
+
+def test_schema_version_is_recorded() -> None:
+    assert json.loads(_doc().to_json())["schema_version"] == SCHEMA_VERSION
