@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import BenchError, report, results, suites
 from bench import device as dev
 from bench.hardware import match_spec
-from bench.ops import OPS, get_op
+from bench.ops import OPS, dtype_unsupported, get_op
 from bench.runner import RunConfig, run_cases
 from bench.timing import TimerConfig
 
@@ -124,15 +124,10 @@ def _check_requested(device, ops, dtypes, impls) -> None:
     for name in impls or ():
         for op_name in ops or list(OPS):
             get_op(op_name).impl(name)
-    if device.kind != "cuda" and "fp8" in (dtypes or ()):
-        raise BenchError("dtype fp8 needs a CUDA GPU of compute capability >= 8.9; this is a CPU")
-    if device.kind == "cuda" and "fp8" in (dtypes or ()):
-        major, minor = map(int, device.compute_capability.split("."))
-        if (major, minor) < (8, 9):
-            raise BenchError(
-                f"dtype fp8 needs compute capability >= 8.9; {device.name} has "
-                f"{device.compute_capability}"
-            )
+    for dtype in dtypes or ():
+        reason = dtype_unsupported(dtype, device)
+        if reason:
+            raise BenchError(f"dtype {dtype}: {reason}")
 
 
 def _run_with_progress(cases, device, spec, writer, config) -> None:

@@ -160,7 +160,8 @@ def _torch_matmul(inputs: Inputs) -> Callable[[], torch.Tensor]:
     return lambda: torch.matmul(a, b)
 
 
-def _fp8_unsupported(dtype: str, device: DeviceInfo) -> str | None:
+def dtype_unsupported(dtype: str, device: DeviceInfo) -> str | None:
+    """Why this device cannot compute in dtype at all, or None."""
     if dtype != "fp8":
         return None
     return fp8_supported(torch.device("cuda", device.index) if device.kind == "cuda" else "cpu")
@@ -185,10 +186,10 @@ register(
                 _triton_matmul,
                 triton=True,
                 unsupported=lambda s, dt, dev: (
-                    _fp8_unsupported(dt, dev) or triton_unsupported(s, dt, dev, _matmul_flops(s))
+                    dtype_unsupported(dt, dev) or triton_unsupported(s, dt, dev, _matmul_flops(s))
                 ),
             ),
-            Impl("torch", _torch_matmul, unsupported=lambda s, dt, dev: _fp8_unsupported(dt, dev)),
+            Impl("torch", _torch_matmul, unsupported=lambda s, dt, dev: dtype_unsupported(dt, dev)),
         ),
     )
 )
