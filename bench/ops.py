@@ -8,16 +8,21 @@ stays out of the timed region.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import causal_lower_right
 
 import kernels
 from bench import BenchError
 from bench.device import DeviceInfo
 from kernels import reference
+from kernels.attention import flash_attention
 from kernels.matmul import fp8_supported, matmul, matmul_fp8
 
 Shape = dict[str, int | bool | str]
@@ -67,6 +72,8 @@ class Op:
     label: Callable[[Shape], str]
     baseline: str  # implementation that speedups are measured against
     impls: tuple[Impl, ...] = field(default_factory=tuple)
+    # The part of an output the reference covers, when the reference checks a sample of it.
+    check_view: Callable[[torch.Tensor, Inputs], torch.Tensor] = lambda out, _: out
 
     def impl(self, name: str) -> Impl:
         for impl in self.impls:
@@ -74,6 +81,10 @@ class Op:
                 return impl
         known = ", ".join(i.name for i in self.impls)
         raise BenchError(f"unknown implementation '{name}' for {self.name}; known: {known}")
+
+
+class Unsupported(Exception):
+    """Raised by an implementation's prepare when it finds it cannot run a case here."""
 
 
 OPS: dict[str, Op] = {}
@@ -190,6 +201,190 @@ register(
                 ),
             ),
             Impl("torch", _torch_matmul, unsupported=lambda s, dt, dev: dtype_unsupported(dt, dev)),
+        ),
+    )
+)
+
+
+# --- attention: prefill flash attention --------------------------------------------------------
+
+# The prefill reference covers the first and last CHECK_ROWS query rows: each is an exact
+# sub-problem (bottom-right causal alignment survives taking the last rows, and the first rows
+# with the keys they can see), and float64 attention over every row of a 16k sequence would
+# cost more than the whole benchmark. The kernel tests check every row.
+CHECK_ROWS = 128
+
+SDPA_BACKENDS = {
+    "sdpa-flash": SDPBackend.FLASH_ATTENTION,
+    "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION,
+    "sdpa-math": SDPBackend.MATH,
+}
+
+
+def _attention_inputs(shape: Shape, dtype: str, device: torch.device, gen: torch.Generator):
+    b, h, hkv, sq, skv, d = (shape[k] for k in ("B", "H", "Hkv", "Sq", "Skv", "D"))
+    return {
+        "q": randn((b, h, sq, d), dtype, device, gen),
+        "k": randn((b, hkv, skv, d), dtype, device, gen),
+        "v": randn((b, hkv, skv, d), dtype, device, gen),
+        "causal": bool(shape["causal"]),
+    }
+
+
+def _checked_rows(out: torch.Tensor, inputs: Inputs) -> torch.Tensor:
+    sq = out.shape[2]
+    if sq <= 2 * CHECK_ROWS:
+        return out
+    return torch.cat([out[:, :, :CHECK_ROWS], out[:, :, -CHECK_ROWS:]], dim=2)
+
+
+def _attention_reference(inputs: Inputs) -> torch.Tensor:
+    q, k, v, causal = inputs["q"], inputs["k"], inputs["v"], inputs["causal"]
+    sq, skv = q.shape[2], k.shape[2]
+    if sq <= 2 * CHECK_ROWS:
+        return reference.attention_ref(q, k, v, causal=causal)
+    scale = q.shape[-1] ** -0.5
+    # The first rows see keys up to CHECK_ROWS + skv - sq when causal: keep exactly those keys.
+    seen = max(CHECK_ROWS + skv - sq, 0) if causal else skv
+    head = reference.attention_ref(
+        q[:, :, :CHECK_ROWS], k[:, :, :seen], v[:, :, :seen], causal=causal, sm_scale=scale
+    )
+    tail = reference.attention_ref(q[:, :, -CHECK_ROWS:], k, v, causal=causal, sm_scale=scale)
+    return torch.cat([head, tail], dim=2)
+
+
+def _visible_pairs(shape: Shape) -> int:
+    """(query, key) pairs attention computes: all of them, or under a bottom-right causal mask
+    the row i sees min(Skv, max(0, i + Skv - Sq + 1)) keys."""
+    sq, skv = shape["Sq"], shape["Skv"]
+    if not shape["causal"]:
+        return sq * skv
+    return sum(min(skv, max(0, i + skv - sq + 1)) for i in range(sq))
+
+
+def _attention_flops(shape: Shape) -> float:
+    return 4.0 * shape["B"] * shape["H"] * _visible_pairs(shape) * shape["D"]
+
+
+def _attention_elements(shape: Shape) -> int:
+    """Elements of q, k, v and the output."""
+    b, d = shape["B"], shape["D"]
+    return 2 * b * d * (shape["H"] * shape["Sq"] + shape["Hkv"] * shape["Skv"])
+
+
+def _attention_bytes(shape: Shape, dtype: str) -> float:
+    return _attention_elements(shape) * ELEMENT_BYTES[dtype]
+
+
+def _attention_footprint(shape: Shape, dtype: str) -> float:
+    # Inputs and a few outputs, the eager baseline's scores in fp32 and in dtype, and the
+    # float64 reference's upcast copies.
+    scores = shape["B"] * shape["H"] * shape["Sq"] * shape["Skv"] * (4 + ELEMENT_BYTES[dtype])
+    return 3 * _attention_bytes(shape, dtype) + scores + 8 * _attention_elements(shape)
+
+
+def _triton_attention(inputs: Inputs) -> Callable[[], torch.Tensor]:
+    q, k, v, causal = inputs["q"], inputs["k"], inputs["v"], inputs["causal"]
+    return lambda: flash_attention(q, k, v, causal=causal)
+
+
+def _causal_mask(sq: int, skv: int, device: torch.device) -> torch.Tensor:
+    """True where query i may see key j under the bottom-right aligned causal mask."""
+    rows = torch.arange(sq, device=device)[:, None]
+    return torch.arange(skv, device=device)[None, :] <= rows + (skv - sq)
+
+
+def _sdpa(q, k, v, causal: bool) -> Callable[[], torch.Tensor]:
+    """SDPA with FlashAttention's bottom-right causal alignment; is_causal aligns top-left,
+    which differs when Sq != Skv."""
+    gqa = q.shape[1] != k.shape[1]
+    if causal and q.shape[2] != k.shape[2]:
+        mask = causal_lower_right(q.shape[2], k.shape[2])
+        return lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+
+
+def _pinned(name: str, run: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """run with SDPA pinned to one backend; Unsupported when that backend refuses the case."""
+    backend = SDPA_BACKENDS[name]
+
+    def fn() -> torch.Tensor:
+        with sdpa_kernel(backend):
+            return run()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SDPA explains a refusal in warnings, then raises
+        try:
+            fn()
+        except RuntimeError as e:
+            raise Unsupported(f"{name} does not run this case: {str(e).splitlines()[0]}") from None
+    return fn
+
+
+def _sdpa_attention(name: str) -> Callable[[Inputs], Callable[[], torch.Tensor]]:
+    def prepare(inputs: Inputs) -> Callable[[], torch.Tensor]:
+        return _pinned(name, _sdpa(inputs["q"], inputs["k"], inputs["v"], inputs["causal"]))
+
+    return prepare
+
+
+def _eager(q, k, v, mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q·kᵀ/√d)·v the plain way: every score materialised, softmax in fp32."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1).to(q.dtype) @ v
+
+
+def _eager_attention(inputs: Inputs) -> Callable[[], torch.Tensor]:
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    mask = _causal_mask(q.shape[2], k.shape[2], q.device) if inputs["causal"] else None
+    return lambda: _eager(q, k, v, mask)
+
+
+def _sdpa_impls(prepare: Callable[[str], Callable[[Inputs], Callable]]) -> tuple[Impl, ...]:
+    """One implementation per SDPA backend. math and flash (PyTorch has a fused CPU kernel
+    behind the flash backend) also run on the CPU; efficient and cuDNN need CUDA."""
+
+    def needs_cuda(name: str) -> Callable[[Shape, str, DeviceInfo], str | None]:
+        if name in ("sdpa-math", "sdpa-flash"):
+            return lambda *_: None
+        return lambda s, dt, dev: None if dev.kind == "cuda" else f"{name} needs a CUDA device"
+
+    return tuple(Impl(name, prepare(name), unsupported=needs_cuda(name)) for name in SDPA_BACKENDS)
+
+
+def _attention_label(s: Shape) -> str:
+    causal = " causal" if s["causal"] else ""
+    return f"{s['B']}×{s['H']}/{s['Hkv']}×{s['Sq']}×{s['Skv']}×{s['D']}{causal}"
+
+
+register(
+    Op(
+        name="attention",
+        description="prefill flash attention, (B×H/Hkv×Sq×Skv×D)",
+        shape_keys=("B", "H", "Hkv", "Sq", "Skv", "D", "causal"),
+        dtypes=("fp32", "fp16", "bf16"),
+        make_inputs=_attention_inputs,
+        reference=_attention_reference,
+        flops=_attention_flops,
+        bytes=_attention_bytes,
+        footprint=_attention_footprint,
+        label=_attention_label,
+        baseline="sdpa-flash",
+        check_view=_checked_rows,
+        impls=(
+            Impl(
+                "triton",
+                _triton_attention,
+                triton=True,
+                unsupported=lambda s, dt, dev: triton_unsupported(s, dt, dev, _attention_flops(s)),
+            ),
+            *_sdpa_impls(_sdpa_attention),
+            Impl("eager", _eager_attention),
         ),
     )
 )

@@ -30,13 +30,33 @@ def _mm(m: int, n: int, k: int) -> Shape:
 LLM_NK = ((14336, 4096), (4096, 14336), (6144, 4096))
 LLM_M = (1, 16, 64, 256, 1024, 4096, 8192)
 
+
+def _attn(b: int, h: int, hkv: int, sq: int, skv: int, d: int, causal: bool) -> Shape:
+    return {"B": b, "H": h, "Hkv": hkv, "Sq": sq, "Skv": skv, "D": d, "causal": causal}
+
+
+# Prefill as in FlashAttention's benchmarks: 16k tokens per batch, heads × head_dim = 2048.
+PREFILL_TOKENS = 16384
+PREFILL_SEQS = (512, 1024, 2048, 4096, 8192, 16384)
+
 SHAPES: dict[str, dict[str, list[Shape]]] = {
     "smoke": {
         "matmul": [_mm(64, 64, 64), _mm(128, 128, 128), _mm(1, 256, 128), _mm(100, 72, 136)],
+        "attention": [
+            _attn(1, 4, 2, 128, 128, 64, causal=True),
+            _attn(1, 4, 2, 128, 128, 64, causal=False),
+            _attn(1, 4, 1, 48, 144, 64, causal=True),  # chunked prefill: a chunk after a prefix
+        ],
     },
     "standard": {
         "matmul": [_mm(s, s, s) for s in (256, 512, 1024, 2048, 4096, 8192)]
         + [_mm(m, n, k) for n, k in LLM_NK for m in LLM_M],
+        "attention": [
+            _attn(PREFILL_TOKENS // s, 2048 // d, 2048 // d, s, s, d, causal)
+            for d in (64, 128)
+            for causal in (False, True)
+            for s in PREFILL_SEQS
+        ],
     },
 }
 
