@@ -16,13 +16,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.bias import causal_lower_right
 
 import kernels
 from bench import BenchError
 from bench.device import DeviceInfo
 from kernels import reference
 from kernels.attention import flash_attention
+from kernels.decode import decode_attention, gather_paged_kv, make_paged_cache
 from kernels.matmul import fp8_supported, matmul, matmul_fp8
 
 Shape = dict[str, int | bool | str]
@@ -278,9 +278,9 @@ def _attention_bytes(shape: Shape, dtype: str) -> float:
 
 
 def _attention_footprint(shape: Shape, dtype: str) -> float:
-    # Inputs and a few outputs, the eager baseline's scores in fp32 and in dtype, and the
-    # float64 reference's upcast copies.
-    scores = shape["B"] * shape["H"] * shape["Sq"] * shape["Skv"] * (4 + ELEMENT_BYTES[dtype])
+    # Inputs and a few outputs, the eager baseline's scores and probabilities in fp32 and in
+    # dtype, and the float64 reference's upcast copies.
+    scores = shape["B"] * shape["H"] * shape["Sq"] * shape["Skv"] * (8 + ELEMENT_BYTES[dtype])
     return 3 * _attention_bytes(shape, dtype) + scores + 8 * _attention_elements(shape)
 
 
@@ -300,9 +300,20 @@ def _sdpa(q, k, v, causal: bool) -> Callable[[], torch.Tensor]:
     which differs when Sq != Skv."""
     gqa = q.shape[1] != k.shape[1]
     if causal and q.shape[2] != k.shape[2]:
-        mask = causal_lower_right(q.shape[2], k.shape[2])
+        mask = _bottom_right_bias(q.shape[2], k.shape[2], q.device)
         return lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
     return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+
+
+def _bottom_right_bias(sq: int, skv: int, device: torch.device):
+    """On CUDA, torch's causal_lower_right bias, which the fused backends accept; elsewhere an
+    explicit boolean mask. (causal_lower_right imports torch._dynamo, after which Triton's
+    interpreter fails on tl.zeros: seen with torch 2.13 and Triton 3.9.)"""
+    if device.type != "cuda":
+        return _causal_mask(sq, skv, device)
+    from torch.nn.attention.bias import causal_lower_right
+
+    return causal_lower_right(sq, skv)
 
 
 def _pinned(name: str, run: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
@@ -385,6 +396,143 @@ register(
             ),
             *_sdpa_impls(_sdpa_attention),
             Impl("eager", _eager_attention),
+        ),
+    )
+)
+
+
+# --- decode: one query token per sequence over a (paged) KV cache ---------------------------
+
+
+def _decode_inputs(shape: Shape, dtype: str, device: torch.device, gen: torch.Generator):
+    b, h, hkv, d, length, page = (shape[k] for k in ("B", "H", "Hkv", "D", "L", "page"))
+    k = randn((b, length, hkv, d), dtype, device, gen)
+    v = randn((b, length, hkv, d), dtype, device, gen)
+    seq_lens = torch.full((b,), length, dtype=torch.int32, device=device)
+    inputs = {
+        "q": randn((b, h, d), dtype, device, gen),
+        "seq_lens": seq_lens,
+        # The SDPA baselines read an unpaged (B, Hkv, L, D) cache, gathered here, untimed.
+        "k_sdpa": k.permute(0, 2, 1, 3).contiguous(),
+        "v_sdpa": v.permute(0, 2, 1, 3).contiguous(),
+    }
+    if page:
+        # Blocks scattered over the pool, as a long-running server's allocator leaves them.
+        shuffle = torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
+        k, v, table = make_paged_cache(k, v, seq_lens, page, shuffle=True, generator=shuffle)
+        inputs["block_table"] = table
+    inputs["k_cache"], inputs["v_cache"] = k, v
+    return inputs
+
+
+def _decode_reference(inputs: Inputs) -> torch.Tensor:
+    return reference.decode_ref(
+        inputs["q"],
+        inputs["k_cache"],
+        inputs["v_cache"],
+        inputs["seq_lens"],
+        block_table=inputs.get("block_table"),
+    )
+
+
+def _decode_flops(shape: Shape) -> float:
+    return 4.0 * shape["B"] * shape["H"] * shape["L"] * shape["D"]
+
+
+def _decode_bytes(shape: Shape, dtype: str) -> float:
+    b, d, length, page = shape["B"], shape["D"], shape["L"], shape["page"]
+    cache = 2 * b * shape["Hkv"] * length * d * ELEMENT_BYTES[dtype]
+    q_and_o = 2 * b * shape["H"] * d * ELEMENT_BYTES[dtype]
+    table = 4 * b * -(-length // page) if page else 0
+    return cache + q_and_o + table
+
+
+def _decode_footprint(shape: Shape, dtype: str) -> float:
+    # The cache three times (kernel's, SDPA's gathered copy, one more gathered while timing),
+    # plus one sequence's float64 keys and values repeated over the query heads (reference).
+    per_seq_ref = 2 * 8 * shape["H"] * shape["L"] * shape["D"]
+    return 3 * _decode_bytes(shape, dtype) + per_seq_ref
+
+
+def _triton_decode(inputs: Inputs) -> Callable[[], torch.Tensor]:
+    q, k, v, lens = inputs["q"], inputs["k_cache"], inputs["v_cache"], inputs["seq_lens"]
+    table = inputs.get("block_table")
+    return lambda: decode_attention(q, k, v, lens, block_table=table)
+
+
+def _sdpa_decode(name: str) -> Callable[[Inputs], Callable[[], torch.Tensor]]:
+    def prepare(inputs: Inputs) -> Callable[[], torch.Tensor]:
+        q = inputs["q"][:, :, None, :]
+        run = _sdpa(q, inputs["k_sdpa"], inputs["v_sdpa"], causal=False)
+        return _pinned(name, lambda: run().squeeze(2))
+
+    return prepare
+
+
+def _gather_sdpa_decode(inputs: Inputs) -> Callable[[], torch.Tensor]:
+    """What a paged cache costs a kernel that needs it contiguous: gather, then SDPA."""
+    q, k, v, lens = (
+        inputs["q"][:, :, None, :],
+        inputs["k_cache"],
+        inputs["v_cache"],
+        inputs["seq_lens"],
+    )
+    table = inputs["block_table"]
+
+    def fn() -> torch.Tensor:
+        k_flat, v_flat = gather_paged_kv(k, v, table, lens)
+        return _sdpa(q, k_flat, v_flat, causal=False)().squeeze(2)
+
+    return fn
+
+
+def _eager_decode(inputs: Inputs) -> Callable[[], torch.Tensor]:
+    q, k, v = inputs["q"], inputs["k_sdpa"], inputs["v_sdpa"]
+    b, h, d = q.shape
+    hkv = k.shape[1]
+
+    def fn() -> torch.Tensor:
+        # Each kv head's query group as rows of one matrix product: no repeated cache.
+        grouped = q.view(b, hkv, h // hkv, d)
+        scores = (grouped @ k.transpose(-1, -2)).float() * d**-0.5
+        return (torch.softmax(scores, dim=-1).to(q.dtype) @ v).view(b, h, d)
+
+    return fn
+
+
+def _decode_label(s: Shape) -> str:
+    cache = f"page {s['page']}" if s["page"] else "contiguous"
+    return f"{s['B']}×{s['H']}/{s['Hkv']}×{s['L']}×{s['D']} {cache}"
+
+
+register(
+    Op(
+        name="decode",
+        description="decode attention over a KV cache, (B×H/Hkv×context×D); SDPA and eager "
+        "read a pre-gathered unpaged cache, gather+sdpa pays for the gather",
+        shape_keys=("B", "H", "Hkv", "D", "L", "page"),
+        dtypes=("fp32", "fp16", "bf16"),
+        make_inputs=_decode_inputs,
+        reference=_decode_reference,
+        flops=_decode_flops,
+        bytes=_decode_bytes,
+        footprint=_decode_footprint,
+        label=_decode_label,
+        baseline="sdpa-flash",
+        impls=(
+            Impl(
+                "triton",
+                _triton_decode,
+                triton=True,
+                unsupported=lambda s, dt, dev: triton_unsupported(s, dt, dev, _decode_flops(s)),
+            ),
+            *_sdpa_impls(_sdpa_decode),
+            Impl(
+                "gather+sdpa",
+                _gather_sdpa_decode,
+                unsupported=lambda s, dt, dev: None if s["page"] else "the cache is not paged",
+            ),
+            Impl("eager", _eager_decode),
         ),
     )
 )

@@ -1,7 +1,8 @@
 """Named shape sweeps: which (op, shape, dtype) cases a suite runs.
 
 `smoke` is sized for a CPU (the torch baselines on the CPU, the Triton kernels in the
-interpreter) and is the default without a GPU; `standard` is the GPU sweep.
+interpreter) and is the default without a GPU; `standard` is the GPU sweep. `model` is derived
+from a model config (bench.models): every shape one GPU runs for that model.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench import BenchError
+from bench.models import ModelConfig, suite_cases
 from bench.ops import DTYPES, Shape, get_op
 
 
@@ -35,6 +37,18 @@ def _attn(b: int, h: int, hkv: int, sq: int, skv: int, d: int, causal: bool) -> 
     return {"B": b, "H": h, "Hkv": hkv, "Sq": sq, "Skv": skv, "D": d, "causal": causal}
 
 
+def _decode(b: int, h: int, hkv: int, length: int, d: int = 128, page: int = 16) -> Shape:
+    return {"B": b, "H": h, "Hkv": hkv, "D": d, "L": length, "page": page}
+
+
+# Decode: batch × context pairs whose KV cache (one layer) stays within 2^20 tokens.
+DECODE_BATCH_CONTEXT = [
+    (b, ctx)
+    for b in (1, 16, 64, 256)
+    for ctx in (1024, 4096, 16384, 32768, 131072)
+    if b * ctx <= 2**20
+]
+
 # Prefill as in FlashAttention's benchmarks: 16k tokens per batch, heads × head_dim = 2048.
 PREFILL_TOKENS = 16384
 PREFILL_SEQS = (512, 1024, 2048, 4096, 8192, 16384)
@@ -47,6 +61,11 @@ SHAPES: dict[str, dict[str, list[Shape]]] = {
             _attn(1, 4, 2, 128, 128, 64, causal=False),
             _attn(1, 4, 1, 48, 144, 64, causal=True),  # chunked prefill: a chunk after a prefix
         ],
+        "decode": [
+            _decode(3, 8, 2, 100, d=64),  # the last page of each sequence part-filled
+            _decode(2, 4, 4, 37, d=64, page=0),
+            _decode(4, 8, 1, 1, d=64),
+        ],
     },
     "standard": {
         "matmul": [_mm(s, s, s) for s in (256, 512, 1024, 2048, 4096, 8192)]
@@ -57,14 +76,19 @@ SHAPES: dict[str, dict[str, list[Shape]]] = {
             for causal in (False, True)
             for s in PREFILL_SEQS
         ],
+        "decode": [_decode(b, h, 8, ctx) for h in (32, 64) for b, ctx in DECODE_BATCH_CONTEXT]
+        + [_decode(b, 32, 8, 4096, page=0) for b in (1, 64)],
     },
 }
 
 DEFAULT_DTYPES = {"smoke": ("fp32", "fp16", "bf16"), "standard": ("fp16", "bf16", "fp8")}
 
 
+MODEL_SUITE = "model"
+
+
 def suite_names() -> list[str]:
-    return list(SHAPES)
+    return [*SHAPES, MODEL_SUITE]
 
 
 def default_suite(has_gpu: bool) -> str:
@@ -80,8 +104,10 @@ def build(
 ) -> list[CaseSpec]:
     """The cases of a suite, narrowed to ops and dtypes; `shapes` replace an op's own shapes
     for every op whose shape keys they give."""
+    if suite == MODEL_SUITE:
+        raise BenchError("suite 'model' is derived from a model: pass --model NAME or FILE")
     if suite not in SHAPES:
-        raise BenchError(f"unknown suite '{suite}'; known: {', '.join(SHAPES)}")
+        raise BenchError(f"unknown suite '{suite}'; known: {', '.join(suite_names())}")
     for dtype in dtypes or ():
         if dtype not in DTYPES:
             raise BenchError(f"unknown dtype '{dtype}'; known: {', '.join(DTYPES)}")
@@ -98,6 +124,29 @@ def build(
     if not cases:
         raise BenchError(f"suite '{suite}' has no cases for ops {selected} and dtypes {dtypes}")
     return cases
+
+
+def model_cases(
+    config: ModelConfig,
+    *,
+    tps: list[int],
+    precision: str,
+    batches: list[int],
+    isls: list[int],
+    osls: list[int],
+    memory: float,
+) -> list[CaseSpec]:
+    """The `model` suite: every GEMM, prefill- and decode-attention shape one GPU runs for
+    `config` at each TP degree, batch and input/output length (bench.models.suite_cases)."""
+    unique: dict[tuple, CaseSpec] = {}
+    for tp in tps:
+        for isl in isls:
+            for osl in osls:
+                for op, shape, dtype in suite_cases(
+                    config, tp, precision, batches, isl, osl, memory
+                ):
+                    unique[(op, tuple(sorted(shape.items())), dtype)] = CaseSpec(op, shape, dtype)
+    return list(unique.values())
 
 
 def parse_shape(text: str) -> Shape:

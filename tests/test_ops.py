@@ -1,0 +1,62 @@
+"""Op definitions: FLOP and byte formulas by hand, and every op's smoke cases through the gate."""
+
+import pytest
+import torch
+
+from bench import device as dev
+from bench.ops import OPS, get_op
+from bench.runner import RunConfig, run_one
+from bench.suites import SHAPES, CaseSpec
+from bench.timing import TimerConfig
+
+
+def test_matmul_formulas() -> None:
+    op, shape = get_op("matmul"), {"M": 2, "N": 3, "K": 5}
+    assert op.flops(shape) == 60
+    assert op.bytes(shape, "bf16") == (10 + 15 + 6) * 2
+    assert op.bytes(shape, "fp8") == 10 + 15 + 6 * 2  # fp8 in, bf16 out
+
+
+def _attn(sq: int, skv: int, causal: bool) -> dict:
+    return {"B": 2, "H": 4, "Hkv": 2, "Sq": sq, "Skv": skv, "D": 8, "causal": causal}
+
+
+@pytest.mark.parametrize(
+    ("sq", "skv", "causal", "pairs"),
+    [
+        (4, 4, False, 16),
+        (4, 4, True, 1 + 2 + 3 + 4),  # lower triangle with the diagonal
+        (2, 5, True, 4 + 5),  # a chunk after a 3-token prefix: bottom-right aligned
+        (5, 2, True, 0 + 0 + 0 + 1 + 2),  # more queries than keys: early rows see nothing
+    ],
+)
+def test_attention_flops_count_only_visible_pairs(sq, skv, causal, pairs) -> None:
+    assert get_op("attention").flops(_attn(sq, skv, causal)) == 4 * 2 * 4 * pairs * 8
+
+
+def test_attention_and_decode_bytes() -> None:
+    assert get_op("attention").bytes(_attn(3, 5, False), "fp16") == 2 * (
+        2 * 2 * 8 * (4 * 3 + 2 * 5)
+    )
+    decode = {"B": 2, "H": 8, "Hkv": 2, "D": 4, "L": 33, "page": 16}
+    cache = 2 * 2 * 2 * 33 * 4 * 2
+    assert get_op("decode").bytes(decode, "bf16") == cache + 2 * 2 * 8 * 4 * 2 + 4 * 2 * 3
+    assert get_op("decode").flops(decode) == 4 * 2 * 8 * 33 * 4
+
+
+@pytest.mark.parametrize("op_name", sorted(OPS))
+def test_smoke_cases_pass_the_gate(op_name: str) -> None:
+    """Every implementation that runs here matches the reference on the op's smoke shapes."""
+    op, cpu = get_op(op_name), dev.detect()
+    config = RunConfig(timer=TimerConfig(max_time_s=0.01, min_reps=1))
+    statuses = []
+    for shape in SHAPES["smoke"][op_name]:
+        case = CaseSpec(op_name, shape, "fp16")
+        gen = torch.Generator(device=dev.torch_device(cpu)).manual_seed(1)
+        inputs = op.make_inputs(shape, "fp16", dev.torch_device(cpu), gen)
+        ref = op.reference(inputs)
+        for impl in op.impls:
+            record = run_one(op, impl, case, inputs, ref, cpu, None, config)
+            assert record.status != "failed", (impl.name, shape, record.error)
+            statuses.append((impl.name, record.status))
+    assert ("triton", "ok") in statuses and (op.baseline, "ok") in statuses
