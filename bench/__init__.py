@@ -2,6 +2,11 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+# First, before anything imports triton (torch.nn.attention.bias does, through torch._dynamo):
+# without a GPU, `kernels` switches Triton to its interpreter, which must happen before
+# triton is imported.
+import kernels  # noqa: F401
+
 try:
     __version__ = version("tokbench")
 except PackageNotFoundError:  # running from a checkout with PYTHONPATH=.

@@ -22,23 +22,27 @@ _TORCH_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 def measure(device: DeviceInfo, timer: TimerConfig) -> dict[str, float]:
     """{"copy_gbs": …, "matmul_<dtype>_<n>_tflops": …}; copy bandwidth counts read + write."""
-    tdev = dev.torch_device(device)
     gpu = device.kind == "cuda"
-    copy_bytes = GPU_COPY_BYTES if gpu else CPU_COPY_BYTES
     n, dtype = GPU_MATMUL if gpu else CPU_MATMUL
-
-    src = torch.randn(copy_bytes // 4, device=tdev)
-    dst = torch.empty_like(src)
-    copy = _time(lambda: dst.copy_(src), device, timer)
-    del src, dst
-
-    a = torch.randn(n, n, device=tdev, dtype=_TORCH_DTYPES[dtype])
-    b = torch.randn(n, n, device=tdev, dtype=_TORCH_DTYPES[dtype])
-    mm = _time(lambda: a @ b, device, timer)
     return {
-        "copy_gbs": 2 * copy_bytes / (copy.median_ms / 1e3) / 1e9,
-        f"matmul_{dtype}_{n}_tflops": 2 * n**3 / (mm.median_ms / 1e3) / 1e12,
+        "copy_gbs": _copy_gbs(device, GPU_COPY_BYTES if gpu else CPU_COPY_BYTES, timer),
+        f"matmul_{dtype}_{n}_tflops": _matmul_tflops(device, n, dtype, timer),
     }
+
+
+def _copy_gbs(device: DeviceInfo, nbytes: int, timer: TimerConfig) -> float:
+    src = torch.randn(nbytes // 4, device=dev.torch_device(device))
+    dst = torch.empty_like(src)
+    t = _time(lambda: dst.copy_(src), device, timer)
+    return 2 * nbytes / (t.median_ms / 1e3) / 1e9
+
+
+def _matmul_tflops(device: DeviceInfo, n: int, dtype: str, timer: TimerConfig) -> float:
+    tdev, tdtype = dev.torch_device(device), _TORCH_DTYPES[dtype]
+    a = torch.randn(n, n, device=tdev, dtype=tdtype)  # random data: zeros overstate the peak
+    b = torch.randn(n, n, device=tdev, dtype=tdtype)
+    t = _time(lambda: a @ b, device, timer)
+    return 2 * n**3 / (t.median_ms / 1e3) / 1e12
 
 
 def _time(fn, device: DeviceInfo, timer: TimerConfig) -> Timing:

@@ -1,0 +1,580 @@
+"""Flash-attention forward pass (FlashAttention-2 style) in Triton.
+
+``flash_attention(q, k, v)`` computes ``softmax(q·kᵀ·sm_scale)·v`` without materialising the
+score matrix. Each program owns ``BLOCK_M`` query rows of one (batch, head) and streams the keys
+and values of that head's kv head in ``BLOCK_N`` tiles, keeping a running row maximum and row sum
+(online softmax). Scores are kept in the base-2 domain: ``log2(e)`` is folded into the scale so
+every exponential is a single ``exp2``.
+
+Supported: head_dim in {16, 32, 64, 128, 256}; float16, bfloat16 (GPU only: the CPU
+interpreter's bfloat16 dot is wrong, so it is rejected there) and float32 (TF32 dots on a GPU);
+grouped-query / multi-query attention; causal masks aligned to the bottom-right corner when
+``seq_q != seq_k`` (chunked prefill); any strides.
+
+Hopper path: on compute capability 9.x, for float16/bfloat16 with head_dim 64 or 128 and
+16-byte-aligned strides with a unit last stride, tiles are moved by TMA through device-side
+tensor descriptors (``tl.make_tensor_descriptor``; Triton then needs a scratch allocator, which
+is installed with ``triton.set_allocator`` before each such launch). Everything else takes the
+portable pointer path. This path was written without a GPU at hand: its results are checked
+in the CPU interpreter (where descriptors are emulated) and it compiles for sm_90, but it has
+not run on hardware. If it fails to compile or launch, the wrapper warns once and uses the
+portable path for the rest of the process (``tma_failure()`` says why). Setting
+``TOKBENCH_ATTENTION_TMA=0`` turns it off, e.g. to benchmark the portable kernel on an H100.
+"""
+
+import functools
+import math
+import os
+import warnings
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import interpreted
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+_LOG2E = math.log2(math.e)
+_LN2: tl.constexpr = tl.constexpr(math.log(2.0))
+_TMA_HEAD_DIMS = (64, 128)
+_TMA_DTYPES = (torch.float16, torch.bfloat16)
+# Shared memory the pruner lets one config use; an H100 has 227 KiB per block, and the compiler
+# needs some of it for layout conversions.
+_SMEM_BUDGET = 160 * 1024
+
+# (batch, head) pairs run on the grid's second axis, which CUDA caps at 65535.
+_MAX_GRID_Y = 65535
+
+_tma_failure: str | None = None
+
+
+def _gpu_attention_configs() -> list[triton.Config]:
+    """Autotuning space on a GPU, before pruning."""
+    return [
+        # Hopper's warp-group MMA covers 64 rows per 4 warps, hence warps tied to BLOCK_M.
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=8 if bm == 128 else 4, num_stages=s)
+        for bm in (32, 64, 128)
+        for bn in (32, 64, 128)
+        for s in (2, 3, 4)
+    ]
+
+
+def _attention_configs() -> list[triton.Config]:
+    """The interpreter gets one small config so the CPU tests stay fast."""
+    if interpreted():
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
+    return _gpu_attention_configs()
+
+
+def _prune_attention_configs(
+    configs: list[triton.Config], named_args: dict, **kwargs: object
+) -> list[triton.Config]:
+    """Drop configs that waste rows on short sequences or overflow shared memory.
+
+    The autotuner passes positional kernel arguments in named_args and keyword ones (the
+    constexprs) in kwargs.
+    """
+    args = {**named_args, **kwargs}
+    head_dim = args["HEAD_DIM"]
+    q_bucket = args["Q_BUCKET"]
+    k_bucket = args["K_BUCKET"]
+    elem = args["q_ptr"].element_size()
+    kept = []
+    for cfg in configs:
+        bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
+        smem = (bm * head_dim + 2 * cfg.num_stages * bn * head_dim) * elem
+        if smem > _SMEM_BUDGET:
+            continue
+        if bm > max(32, q_bucket) or bn > max(32, k_bucket):
+            continue
+        # 32-row tiles only pay off when the query block would otherwise be mostly padding.
+        if bm == 32 and q_bucket > 32:
+            continue
+        # A 256-wide accumulator with 128 rows spills registers.
+        if head_dim == 256 and bm == 128:
+            continue
+        kept.append(cfg)
+    return kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]))]
+
+
+@triton.jit
+def _load_rows(
+    src,
+    start,
+    n_rows,
+    stride_row,
+    stride_col,
+    BLOCK: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    MASKED: tl.constexpr,
+    USE_TMA: tl.constexpr,
+):
+    """Load rows [start, start + BLOCK) of one head's (seq, head_dim) matrix.
+
+    Args:
+        src: Tensor descriptor (USE_TMA) or pointer to row 0 of the head.
+        start: First row of the tile.
+        n_rows: Number of rows in the head; rows past it read as zero.
+        stride_row: Stride between rows, in elements (pointer path only).
+        stride_col: Stride between head_dim elements (pointer path only).
+        BLOCK: Rows in the tile.
+        HEAD_DIM: Columns in the tile.
+        MASKED: Whether the tile may run past n_rows (pointer path; TMA always zero-fills).
+        USE_TMA: Whether src is a tensor descriptor.
+    """
+    if USE_TMA:
+        tile = src.load([start, 0])
+    else:
+        rows = start + tl.arange(0, BLOCK)
+        ptrs = src + rows[:, None] * stride_row + tl.arange(0, HEAD_DIM)[None, :] * stride_col
+        tile = tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0) if MASKED else tl.load(ptrs)
+    return tile
+
+
+@triton.jit
+def _attend_tiles(
+    acc,
+    m_i,
+    l_i,
+    q,
+    k_src,
+    v_src,
+    stride_kn,
+    stride_kd,
+    stride_vn,
+    stride_vd,
+    lo,
+    hi,
+    offs_m,
+    seq_k,
+    diag_offset,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    USE_TMA: tl.constexpr,
+):
+    """Fold key tiles [lo, hi) into the running softmax state of one query block.
+
+    Args:
+        acc: Unnormalised output accumulator, (BLOCK_M, HEAD_DIM) float32.
+        m_i: Running row maximum of the base-2 scores, (BLOCK_M,) float32.
+        l_i: Running row sum of exp2(score - m_i), (BLOCK_M,) float32.
+        q: Query tile, (BLOCK_M, HEAD_DIM) in the input dtype.
+        k_src: Key descriptor or pointer to key row 0 of the kv head.
+        v_src: Value descriptor or pointer to value row 0 of the kv head.
+        stride_kn: Key row stride.
+        stride_kd: Key head_dim stride.
+        stride_vn: Value row stride.
+        stride_vd: Value head_dim stride.
+        lo: First key of the range, a multiple of BLOCK_N.
+        hi: End of the key range (exclusive).
+        offs_m: Query row indices of the block, (BLOCK_M,).
+        seq_k: Number of keys.
+        diag_offset: seq_k - seq_q; query i sees keys j <= i + diag_offset when causal.
+        qk_scale: sm_scale * log2(e).
+        HEAD_DIM: Head dimension.
+        BLOCK_N: Keys per tile.
+        MASKED: Whether tiles need the key-bound and causal masks; False for tiles every row of
+            the block sees in full, which is most of them.
+        CAUSAL: Whether the causal mask applies.
+        USE_TMA: Whether k_src/v_src are tensor descriptors.
+    """
+    offs_n = tl.arange(0, BLOCK_N)
+    for start_n in tl.range(lo, hi, BLOCK_N):
+        k = _load_rows(
+            k_src, start_n, seq_k, stride_kn, stride_kd, BLOCK_N, HEAD_DIM, MASKED, USE_TMA
+        )
+        v = _load_rows(
+            v_src, start_n, seq_k, stride_vn, stride_vd, BLOCK_N, HEAD_DIM, MASKED, USE_TMA
+        )
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        if MASKED:
+            cols = start_n + offs_n
+            visible = cols[None, :] < seq_k
+            if CAUSAL:
+                visible = visible & (cols[None, :] <= offs_m[:, None] + diag_offset)
+            s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # Under a mask a row may have seen no visible key yet and keep m = -inf; shifting it by 0
+        # instead keeps exp2 from producing -inf - -inf = nan, so its p, alpha and l stay 0.
+        shift = tl.where(m_new == float("-inf"), 0.0, m_new) if MASKED else m_new
+        p = tl.math.exp2(s - shift[:, None])
+        alpha = tl.math.exp2(m_i - shift)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.autotune(
+    configs=_attention_configs(),
+    key=["Q_BUCKET", "K_BUCKET", "HEAD_DIM", "CAUSAL", "USE_TMA"],
+    prune_configs_by={"early_config_prune": _prune_attention_configs},
+)
+@triton.jit
+def _flash_attention_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    out_ptr,
+    lse_ptr,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_ob,
+    stride_oh,
+    stride_om,
+    stride_od,
+    num_heads,
+    group_size,
+    seq_q,
+    seq_k,
+    qk_scale,
+    Q_BUCKET,
+    K_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    RETURN_LSE: tl.constexpr,
+    USE_TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """One program: BLOCK_M query rows of one (batch, head).
+
+    Args:
+        q_ptr: Queries, (batch, heads, seq_q, HEAD_DIM).
+        k_ptr: Keys, (batch, kv_heads, seq_k, HEAD_DIM).
+        v_ptr: Values, (batch, kv_heads, seq_k, HEAD_DIM).
+        out_ptr: Output, (batch, heads, seq_q, HEAD_DIM), dtype of the queries.
+        lse_ptr: Natural-log log-sum-exp, contiguous (batch, heads, seq_q) float32; only written
+            when RETURN_LSE.
+        stride_qb: Q batch stride.
+        stride_qh: Q head stride.
+        stride_qm: Q row stride.
+        stride_qd: Q head_dim stride.
+        stride_kb: K batch stride.
+        stride_kh: K head stride.
+        stride_kn: K row stride.
+        stride_kd: K head_dim stride.
+        stride_vb: V batch stride.
+        stride_vh: V head stride.
+        stride_vn: V row stride.
+        stride_vd: V head_dim stride.
+        stride_ob: O batch stride.
+        stride_oh: O head stride.
+        stride_om: O row stride.
+        stride_od: O head_dim stride.
+        num_heads: Query heads.
+        group_size: Query heads per kv head; query head h reads kv head h // group_size.
+        seq_q: Query rows.
+        seq_k: Key rows.
+        qk_scale: Softmax scale times log2(e).
+        Q_BUCKET: Power-of-two bucket of seq_q; only an autotuning key, so close lengths share
+            a tuned config instead of re-tuning for every length.
+        K_BUCKET: Power-of-two bucket of seq_k; autotuning key only.
+        HEAD_DIM: Head dimension, a power of two.
+        CAUSAL: Bottom-right aligned causal mask.
+        RETURN_LSE: Whether to write LSE.
+        USE_TMA: Move tiles with TMA through tensor descriptors (Hopper).
+        BLOCK_M: Query rows per program.
+        BLOCK_N: Keys per tile.
+    """
+    # The grid's first axis runs over query blocks in reverse: under a causal mask the last
+    # blocks see the most keys, and starting them first shortens the tail of the launch.
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    batch = pid_bh // num_heads
+    head = pid_bh % num_heads
+    kv_head = head // group_size
+
+    q_base = q_ptr + batch.to(tl.int64) * stride_qb + head.to(tl.int64) * stride_qh
+    k_base = k_ptr + batch.to(tl.int64) * stride_kb + kv_head.to(tl.int64) * stride_kh
+    v_base = v_ptr + batch.to(tl.int64) * stride_vb + kv_head.to(tl.int64) * stride_vh
+    o_base = out_ptr + batch.to(tl.int64) * stride_ob + head.to(tl.int64) * stride_oh
+    if USE_TMA:
+        q_src = tl.make_tensor_descriptor(
+            q_base, shape=[seq_q, HEAD_DIM], strides=[stride_qm, 1], block_shape=[BLOCK_M, HEAD_DIM]
+        )
+        k_src = tl.make_tensor_descriptor(
+            k_base, shape=[seq_k, HEAD_DIM], strides=[stride_kn, 1], block_shape=[BLOCK_N, HEAD_DIM]
+        )
+        v_src = tl.make_tensor_descriptor(
+            v_base, shape=[seq_k, HEAD_DIM], strides=[stride_vn, 1], block_shape=[BLOCK_N, HEAD_DIM]
+        )
+    else:
+        q_src = q_base
+        k_src = k_base
+        v_src = v_base
+
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    q = _load_rows(q_src, start_m, seq_q, stride_qm, stride_qd, BLOCK_M, HEAD_DIM, True, USE_TMA)
+
+    diag_offset = seq_k - seq_q
+    if CAUSAL:
+        # Row start_m, the block's first, sees keys up to start_m + diag_offset, so whole tiles
+        # below that bound need no mask; the block's last row bounds the keys read at all.
+        full_end = tl.minimum(tl.maximum(start_m + 1 + diag_offset, 0), seq_k) // BLOCK_N * BLOCK_N
+        hi = tl.minimum(tl.maximum(start_m + BLOCK_M + diag_offset, 0), seq_k)
+    else:
+        full_end = seq_k // BLOCK_N * BLOCK_N
+        hi = seq_k
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    acc, m_i, l_i = _attend_tiles(
+        acc,
+        m_i,
+        l_i,
+        q,
+        k_src,
+        v_src,
+        stride_kn,
+        stride_kd,
+        stride_vn,
+        stride_vd,
+        0,
+        full_end,
+        offs_m,
+        seq_k,
+        diag_offset,
+        qk_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        False,
+        CAUSAL,
+        USE_TMA,
+    )
+    acc, m_i, l_i = _attend_tiles(
+        acc,
+        m_i,
+        l_i,
+        q,
+        k_src,
+        v_src,
+        stride_kn,
+        stride_kd,
+        stride_vn,
+        stride_vd,
+        full_end,
+        hi,
+        offs_m,
+        seq_k,
+        diag_offset,
+        qk_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        True,
+        CAUSAL,
+        USE_TMA,
+    )
+
+    # Rows that see no key (causal, seq_q > seq_k) have l = 0 and must come out as zeros.
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    out = (acc / l_safe[:, None]).to(out_ptr.dtype.element_ty)
+    if USE_TMA:
+        o_desc = tl.make_tensor_descriptor(
+            o_base, shape=[seq_q, HEAD_DIM], strides=[stride_om, 1], block_shape=[BLOCK_M, HEAD_DIM]
+        )
+        o_desc.store([start_m, 0], out)
+    else:
+        o_ptrs = o_base + offs_m[:, None] * stride_om + tl.arange(0, HEAD_DIM)[None, :] * stride_od
+        tl.store(o_ptrs, out, mask=offs_m[:, None] < seq_q)
+    if RETURN_LSE:
+        lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.math.log2(l_safe)) * _LN2)
+        tl.store(lse_ptr + pid_bh.to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
+
+
+def _fail(message: str) -> None:
+    raise ValueError(f"flash_attention: {message}")
+
+
+def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Raise ValueError with one line naming the first problem with the inputs."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            _fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            _fail(
+                f"{name} must have rank 4 (batch, heads, seq, head_dim), got shape {tuple(t.shape)}"
+            )
+    if q.dtype not in SUPPORTED_DTYPES:
+        _fail(f"dtype {q.dtype} unsupported; allowed: float16, bfloat16, float32")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        _fail(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if k.device != q.device or v.device != q.device:
+        _fail(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if q.device.type != "cuda" and not interpreted():
+        _fail(f"tensors must be on a CUDA device, got {q.device}")
+    if q.dtype == torch.bfloat16 and interpreted():
+        # The interpreter's tl.dot multiplies bfloat16 bit patterns as integers.
+        _fail("bfloat16 gives wrong results under the Triton CPU interpreter; use float16/float32")
+    if k.shape != v.shape:
+        _fail(f"k and v shapes differ: {tuple(k.shape)} vs {tuple(v.shape)}")
+    if k.shape[0] != q.shape[0]:
+        _fail(f"batch mismatch: q has {q.shape[0]}, k/v have {k.shape[0]}")
+    if k.shape[3] != q.shape[3]:
+        _fail(f"head_dim mismatch: q has {q.shape[3]}, k/v have {k.shape[3]}")
+    if q.shape[3] not in SUPPORTED_HEAD_DIMS:
+        _fail(f"head_dim {q.shape[3]} unsupported; allowed: {SUPPORTED_HEAD_DIMS}")
+    heads, kv_heads = q.shape[1], k.shape[1]
+    if kv_heads == 0 or heads % kv_heads:
+        _fail(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
+    if q.shape[0] * heads > _MAX_GRID_Y:
+        _fail(f"batch * heads = {q.shape[0] * heads} exceeds the grid limit {_MAX_GRID_Y}")
+
+
+@functools.lru_cache
+def _capability(device_index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device_index)
+
+
+def _tma_aligned(t: torch.Tensor) -> bool:
+    """TMA needs a 16-byte-aligned base, 16-byte-aligned outer strides and a unit last stride."""
+    nbytes = t.element_size()
+    return (
+        t.stride(-1) == 1
+        and t.data_ptr() % 16 == 0
+        and all(s * nbytes % 16 == 0 for s in t.stride()[:-1])
+    )
+
+
+def _want_tma(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether this call can take the Hopper TMA path."""
+    if _tma_failure is not None or os.environ.get("TOKBENCH_ATTENTION_TMA", "1") == "0":
+        return False
+    if interpreted() or q.device.type != "cuda" or _capability(q.device.index or 0)[0] != 9:
+        return False
+    return (
+        hasattr(tl, "make_tensor_descriptor")
+        and q.dtype in _TMA_DTYPES
+        and q.shape[3] in _TMA_HEAD_DIMS
+        and all(_tma_aligned(t) for t in (q, k, v))
+    )
+
+
+def tma_failure() -> str | None:
+    """Why the Hopper TMA path was switched off in this process, or None if it was not."""
+    return _tma_failure
+
+
+def _set_tma_allocator(device: torch.device) -> None:
+    """Device-side descriptors live in a per-launch scratch buffer that Triton asks for."""
+
+    def alloc(size: int, alignment: int, stream: int | None) -> torch.Tensor:
+        return torch.empty(size, dtype=torch.int8, device=device)
+
+    triton.set_allocator(alloc)
+
+
+def _launch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    sm_scale: float,
+    return_lse: bool,
+    use_tma: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    batch, heads, seq_q, head_dim = q.shape
+    kv_heads, seq_k = k.shape[1], k.shape[2]
+    out = torch.empty((batch, heads, seq_q, head_dim), dtype=q.dtype, device=q.device)
+    lse = (
+        torch.empty((batch, heads, seq_q), dtype=torch.float32, device=q.device)
+        if return_lse
+        else None
+    )
+    if out.numel() == 0:
+        return out, lse
+    if use_tma:
+        _set_tma_allocator(q.device)
+
+    def grid(meta: dict) -> tuple[int, int]:
+        return triton.cdiv(seq_q, meta["BLOCK_M"]), batch * heads
+
+    _flash_attention_kernel[grid](
+        q,
+        k,
+        v,
+        out,
+        out if lse is None else lse,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *out.stride(),
+        heads,
+        heads // kv_heads,
+        seq_q,
+        seq_k,
+        sm_scale * _LOG2E,
+        max(16, triton.next_power_of_2(seq_q)),
+        max(16, triton.next_power_of_2(seq_k)),
+        HEAD_DIM=head_dim,
+        CAUSAL=causal,
+        RETURN_LSE=return_lse,
+        USE_TMA=use_tma,
+    )
+    return out, lse
+
+
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    sm_scale: float | None = None,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Attention forward: softmax(q·kᵀ·sm_scale)·v.
+
+    Args:
+        q: (batch, heads, seq_q, head_dim), float16/bfloat16/float32, any strides.
+        k: (batch, kv_heads, seq_k, head_dim), same dtype and device; kv_heads divides heads
+            and query head h uses kv head h // (heads // kv_heads).
+        v: Same shape as k.
+        causal: Mask aligned to the bottom-right corner: query i sees keys
+            j <= i + seq_k - seq_q. Rows that see no key output zeros.
+        sm_scale: Score scale; 1/sqrt(head_dim) when None.
+        return_lse: Also return the natural-log log-sum-exp of the scaled scores,
+            (batch, heads, seq_q) float32, -inf on rows that see no key.
+
+    Returns:
+        The output, a new contiguous (batch, heads, seq_q, head_dim) tensor in q's dtype, and
+        the log-sum-exp when return_lse.
+    """
+    global _tma_failure
+    _validate(q, k, v)
+    scale = q.shape[3] ** -0.5 if sm_scale is None else float(sm_scale)
+    out = lse = None
+    if k.shape[2] == 0:
+        # No keys at all: every row is an empty softmax.
+        out = torch.zeros(q.shape, dtype=q.dtype, device=q.device)
+        lse = torch.full(q.shape[:3], float("-inf"), dtype=torch.float32, device=q.device)
+    elif _want_tma(q, k, v):
+        try:
+            out, lse = _launch(q, k, v, causal, scale, return_lse, use_tma=True)
+        except (triton.CompilationError, RuntimeError) as exc:
+            _tma_failure = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            warnings.warn(
+                f"flash_attention: TMA path disabled, using the portable kernel ({_tma_failure})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    if out is None:
+        out, lse = _launch(q, k, v, causal, scale, return_lse, use_tma=False)
+    return (out, lse) if return_lse else out

@@ -1,0 +1,626 @@
+"""Decode attention: one new query token per sequence over its KV cache, in Triton.
+
+``decode_attention`` reads either a contiguous cache, k/v (batch, max_len, kv_heads, head_dim),
+or a paged cache as in vLLM/FlashInfer, k/v (num_blocks, page_size, kv_heads, head_dim) plus a
+block table (batch, max_blocks) int32 that maps logical page i of sequence b to a physical block
+of the shared pool.
+
+Design (flash-decoding):
+
+* One program per (sequence, kv head, split). The query heads of that kv head's group are
+  computed together as the rows of one ``tl.dot``, padded to at least 16 rows, so each key and
+  value tile is read once per group instead of once per query head.
+* Each split covers a contiguous slice of the sequence (the sequence divided into
+  ``num_splits`` slices rounded up to whole tiles) and keeps an online softmax over it. With one
+  split the program writes the final output directly; with several it writes a normalised
+  partial output and its base-2 log-sum-exp, and a second kernel merges the splits by
+  log-sum-exp weights.
+* ``choose_num_splits`` picks the split count from the SM count and the context length.
+* There is no Hopper-specific (TMA) path: paged tiles are gathered token by token through the
+  block table, which plain TMA tile loads cannot express.
+
+Dtypes: float16, bfloat16 (GPU only; the CPU interpreter's bfloat16 dot is wrong, so it is
+rejected there) and float32 (TF32 dots on a GPU). head_dim in {16, 32, 64, 128, 256}.
+
+Validation reads ``seq_lens`` (and the block table) on the host, which costs one device
+synchronisation per call and so cannot run inside CUDA-graph capture.
+
+The module also holds plain-PyTorch helpers for baselines and tests: ``gather_paged_kv`` and
+``make_paged_cache``.
+"""
+
+import functools
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import interpreted
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+DEFAULT_PAGE_SIZE = 16
+# A split below this many tokens costs more in merge traffic than it gains in parallelism.
+MIN_TOKENS_PER_SPLIT = 256
+MAX_SPLITS = 32
+
+_LOG2E = math.log2(math.e)
+# tl.dot needs at least 16 rows, so small query-head groups are padded up to this.
+_MIN_DOT_ROWS = 16
+# Shared memory the pruner lets one config use; an H100 has 227 KiB per block.
+_SMEM_BUDGET = 160 * 1024
+
+
+def choose_num_splits(batch: int, kv_heads: int, max_len: int, sm_count: int) -> int:
+    """Number of KV splits per (sequence, kv head).
+
+    Rule: with ``batch * kv_heads`` programs already filling every SM once, splitting only adds
+    a merge, so 1. Otherwise aim at two programs per SM, ``ceil(2 * sm_count / (batch *
+    kv_heads))``, but give every split at least ``MIN_TOKENS_PER_SPLIT`` tokens of the longest
+    sequence and never use more than ``MAX_SPLITS``. The result is at least 1.
+    """
+    programs = batch * kv_heads
+    if programs >= sm_count:
+        return 1
+    wanted = triton.cdiv(2 * sm_count, max(programs, 1))
+    return max(1, min(wanted, max_len // MIN_TOKENS_PER_SPLIT, MAX_SPLITS))
+
+
+def _gpu_decode_configs() -> list[triton.Config]:
+    """Autotuning space on a GPU, before pruning."""
+    return [
+        triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bn in (32, 64, 128)
+        for w in (4, 8)
+        for s in (2, 3, 4)
+    ]
+
+
+def _decode_configs() -> list[triton.Config]:
+    """The interpreter gets one small config so the CPU tests stay fast."""
+    if interpreted():
+        return [triton.Config({"BLOCK_N": 32}, num_warps=4, num_stages=1)]
+    return _gpu_decode_configs()
+
+
+def _prune_decode_configs(
+    configs: list[triton.Config], named_args: dict, **kwargs: object
+) -> list[triton.Config]:
+    """Drop tiles longer than a split, configs over the shared-memory budget and warp counts that
+    do not match the tile size.
+
+    The autotuner passes positional kernel arguments in named_args and keyword ones (the
+    constexprs) in kwargs.
+    """
+    args = {**named_args, **kwargs}
+    chunk = args["CHUNK_BUCKET"]
+    head_dim = args["HEAD_DIM"]
+    rows_x_dim = args["BLOCK_H"] * head_dim
+    elem = args["q_ptr"].element_size()
+    kept = []
+    for cfg in configs:
+        bn = cfg.kwargs["BLOCK_N"]
+        if bn > max(32, chunk):
+            continue
+        # Key and value tiles for every pipeline stage plus the query tile.
+        if (2 * cfg.num_stages * bn + args["BLOCK_H"]) * head_dim * elem > _SMEM_BUDGET:
+            continue
+        # Eight warps only pay off once the (group rows × head_dim) accumulator is large.
+        if (cfg.num_warps == 8) != (rows_x_dim >= 64 * 128):
+            continue
+        kept.append(cfg)
+    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_N"])]
+
+
+@triton.jit
+def _token_slots(
+    table_row, batch, toks, valid, stride_table, PAGE_SIZE: tl.constexpr, PAGED: tl.constexpr
+):
+    """Where tokens ``toks`` of one sequence live: (block or sequence index, slot within it).
+
+    Args:
+        table_row: Pointer to the sequence's block-table row (paged only).
+        batch: Sequence index (contiguous only).
+        toks: Logical token positions, (BLOCK_N,).
+        valid: Which toks lie inside the sequence; the block-table load is masked to them, so
+            table entries past the sequence's last page are never read.
+        stride_table: Block-table stride between logical pages.
+        PAGE_SIZE: Tokens per physical block.
+        PAGED: Whether the cache is paged.
+    """
+    if PAGED:
+        block = tl.load(table_row + (toks // PAGE_SIZE) * stride_table, mask=valid, other=0)
+        slot = toks % PAGE_SIZE
+    else:
+        block = batch
+        slot = toks
+    return block.to(tl.int64), slot.to(tl.int64)
+
+
+@triton.autotune(
+    configs=_decode_configs(),
+    key=["HEAD_DIM", "BLOCK_H", "PAGED", "SPLIT", "CHUNK_BUCKET"],
+    prune_configs_by={"early_config_prune": _prune_decode_configs},
+)
+@triton.jit
+def _decode_split_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    table_ptr,
+    lens_ptr,
+    out_ptr,
+    part_out_ptr,
+    part_lse_ptr,
+    stride_qb,
+    stride_qh,
+    stride_qd,
+    stride_kp,
+    stride_ks,
+    stride_kh,
+    stride_kd,
+    stride_vp,
+    stride_vs,
+    stride_vh,
+    stride_vd,
+    stride_tb,
+    stride_ti,
+    stride_ob,
+    stride_oh,
+    stride_od,
+    num_kv_heads,
+    group_size,
+    num_splits,
+    qk_scale,
+    CHUNK_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    PAGE_SIZE: tl.constexpr,
+    PAGED: tl.constexpr,
+    SPLIT: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """One program: the query-head group of one (sequence, kv head) over one context split.
+
+    Args:
+        q_ptr: Queries, (batch, heads, HEAD_DIM).
+        k_ptr: Key cache, (num_blocks, PAGE_SIZE, kv_heads, HEAD_DIM) when PAGED, else
+            (batch, max_len, kv_heads, HEAD_DIM).
+        v_ptr: Value cache, same layout as the keys.
+        table_ptr: Block table, (batch, max_blocks) int32; unused unless PAGED.
+        lens_ptr: Sequence lengths, (batch,) int32.
+        out_ptr: Output, (batch, heads, HEAD_DIM); written only when not SPLIT.
+        part_out_ptr: Normalised partial outputs, contiguous (batch, heads, num_splits,
+            HEAD_DIM) float32; written only when SPLIT.
+        part_lse_ptr: Base-2 log-sum-exp of each split, contiguous (batch, heads, num_splits)
+            float32, -inf for an empty split; written only when SPLIT.
+        stride_qb: Query batch stride.
+        stride_qh: Query head stride.
+        stride_qd: Query head_dim stride.
+        stride_kp: Key stride between physical blocks (paged) or sequences (contiguous).
+        stride_ks: Key stride between tokens of one block or sequence.
+        stride_kh: Key kv-head stride.
+        stride_kd: Key head_dim stride.
+        stride_vp: Value stride between physical blocks or sequences.
+        stride_vs: Value stride between tokens.
+        stride_vh: Value kv-head stride.
+        stride_vd: Value head_dim stride.
+        stride_tb: Block-table stride between sequences.
+        stride_ti: Block-table stride between logical pages.
+        stride_ob: Output batch stride.
+        stride_oh: Output head stride.
+        stride_od: Output head_dim stride.
+        num_kv_heads: KV heads.
+        group_size: Query heads per kv head; query head h reads kv head h // group_size.
+        num_splits: Context splits per sequence (the grid's second axis).
+        qk_scale: Softmax scale times log2(e).
+        CHUNK_BUCKET: Power-of-two bucket of the longest split; only an autotuning key.
+        HEAD_DIM: Head dimension, a power of two.
+        BLOCK_H: group_size padded to a power of two of at least 16 rows for tl.dot.
+        PAGE_SIZE: Tokens per physical block (paged only).
+        PAGED: Whether the cache is paged.
+        SPLIT: Whether there are several splits, i.e. partial outputs to merge.
+        BLOCK_N: Tokens per tile.
+    """
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    batch = pid // num_kv_heads
+    kv_head = pid % num_kv_heads
+
+    seq_len = tl.load(lens_ptr + batch)
+    # Slices are rounded up to whole tiles so only a sequence's last tile needs its mask.
+    chunk = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
+    start = split * chunk
+    end = tl.minimum(start + chunk, seq_len)
+
+    rows = tl.arange(0, BLOCK_H)
+    heads = kv_head * group_size + rows
+    row_ok = rows < group_size
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_ptrs = (
+        q_ptr
+        + batch.to(tl.int64) * stride_qb
+        + heads[:, None] * stride_qh
+        + offs_d[None, :] * stride_qd
+    )
+    q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
+
+    table_row = table_ptr + batch.to(tl.int64) * stride_tb
+    k_head = k_ptr + kv_head.to(tl.int64) * stride_kh
+    v_head = v_ptr + kv_head.to(tl.int64) * stride_vh
+    m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_H, HEAD_DIM], dtype=tl.float32)
+    for start_n in tl.range(start, end, BLOCK_N):
+        toks = start_n + tl.arange(0, BLOCK_N)
+        valid = toks < end
+        block, slot = _token_slots(table_row, batch, toks, valid, stride_ti, PAGE_SIZE, PAGED)
+        k_rows = k_head + block * stride_kp + slot * stride_ks
+        v_rows = v_head + block * stride_vp + slot * stride_vs
+        k = tl.load(k_rows[:, None] + offs_d[None, :] * stride_kd, mask=valid[:, None], other=0.0)
+        v = tl.load(v_rows[:, None] + offs_d[None, :] * stride_vd, mask=valid[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = tl.where(valid[None, :], s, float("-inf"))
+        # Every tile holds at least one valid token, so m_new is finite and needs no guard.
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_new
+
+    # An empty split or sequence has l = 0: its output is zero and its weight in the merge 0.
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    if SPLIT:
+        part = (batch * num_kv_heads * group_size + heads).to(tl.int64) * num_splits + split
+        tl.store(
+            part_out_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], out, mask=row_ok[:, None]
+        )
+        lse = tl.where(l_i == 0.0, float("-inf"), m_i + tl.math.log2(l_safe))
+        tl.store(part_lse_ptr + part, lse, mask=row_ok)
+    else:
+        o_ptrs = (
+            out_ptr
+            + batch.to(tl.int64) * stride_ob
+            + heads[:, None] * stride_oh
+            + offs_d[None, :] * stride_od
+        )
+        tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def _decode_merge_kernel(
+    part_out_ptr,
+    part_lse_ptr,
+    out_ptr,
+    stride_ob,
+    stride_oh,
+    stride_od,
+    num_heads,
+    num_splits,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    """One program: combine the split partials of one (sequence, head).
+
+    Args:
+        part_out_ptr: Normalised partial outputs, contiguous (batch, heads, num_splits,
+            HEAD_DIM) float32.
+        part_lse_ptr: Base-2 log-sum-exp per split, contiguous (batch, heads, num_splits).
+        out_ptr: Output, (batch, heads, HEAD_DIM).
+        stride_ob: Output batch stride.
+        stride_oh: Output head stride.
+        stride_od: Output head_dim stride.
+        num_heads: Query heads.
+        num_splits: Splits per sequence.
+        HEAD_DIM: Head dimension.
+        BLOCK_S: num_splits rounded up to a power of two.
+    """
+    pid = tl.program_id(0)
+    batch = pid // num_heads
+    head = pid % num_heads
+    splits = tl.arange(0, BLOCK_S)
+    split_ok = splits < num_splits
+    offs_d = tl.arange(0, HEAD_DIM)
+    base = pid.to(tl.int64) * num_splits
+    lse = tl.load(part_lse_ptr + base + splits, mask=split_ok, other=float("-inf"))
+    parts = tl.load(
+        part_out_ptr + (base + splits)[:, None] * HEAD_DIM + offs_d[None, :],
+        mask=split_ok[:, None],
+        other=0.0,
+    )
+    # A zero-length sequence has every lse at -inf; shifting by 0 keeps its weights at 0.
+    top = tl.max(lse, 0)
+    weights = tl.math.exp2(lse - tl.where(top == float("-inf"), 0.0, top))
+    total = tl.sum(weights, 0)
+    out = tl.sum(weights[:, None] * parts, 0) / tl.where(total == 0.0, 1.0, total)
+    o_ptrs = out_ptr + batch.to(tl.int64) * stride_ob + head.to(tl.int64) * stride_oh
+    tl.store(o_ptrs + offs_d * stride_od, out.to(out_ptr.dtype.element_ty))
+
+
+def _fail(message: str) -> None:
+    raise ValueError(f"decode_attention: {message}")
+
+
+def _check_tensor(name: str, t: object, rank: int, layout: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        _fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != rank:
+        _fail(f"{name} must have rank {rank} {layout}, got shape {tuple(t.shape)}")
+
+
+def _validate_static(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    seq_lens: torch.Tensor,
+    block_table: torch.Tensor | None,
+    num_splits: int | None,
+) -> None:
+    """Checks that need no data from the device."""
+    paged = block_table is not None
+    cache_layout = (
+        "(num_blocks, page_size, kv_heads, head_dim)"
+        if paged
+        else "(batch, max_len, kv_heads, head_dim)"
+    )
+    _check_tensor("q", q, 3, "(batch, heads, head_dim)")
+    _check_tensor("k_cache", k_cache, 4, cache_layout)
+    _check_tensor("v_cache", v_cache, 4, cache_layout)
+    _check_tensor("seq_lens", seq_lens, 1, "(batch,)")
+    if paged:
+        _check_tensor("block_table", block_table, 2, "(batch, max_blocks)")
+    if q.dtype not in SUPPORTED_DTYPES:
+        _fail(f"dtype {q.dtype} unsupported; allowed: float16, bfloat16, float32")
+    if k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
+        _fail(
+            f"q, k_cache, v_cache must share one dtype, got {q.dtype}, {k_cache.dtype}, "
+            f"{v_cache.dtype}"
+        )
+    index_tensors = [("seq_lens", seq_lens)] + ([("block_table", block_table)] if paged else [])
+    for name, t in index_tensors:
+        if t.dtype != torch.int32:
+            _fail(f"{name} dtype must be torch.int32, got {t.dtype}")
+    for name, t in [("k_cache", k_cache), ("v_cache", v_cache), *index_tensors]:
+        if t.device != q.device:
+            _fail(f"{name} is on {t.device} but q is on {q.device}; all must share one device")
+    if q.device.type != "cuda" and not interpreted():
+        _fail(f"tensors must be on a CUDA device, got {q.device}")
+    if q.dtype == torch.bfloat16 and interpreted():
+        # The interpreter's tl.dot multiplies bfloat16 bit patterns as integers.
+        _fail("bfloat16 gives wrong results under the Triton CPU interpreter; use float16/float32")
+    if k_cache.shape != v_cache.shape:
+        _fail(
+            f"k_cache and v_cache shapes differ: {tuple(k_cache.shape)} vs {tuple(v_cache.shape)}"
+        )
+    batch, heads, head_dim = q.shape
+    if k_cache.shape[3] != head_dim:
+        _fail(f"head_dim mismatch: q has {head_dim}, the caches have {k_cache.shape[3]}")
+    if head_dim not in SUPPORTED_HEAD_DIMS:
+        _fail(f"head_dim {head_dim} unsupported; allowed: {SUPPORTED_HEAD_DIMS}")
+    kv_heads = k_cache.shape[2]
+    if kv_heads == 0 or heads % kv_heads:
+        _fail(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
+    if seq_lens.shape[0] != batch:
+        _fail(f"seq_lens has {seq_lens.shape[0]} entries for a batch of {batch}")
+    if paged and block_table.shape[0] != batch:
+        _fail(f"block_table has {block_table.shape[0]} rows for a batch of {batch}")
+    if not paged and k_cache.shape[0] != batch:
+        _fail(f"batch mismatch: q has {batch}, the contiguous caches have {k_cache.shape[0]}")
+    if num_splits is not None and (not isinstance(num_splits, int) or num_splits < 1):
+        _fail(f"num_splits must be a positive int, got {num_splits!r}")
+
+
+def _validate_lengths(
+    k_cache: torch.Tensor, seq_lens: torch.Tensor, block_table: torch.Tensor | None
+) -> int:
+    """Check lengths and used block-table entries with one host sync; return the longest length.
+
+    Only the first ceil(seq_len / page_size) entries of each block-table row are used, so only
+    those must point inside the pool; the rest may hold anything.
+    """
+    if seq_lens.numel() == 0:
+        return 0
+    lens = seq_lens.to(torch.int64)
+    stats = [lens.min(), lens.max()]
+    if block_table is not None:
+        page_size, num_blocks = k_cache.shape[1], k_cache.shape[0]
+        pages = torch.arange(block_table.shape[1], device=lens.device)
+        used = pages[None, :] < (lens.clamp(min=0)[:, None] + page_size - 1) // page_size
+        table = block_table.to(torch.int64)
+        stats += [torch.where(used, table, 0).min(), torch.where(used, table, -1).max()]
+    values = torch.stack(stats).tolist()
+    shortest, longest = values[0], values[1]
+    if shortest < 0:
+        _fail(f"seq_lens must be >= 0, got a minimum of {shortest}")
+    if block_table is None:
+        if longest > k_cache.shape[1]:
+            _fail(f"seq_lens max {longest} exceeds the cache max_len {k_cache.shape[1]}")
+        return longest
+    capacity = block_table.shape[1] * page_size
+    if longest > capacity:
+        _fail(
+            f"seq_lens max {longest} exceeds the block table capacity {capacity} "
+            f"({block_table.shape[1]} blocks x page_size {page_size})"
+        )
+    if values[2] < 0 or values[3] >= num_blocks:
+        _fail(
+            f"block_table entries in use must lie in [0, {num_blocks}) (the pool's blocks), "
+            f"got min {values[2]} and max {values[3]}"
+        )
+    return longest
+
+
+@functools.lru_cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    seq_lens: torch.Tensor,
+    *,
+    block_table: torch.Tensor | None = None,
+    sm_scale: float | None = None,
+    num_splits: int | None = None,
+) -> torch.Tensor:
+    """Attention of one query token per sequence over that sequence's cached keys and values.
+
+    Args:
+        q: (batch, heads, head_dim), float16/bfloat16/float32, any strides.
+        k_cache: Contiguous layout (batch, max_len, kv_heads, head_dim), or with block_table the
+            paged pool (num_blocks, page_size, kv_heads, head_dim); any strides. kv_heads
+            divides heads; query head h uses kv head h // (heads // kv_heads).
+        v_cache: Same shape, dtype and device as k_cache.
+        seq_lens: (batch,) int32 tokens in each sequence's cache, 0 <= len <= capacity. A
+            zero-length sequence outputs zeros.
+        block_table: (batch, max_blocks) int32; token t of sequence b lives at
+            k_cache[block_table[b, t // page_size], t % page_size]. None for a contiguous cache.
+        sm_scale: Score scale; 1/sqrt(head_dim) when None.
+        num_splits: Context splits per sequence; ``choose_num_splits`` decides when None (one
+            split under the CPU interpreter).
+
+    Returns:
+        A new contiguous (batch, heads, head_dim) tensor in q's dtype.
+    """
+    _validate_static(q, k_cache, v_cache, seq_lens, block_table, num_splits)
+    longest = _validate_lengths(k_cache, seq_lens, block_table)
+    batch, heads, head_dim = q.shape
+    kv_heads = k_cache.shape[2]
+    out = torch.empty((batch, heads, head_dim), dtype=q.dtype, device=q.device)
+    if out.numel() == 0:
+        return out
+    if num_splits is None:
+        sm_count = 1 if q.device.type != "cuda" else _sm_count(q.device.index or 0)
+        num_splits = choose_num_splits(batch, kv_heads, longest, sm_count)
+    split = num_splits > 1
+    if split:
+        part_out = torch.empty(
+            (batch, heads, num_splits, head_dim), dtype=torch.float32, device=q.device
+        )
+        part_lse = torch.empty((batch, heads, num_splits), dtype=torch.float32, device=q.device)
+    else:
+        # Never touched: SPLIT=False compiles the partial stores away.
+        part_out = part_lse = out
+    paged = block_table is not None
+    table = block_table if paged else seq_lens
+    table_strides = block_table.stride() if paged else (0, 0)
+    scale = head_dim**-0.5 if sm_scale is None else float(sm_scale)
+    group = heads // kv_heads
+    _decode_split_kernel[(batch * kv_heads, num_splits)](
+        q,
+        k_cache,
+        v_cache,
+        table,
+        seq_lens,
+        out,
+        part_out,
+        part_lse,
+        *q.stride(),
+        *k_cache.stride(),
+        *v_cache.stride(),
+        *table_strides,
+        *out.stride(),
+        kv_heads,
+        group,
+        num_splits,
+        scale * _LOG2E,
+        triton.next_power_of_2(max(1, triton.cdiv(longest, num_splits))),
+        HEAD_DIM=head_dim,
+        BLOCK_H=max(_MIN_DOT_ROWS, triton.next_power_of_2(group)),
+        PAGE_SIZE=k_cache.shape[1] if paged else 1,
+        PAGED=paged,
+        SPLIT=split,
+    )
+    if split:
+        _decode_merge_kernel[(batch * heads,)](
+            part_out,
+            part_lse,
+            out,
+            *out.stride(),
+            heads,
+            num_splits,
+            HEAD_DIM=head_dim,
+            BLOCK_S=triton.next_power_of_2(num_splits),
+        )
+    return out
+
+
+def gather_paged_kv(
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy a paged cache into padded contiguous (batch, kv_heads, max_len, head_dim) tensors.
+
+    max_len is the longest sequence; positions at or past a sequence's length are zero, so an
+    SDPA baseline still needs a key-padding mask. Plain PyTorch, for baselines and tests.
+    """
+    page_size = k_cache.shape[1]
+    lens = seq_lens.to(device=k_cache.device, dtype=torch.int64)
+    max_len = int(lens.max()) if lens.numel() else 0
+    num_pages = triton.cdiv(max_len, page_size)
+    pages = torch.arange(num_pages, device=k_cache.device)
+    used = pages[None, :] < (lens[:, None] + page_size - 1) // page_size
+    # Unused table entries may hold anything; point them at block 0 so indexing stays in range.
+    table = torch.where(used, block_table[:, :num_pages].to(k_cache.device, torch.int64), 0)
+    inside = torch.arange(max_len, device=k_cache.device)[None, :] < lens[:, None]
+
+    def gather(cache: torch.Tensor) -> torch.Tensor:
+        tokens = cache[table].flatten(1, 2)[:, :max_len]  # (batch, max_len, kv_heads, head_dim)
+        tokens = tokens * inside[:, :, None, None].to(cache.dtype)
+        return tokens.permute(0, 2, 1, 3).contiguous()
+
+    return gather(k_cache), gather(v_cache)
+
+
+def make_paged_cache(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    seq_lens: torch.Tensor,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    shuffle: bool = True,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Build a paged pool and block table holding the same tokens as contiguous caches.
+
+    Args:
+        k: Contiguous key cache, (batch, max_len, kv_heads, head_dim).
+        v: Contiguous value cache, same shape.
+        seq_lens: (batch,) lengths; sequence b gets ceil(seq_lens[b] / page_size) blocks.
+        page_size: Tokens per block.
+        shuffle: Scatter the blocks over the pool in random order (as a long-running server's
+            allocator would) instead of handing them out in sequence order.
+        generator: CPU generator for the shuffle.
+
+    Returns:
+        (k_pool, v_pool, block_table): pools (num_blocks, page_size, kv_heads, head_dim) with
+        num_blocks the total pages used (at least 1), and a (batch, ceil(max_len / page_size))
+        int32 table on k's device whose unused entries are 0.
+    """
+    batch, max_len, kv_heads, head_dim = k.shape
+    max_blocks = triton.cdiv(max_len, page_size)
+    pages_needed = (seq_lens.to(device=k.device, dtype=torch.int64) + page_size - 1) // page_size
+    used = torch.arange(max_blocks, device=k.device)[None, :] < pages_needed[:, None]
+    total = int(used.sum())
+    order = torch.randperm(total, generator=generator) if shuffle else torch.arange(total)
+    block_ids = order.to(k.device)
+    table = torch.zeros((batch, max_blocks), dtype=torch.int32, device=k.device)
+    table[used] = block_ids.to(torch.int32)
+    pad = max_blocks * page_size - max_len
+
+    def to_pool(cache: torch.Tensor) -> torch.Tensor:
+        pages = torch.nn.functional.pad(cache, (0, 0, 0, 0, 0, pad))
+        pages = pages.reshape(batch, max_blocks, page_size, kv_heads, head_dim)
+        pool = torch.zeros(
+            (max(total, 1), page_size, kv_heads, head_dim), dtype=cache.dtype, device=cache.device
+        )
+        pool[block_ids] = pages[used]
+        return pool
+
+    return to_pool(k), to_pool(v), table
