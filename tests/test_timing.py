@@ -37,3 +37,22 @@ def test_cpu_timer_stops_when_the_median_is_known() -> None:
     # A steady workload converges after min_reps, long before the cap.
     t = time_cpu(lambda: sum(range(2000)), TimerConfig(noise=0.05, max_time_s=10, min_reps=20))
     assert 20 <= t.n <= 200
+
+
+@pytest.mark.gpu
+def test_cuda_timer_measures_a_known_spin() -> None:
+    import torch
+
+    from bench.timing import time_cuda
+
+    # torch.cuda._sleep spins for a number of GPU clock cycles: about 1 ms at 1-2 GHz.
+    def spin() -> None:
+        torch.cuda._sleep(1_500_000)
+
+    config = TimerConfig(noise=0.02, max_time_s=0.5, min_reps=5)
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    events = time_cuda(spin, config, l2_bytes=l2)
+    graphed = time_cuda(spin, config, l2_bytes=l2, cuda_graph=True)
+    assert 0.3 < events.median_ms < 5.0 and events.mode == "cuda-events"
+    assert graphed.mode == "cuda-graph"
+    assert graphed.median_ms == pytest.approx(events.median_ms, rel=0.2)
