@@ -12,10 +12,23 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import BenchError, report, results, suites
+from bench import (
+    BenchError,
+    capacity,
+    compare,
+    estimate,
+    export,
+    layer,
+    models,
+    plots,
+    report,
+    results,
+    suites,
+)
 from bench import device as dev
+from bench.ceilings import measure as measure_ceilings
 from bench.hardware import match_spec
-from bench.ops import OPS, dtype_unsupported, get_op
+from bench.ops import dtype_unsupported, get_op
 from bench.runner import RunConfig, run_cases
 from bench.timing import TimerConfig
 
@@ -79,32 +92,64 @@ def run(
         float, typer.Option(help="Target relative CI half-width of the median.")
     ] = 0.01,
     max_time: Annotated[
-        float | None, typer.Option(help="Seconds of timed reps per case (default 1 GPU, 0.2 CPU).")
+        float | None, typer.Option(help="Seconds of timed reps per case (default 1 GPU, 0.1 CPU).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the random inputs.")] = 0,
+    ceilings: Annotated[
+        bool, typer.Option(help="First measure copy bandwidth and a large GEMM as ceilings.")
+    ] = True,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model suite: a model name or config file (implies --suite model)."),
+    ] = None,
+    tp: Annotated[
+        list[int] | None,
+        typer.Option(help="Model suite: tensor-parallel degree; repeatable (default 1)."),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="Model suite: GEMM precision, bf16, fp16, fp8 or fp32.")
+    ] = "bf16",
+    batch: Annotated[
+        list[int] | None,
+        typer.Option(help="Model suite: batch size; repeatable (default 1, 8, 32, 128)."),
+    ] = None,
+    isl: Annotated[
+        list[int] | None,
+        typer.Option(help="Model suite: prompt length; repeatable (default 1024)."),
+    ] = None,
+    osl: Annotated[
+        list[int] | None,
+        typer.Option(help="Model suite: output length (decode at prompt + output/2; default 256)."),
+    ] = None,
 ) -> None:
     """Run a suite: check every case against a reference, time it, write the result file."""
     device = dev.detect()
-    cases = suites.build(
-        suite or suites.default_suite(device.kind == "cuda"),
-        ops=op,
-        dtypes=dtype,
-        shapes=[suites.parse_shape(s) for s in shape or ()],
-    )
-    _check_requested(device, op, dtype, impl)
+    suite = suite or (suites.MODEL_SUITE if model else suites.default_suite(device.kind == "cuda"))
+    if model or suite == suites.MODEL_SUITE:
+        request = ModelRequest(model, tp, precision, batch, isl, osl)
+        cases = _model_cases(device, suite, request, op, dtype, shape)
+    else:
+        cases = suites.build(
+            suite, ops=op, dtypes=dtype, shapes=[suites.parse_shape(s) for s in shape or ()]
+        )
+        _check_dtypes(device, dtype)
+    cases = _select_impls(cases, impl)
     spec = match_spec(device.name) if device.kind == "cuda" else None
-    timer = TimerConfig(noise=noise, max_time_s=max_time or (1.0 if device.kind == "cuda" else 0.2))
+    timer = TimerConfig(noise=noise, max_time_s=max_time or (1.0 if device.kind == "cuda" else 0.1))
     config = RunConfig(timer=timer, cuda_graph=cuda_graph, impls=impl, seed=seed)
     doc = results.ResultDoc(
         device=device,
         software=dev.software(),
         command=results.command_line(),
-        suite=suite or suites.default_suite(device.kind == "cuda"),
+        suite=suite,
         spec=spec.key if spec else None,
     )
     path = out or results.default_path(device)
     writer = results.ResultWriter(doc, path)
     try:
+        if ceilings:
+            doc.measured_peaks = measure_ceilings(device, timer)
+            writer.flush()
         _run_with_progress(cases, device, spec, writer, config)
     except KeyboardInterrupt:
         err.print(f"interrupted: {len(doc.cases)} cases kept in {path}")
@@ -119,15 +164,62 @@ def run(
     err.print(f"wrote {path}")
 
 
-def _check_requested(device, ops, dtypes, impls) -> None:
-    """A dtype or implementation the user asked for by name must exist and run on this device."""
-    for name in impls or ():
-        for op_name in ops or list(OPS):
-            get_op(op_name).impl(name)
+def _check_dtypes(device, dtypes) -> None:
+    """A dtype the user asked for by name must run on this device."""
     for dtype in dtypes or ():
         reason = dtype_unsupported(dtype, device)
         if reason:
             raise BenchError(f"dtype {dtype}: {reason}")
+
+
+def _select_impls(cases: list[suites.CaseSpec], impls: list[str] | None) -> list[suites.CaseSpec]:
+    """Keep the cases that one of the requested implementations runs; an implementation name
+    no selected op has is an error."""
+    if not impls:
+        return cases
+    names = {i.name for c in cases for i in get_op(c.op).impls}
+    for name in impls:
+        if name not in names:
+            raise BenchError(f"unknown implementation '{name}'; known: {', '.join(sorted(names))}")
+    return [c for c in cases if any(i.name in impls for i in get_op(c.op).impls)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRequest:
+    """The model-suite options of `tokbench run`, as given."""
+
+    model: str | None
+    tps: list[int] | None
+    precision: str
+    batches: list[int] | None
+    isls: list[int] | None
+    osls: list[int] | None
+
+
+def _model_cases(device, suite, request: ModelRequest, ops, dtypes, shapes):
+    """The model suite's cases, narrowed to --op; its precision must run on this device."""
+    if suite != suites.MODEL_SUITE:
+        raise BenchError(f"--model runs the model suite, not --suite {suite}")
+    if request.model is None:
+        raise BenchError("suite 'model' needs --model NAME or a config file")
+    if dtypes or shapes:
+        raise BenchError("--dtype and --shape do not apply to the model suite; use --precision")
+    models.check_precision(request.precision)
+    reason = dtype_unsupported(request.precision, device)
+    if reason:
+        raise BenchError(f"precision {request.precision}: {reason}")
+    cases = suites.model_cases(
+        models.get_model(request.model),
+        tps=request.tps or [1],
+        precision=request.precision,
+        batches=request.batches or list(models.DEFAULT_BATCHES),
+        isls=request.isls or [models.DEFAULT_ISL],
+        osls=request.osls or [models.DEFAULT_OSL],
+        memory=float(device.memory_bytes),
+    )
+    for name in ops or ():
+        get_op(name)
+    return [c for c in cases if not ops or c.op in ops]
 
 
 def _run_with_progress(cases, device, spec, writer, config) -> None:
@@ -149,6 +241,306 @@ def _run_with_progress(cases, device, spec, writer, config) -> None:
             progress.update(task, advance=1, description=f"{record.op} {label} {record.dtype}")
 
         run_cases(cases, device, spec, writer, config, on_case=advance)
+
+
+@app.command("compare")
+def compare_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Result files; the first is the baseline.")],
+    fail_on: Annotated[
+        str | None,
+        typer.Option(
+            help="Gate, e.g. slower:5%: exit 1 when a case got slower than in the first file by "
+            "more than this, outside the p20-p80 spread of both runs."
+        ),
+    ] = None,
+    project: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Add a column projected from the first file measured on a GPU in the spec "
+            "table to this GPU (e.g. b200); repeatable."
+        ),
+    ] = None,
+    price: Annotated[
+        list[str] | None,
+        typer.Option(help="GPU=USD per GPU-hour for estimates' tokens per dollar; repeatable."),
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also write PNG charts of the files into this directory.")
+    ] = None,
+) -> None:
+    """Compare result files side by side; with --fail-on, exit 1 on a regression."""
+    threshold = compare.parse_fail_on(fail_on) if fail_on else None
+    comparison = compare.compare(
+        files, threshold=threshold, project=project or (), prices=compare.parse_prices(price or ())
+    )
+    out = report.console()
+    out.print(*compare.tables(comparison))
+    if plot is not None:
+        runs = [(c.path.stem, c.doc) for c in comparison.columns if c.measured]
+        _report_plots(plots.write_plots(runs, plot), plot)
+    if threshold is None:
+        return
+    failures = comparison.regressions()
+    for line in failures:
+        out.print(f"[bold red]regression:[/bold red] {line}", highlight=False)
+    if failures:
+        raise typer.Exit(1)
+    out.print(f"gate {fail_on}: passed ({comparison.judged()} comparisons)", highlight=False)
+
+
+@app.command("plot")
+def plot_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Result files to chart.")],
+    out: Annotated[Path, typer.Option(help="Directory for the PNG files.")] = Path("plots"),
+) -> None:
+    """Write PNG charts: a roofline per file, TFLOP/s vs size per op, tokens/s per GPU."""
+    runs = [(path.stem, results.load(path)) for path in files]
+    _report_plots(plots.write_plots(runs, out), out)
+
+
+def _report_plots(written: list[Path], out: Path) -> None:
+    if not written:
+        raise BenchError(f"nothing to plot in {out}: no case was timed on hardware")
+    err.print(f"wrote {len(written)} charts to {out}: {', '.join(p.name for p in written)}")
+
+
+@app.command("export")
+def export_cmd(
+    file: Annotated[Path, typer.Argument(help="Result file to export.")],
+    fmt: Annotated[
+        export.ExportFormat, typer.Option("--format", help="Output format.")
+    ] = export.ExportFormat.pytest_benchmark,
+    out: Annotated[
+        Path | None, typer.Option(help="Output file (default FILE with .<format>.json).")
+    ] = None,
+) -> None:
+    """Export a result file for other tools: `pytest-benchmark compare` reads the output."""
+    path, count = export.export(file, fmt, out)
+    err.print(f"wrote {count} cases to {path}")
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the built-in model configs with their sources (or pass a config file to --model)."""
+    report.console().print(estimate.models_table(list(models.MODELS.values())))
+
+
+# Options `estimate` and `capacity` share.
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        help="Model name (e.g. llama-3.1-8b, tiny) or a config file: tokbench JSON "
+        "or a Hugging Face config.json."
+    ),
+]
+TpOpt = Annotated[int, typer.Option(help="Tensor-parallel degree: GPUs per model copy.")]
+PrecisionOpt = Annotated[str, typer.Option(help="GEMM precision: bf16, fp16, fp8 or fp32.")]
+IslOpt = Annotated[int, typer.Option(help="Prompt (input) tokens per request.")]
+OslOpt = Annotated[int, typer.Option(help="Output tokens per request.")]
+GpuOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Estimate for this spec-table GPU (e.g. h100-sxm, b200): a spec-sheet "
+        "projection when the files were measured on another GPU."
+    ),
+]
+ImplOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Use only this implementation's times for every op that has one of that "
+        "name (default: the fastest correct implementation per shape)."
+    ),
+]
+WorkspaceOpt = Annotated[
+    float, typer.Option(help="Fraction of GPU memory kept out of weights + KV cache.")
+]
+MaxBatchOpt = Annotated[int, typer.Option(help="Scheduler cap on sequences decoded together.")]
+
+
+def _throughput(model, paths, *, batches=None, **settings) -> estimate.Throughput:
+    """Load the result files and estimate the model's per-GPU throughput from them."""
+    if not paths:
+        raise BenchError("--results FILE is needed: a result file of the model suite")
+    docs = [results.load(p) for p in paths]
+    config = models.get_model(model)
+    return estimate.estimate(
+        config,
+        docs,
+        [str(p) for p in paths],
+        batches=batches,
+        command=results.command_line(),
+        **settings,
+    )
+
+
+@app.command("estimate")
+def estimate_cmd(
+    model: ModelOpt,
+    results_files: Annotated[
+        list[Path] | None,
+        typer.Option("--results", help="Result file of the model suite; repeatable."),
+    ] = None,
+    tp: TpOpt = 1,
+    precision: PrecisionOpt = "bf16",
+    batch: Annotated[
+        list[int] | None,
+        typer.Option(help="Decode batch size; repeatable (default: those measured in the file)."),
+    ] = None,
+    isl: IslOpt = models.DEFAULT_ISL,
+    osl: OslOpt = models.DEFAULT_OSL,
+    gpu: GpuOpt = None,
+    impl: ImplOpt = None,
+    workspace: WorkspaceOpt = models.DEFAULT_WORKSPACE,
+    max_batch: MaxBatchOpt = models.DEFAULT_MAX_BATCH,
+    validate: Annotated[
+        bool,
+        typer.Option(help="Also run one decoder layer here and compare its time to the op sum."),
+    ] = False,
+    save: Annotated[
+        bool, typer.Option(help="Save the estimate into the (first) result file.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
+) -> None:
+    """Per-GPU prefill and decode tokens/s, TTFT and TPOT, memory fit and a serving mix."""
+    paths = results_files or []
+    result = _throughput(
+        model,
+        paths,
+        batches=batch,
+        tp=tp,
+        precision=precision,
+        isl=isl,
+        osl=osl,
+        gpu=gpu,
+        impl=impl,
+        workspace=workspace,
+        max_batch=max_batch,
+    )
+    checks = _validate(result, paths[0]) if validate else []
+    for check in checks:
+        where = f"{check.phase}_batch{check.batch}"
+        result.record.validation[f"{where}_ratio"] = check.ratio
+        result.record.validation[f"{where}_measured_ms"] = check.measured_s * 1e3
+        result.record.validation[f"{where}_estimated_ms"] = check.estimated_s * 1e3
+    if save:
+        estimate.save(str(paths[0]), result.record)
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(result.record), indent=1))
+    else:
+        out = report.console()
+        out.print(*estimate.tables(result))
+        if checks:
+            out.print(layer.validation_table(checks))
+    if save:
+        err.print(f"saved the estimate into {paths[0]}", soft_wrap=True)
+
+
+def _validate(result: estimate.Throughput, path: Path) -> list[layer.Validation]:
+    """Run the layer on this machine at the smallest and largest prefill and decode steps
+    estimated: the latency end and the throughput end."""
+    device = dev.detect()
+    if result.target.projected or result.target.name != device.name:
+        raise BenchError(
+            f"--validate runs a layer on this machine ({device.name}) but the estimate is for "
+            f"{result.target.name} ({path}); validate with a file measured here"
+        )
+    ends = (result.prefill[0], result.prefill[-1], result.decode[0], result.decode[-1])
+    steps = dict.fromkeys((s.phase, s.batch, s.context) for s in ends)
+    return [layer.validate(result.estimator, *key, device) for key in steps]
+
+
+@app.command("capacity")
+def capacity_cmd(
+    model: ModelOpt,
+    gpus: Annotated[int, typer.Option(help="GPUs in the fleet.")],
+    results_files: Annotated[
+        list[Path] | None,
+        typer.Option("--results", help="Result file of the model suite; repeatable."),
+    ] = None,
+    tokens_per_gpu: Annotated[
+        float | None,
+        typer.Option(
+            help="Output tokens/s per GPU to plan with, instead of estimating it from "
+            "--results (taken as both the serving and the peak rate)."
+        ),
+    ] = None,
+    utilization: Annotated[
+        float, typer.Option(help="Average share of the day the fleet serves at full batch.")
+    ] = capacity.DEFAULT_UTILISATION,
+    price: Annotated[float | None, typer.Option(help="USD per GPU-hour, for the cost.")] = None,
+    target_tokens_s: Annotated[
+        float | None, typer.Option(help="Output tokens/s to serve: how many GPUs are needed.")
+    ] = None,
+    target_tokens_day: Annotated[
+        float | None, typer.Option(help="Output tokens/day to serve: how many GPUs are needed.")
+    ] = None,
+    claim_tokens_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Claim to check: the --gpus GPUs (of kind --gpu) serve this many "
+            "output tokens/s of the model."
+        ),
+    ] = None,
+    tp: TpOpt = 1,
+    precision: PrecisionOpt = "bf16",
+    isl: IslOpt = models.DEFAULT_ISL,
+    osl: OslOpt = models.DEFAULT_OSL,
+    gpu: GpuOpt = None,
+    impl: ImplOpt = None,
+    workspace: WorkspaceOpt = models.DEFAULT_WORKSPACE,
+    max_batch: MaxBatchOpt = models.DEFAULT_MAX_BATCH,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Fleet tokens/day and requests/day, GPUs for a target, cost per million tokens, claims."""
+    capacity.check_fleet(gpus, tp, utilization, price)
+    config = models.get_model(model)
+    if tokens_per_gpu is not None:
+        if tokens_per_gpu <= 0:
+            raise BenchError(f"--tokens-per-gpu must be positive, got {tokens_per_gpu}")
+        rps = tokens_per_gpu / osl
+        per_gpu = capacity.PerGpu(
+            tokens_per_gpu, rps * (isl + osl), rps, tokens_per_gpu, "given with --tokens-per-gpu"
+        )
+        where = gpu or "GPU"
+    else:
+        result = _throughput(
+            model,
+            results_files or [],
+            tp=tp,
+            precision=precision,
+            isl=isl,
+            osl=osl,
+            gpu=gpu,
+            impl=impl,
+            workspace=workspace,
+            max_batch=max_batch,
+        )
+        per_gpu = capacity.per_gpu(result.record)
+        where = result.target.name
+    fleet = capacity.Fleet(gpus, tp, utilization, per_gpu, price)
+    figures = capacity.figures(fleet, target_tokens_s, target_tokens_day)
+    claim = None
+    if claim_tokens_s is not None:
+        claim = capacity.check_claim(claim_tokens_s, gpus, tp, per_gpu)
+        figures.update(
+            claim_ratio=claim.ratio,
+            claim_verdict=claim.verdict,
+            claim_estimate_tokens_s=claim.estimate,
+        )
+    if as_json:
+        typer.echo(json.dumps(figures, indent=1))
+        return
+    title = (
+        f"{config.name} on {gpus} × {where}, TP {tp}, {precision}: "
+        f"{isl} input + {osl} output tokens per request"
+    )
+    out = report.console()
+    out.print(capacity.fleet_table(fleet, title))
+    for line in capacity.target_lines(figures):
+        out.print(line, highlight=False)
+    if claim is not None:
+        what = f"{gpus} × {where} serve {claim_tokens_s:,.0f} output tok/s of {config.name}"
+        out.print(capacity.claim_table(claim, what))
 
 
 def main() -> None:

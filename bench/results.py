@@ -63,6 +63,45 @@ class CaseResult:
 
 
 @dataclass
+class EstimateRow:
+    """One line of a saved estimate: a phase at one batch size, per GPU."""
+
+    phase: str  # "prefill", "decode" or "serving"
+    batch: int
+    context: int  # prefill: prompt length; decode: mean context; serving: input + output length
+    step_ms: float  # prefill: time to first token; decode: time per output token
+    tokens_per_s: float  # per GPU
+    source: str  # provenance, e.g. "measured 92% · interpolated 8%" or "projection to B200 …"
+
+
+@dataclass
+class Estimate:
+    """A saved `tokbench estimate`: one model's per-GPU token throughput from a file's cases."""
+
+    model: str
+    gpu: str  # the GPU estimated for: the measured device, or a spec-sheet projection target
+    spec: str | None  # hardware.SPECS key of that GPU, when it has one
+    projected: bool  # True when gpu is not the measured device
+    tp: int
+    precision: str
+    isl: int
+    osl: int
+    weights_bytes: float  # per GPU
+    kv_bytes_per_token: float  # per GPU
+    memory_bytes: float  # per GPU capacity the fit used
+    workspace_fraction: float  # of memory_bytes kept free for activations and workspace
+    max_batch: int  # largest batch whose weights + KV cache fit
+    prefill_tokens_per_s: float  # per GPU, best prefill row
+    decode_tokens_per_s: float  # per GPU, at the largest batch estimated
+    requests_per_s: float  # per GPU, the serving mix of isl input and osl output tokens
+    rows: list[EstimateRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    validation: dict[str, float] = field(default_factory=dict)  # measured / estimated layer time
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    command: str = ""
+
+
+@dataclass
 class ResultDoc:
     """A whole result file."""
 
@@ -78,6 +117,7 @@ class ResultDoc:
     measured_peaks: dict[str, float] = field(default_factory=dict)
     cases: list[CaseResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    estimates: list[Estimate] = field(default_factory=list)  # absent in older files: empty
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, allow_nan=False)

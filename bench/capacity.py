@@ -1,0 +1,241 @@
+"""Fleet capacity, GPUs needed, cost per token and claim checks, from per-GPU throughput.
+
+DESIGN.md's arithmetic: tokens/day = per-GPU tokens/s × GPUs × utilisation × 86,400; cost per
+million tokens = price per GPU-hour / (per-GPU tokens/s × utilisation × 3,600) × 10⁶ (a GPU is
+paid for whether busy or not, so utilisation raises the cost of each token). A model served at
+tensor-parallel degree TP runs on whole groups of TP GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rich.table import Table
+
+from bench import BenchError
+from bench.results import Estimate
+
+SECONDS_PER_DAY = 86_400
+DEFAULT_UTILISATION = 0.6  # average share of the day a fleet spends serving at full batch
+# Claim / estimate ratios: up to PLAUSIBLE the claim is within what kernel fusion, overlap and
+# better kernels than the measured ones can add to an op-sum estimate; up to OPTIMISTIC it needs
+# techniques the estimate does not model (speculative decoding, lower precision, prefix caching);
+# beyond that it is implausible for the hardware.
+PLAUSIBLE = 1.25
+OPTIMISTIC = 2.0
+
+
+@dataclass(frozen=True)
+class PerGpu:
+    """Throughput of one GPU serving a model, and where it comes from."""
+
+    output_tokens_per_s: float  # serving mix: output tokens
+    total_tokens_per_s: float  # serving mix: input + output tokens
+    requests_per_s: float
+    peak_output_tokens_per_s: float  # decode alone at the largest batch: the upper bound
+    source: str
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """What `gpus` GPUs serve at a utilisation, and at what cost."""
+
+    gpus: int
+    tp: int
+    utilisation: float
+    per_gpu: PerGpu
+    price_per_gpu_hour: float | None = None
+
+    @property
+    def serving_gpus(self) -> int:
+        """GPUs in whole TP groups; a remainder cannot hold a copy of the model."""
+        return self.gpus // self.tp * self.tp
+
+    def per_day(self, per_gpu_rate: float) -> float:
+        return per_gpu_rate * self.serving_gpus * self.utilisation * SECONDS_PER_DAY
+
+    def cost_per_million(self, per_gpu_tokens_per_s: float) -> float | None:
+        if self.price_per_gpu_hour is None:
+            return None
+        return cost_per_million(self.price_per_gpu_hour, per_gpu_tokens_per_s, self.utilisation)
+
+
+def per_gpu(record: Estimate) -> PerGpu:
+    """The serving mix and the peak decode rate of a saved or fresh estimate."""
+    rps = record.requests_per_s
+    source = record.rows[-1].source if record.rows else "estimate"
+    return PerGpu(
+        output_tokens_per_s=rps * record.osl,
+        total_tokens_per_s=rps * (record.isl + record.osl),
+        requests_per_s=rps,
+        peak_output_tokens_per_s=record.decode_tokens_per_s,
+        source=source,
+    )
+
+
+def figures(
+    fleet: Fleet, target_tokens_s: float | None, target_tokens_day: float | None
+) -> dict[str, float | int | str]:
+    """Every fleet figure by name: per-day rates, costs and the GPUs each target needs."""
+    p = fleet.per_gpu
+    out: dict[str, float | int | str] = {
+        "gpus": fleet.gpus,
+        "serving_gpus": fleet.serving_gpus,
+        "utilisation": fleet.utilisation,
+        "per_gpu_output_tokens_s": p.output_tokens_per_s,
+        "output_tokens_day": fleet.per_day(p.output_tokens_per_s),
+        "total_tokens_day": fleet.per_day(p.total_tokens_per_s),
+        "requests_day": fleet.per_day(p.requests_per_s),
+        "source": p.source,
+    }
+    if fleet.price_per_gpu_hour is not None:
+        out["usd_per_million_output_tokens"] = fleet.cost_per_million(p.output_tokens_per_s)
+        out["usd_per_million_total_tokens"] = fleet.cost_per_million(p.total_tokens_per_s)
+    if target_tokens_s is not None:
+        out["target_tokens_s"] = target_tokens_s
+        out["gpus_for_target_tokens_s"] = gpus_needed(
+            target_tokens_s, p.output_tokens_per_s, fleet.utilisation, fleet.tp
+        )
+    if target_tokens_day is not None:
+        out["target_tokens_day"] = target_tokens_day
+        out["gpus_for_target_tokens_day"] = gpus_needed(
+            target_tokens_day / SECONDS_PER_DAY, p.output_tokens_per_s, fleet.utilisation, fleet.tp
+        )
+    return out
+
+
+def target_lines(figures: dict[str, float | int | str]) -> list[str]:
+    """One sentence per target: the GPUs it needs."""
+    lines = []
+    util = f"at {figures['utilisation']:.0%} utilisation"
+    if "gpus_for_target_tokens_s" in figures:
+        lines.append(
+            f"{figures['target_tokens_s']:,.0f} output tok/s needs "
+            f"{figures['gpus_for_target_tokens_s']:,} GPUs {util}"
+        )
+    if "gpus_for_target_tokens_day" in figures:
+        lines.append(
+            f"{_big(figures['target_tokens_day'])} output tokens/day needs "
+            f"{figures['gpus_for_target_tokens_day']:,} GPUs {util}"
+        )
+    return lines
+
+
+def check_fleet(gpus: int, tp: int, utilisation: float, price: float | None) -> None:
+    """Raise a one-line BenchError for a fleet that cannot be."""
+    if gpus < tp:
+        raise BenchError(f"{gpus} GPUs cannot hold one copy of the model at TP {tp}")
+    if not 0 < utilisation <= 1:
+        raise BenchError(f"utilisation must be in (0, 1], got {utilisation}")
+    if price is not None and price <= 0:
+        raise BenchError(f"price per GPU-hour must be positive, got {price}")
+
+
+def cost_per_million(
+    price_per_gpu_hour: float, per_gpu_tokens_per_s: float, utilisation: float
+) -> float:
+    """Dollars per million tokens from a GPU-hour price."""
+    return price_per_gpu_hour / (per_gpu_tokens_per_s * utilisation * 3600) * 1e6
+
+
+def gpus_needed(
+    target_tokens_per_s: float, per_gpu_tokens_per_s: float, utilisation: float, tp: int
+) -> int:
+    """GPUs, in whole TP groups, that serve a target rate on average at a utilisation."""
+    if target_tokens_per_s <= 0:
+        raise BenchError(f"the target must be positive, got {target_tokens_per_s}")
+    groups = math.ceil(target_tokens_per_s / (per_gpu_tokens_per_s * utilisation * tp) - 1e-9)
+    return groups * tp
+
+
+@dataclass(frozen=True)
+class Claim:
+    """'`gpus` GPUs serve `claimed` output tokens/s' against what they can at most."""
+
+    claimed: float
+    gpus: int
+    estimate: float  # output tokens/s of `gpus` GPUs decoding at the largest batch, fully busy
+
+    @property
+    def ratio(self) -> float:
+        return self.claimed / self.estimate
+
+    @property
+    def verdict(self) -> str:
+        if self.ratio <= PLAUSIBLE:
+            return "plausible"
+        return "optimistic" if self.ratio <= OPTIMISTIC else "implausible"
+
+
+def check_claim(claimed: float, gpus: int, tp: int, per_gpu: PerGpu) -> Claim:
+    """Compare a claimed output rate with the most the fleet can decode: every GPU busy, at the
+    largest batch that fits, without prefill. The most generous reading of a claim."""
+    if claimed <= 0:
+        raise BenchError(f"the claimed rate must be positive, got {claimed}")
+    serving = gpus // tp * tp
+    return Claim(claimed, gpus, per_gpu.peak_output_tokens_per_s * serving)
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+
+def fleet_table(fleet: Fleet, title: str) -> Table:
+    """Tokens and requests per day, and the cost per million tokens."""
+    table = Table(title=title, title_justify="left")
+    for name in ("per day", "output tokens", "input + output tokens", "requests"):
+        table.add_column(name, justify="left" if name == "per day" else "right")
+    p = fleet.per_gpu
+    table.add_row(
+        f"{fleet.serving_gpus} GPUs at {fleet.utilisation:.0%}",
+        _big(fleet.per_day(p.output_tokens_per_s)),
+        _big(fleet.per_day(p.total_tokens_per_s)),
+        _big(fleet.per_day(p.requests_per_s)),
+    )
+    if fleet.price_per_gpu_hour is not None:
+        out = fleet.cost_per_million(p.output_tokens_per_s)
+        total = fleet.cost_per_million(p.total_tokens_per_s)
+        per_request = fleet.price_per_gpu_hour / (p.requests_per_s * fleet.utilisation * 3600)
+        table.add_row(
+            f"cost at ${fleet.price_per_gpu_hour:g}/GPU-hour",
+            f"${out:,.3f} / M",
+            f"${total:,.3f} / M",
+            f"${per_request * 1000:,.3f} / k",
+        )
+    notes = [
+        f"per GPU: {p.output_tokens_per_s:,.0f} output tok/s, {p.total_tokens_per_s:,.0f} "
+        f"total tok/s, {p.requests_per_s:,.2f} requests/s ({p.source})"
+    ]
+    if fleet.serving_gpus < fleet.gpus:
+        notes.append(f"{fleet.gpus - fleet.serving_gpus} GPUs left over: not a whole TP group")
+    table.caption = "  ".join(f"• {n}" for n in notes)
+    table.caption_justify = "left"
+    return table
+
+
+def claim_table(claim: Claim, what: str) -> Table:
+    table = Table(title=f"claim check: {what}", title_justify="left")
+    for name in ("claimed tok/s", "estimate tok/s", "claim / estimate", "verdict"):
+        table.add_column(name, justify="right")
+    colour = {"plausible": "green", "optimistic": "yellow", "implausible": "red"}[claim.verdict]
+    table.add_row(
+        f"{claim.claimed:,.0f}",
+        f"{claim.estimate:,.0f}",
+        f"{claim.ratio:.2f}",
+        f"[{colour}]{claim.verdict}[/{colour}]",
+    )
+    table.caption = (
+        f"estimate: {claim.gpus} GPUs all busy decoding at the largest batch that fits, no "
+        f"prefill (the most generous reading). Verdict: ratio ≤ {PLAUSIBLE} plausible (fusion, "
+        f"overlap, better kernels); ≤ {OPTIMISTIC} optimistic (needs speculative decoding, lower "
+        f"precision or caching not modelled); above, implausible"
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def _big(n: float) -> str:
+    for size, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:,.2f} {unit}"
+    return f"{n:,.1f}"

@@ -1,0 +1,85 @@
+"""Synthetic model-suite result documents with controlled times, for the estimate tests.
+
+Nothing here is a measurement: every time is set by the test, so the estimate's arithmetic can
+be checked by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.device import DeviceInfo
+from bench.models import ModelConfig, suite_cases
+from bench.ops import Shape, get_op
+from bench.results import CaseResult, ResultDoc
+from bench.timing import Timing
+
+H100 = DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", 80 * 10**9, 132, "9.0", 50 * 2**20)
+H200 = DeviceInfo("cuda", "NVIDIA H200", 141 * 10**9, 132, "9.0", 60 * 2**20)
+CPU = DeviceInfo("cpu", "Test CPU", 16 * 2**30, 8)
+
+TimeFn = Callable[[str, Shape, str], float]  # (op, shape, dtype) -> seconds
+
+
+def record(
+    op: str,
+    shape: Shape,
+    dtype: str,
+    seconds: float,
+    *,
+    impl: str = "torch",
+    interpreted: bool = False,
+    gbps: float | None = None,
+) -> CaseResult:
+    """An ok, timed case; `gbps` overrides the achieved bandwidth the runner would compute."""
+    ms = seconds * 1e3
+    timing = Timing(ms, ms, ms, ms, ms, ms, 0.0, 10, "interpreted" if interpreted else "cpu")
+    spec_op = get_op(op)
+    case = CaseResult(
+        op=op,
+        impl=impl,
+        dtype=dtype,
+        shape=dict(shape),
+        status="ok",
+        flops=spec_op.flops(shape),
+        bytes=spec_op.bytes(shape, dtype),
+        rel_error=1e-3,
+        interpreted=interpreted,
+        timing=timing,
+    )
+    case.gbps = gbps if gbps is not None else case.bytes / seconds / 1e9
+    return case
+
+
+def model_doc(
+    config: ModelConfig,
+    time_fn: TimeFn,
+    *,
+    device: DeviceInfo = CPU,
+    spec: str | None = None,
+    tps: tuple[int, ...] = (1,),
+    precision: str = "bf16",
+    batches: tuple[int, ...] = (1, 4),
+    isl: int = 32,
+    osl: int = 16,
+    skip: Callable[[str, Shape], bool] = lambda op, shape: False,
+    gbps: float | None = None,
+) -> ResultDoc:
+    """A result file with every case the model suite would measure, timed by time_fn."""
+    cases = [
+        record(op, shape, dtype, time_fn(op, shape, dtype), gbps=gbps)
+        for tp in tps
+        for op, shape, dtype in suite_cases(
+            config, tp, precision, list(batches), isl, osl, float(device.memory_bytes)
+        )
+        if not skip(op, shape)
+    ]
+    return ResultDoc(
+        device=device,
+        software={},
+        command="synthetic",
+        suite="model",
+        complete=True,
+        spec=spec,
+        cases=cases,
+    )

@@ -1,0 +1,43 @@
+"""CPU smoke benchmarks through pytest-benchmark, so CI can track the harness with its own flags:
+
+    pytest tests/test_benchmarks.py --benchmark-autosave
+    pytest tests/test_benchmarks.py --benchmark-compare --benchmark-compare-fail=median:10%
+
+Each is capped at a fraction of a second; `--benchmark-disable` runs them once as plain tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench.ops import get_op
+from bench.timing import TimerConfig, summarize, time_cpu
+
+pytestmark = pytest.mark.benchmark(group="cpu-smoke", max_time=0.3, min_rounds=5)
+
+# A fixed, tiny timer so that its own cost, not a convergence loop, is what gets measured.
+TEN_REPS = TimerConfig(max_time_s=1.0, min_reps=10, max_reps=10, warmup_ms=0.0)
+
+
+def test_torch_matmul_baseline_small(benchmark) -> None:
+    """The matmul op's torch baseline at 128×128×128 fp32, prepared as the runner prepares it."""
+    op = get_op("matmul")
+    shape = {"M": 128, "N": 128, "K": 128}
+    inputs = op.make_inputs(shape, "fp32", torch.device("cpu"), torch.Generator().manual_seed(0))
+    fn = op.impl("torch").prepare(inputs)
+    out = benchmark(fn)
+    assert out.shape == (128, 128)
+
+
+def test_cpu_timer_overhead(benchmark) -> None:
+    """The harness's own cost to time 10 reps of a no-op and summarise them."""
+    timing = benchmark(time_cpu, lambda: None, TEN_REPS)
+    assert timing.n == 10
+
+
+def test_summarize_1000_samples(benchmark) -> None:
+    samples = list(np.random.default_rng(0).lognormal(0.0, 0.1, 1000))
+    timing = benchmark(summarize, samples, "cpu")
+    assert timing.p20_ms <= timing.median_ms <= timing.p80_ms

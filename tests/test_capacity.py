@@ -1,0 +1,213 @@
+"""Fleet capacity, GPUs needed, cost and claim checks: the arithmetic by hand, then the CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from modeldocs import H100, model_doc
+from test_estimate import at_half_roofline
+
+from bench import BenchError
+from bench.capacity import (
+    OPTIMISTIC,
+    PLAUSIBLE,
+    Claim,
+    Fleet,
+    PerGpu,
+    check_claim,
+    check_fleet,
+    cost_per_million,
+    figures,
+    gpus_needed,
+    per_gpu,
+)
+from bench.models import get_model
+from bench.results import write_atomic
+
+TOKBENCH = str(Path(sys.executable).parent / "tokbench")
+# 1,000 output tok/s per GPU; 1,000 input + 250 output tokens per request: 4 requests/s.
+GPU = PerGpu(
+    output_tokens_per_s=1000.0,
+    total_tokens_per_s=5000.0,
+    requests_per_s=4.0,
+    peak_output_tokens_per_s=1500.0,
+    source="test",
+)
+
+
+def test_fleet_tokens_and_requests_per_day() -> None:
+    fleet = Fleet(gpus=8, tp=1, utilisation=0.5, per_gpu=GPU, price_per_gpu_hour=2.0)
+    out = figures(fleet, None, None)
+    assert out["output_tokens_day"] == pytest.approx(1000 * 8 * 0.5 * 86_400)  # 345.6 M
+    assert out["total_tokens_day"] == pytest.approx(5000 * 8 * 0.5 * 86_400)
+    assert out["requests_day"] == pytest.approx(4 * 8 * 0.5 * 86_400)  # 1.3824 M
+    # $2 per GPU-hour buys 1000 × 0.5 × 3600 = 1.8 M output tokens: $1.11 per million.
+    assert out["usd_per_million_output_tokens"] == pytest.approx(2 / 1.8)
+    assert out["usd_per_million_total_tokens"] == pytest.approx(2 / 9)
+
+
+def test_cost_per_million_tokens() -> None:
+    assert cost_per_million(3.0, 2500.0, 1.0) == pytest.approx(3.0 / (2500 * 3600) * 1e6)
+    assert cost_per_million(3.0, 2500.0, 0.5) == pytest.approx(2 * cost_per_million(3, 2500, 1))
+
+
+def test_a_tp_group_is_the_unit_of_a_fleet() -> None:
+    fleet = Fleet(gpus=10, tp=4, utilisation=1.0, per_gpu=GPU)
+    assert fleet.serving_gpus == 8  # two copies of the model; 2 GPUs idle
+    assert figures(fleet, None, None)["output_tokens_day"] == pytest.approx(1000 * 8 * 86_400)
+
+
+@pytest.mark.parametrize(
+    ("target", "tp", "expected"),
+    [(10_000, 1, 20), (10_000, 2, 20), (10_001, 2, 22), (10_000, 8, 24), (1, 1, 1)],
+)
+def test_gpus_needed_for_a_target(target: float, tp: int, expected: int) -> None:
+    # 1,000 tok/s per GPU at 50%: 500 tok/s each on average.
+    assert gpus_needed(target, 1000.0, 0.5, tp) == expected
+
+
+def test_gpus_needed_for_a_daily_target() -> None:
+    fleet = Fleet(gpus=1, tp=1, utilisation=0.5, per_gpu=GPU)
+    out = figures(fleet, None, 500 * 86_400 * 7)  # a week's output of one GPU at 50%, per day
+    assert out["gpus_for_target_tokens_day"] == 7
+
+
+@pytest.mark.parametrize(
+    ("claimed", "verdict"),
+    [
+        (6000, "plausible"),
+        (15_000, "plausible"),  # exactly 1.25
+        (15_001, "optimistic"),
+        (24_000, "optimistic"),
+        (24_001, "implausible"),
+    ],
+)
+def test_claim_verdicts_and_thresholds(claimed: float, verdict: str) -> None:
+    claim = check_claim(claimed, gpus=8, tp=1, per_gpu=GPU)
+    assert claim.estimate == 8 * 1500  # all 8 decoding at the peak rate
+    assert claim.ratio == pytest.approx(claimed / 12_000)
+    assert claim.verdict == verdict
+    assert (PLAUSIBLE, OPTIMISTIC) == (1.25, 2.0)
+
+
+def test_claim_on_whole_tp_groups() -> None:
+    assert check_claim(1000, gpus=6, tp=4, per_gpu=GPU) == Claim(1000, 6, 4 * 1500)
+
+
+def test_per_gpu_from_an_estimate() -> None:
+    from test_estimate import run_estimate
+
+    config = get_model("llama-3.1-8b")
+    doc = model_doc(
+        config, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm", isl=1024, osl=256
+    )
+    record = run_estimate([doc], config=config, isl=1024, osl=256).record
+    rate = per_gpu(record)
+    assert rate.output_tokens_per_s == pytest.approx(record.requests_per_s * 256)
+    assert rate.total_tokens_per_s == pytest.approx(record.requests_per_s * 1280)
+    assert rate.peak_output_tokens_per_s == record.decode_tokens_per_s
+    assert rate.peak_output_tokens_per_s > rate.output_tokens_per_s  # prefill shares the GPU
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((2, 4, 0.5, None), "2 GPUs cannot hold one copy of the model at TP 4"),
+        ((8, 1, 0.0, None), "utilisation must be in (0, 1]"),
+        ((8, 1, 1.5, None), "utilisation must be in (0, 1]"),
+        ((8, 1, 0.5, -1.0), "price per GPU-hour must be positive"),
+    ],
+)
+def test_bad_fleets(args: tuple, message: str) -> None:
+    with pytest.raises(BenchError) as raised:
+        check_fleet(*args)
+    assert message in str(raised.value)
+
+
+def tokbench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [TOKBENCH, *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_capacity_from_a_given_rate() -> None:
+    done = tokbench(
+        "capacity",
+        "--model",
+        "llama-3.1-70b",
+        "--tp",
+        "4",
+        "--gpus",
+        "8",
+        "--tokens-per-gpu",
+        "1200",
+        "--isl",
+        "1000",
+        "--osl",
+        "200",
+        "--utilization",
+        "0.5",
+        "--price",
+        "3",
+        "--target-tokens-s",
+        "10000",
+        "--claim-tokens-s",
+        "30000",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["output_tokens_day"] == pytest.approx(1200 * 8 * 0.5 * 86_400)
+    assert out["requests_day"] == pytest.approx(1200 / 200 * 8 * 0.5 * 86_400)
+    assert out["usd_per_million_output_tokens"] == pytest.approx(3 / (1200 * 0.5 * 3600) * 1e6)
+    assert out["gpus_for_target_tokens_s"] == 20  # 10000 / 600 = 16.7 → 5 groups of 4
+    assert out["claim_verdict"] == "implausible" and out["claim_ratio"] == pytest.approx(30 / 9.6)
+
+
+def test_capacity_and_claim_from_a_result_file(tmp_path: Path) -> None:
+    config = get_model("llama-3.1-8b")
+    path = tmp_path / "h100.json"
+    doc = model_doc(
+        config,
+        at_half_roofline("h100-sxm"),
+        device=H100,
+        spec="h100-sxm",
+        batches=(1, 8),
+        isl=1024,
+        osl=256,
+    )
+    write_atomic(path, doc.to_json())
+    done = tokbench(
+        "capacity",
+        "--model",
+        "llama-3.1-8b",
+        "--results",
+        str(path),
+        "--gpus",
+        "16",
+        "--price",
+        "2.5",
+        "--claim-tokens-s",
+        "1e6",
+        "--gpu",
+        "b200",
+    )
+    assert done.returncode == 0, done.stderr
+    for text in (
+        "16 × B200",
+        "output tokens",
+        "cost at $2.5/GPU-hour",
+        "claim check",
+        "implausible",
+        "projection to B200 (spec sheets)",
+    ):
+        assert text in done.stdout, text
+
+
+def test_capacity_without_a_rate_is_a_clear_error() -> None:
+    done = tokbench("capacity", "--model", "tiny", "--gpus", "4")
+    assert done.returncode == 2
+    assert "--results FILE is needed" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

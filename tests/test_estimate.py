@@ -1,0 +1,427 @@
+"""Per-GPU throughput estimates: the arithmetic by hand on synthetic result files, provenance,
+projections and bad inputs; then end to end through `tokbench run --suite model` and
+`tokbench estimate` on this machine."""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from modeldocs import CPU, H100, H200, model_doc, record
+
+from bench import BenchError
+from bench.estimate import ALLREDUCE_LATENCY_S, estimate, save, serving_mix
+from bench.hardware import SPECS
+from bench.layer import VALIDATION_BAND
+from bench.lookup import Measurements, roofline_seconds
+from bench.models import decode_step, get_model, memory_bound_kernels, memory_plan
+from bench.results import load, write_atomic
+
+TINY = get_model("tiny")
+TOKBENCH = str(Path(sys.executable).parent / "tokbench")
+
+
+def flat(op: str, shape: dict, dtype: str) -> float:
+    """Every GEMM 1 ms, every prefill attention 2 ms, every decode attention 0.5 ms."""
+    return {"matmul": 1e-3, "attention": 2e-3, "decode": 0.5e-3}[op]
+
+
+def at_half_roofline(spec_key: str):
+    """Times at 50% of a spec's roofline for each op."""
+    return lambda op, shape, dtype: roofline_seconds(op, shape, dtype, SPECS[spec_key]) / 0.5
+
+
+def run_estimate(docs, **kwargs):
+    kwargs.setdefault("isl", 32)
+    kwargs.setdefault("osl", 16)
+    return estimate(
+        kwargs.pop("config", TINY), docs, [f"f{i}.json" for i in range(len(docs))], **kwargs
+    )
+
+
+# --- the arithmetic, by hand ----------------------------------------------------------------------
+
+
+def test_steps_are_the_sum_of_their_parts() -> None:
+    # 10 GB/s for the memory-bound kernels, whose bytes at these sizes take less than the
+    # 0.5 ms floor (the shortest measured case), so each of the 5 per layer costs 0.5 ms.
+    doc = model_doc(TINY, flat, gbps=10.0)
+    result = run_estimate([doc], batches=[1])
+    (prefill,) = result.prefill
+    decode = result.decode[0]
+    layers = 2
+    other = layers * 5 * 0.5e-3
+    # decode: 4 GEMMs and one decode attention per layer, the LM head once.
+    assert decode.seconds == pytest.approx(layers * (4 * 1e-3 + 0.5e-3) + 1e-3 + other)
+    assert decode.seconds == pytest.approx(15e-3)
+    assert decode.tokens_per_s == pytest.approx(1 / 15e-3)
+    assert prefill.seconds == pytest.approx(layers * (4 * 1e-3 + 2e-3) + 1e-3 + other)
+    assert prefill.tokens_per_s == pytest.approx(32 / 18e-3)
+    assert decode.sources == pytest.approx({"measured": 10e-3, "modelled": 5e-3})
+    # The largest batch that fits 16 GiB less 10%: the scheduler cap of 1024.
+    plan = memory_plan(TINY, 1, "bf16", CPU.memory_bytes, 48)
+    assert result.record.max_batch == plan.max_batch > 1024
+    assert [s.batch for s in result.decode] == [1, 1024] and result.capped
+    rps = 1 / (32 / (32 / 18e-3) + 16 / (1024 / 15e-3))
+    assert result.record.requests_per_s == pytest.approx(rps)
+    assert result.record.decode_tokens_per_s == pytest.approx(1024 / 15e-3)
+
+
+def test_memory_bound_kernels_use_bandwidth_above_the_floor() -> None:
+    doc = model_doc(TINY, flat, gbps=0.001)  # 1 MB/s: bandwidth-bound, far above the floor
+    step = run_estimate([doc], batches=[1]).decode[0]
+    kernels = memory_bound_kernels(TINY, 1, 1, "bf16")
+    assert step.parts["other"] == pytest.approx(2 * sum(b for _, b in kernels) / 1e6)
+
+
+def test_serving_mix() -> None:
+    doc = model_doc(TINY, flat, gbps=10.0)
+    result = run_estimate([doc], batches=[1, 4])
+    rps, latency = serving_mix(result.prefill, result.decode[-1], 32, 16)
+    best_prefill = max(s.tokens_per_s for s in result.prefill)
+    assert rps == pytest.approx(1 / (32 / best_prefill + 16 / result.decode[-1].tokens_per_s))
+    assert latency == pytest.approx(result.prefill[0].seconds + 16 * result.decode[-1].seconds)
+    serving = result.record.rows[-1]
+    assert serving.phase == "serving" and serving.tokens_per_s == pytest.approx(rps * 16)
+
+
+def test_tensor_parallel_all_reduces_over_the_spec_interconnect() -> None:
+    doc = model_doc(TINY, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm", tps=(2,))
+    step = run_estimate([doc], tp=2, batches=[4]).decode[0]
+    message = 4 * 256 * 2  # tokens × hidden × bf16
+    ring = 2 * (2 - 1) / 2 * message / 450e9  # NVLink 900 GB/s is 450 per direction
+    assert step.parts["allreduce"] == pytest.approx(2 * 2 * (ring + ALLREDUCE_LATENCY_S))
+    assert step.tokens_per_s == pytest.approx(4 / step.seconds / 2)
+
+
+def test_a_measured_collective_replaces_the_spec_model() -> None:
+    doc = model_doc(TINY, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm", tps=(2,))
+    for nbytes, ms in ((1024, 0.01), (1 << 20, 0.03)):
+        case = record("matmul", {"M": 1, "N": 1, "K": 1}, "bf16", ms / 1e3)
+        case.op, case.shape = "allreduce", {"bytes": nbytes, "world": 2}
+        doc.cases.append(case)
+    result = run_estimate([doc], tp=2, batches=[4])
+    message = 4 * 256 * 2
+    one = (0.01 + (0.03 - 0.01) * (message - 1024) / ((1 << 20) - 1024)) / 1e3
+    assert result.decode[0].parts["allreduce"] == pytest.approx(2 * 2 * one)
+    assert any("measured collective" in n for n in result.record.notes)
+
+
+# --- where each number comes from -----------------------------------------------------------------
+
+
+def test_interpolation_between_measured_token_counts() -> None:
+    doc = model_doc(TINY, lambda op, s, dt: 1e-3 * s.get("M", 1), batches=(1, 8))
+    meas = Measurements([doc])
+    timed = meas.time("matmul", {"M": 4, "N": 512, "K": 256}, "bf16")
+    assert timed.source == "interpolated"
+    assert timed.seconds == pytest.approx(4e-3)  # linear in FLOPs, i.e. in M
+    assert "between" in timed.detail
+
+
+def test_roofline_times_measured_efficiency_where_a_shape_is_missing() -> None:
+    spec = SPECS["h100-sxm"]
+    doc = model_doc(TINY, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm")
+    wanted = {"M": 3000, "N": 512, "K": 256}  # beyond every measured M: no bracket
+    timed = Measurements([doc]).time("matmul", wanted, "bf16")
+    assert timed.source == "roofline"
+    assert timed.seconds == pytest.approx(roofline_seconds("matmul", wanted, "bf16", spec) / 0.5)
+    assert "50% of roofline" in timed.detail
+
+
+def test_rows_say_where_their_time_comes_from() -> None:
+    doc = model_doc(TINY, flat, gbps=10.0)
+    rows = run_estimate([doc], batches=[1]).record.rows
+    assert rows[0].source == "measured 72% · modelled 28%"  # 13 ms of 18 measured
+    assert all(r.source.startswith("measured") for r in rows)
+
+
+def test_fastest_correct_real_implementation_unless_one_is_forced() -> None:
+    shape = {"M": 4, "N": 512, "K": 256}
+    doc = model_doc(TINY, flat)
+    doc.cases += [
+        record("matmul", shape, "bf16", 0.5e-3, impl="triton"),
+        record("matmul", shape, "bf16", 0.1e-3, impl="fast-but-interpreted", interpreted=True),
+    ]
+    failed = record("matmul", shape, "bf16", 0.01e-3, impl="wrong")
+    failed.status = "failed"
+    doc.cases.append(failed)
+    assert Measurements([doc]).time("matmul", shape, "bf16").seconds == pytest.approx(0.5e-3)
+    forced = Measurements([doc], impl="torch").time("matmul", shape, "bf16")
+    assert forced.seconds == pytest.approx(1e-3) and forced.impl == "torch"
+
+
+def test_default_batches_are_those_the_file_measured() -> None:
+    doc = model_doc(TINY, flat, batches=(2, 16))
+    assert [s.batch for s in run_estimate([doc]).decode] == [2, 16, 1024]
+
+
+# --- projections ----------------------------------------------------------------------------------
+
+
+def test_projection_scales_each_op_by_the_spec_rooflines() -> None:
+    h100, b200 = SPECS["h100-sxm"], SPECS["b200"]
+    doc = model_doc(TINY, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm")
+    shape = {"M": 1, "N": 512, "K": 256}
+    projected = Measurements([doc], target=b200).time("matmul", shape, "bf16")
+    measured = roofline_seconds("matmul", shape, "bf16", h100) / 0.5
+    ratio = roofline_seconds("matmul", shape, "bf16", b200) / roofline_seconds(
+        "matmul", shape, "bf16", h100
+    )
+    assert projected.seconds == pytest.approx(measured * ratio)
+    assert ratio == pytest.approx(3350 / 8000)  # a 1-token GEMM is bandwidth-bound
+
+    result = run_estimate([doc], gpu="b200", batches=[1])
+    assert result.target.projected and result.record.gpu == "B200"
+    assert result.record.memory_bytes == 180e9
+    assert all(r.source.startswith("projection to B200 (spec sheets)") for r in result.record.rows)
+    assert any("measured on NVIDIA H100 80GB HBM3" in n for n in result.record.notes)
+
+
+def test_naming_the_measured_gpu_is_not_a_projection() -> None:
+    doc = model_doc(TINY, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm")
+    result = run_estimate([doc], gpu="h100-sxm", batches=[1])
+    assert not result.target.projected and result.record.memory_bytes == H100.memory_bytes
+
+
+def test_files_from_two_gpus_combine_only_projected_onto_one() -> None:
+    a = model_doc(TINY, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm")
+    b = model_doc(TINY, at_half_roofline("h200"), device=H200, spec="h200")
+    result = run_estimate([a, b], gpu="b200", batches=[1])
+    assert result.target.projected
+    with pytest.raises(BenchError, match="result files from different devices"):
+        run_estimate([a, b], batches=[1])
+
+
+# --- bad inputs: one clear line each --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tp": 3}, "TP 3 does not divide tiny's 4 attention heads"),
+        ({"batches": [10**7]}, "batch 10000000 does not fit"),
+        ({"isl": 999}, "the results lack attention 1×4/2×999×999×64 causal bf16"),
+        ({"gpu": "b200"}, "f0.json was measured on Test CPU, which has no spec-table entry"),
+        ({"gpu": "tpu-v9"}, "unknown GPU 'tpu-v9'"),
+        ({"tp": 2}, "the results lack"),
+        ({"precision": "int3"}, "unknown precision 'int3'"),
+        ({"osl": 0}, "at least 1"),
+    ],
+)
+def test_bad_inputs(kwargs: dict, message: str) -> None:
+    doc = model_doc(TINY, flat)
+    with pytest.raises(BenchError, match=message) as raised:
+        run_estimate([doc], **kwargs)
+    assert "\n" not in str(raised.value)
+
+
+def test_tp_without_a_collective_or_a_spec_is_refused() -> None:
+    doc = model_doc(TINY, flat, tps=(2,))
+    with pytest.raises(BenchError, match="TP 2 needs all-reduce times"):
+        run_estimate([doc], tp=2, batches=[1])
+
+
+def test_a_model_that_does_not_fit_is_refused() -> None:
+    llama_70b = get_model("llama-3.1-70b")
+    doc = model_doc(TINY, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm")
+    with pytest.raises(BenchError, match=r"does not fit NVIDIA H100 80GB HBM3.*raise --tp"):
+        run_estimate([doc], config=llama_70b)
+
+
+def test_estimates_are_saved_into_the_result_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    write_atomic(path, model_doc(TINY, flat).to_json())
+    first = run_estimate([load(path)], batches=[1]).record
+    save(str(path), first)
+    save(str(path), first)  # the same settings again: replaced, not duplicated
+    save(str(path), dataclasses.replace(first, osl=8))  # other settings: kept beside it
+    saved = load(path).estimates
+    assert [(e.model, e.osl) for e in saved] == [("tiny", 16), ("tiny", 8)]
+    assert saved[0].rows[0].phase == "prefill" and saved[0].rows[-1].phase == "serving"
+
+
+# --- end to end through the console script --------------------------------------------------------
+
+# One thread: the op times and the layer validation then do not depend on how busy the other
+# core is. fp32: the CPU's native precision (bf16 elementwise ops are emulated, and slow).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+MODEL_RUN = (
+    "--model",
+    "tiny",
+    "--precision",
+    "fp32",
+    "--isl",
+    "32",
+    "--osl",
+    "16",
+    "--batch",
+    "1",
+    "--batch",
+    "4",
+    "--impl",
+    "torch",
+    "--impl",
+    "sdpa-flash",
+)
+ESTIMATE = ("--model", "tiny", "--precision", "fp32", "--isl", "32", "--osl", "16")
+
+
+def tokbench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [TOKBENCH, *args], capture_output=True, text=True, timeout=300, env=ENV, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def cpu_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real result file: the tiny model's suite on this machine's CPU."""
+    path = tmp_path_factory.mktemp("model") / "tiny.json"
+    done = tokbench("run", *MODEL_RUN, "--out", str(path))
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def test_model_suite_measures_every_shape_the_estimate_needs(cpu_results: Path) -> None:
+    doc = load(cpu_results)
+    assert doc.suite == "model" and doc.complete
+    assert {c.op for c in doc.cases} == {"matmul", "attention", "decode"}
+    assert all(c.status == "ok" for c in doc.cases)
+    result = run_estimate([doc], precision="fp32")
+    assert all(row.source == "measured" or "modelled" in row.source for row in result.record.rows)
+    assert "interpolated" not in " ".join(r.source for r in result.record.rows)
+
+
+def test_estimate_prints_tables_and_saves(tmp_path: Path, cpu_results: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(cpu_results.read_text())
+    done = tokbench("estimate", *ESTIMATE, "--results", str(path))
+    assert done.returncode == 0, done.stderr
+    for text in (
+        "prefill",
+        "TTFT",
+        "TPOT",
+        "largest batch that fits",
+        "serving mix",
+        "measured",
+        "(cap)",
+        "(measured)",
+    ):
+        assert text in done.stdout, text
+    assert f"saved the estimate into {path}" in done.stderr
+    (saved,) = load(path).estimates
+    assert saved.model == "tiny" and saved.precision == "fp32" and saved.max_batch > 1024
+
+
+def test_estimate_json(cpu_results: Path) -> None:
+    done = tokbench(
+        "estimate", *ESTIMATE, "--results", str(cpu_results), "--json", "--no-save", "--batch", "2"
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    phases = [(r["phase"], r["batch"]) for r in figures["rows"]]
+    assert phases == [
+        ("prefill", 1),
+        ("prefill", 2),
+        ("decode", 2),
+        ("decode", 1024),
+        ("serving", 1024),
+    ]
+    # batch 2 lies between the measured 1 and 4: interpolated, and says so
+    assert "interpolated" in figures["rows"][2]["source"]
+    assert figures["kv_bytes_per_token"] == 2 * 2 * 2 * 64 * 4
+    assert not load(cpu_results).estimates
+
+
+def test_validation_holds_the_layer_within_the_band(cpu_results: Path) -> None:
+    done = tokbench(
+        "estimate", *ESTIMATE, "--results", str(cpu_results), "--validate", "--json", "--no-save"
+    )
+    assert done.returncode == 0, done.stderr
+    ratios = {k: v for k, v in json.loads(done.stdout)["validation"].items() if "ratio" in k}
+    assert len(ratios) == 4, ratios  # prefill and decode, smallest and largest batch
+    low, high = VALIDATION_BAND
+    assert low <= ratios["prefill_batch4_ratio"] <= high, ratios
+    assert low <= ratios["decode_batch1024_ratio"] <= high, ratios
+    assert all(r > low for r in ratios.values()), ratios  # the batch-1 end: reported
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--model", "gpt-5"), "unknown model 'gpt-5'"),
+        (("--batch", "100000000"), "batch 100000000 does not fit"),
+        (("--isl", "999"), "the results lack attention 1×4/2×999×999×64 causal fp32"),
+        (("--gpu", "b200"), "which has no spec-table entry to project from"),
+    ],
+)
+def test_bad_estimate_input_is_one_clear_line(cpu_results: Path, args: tuple, message: str):
+    done = tokbench("estimate", *ESTIMATE, *args, "--results", str(cpu_results), "--no-save")
+    assert done.returncode == 2, done.stdout
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_a_file_from_another_device_needs_gpu(tmp_path: Path, cpu_results: Path) -> None:
+    other = tmp_path / "h100.json"
+    write_atomic(other, model_doc(TINY, flat, device=H100, spec="h100-sxm").to_json())
+    done = tokbench(
+        "estimate", *ESTIMATE, "--results", str(cpu_results), "--results", str(other), "--no-save"
+    )
+    assert done.returncode == 2
+    assert "result files from different devices" in done.stderr and "--gpu" in done.stderr
+    validate = tokbench(
+        "estimate",
+        "--model",
+        "tiny",
+        "--isl",
+        "32",
+        "--osl",
+        "16",
+        "--results",
+        str(other),
+        "--validate",
+        "--no-save",
+    )
+    assert validate.returncode == 2
+    assert "--validate runs a layer on this machine" in validate.stderr
+
+
+def test_moe_layer_runs_from_the_same_ops() -> None:
+    """tiny-moe through the runner in-process, then its layer: the routed expert GEMMs run."""
+    from bench import device as dev
+    from bench.layer import validate
+    from bench.results import ResultDoc, ResultWriter
+    from bench.runner import RunConfig, run_cases
+    from bench.suites import model_cases
+    from bench.timing import TimerConfig
+
+    moe = get_model("tiny-moe")
+    if dev.detect().kind == "cuda":
+        pytest.skip("sized for the CPU")
+    # 14 MB of "memory": about 10 sequences fit beside the 12 MB of weights, which keeps the
+    # largest decode batch (and this test) small.
+    device = dataclasses.replace(dev.detect(), memory_bytes=14_000_000)
+    cases = model_cases(
+        moe,
+        tps=[1],
+        precision="fp32",
+        batches=[4],
+        isls=[16],
+        osls=[8],
+        memory=float(device.memory_bytes),
+    )
+    doc = ResultDoc(device=device, software={}, command="test", suite="model")
+    timer = TimerConfig(max_time_s=0.05, min_reps=3)
+    config = RunConfig(timer=timer, impls=["torch", "sdpa-flash"])
+    run_cases(cases, device, None, ResultWriter(doc, None), config)
+    result = run_estimate([doc], config=moe, precision="fp32", isl=16, osl=8, batches=[4])
+    assert {"expert_gate_up", "expert_down", "router"} <= {
+        u.part for u in decode_step(moe, 1, "fp32", 4, 20)
+    }
+    check = validate(result.estimator, "decode", 4, 20, device, timer)
+    assert math.isfinite(check.ratio) and check.ratio > 0

@@ -1,0 +1,286 @@
+"""Model configs and the shapes, FLOPs, weight and KV-cache bytes derived from them, by hand."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import BenchError
+from bench.models import (
+    MODELS,
+    ModelConfig,
+    check_tp,
+    decode_step,
+    get_model,
+    kv_bytes_per_token,
+    layer_gemms,
+    memory_plan,
+    moe_routing,
+    param_count,
+    prefill_batches,
+    prefill_step,
+    suite_cases,
+    weight_bytes,
+)
+from bench.ops import get_op
+
+LLAMA_8B = get_model("llama-3.1-8b")
+
+
+@pytest.mark.parametrize("name", [m.name for m in MODELS.values() if m.params])
+def test_derived_parameter_counts_match_the_published_ones(name: str) -> None:
+    config = get_model(name)
+    assert param_count(config) == pytest.approx(config.params, rel=2e-3)
+
+
+def test_llama_8b_weight_bytes_by_hand() -> None:
+    # Per layer: QKV 4096·(32+2·8)·128 + O 4096² + gate/up/down 3·4096·14336 = 218,103,808.
+    gemm = 218_103_808 * 32
+    embeddings = 2 * 128_256 * 4096  # untied input embedding and LM head
+    norms = (2 * 32 + 1) * 4096
+    assert param_count(LLAMA_8B) == gemm + embeddings + norms == 8_030_261_248
+    assert weight_bytes(LLAMA_8B, 1, "bf16") == 2 * 8_030_261_248
+    # fp8 checkpoints: GEMM weights in one byte, embeddings, LM head and norms stay bf16.
+    assert weight_bytes(LLAMA_8B, 1, "fp8") == gemm + 2 * (embeddings + norms)
+    # TP 2 halves every matrix and the vocabulary; the norms are replicated.
+    assert weight_bytes(LLAMA_8B, 2, "bf16") == 2 * (gemm // 2 + embeddings // 2 + norms)
+
+
+@pytest.mark.parametrize(
+    ("name", "tp", "precision", "expected"),
+    [
+        ("llama-3.1-8b", 1, "bf16", 131_072),  # 2 · 32 layers · 8 KV heads · 128 · 2 bytes
+        ("llama-3.1-8b", 1, "fp8", 131_072),  # the KV cache stays bf16
+        ("llama-3.1-8b", 1, "fp32", 262_144),
+        ("llama-3.1-70b", 1, "bf16", 327_680),  # 2 · 80 · 8 · 128 · 2
+        ("llama-3.1-70b", 8, "bf16", 40_960),  # one KV head per GPU
+        ("llama-3.1-405b", 16, "bf16", 64_512),  # 8 KV heads replicated over 16 GPUs: 1 each
+        ("mixtral-8x7b", 1, "bf16", 131_072),
+    ],
+)
+def test_kv_bytes_per_token_with_gqa(name: str, tp: int, precision: str, expected: int) -> None:
+    assert kv_bytes_per_token(get_model(name), tp, precision) == expected
+
+
+def test_llama_8b_gemm_shapes_per_gpu() -> None:
+    shapes = {u.part: (u.shape["N"], u.shape["K"]) for u in layer_gemms(LLAMA_8B, 1, 7, "bf16")}
+    assert shapes == {
+        "qkv": (6144, 4096),
+        "o": (4096, 4096),
+        "gate_up": (28672, 4096),
+        "down": (4096, 14336),
+    }
+    tp4 = {u.part: (u.shape["N"], u.shape["K"]) for u in layer_gemms(LLAMA_8B, 4, 7, "bf16")}
+    assert tp4 == {
+        "qkv": (1536, 4096),
+        "o": (4096, 1024),
+        "gate_up": (7168, 4096),
+        "down": (4096, 3584),
+    }
+    assert all(u.shape["M"] == 7 and u.count == 32 for u in layer_gemms(LLAMA_8B, 4, 7, "bf16"))
+
+
+def test_decode_step_flops_are_twice_the_active_weights() -> None:
+    step = decode_step(LLAMA_8B, 1, "bf16", batch=1, context=1000)
+    gemm_flops = sum(get_op("matmul").flops(u.shape) * u.count for u in step if u.op == "matmul")
+    # 2 FLOPs per weight per token: every GEMM weight and the LM head (not the input embedding).
+    assert gemm_flops == 2 * (218_103_808 * 32 + 128_256 * 4096) == 15_009_316_864
+    attention = next(u for u in step if u.part == "attention")
+    assert attention.shape == {"B": 1, "H": 32, "Hkv": 8, "D": 128, "L": 1000, "page": 16}
+    assert get_op("decode").flops(attention.shape) == 4 * 32 * 1000 * 128
+
+
+def test_prefill_step_shapes() -> None:
+    step = prefill_step(LLAMA_8B, 2, "fp8", batch=3, isl=100)
+    by_part = {u.part: u for u in step}
+    assert by_part["qkv"].shape["M"] == 300 and by_part["qkv"].dtype == "fp8"
+    assert by_part["attention"].shape == {
+        "B": 3,
+        "H": 16,
+        "Hkv": 4,
+        "Sq": 100,
+        "Skv": 100,
+        "D": 128,
+        "causal": True,
+    }
+    assert by_part["attention"].dtype == "bf16"
+    # Logits only for each prompt's last token, vocabulary split over TP, in bf16.
+    assert by_part["lm_head"].shape == {"M": 3, "N": 64_128, "K": 4096}
+    assert by_part["lm_head"].dtype == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("tokens", "active", "per_expert"),
+    [(1, 2, 1), (4, 6, 2), (64, 8, 16), (1000, 8, 250)],
+)
+def test_moe_routing(tokens: int, active: int, per_expert: int) -> None:
+    # Mixtral: top-2 of 8; expected distinct experts 8·(1 − (3/4)^T), rounded up.
+    assert moe_routing(get_model("mixtral-8x7b"), tokens) == (active, per_expert)
+
+
+def test_mixtral_expert_gemms_at_tokens_per_expert() -> None:
+    gemms = {u.part: u for u in layer_gemms(get_model("mixtral-8x7b"), 2, 64, "bf16")}
+    assert gemms["expert_gate_up"].shape == {"M": 16, "N": 14336, "K": 4096}
+    assert gemms["expert_gate_up"].count == 32 * 8
+    assert gemms["expert_down"].shape == {"M": 16, "N": 4096, "K": 7168}
+    assert gemms["router"].shape == {"M": 64, "N": 8, "K": 4096}
+
+
+def test_memory_fit_by_hand() -> None:
+    plan = memory_plan(LLAMA_8B, 1, "bf16", memory=80e9, seq_tokens=1024 + 256)
+    # 72 GB usable (10% workspace) − 16,060,522,496 B of weights, over 1280 × 131,072 B.
+    assert plan.kv_budget == pytest.approx(72e9 - 16_060_522_496)
+    assert plan.max_batch == int((72e9 - 16_060_522_496) // (1280 * 131_072)) == 333
+    assert memory_plan(get_model("llama-3.1-70b"), 1, "bf16", 80e9, 1280).max_batch == 0
+    assert memory_plan(get_model("llama-3.1-70b"), 2, "fp8", 80e9, 1280).max_batch > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "tp", "message"),
+    [
+        ("llama-3.1-8b", 3, "TP 3 does not divide Llama-3.1-8B's 32 attention heads"),
+        ("llama-3.1-8b", 64, "TP 64 does not divide"),
+        ("llama-3.1-8b", 0, "at least 1"),
+        ("odd", 4, "TP 4 neither divides odd's 6 KV heads nor is a multiple"),
+    ],
+)
+def test_tp_that_does_not_shard_the_model_is_refused(name: str, tp: int, message: str) -> None:
+    odd = ModelConfig(
+        "odd",
+        hidden=1536,
+        layers=2,
+        heads=24,
+        kv_heads=6,
+        head_dim=64,
+        intermediate=4096,
+        vocab=1000,
+    )
+    with pytest.raises(BenchError, match=message):
+        check_tp(odd if name == "odd" else get_model(name), tp)
+
+
+def test_tp_beyond_kv_heads_replicates_them() -> None:
+    check_tp(LLAMA_8B, 16)  # 8 KV heads, one copy per pair of GPUs: allowed
+
+
+def test_unknown_model_names_the_known_ones() -> None:
+    with pytest.raises(BenchError, match=r"unknown model 'gpt-5'; known: Llama-3\.1-8B"):
+        get_model("gpt-5")
+
+
+def test_names_are_case_insensitive() -> None:
+    assert get_model("LLAMA-3.1-70B") is get_model("llama-3.1-70b")
+
+
+HF_LLAMA_8B = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "tie_word_embeddings": False,
+    "rope_theta": 500000.0,
+}
+
+
+def test_a_hugging_face_config_reads_like_the_built_in(tmp_path: Path) -> None:
+    path = tmp_path / "Llama-3.1-8B" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(HF_LLAMA_8B))
+    config = get_model(str(path))
+    assert config.name == "Llama-3.1-8B"
+    assert param_count(config) == param_count(LLAMA_8B)
+    assert (config.head_dim, config.kv_heads, config.experts) == (128, 8, 1)
+
+
+def test_a_hugging_face_mixtral_config_is_moe(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    hf = {
+        **HF_LLAMA_8B,
+        "model_type": "mixtral",
+        "vocab_size": 32000,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+    }
+    path.write_text(json.dumps(hf))
+    config = get_model(str(path))
+    assert (config.experts, config.top_k) == (8, 2)
+    assert param_count(config) == param_count(get_model("mixtral-8x7b"))
+
+
+def test_own_json_config(tmp_path: Path) -> None:
+    path = tmp_path / "mine.json"
+    fields = {
+        "hidden": 512,
+        "layers": 4,
+        "heads": 8,
+        "kv_heads": 2,
+        "head_dim": 64,
+        "intermediate": 1024,
+        "vocab": 1000,
+    }
+    path.write_text(json.dumps(fields))
+    assert get_model(str(path)) == ModelConfig(name="mine", source=str(path), **fields)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "not valid JSON"),
+        ("[1]", "must be a JSON object"),
+        ('{"n_embd": 768}', "not a model config"),
+        ('{"hidden": 8, "layers": 1}', "field 'heads' is missing"),
+        (
+            '{"hidden": 8, "layers": 1, "heads": 2, "kv_heads": 2, "head_dim": 4, '
+            '"intermediate": 8, "vocab": 8, "hiden": 3}',
+            "unknown field 'hiden'",
+        ),
+        (
+            '{"hidden": 8, "layers": 0, "heads": 2, "kv_heads": 2, "head_dim": 4, '
+            '"intermediate": 8, "vocab": 8}',
+            "field 'layers' must be a positive integer",
+        ),
+        (
+            '{"hidden": 8, "layers": 1, "heads": 4, "kv_heads": 3, "head_dim": 2, '
+            '"intermediate": 8, "vocab": 8}',
+            "kv_heads 3 must divide heads 4",
+        ),
+        ('{"model_type": "gpt2", "hidden_size": 768}', "model_type 'gpt2' is not supported"),
+        ('{"model_type": "llama", "hidden_size": 768}', "field 'num_attention_heads' is missing"),
+        (
+            json.dumps({**HF_LLAMA_8B, "num_local_experts": 2, "num_experts_per_tok": 4}),
+            "top_k 4 exceeds experts 2",
+        ),
+    ],
+)
+def test_bad_config_files_are_one_clear_line(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(BenchError, match=message) as raised:
+        get_model(str(path))
+    assert "\n" not in str(raised.value) and str(path) in str(raised.value)
+
+
+def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BenchError, match="cannot read model config"):
+        get_model(str(tmp_path / "absent.json"))
+
+
+def test_prefill_batches_fit_the_step_budget() -> None:
+    assert prefill_batches([1, 4, 16, 64], isl=1024, max_tokens=16384) == [1, 4, 16]
+    assert prefill_batches([8], isl=100_000, max_tokens=16384) == [1]  # one prompt always
+
+
+def test_suite_cases_are_unique_and_include_the_largest_batch_that_fits() -> None:
+    tiny = get_model("tiny")
+    cases = suite_cases(tiny, 1, "bf16", [1, 4], isl=32, osl=16, memory=1e9)
+    keys = [(op, tuple(sorted(s.items())), dt) for op, s, dt in cases]
+    assert len(keys) == len(set(keys))
+    decode_batches = sorted(s["B"] for op, s, _ in cases if op == "decode")
+    fit = memory_plan(tiny, 1, "bf16", 1e9, 48).max_batch
+    assert decode_batches == [1, 4, min(fit, 1024)]
+    assert {s["L"] for op, s, _ in cases if op == "decode"} == {32 + 16 // 2}
+    assert {s["Sq"] for op, s, _ in cases if op == "attention"} == {32}
