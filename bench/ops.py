@@ -105,15 +105,31 @@ def get_op(name: str) -> Op:
     return OPS[name]
 
 
-def triton_unsupported(shape: Shape, dtype: str, device: DeviceInfo, flops: float) -> str | None:
-    """Reasons every Triton kernel shares for not running a case."""
-    if not kernels.interpreted():
+def triton_impl(
+    prepare: Callable[[Inputs], Callable[[], torch.Tensor]], flops: Callable[[Shape], float]
+) -> Impl:
+    """An op's tokbench Triton kernel; without a GPU it runs interpreted, within the
+    interpreter's limits."""
+
+    def unsupported(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
+        if reason := dtype_unsupported(dtype, device):
+            return reason
+        if not kernels.interpreted():
+            return None
+        if dtype == "bf16":
+            return "bf16 tl.dot is not emulated by Triton's interpreter; checked on GPU only"
+        if flops(shape) > INTERPRETER_MAX_FLOPS:
+            return f"too large for Triton's interpreter ({flops(shape):.1e} FLOPs); run on a GPU"
         return None
-    if dtype == "bf16":
-        return "bf16 tl.dot is not emulated by Triton's interpreter; checked on GPU only"
-    if flops > INTERPRETER_MAX_FLOPS:
-        return f"too large for Triton's interpreter ({flops:.1e} FLOPs); run on a GPU"
-    return None
+
+    return Impl("triton", prepare, triton=True, unsupported=unsupported)
+
+
+def dtype_unsupported(dtype: str, device: DeviceInfo) -> str | None:
+    """Why this device cannot compute in dtype at all, or None."""
+    if dtype != "fp8":
+        return None
+    return fp8_supported(torch.device("cuda", device.index) if device.kind == "cuda" else "cpu")
 
 
 def randn(shape: tuple[int, ...], dtype: str, device: torch.device, gen: torch.Generator):
@@ -175,13 +191,6 @@ def _torch_matmul(inputs: Inputs) -> Callable[[], torch.Tensor]:
     return lambda: torch.matmul(a, b)
 
 
-def dtype_unsupported(dtype: str, device: DeviceInfo) -> str | None:
-    """Why this device cannot compute in dtype at all, or None."""
-    if dtype != "fp8":
-        return None
-    return fp8_supported(torch.device("cuda", device.index) if device.kind == "cuda" else "cpu")
-
-
 register(
     Op(
         name="matmul",
@@ -196,14 +205,7 @@ register(
         label=lambda s: f"{s['M']}×{s['N']}×{s['K']}",
         baseline="torch",
         impls=(
-            Impl(
-                "triton",
-                _triton_matmul,
-                triton=True,
-                unsupported=lambda s, dt, dev: (
-                    dtype_unsupported(dt, dev) or triton_unsupported(s, dt, dev, _matmul_flops(s))
-                ),
-            ),
+            triton_impl(_triton_matmul, _matmul_flops),
             Impl("torch", _torch_matmul, unsupported=lambda s, dt, dev: dtype_unsupported(dt, dev)),
         ),
     )
@@ -382,12 +384,7 @@ register(
         tolerance=ATTENTION_TOLERANCE,
         check_view=_checked_rows,
         impls=(
-            Impl(
-                "triton",
-                _triton_attention,
-                triton=True,
-                unsupported=lambda s, dt, dev: triton_unsupported(s, dt, dev, _attention_flops(s)),
-            ),
+            triton_impl(_triton_attention, _attention_flops),
             *_sdpa_impls(_sdpa_attention),
             Impl("eager", _eager_attention),
         ),
@@ -515,12 +512,7 @@ register(
         baseline="sdpa-flash",
         tolerance=ATTENTION_TOLERANCE,
         impls=(
-            Impl(
-                "triton",
-                _triton_decode,
-                triton=True,
-                unsupported=lambda s, dt, dev: triton_unsupported(s, dt, dev, _decode_flops(s)),
-            ),
+            triton_impl(_triton_decode, _decode_flops),
             *_sdpa_impls(_sdpa_decode),
             Impl(
                 "gather+sdpa",
