@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.device import DeviceInfo
+from bench.hardware import SPECS
+from bench.lookup import roofline_seconds
 from bench.models import ModelConfig, suite_cases
 from bench.ops import Shape, get_op
 from bench.results import CaseResult, ResultDoc
@@ -83,3 +85,8 @@ def model_doc(
         spec=spec,
         cases=cases,
     )
+
+
+def at_half_roofline(spec_key: str):
+    """Times at 50% of a spec's roofline for each op."""
+    return lambda op, shape, dtype: roofline_seconds(op, shape, dtype, SPECS[spec_key]) / 0.5

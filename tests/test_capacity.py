@@ -1,13 +1,11 @@
 """Fleet capacity, GPUs needed, cost and claim checks: the arithmetic by hand, then the CLI."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from modeldocs import H100, model_doc
-from test_estimate import at_half_roofline
+from console import tokbench
+from modeldocs import H100, at_half_roofline, model_doc
 
 from bench import BenchError
 from bench.capacity import (
@@ -26,7 +24,6 @@ from bench.capacity import (
 from bench.models import get_model
 from bench.results import write_atomic
 
-TOKBENCH = str(Path(sys.executable).parent / "tokbench")
 # 1,000 output tok/s per GPU; 1,000 input + 250 output tokens per request: 4 requests/s.
 GPU = PerGpu(
     output_tokens_per_s=1000.0,
@@ -124,12 +121,6 @@ def test_bad_fleets(args: tuple, message: str) -> None:
     with pytest.raises(BenchError) as raised:
         check_fleet(*args)
     assert message in str(raised.value)
-
-
-def tokbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [TOKBENCH, *args], capture_output=True, text=True, timeout=300, check=False
-    )
 
 
 def test_capacity_from_a_given_rate() -> None:

@@ -1,21 +1,12 @@
 """`tokbench info` and `tokbench run` end to end through the console script."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from console import tokbench
 
 from bench.results import load
-
-TOKBENCH = str(Path(sys.executable).parent / "tokbench")
-
-
-def tokbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [TOKBENCH, *args], capture_output=True, text=True, timeout=300, cwd=cwd, check=False
-    )
 
 
 def test_info_shows_the_device_and_versions() -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from console import start
 from resultdocs import CPU, case, doc, estimate, timing, write
 from rich.console import Console
 
@@ -23,7 +23,6 @@ from bench.compare import (
 )
 from bench.hardware import SPECS
 
-TOKBENCH = str(Path(sys.executable).parent / "tokbench")
 BIG = (4096, 4096, 4096)  # compute-bound on an H100 (intensity 1365 FLOP/byte)
 
 
@@ -85,12 +84,7 @@ def cli_runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     good = two_files(malformed, 1.0)[0]
     bad.write_text('{"format": "tokbench.results", "schema_')
     commands["malformed"] = ["compare", str(good), str(bad)]
-    procs = {
-        name: subprocess.Popen(
-            [TOKBENCH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for name, args in commands.items()
-    }
+    procs = {name: start(*args) for name, args in commands.items()}
     done = {}
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=300)

@@ -5,13 +5,11 @@ projections and bad inputs; then end to end through `tokbench run --suite model`
 import dataclasses
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from modeldocs import CPU, H100, H200, model_doc, record
+from console import tokbench
+from modeldocs import CPU, H100, H200, at_half_roofline, model_doc, record
 
 from bench import BenchError
 from bench.estimate import ALLREDUCE_LATENCY_S, estimate, save, serving_mix
@@ -22,17 +20,11 @@ from bench.models import decode_step, get_model, memory_bound_kernels, memory_pl
 from bench.results import load, write_atomic
 
 TINY = get_model("tiny")
-TOKBENCH = str(Path(sys.executable).parent / "tokbench")
 
 
 def flat(op: str, shape: dict, dtype: str) -> float:
     """Every GEMM 1 ms, every prefill attention 2 ms, every decode attention 0.5 ms."""
     return {"matmul": 1e-3, "attention": 2e-3, "decode": 0.5e-3}[op]
-
-
-def at_half_roofline(spec_key: str):
-    """Times at 50% of a spec's roofline for each op."""
-    return lambda op, shape, dtype: roofline_seconds(op, shape, dtype, SPECS[spec_key]) / 0.5
 
 
 def run_estimate(docs, **kwargs):
@@ -249,7 +241,6 @@ def test_estimates_are_saved_into_the_result_file(tmp_path: Path) -> None:
 
 # One thread: the op times and the layer validation then do not depend on how busy the other
 # core is. fp32: the CPU's native precision (bf16 elementwise ops are emulated, and slow).
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 MODEL_RUN = (
     "--model",
     "tiny",
@@ -269,12 +260,6 @@ MODEL_RUN = (
     "sdpa-flash",
 )
 ESTIMATE = ("--model", "tiny", "--precision", "fp32", "--isl", "32", "--osl", "16")
-
-
-def tokbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [TOKBENCH, *args], capture_output=True, text=True, timeout=300, env=ENV, check=False
-    )
 
 
 @pytest.fixture(scope="module")
