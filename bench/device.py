@@ -133,6 +133,8 @@ def software() -> dict[str, str]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "tokbench": bench.__version__,
+        # CPU timings depend on it: an oversubscribed thread pool waits on the scheduler.
+        "torch_threads": str(torch.get_num_threads()),
     }
     try:
         import triton
