@@ -17,7 +17,13 @@ def fmt_bytes(n: float) -> str:
 
 
 def fmt_ms(ms: float) -> str:
-    return f"{ms * 1e3:.1f} µs" if ms < 1 else f"{ms:.3f} ms"
+    """Three significant digits in µs, ms or s."""
+    value, unit = ms * 1e3, "µs"
+    for larger in ("ms", "s"):
+        if float(f"{value:.3g}") < 1000:
+            break
+        value, unit = value / 1e3, larger
+    return f"{value:#.3g} {unit}".replace(". ", " ")
 
 
 def info_table(device: DeviceInfo, spec: GpuSpec | None, software: dict[str, str], telemetry):
@@ -69,44 +75,63 @@ def speedups(cases: list[CaseResult]) -> dict[tuple, float]:
     return out
 
 
+RESULT_COLUMNS = (
+    "shape",
+    "dtype",
+    "impl",
+    "median",
+    "TFLOP/s",
+    "% peak",
+    "GB/s",
+    "speedup",
+    "check",
+)
+INTERPRETED_NOTE = "* Triton's CPU interpreter: a correctness run; its time is not a speed figure"
+
+
 def results_tables(doc: ResultDoc) -> list[Table]:
     """One table per op, one row per case: time, roofline, speedup over the baseline, check.
 
-    Reasons for skipped and failed cases are footnoted under the table rather than squeezed
-    into a cell.
+    Columns empty for every row (no % of peak without a spec entry) are left out; reasons for
+    skipped and failed cases are footnoted under the table rather than squeezed into a cell.
     """
     ups = speedups(doc.cases)
     tables = []
     for op_name in dict.fromkeys(c.op for c in doc.cases):
         op = get_op(op_name)
-        table = Table(title=f"{op.name}: {op.description}", title_justify="left")
-        for name in ("shape", "dtype", "impl", "median", "TFLOP/s", "% peak", "GB/s", "speedup"):
-            table.add_column(name, justify="left" if name in ("shape", "impl") else "right")
-        table.add_column("check")
         notes: dict[str, int] = {}
-        for c in (c for c in doc.cases if c.op == op_name):
-            table.add_row(
-                op.label(c.shape),
-                c.dtype,
-                c.impl,
-                _time_cell(c),
-                f"{c.tflops:.3g}" if c.tflops is not None and not c.interpreted else "",
-                f"{100 * c.peak_fraction:.0f}%" if c.peak_fraction is not None else "",
-                f"{c.gbps:.3g}" if c.gbps is not None and not c.interpreted else "",
-                f"{ups[c.key]:.2f}×" if c.key in ups and c.impl != op.baseline else "",
-                _check_cell(c, notes),
-            )
-        table.caption = "  ".join(f"[{n}] {escape(why)}" for why, n in notes.items()) or None
+        rows = [_row(c, op, ups, notes) for c in doc.cases if c.op == op_name]
+        keep = [i for i, name in enumerate(RESULT_COLUMNS) if any(r[i] for r in rows)]
+        table = Table(title=f"{op.name}: {op.description}", title_justify="left")
+        for i in keep:
+            name = RESULT_COLUMNS[i]
+            header = f"vs {op.baseline}" if name == "speedup" else name
+            justify = "left" if name in ("shape", "impl", "check") else "right"
+            table.add_column(header, justify=justify)
+        for row in rows:
+            table.add_row(*(row[i] for i in keep))
+        footnotes = [f"[{n}] {escape(why)}" for why, n in notes.items()]
+        if any(c.interpreted and c.timing for c in doc.cases if c.op == op_name):
+            footnotes.append(INTERPRETED_NOTE)
+        table.caption = "  ".join(footnotes) or None
         table.caption_justify = "left"
         tables.append(table)
     return tables
 
 
-def _time_cell(c: CaseResult) -> str:
-    if c.timing is None:
-        return ""
-    text = fmt_ms(c.timing.median_ms)
-    return f"[dim]{text} interp.[/dim]" if c.interpreted else text
+def _row(c: CaseResult, op, ups: dict[tuple, float], notes: dict[str, int]) -> list[str]:
+    timed = c.timing is not None and not c.interpreted
+    return [
+        op.label(c.shape),
+        c.dtype,
+        c.impl,
+        "" if c.timing is None else fmt_ms(c.timing.median_ms) + ("*" if c.interpreted else ""),
+        f"{c.tflops:.3g}" if timed and c.tflops is not None else "",
+        f"{100 * c.peak_fraction:.0f}%" if c.peak_fraction is not None else "",
+        f"{c.gbps:.3g}" if timed and c.gbps is not None else "",
+        f"{ups[c.key]:.2f}×" if c.key in ups and c.impl != op.baseline else "",
+        _check_cell(c, notes),
+    ]
 
 
 def _check_cell(c: CaseResult, notes: dict[str, int]) -> str:
