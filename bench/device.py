@@ -177,7 +177,10 @@ def _nvml_handle(index: int):
 def _nvml_driver() -> str | None:
     if _nvml_handle(0) is None:
         return None
-    driver = pynvml.nvmlSystemGetDriverVersion()
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+    except pynvml.NVMLError:
+        return None
     return driver.decode() if isinstance(driver, bytes) else driver
 
 
@@ -197,14 +200,17 @@ def telemetry(device: DeviceInfo) -> Telemetry | None:
             handle, pynvml.NVML_TEMPERATURE_GPU
         ),
     }
+    # A field this GPU or driver does not report, or a call this nvidia-ml-py no longer has,
+    # leaves the field empty.
+    missing = (pynvml.NVMLError, AttributeError)
     for name, read in readers.items():
-        with contextlib.suppress(pynvml.NVMLError):  # a field the GPU lacks stays None
+        with contextlib.suppress(*missing):
             setattr(reading, name, read())
-    try:
-        mask = pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
+    with contextlib.suppress(*missing):
+        # "Clocks event reasons" is the newer name of the same bit mask.
+        reasons = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        mask = (reasons or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons)(handle)
         reading.throttle_reasons = [n for n, bit in _REASON_BITS.items() if mask & bit]
-    except pynvml.NVMLError:
-        pass
     return reading
 
 

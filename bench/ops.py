@@ -55,6 +55,9 @@ class Impl:
     name: str
     prepare: Callable[[Inputs], Callable[[], torch.Tensor]]
     triton: bool = False  # a tokbench Triton kernel (interpreted without a GPU)
+    # Memory it needs beyond the case's inputs and reference: when that is not free, it is
+    # skipped (materialised attention scores at 16k tokens outgrow an 80 GB GPU).
+    workspace: Callable[[Shape, str], float] = lambda *_: 0.0
     # Why this implementation cannot run a case here, or None when it can.
     unsupported: Callable[[Shape, str, DeviceInfo], str | None] = lambda *_: None
 
@@ -148,8 +151,8 @@ def _matmul_inputs(shape: Shape, dtype: str, device: torch.device, gen: torch.Ge
         return {"a": a, "b": randn((k, n), dtype, device, gen)}
     # fp8: B column-major (K-major), as torch._scaled_mm requires and tensor cores prefer.
     b = randn((n, k), dtype, device, gen).t()
-    scales = torch.rand(2, generator=gen, device=device) + 0.5
-    return {"a": a, "b": b, "scale_a": scales[0:1].reshape(()), "scale_b": scales[1:2].reshape(())}
+    scale_a, scale_b = (torch.rand((), generator=gen, device=device) + 0.5 for _ in range(2))
+    return {"a": a, "b": b, "scale_a": scale_a, "scale_b": scale_b}
 
 
 def _matmul_reference(inputs: Inputs) -> torch.Tensor:
@@ -284,10 +287,13 @@ def _attention_bytes(shape: Shape, dtype: str) -> float:
 
 
 def _attention_footprint(shape: Shape, dtype: str) -> float:
-    # Inputs and a few outputs, the eager baseline's scores and probabilities in fp32 and in
-    # dtype, and the float64 reference's upcast copies.
-    scores = shape["B"] * shape["H"] * shape["Sq"] * shape["Skv"] * (8 + ELEMENT_BYTES[dtype])
-    return 3 * _attention_bytes(shape, dtype) + scores + 8 * _attention_elements(shape)
+    # Inputs and a few outputs, and the float64 reference's upcast copies.
+    return 3 * _attention_bytes(shape, dtype) + 8 * _attention_elements(shape)
+
+
+def _scores_bytes(shape: Shape, dtype: str) -> float:
+    """Materialised scores and probabilities, in fp32 and in dtype (eager, SDPA's math)."""
+    return shape["B"] * shape["H"] * shape["Sq"] * shape["Skv"] * (8 + ELEMENT_BYTES[dtype])
 
 
 def _triton_attention(inputs: Inputs) -> Callable[[], torch.Tensor]:
@@ -351,16 +357,27 @@ def _eager_attention(inputs: Inputs) -> Callable[[], torch.Tensor]:
     return lambda: _eager(q, k, v, mask)
 
 
-def _sdpa_impls(prepare: Callable[[str], Callable[[Inputs], Callable]]) -> tuple[Impl, ...]:
+def _sdpa_impls(
+    prepare: Callable[[str], Callable[[Inputs], Callable]],
+    scores: Callable[[Shape, str], float] = lambda *_: 0.0,
+) -> tuple[Impl, ...]:
     """One implementation per SDPA backend. math and flash (PyTorch has a fused CPU kernel
-    behind the flash backend) also run on the CPU; efficient and cuDNN need CUDA."""
+    behind the flash backend) also run on the CPU; efficient and cuDNN need CUDA. The math
+    backend materialises the scores."""
 
-    def needs_cuda(name: str) -> Callable[[Shape, str, DeviceInfo], str | None]:
-        if name in ("sdpa-math", "sdpa-flash"):
-            return lambda *_: None
-        return lambda s, dt, dev: None if dev.kind == "cuda" else f"{name} needs a CUDA device"
+    def impl(name: str) -> Impl:
+        if name == "sdpa-math":
+            return Impl(name, prepare(name), workspace=scores)
+        if name == "sdpa-flash":
+            return Impl(name, prepare(name))
+        needs_cuda = f"{name} needs a CUDA device"
+        return Impl(
+            name,
+            prepare(name),
+            unsupported=lambda s, dt, dev: None if dev.kind == "cuda" else needs_cuda,
+        )
 
-    return tuple(Impl(name, prepare(name), unsupported=needs_cuda(name)) for name in SDPA_BACKENDS)
+    return tuple(impl(name) for name in SDPA_BACKENDS)
 
 
 def _attention_label(s: Shape) -> str:
@@ -385,8 +402,8 @@ register(
         check_view=_checked_rows,
         impls=(
             triton_impl(_triton_attention, _attention_flops),
-            *_sdpa_impls(_sdpa_attention),
-            Impl("eager", _eager_attention),
+            *_sdpa_impls(_sdpa_attention, scores=_scores_bytes),
+            Impl("eager", _eager_attention, workspace=_scores_bytes),
         ),
     )
 )
@@ -409,7 +426,9 @@ def _decode_inputs(shape: Shape, dtype: str, device: torch.device, gen: torch.Ge
     }
     if page:
         # Blocks scattered over the pool, as a long-running server's allocator leaves them.
-        shuffle = torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
+        shuffle = torch.Generator().manual_seed(
+            int(torch.randint(2**31, (1,), generator=gen, device=device))
+        )
         k, v, table = make_paged_cache(k, v, seq_lens, page, shuffle=True, generator=shuffle)
         inputs["block_table"] = table
     inputs["k_cache"], inputs["v_cache"] = k, v
@@ -447,8 +466,10 @@ def _decode_footprint(shape: Shape, dtype: str) -> float:
 
 def _triton_decode(inputs: Inputs) -> Callable[[], torch.Tensor]:
     q, k, v, lens = inputs["q"], inputs["k_cache"], inputs["v_cache"], inputs["seq_lens"]
-    table = inputs.get("block_table")
-    return lambda: decode_attention(q, k, v, lens, block_table=table)
+    table, longest = inputs.get("block_table"), inputs["k_sdpa"].shape[2]
+    # The lengths are known here: passing the longest spares each timed call the host-side
+    # checks of the lengths and block table (a sync and a few small kernels).
+    return lambda: decode_attention(q, k, v, lens, block_table=table, max_seq_len=longest)
 
 
 def _sdpa_decode(name: str) -> Callable[[Inputs], Callable[[], torch.Tensor]]:

@@ -69,6 +69,16 @@ def fits(op: Op, spec: CaseSpec, device: DeviceInfo) -> None:
         )
 
 
+def _no_room(workspace: float, device: DeviceInfo) -> str | None:
+    """Why an implementation's own workspace cannot be had now, or None."""
+    if workspace == 0:
+        return None
+    free = dev.free_memory_bytes(device)
+    if workspace <= 0.9 * free:
+        return None
+    return f"needs {workspace / 2**30:.1f} GiB of workspace, {free / 2**30:.1f} GiB free"
+
+
 def run_cases(
     cases: list[CaseSpec],
     device: DeviceInfo,
@@ -117,7 +127,9 @@ def run_one(
         interpreted=impl.triton and kernels.interpreted(),
         tolerance=op.tolerance[case.dtype],
     )
-    record.error = impl.unsupported(case.shape, case.dtype, device)
+    record.error = impl.unsupported(case.shape, case.dtype, device) or _no_room(
+        impl.workspace(case.shape, case.dtype), device
+    )
     if record.error:
         return record
     record.status = "failed"

@@ -135,15 +135,20 @@ def time_cuda(
 
 
 def _graph(fn: Callable[[], object]) -> Callable[[], object]:
-    # Capture on a side stream, as CUDA graphs require; replay runs on the current stream.
+    """Capture fn in a CUDA graph on a side stream, as capture requires; replay runs on the
+    current stream. A failed capture leaves the current stream as it was."""
+    current = torch.cuda.current_stream()
     stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
+    stream.wait_stream(current)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
+    try:
+        with torch.cuda.stream(stream):
+            fn()  # allocations made before capture, on the capture stream
+        with torch.cuda.graph(graph, stream=stream):
+            fn()
+    finally:
+        torch.cuda.set_stream(current)
+    current.wait_stream(stream)
     return graph.replay
 
 

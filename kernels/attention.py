@@ -566,9 +566,11 @@ def flash_attention(
         out = torch.zeros(q.shape, dtype=q.dtype, device=q.device)
         lse = torch.full(q.shape[:3], float("-inf"), dtype=torch.float32, device=q.device)
     elif _want_tma(q, k, v):
+        # TritonError: compile errors, and OutOfResources / PTXASError, which are not
+        # CompilationErrors and surface here when no config of the TMA kernel can run.
         try:
             out, lse = _launch(q, k, v, causal, scale, return_lse, use_tma=True)
-        except (triton.CompilationError, RuntimeError) as exc:
+        except (triton.TritonError, RuntimeError) as exc:
             _tma_failure = f"{type(exc).__name__}: {exc}".splitlines()[0]
             warnings.warn(
                 f"flash_attention: TMA path disabled, using the portable kernel ({_tma_failure})",

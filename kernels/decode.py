@@ -413,6 +413,16 @@ def _validate_static(
         _fail(f"num_splits must be a positive int, got {num_splits!r}")
 
 
+def _check_max_seq_len(
+    max_seq_len: int, k_cache: torch.Tensor, block_table: torch.Tensor | None
+) -> int:
+    """A caller-given longest length must fit the cache; returns it."""
+    capacity = k_cache.shape[1] if block_table is None else block_table.shape[1] * k_cache.shape[1]
+    if not isinstance(max_seq_len, int) or not 0 <= max_seq_len <= capacity:
+        _fail(f"max_seq_len must be an int in [0, {capacity}] (the cache's capacity)")
+    return max_seq_len
+
+
 def _validate_lengths(
     k_cache: torch.Tensor, seq_lens: torch.Tensor, block_table: torch.Tensor | None
 ) -> int:
@@ -467,6 +477,7 @@ def decode_attention(
     block_table: torch.Tensor | None = None,
     sm_scale: float | None = None,
     num_splits: int | None = None,
+    max_seq_len: int | None = None,
 ) -> torch.Tensor:
     """Attention of one query token per sequence over that sequence's cached keys and values.
 
@@ -483,12 +494,19 @@ def decode_attention(
         sm_scale: Score scale; 1/sqrt(head_dim) when None.
         num_splits: Context splits per sequence; ``choose_num_splits`` decides when None (one
             split under the CPU interpreter).
+        max_seq_len: The longest seq_lens entry, when the caller knows it (as FlashAttention's
+            max_seqlen_k). It skips the checks of seq_lens and the block table's entries, which
+            cost a device sync and a few small kernels per call, so that the call can be timed
+            on its own and captured in a CUDA graph; the caller vouches for those values.
 
     Returns:
         A new contiguous (batch, heads, head_dim) tensor in q's dtype.
     """
     _validate_static(q, k_cache, v_cache, seq_lens, block_table, num_splits)
-    longest = _validate_lengths(k_cache, seq_lens, block_table)
+    if max_seq_len is None:
+        longest = _validate_lengths(k_cache, seq_lens, block_table)
+    else:
+        longest = _check_max_seq_len(max_seq_len, k_cache, block_table)
     batch, heads, head_dim = q.shape
     kv_heads = k_cache.shape[2]
     out = torch.empty((batch, heads, head_dim), dtype=q.dtype, device=q.device)

@@ -85,15 +85,18 @@ def decode_ref(
     group = heads // k_cache.shape[2]
     scale = head_dim**-0.5 if sm_scale is None else sm_scale
     out = torch.zeros((batch, heads, head_dim), dtype=torch.float64, device=q.device)
+    # Lengths and tables read to the host once, not an element (and a device sync) at a time.
+    lengths = seq_lens.tolist()
+    tables = None if block_table is None else block_table.tolist()
     for b in range(batch):
-        length = int(seq_lens[b])
+        length = lengths[b]
         if length == 0:
             continue
-        if block_table is None:
+        if tables is None:
             keys, values = k_cache[b, :length], v_cache[b, :length]
         else:
             page = k_cache.shape[1]
-            pages = [int(p) for p in block_table[b, : (length + page - 1) // page]]
+            pages = tables[b][: (length + page - 1) // page]
             keys = torch.cat([k_cache[p] for p in pages])[:length]
             values = torch.cat([v_cache[p] for p in pages])[:length]
         # (L, KVH, D) -> (H, L, D) with each kv head repeated for its query-head group.

@@ -101,6 +101,17 @@ def test_paged_agrees_with_contiguous(device):
     assert _rel_err(paged, contiguous.double()) < 1e-3
 
 
+def test_given_max_seq_len_skips_the_host_checks_not_the_maths(device):
+    q, k, v, lens = _inputs([5, 77, 160], 8, 2, 64, torch.float16, device)
+    k_pool, v_pool, table = _paged(k, v, lens)
+    ref = decode_ref(q, k_pool, v_pool, lens, block_table=table)
+    for cache, paged in (((k, v), None), ((k_pool, v_pool), table)):
+        out = decode_attention(q, *cache, lens, block_table=paged, max_seq_len=160)
+        assert _rel_err(out, ref) < _rel_tol(torch.float16)
+    with pytest.raises(ValueError, match="max_seq_len must be an int in"):
+        decode_attention(q, k, v, lens, max_seq_len=k.shape[1] + 1)
+
+
 def test_split_counts_agree(device):
     """1 split, several, and more splits than tiles (empty splits) give the same answer."""
     q, k, v, lens = _inputs([300, 3, 129], 4, 1, 64, torch.float32, device)

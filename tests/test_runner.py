@@ -92,3 +92,9 @@ def test_interrupted_run_keeps_its_cases(tmp_path: Path) -> None:
     kept = load(path)
     assert len(kept.cases) == 3 and not kept.complete
     assert all(c.status == "ok" for c in kept.cases)
+
+
+def test_an_implementation_whose_workspace_does_not_fit_is_skipped() -> None:
+    huge = Impl("huge", lambda i: lambda: torch.matmul(i["a"], i["b"]), workspace=lambda *_: 1e18)
+    record = _run(huge)
+    assert record.status == "skipped" and "GiB of workspace" in record.error
