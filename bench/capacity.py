@@ -1,8 +1,8 @@
 """Fleet capacity, GPUs needed, cost per token and claim checks, from per-GPU throughput.
 
-DESIGN.md's arithmetic: tokens/day = per-GPU tokens/s × GPUs × utilisation × 86,400; cost per
-million tokens = price per GPU-hour / (per-GPU tokens/s × utilisation × 3,600) × 10⁶ (a GPU is
-paid for whether busy or not, so utilisation raises the cost of each token). A model served at
+DESIGN.md's arithmetic: tokens/day = per-GPU tokens/s × GPUs × utilization × 86,400; cost per
+million tokens = price per GPU-hour / (per-GPU tokens/s × utilization × 3,600) × 10⁶ (a GPU is
+paid for whether busy or not, so utilization raises the cost of each token). A model served at
 tensor-parallel degree TP runs on whole groups of TP GPUs.
 """
 
@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from bench import BenchError
+from bench.estimate import fmt_rate
+from bench.hardware import get_spec
 from bench.results import Estimate
 
 SECONDS_PER_DAY = 86_400
-DEFAULT_UTILISATION = 0.6  # average share of the day a fleet spends serving at full batch
+DEFAULT_UTILIZATION = 0.6  # average share of the day a fleet spends serving at full batch
 # Claim / estimate ratios: up to PLAUSIBLE the claim is within what kernel fusion, overlap and
 # better kernels than the measured ones can add to an op-sum estimate; up to OPTIMISTIC it needs
 # techniques the estimate does not model (speculative decoding, lower precision, prefix caching);
@@ -39,11 +41,11 @@ class PerGpu:
 
 @dataclass(frozen=True)
 class Fleet:
-    """What `gpus` GPUs serve at a utilisation, and at what cost."""
+    """What `gpus` GPUs serve at a utilization, and at what cost."""
 
     gpus: int
     tp: int
-    utilisation: float
+    utilization: float
     per_gpu: PerGpu
     price_per_gpu_hour: float | None = None
 
@@ -53,12 +55,12 @@ class Fleet:
         return self.gpus // self.tp * self.tp
 
     def per_day(self, per_gpu_rate: float) -> float:
-        return per_gpu_rate * self.serving_gpus * self.utilisation * SECONDS_PER_DAY
+        return per_gpu_rate * self.serving_gpus * self.utilization * SECONDS_PER_DAY
 
     def cost_per_million(self, per_gpu_tokens_per_s: float) -> float | None:
         if self.price_per_gpu_hour is None:
             return None
-        return cost_per_million(self.price_per_gpu_hour, per_gpu_tokens_per_s, self.utilisation)
+        return cost_per_million(self.price_per_gpu_hour, per_gpu_tokens_per_s, self.utilization)
 
 
 def per_gpu(record: Estimate) -> PerGpu:
@@ -82,7 +84,7 @@ def figures(
     out: dict[str, float | int | str] = {
         "gpus": fleet.gpus,
         "serving_gpus": fleet.serving_gpus,
-        "utilisation": fleet.utilisation,
+        "utilization": fleet.utilization,
         "per_gpu_output_tokens_s": p.output_tokens_per_s,
         "output_tokens_day": fleet.per_day(p.output_tokens_per_s),
         "total_tokens_day": fleet.per_day(p.total_tokens_per_s),
@@ -95,12 +97,12 @@ def figures(
     if target_tokens_s is not None:
         out["target_tokens_s"] = target_tokens_s
         out["gpus_for_target_tokens_s"] = gpus_needed(
-            target_tokens_s, p.output_tokens_per_s, fleet.utilisation, fleet.tp
+            target_tokens_s, p.output_tokens_per_s, fleet.utilization, fleet.tp
         )
     if target_tokens_day is not None:
         out["target_tokens_day"] = target_tokens_day
         out["gpus_for_target_tokens_day"] = gpus_needed(
-            target_tokens_day / SECONDS_PER_DAY, p.output_tokens_per_s, fleet.utilisation, fleet.tp
+            target_tokens_day / SECONDS_PER_DAY, p.output_tokens_per_s, fleet.utilization, fleet.tp
         )
     return out
 
@@ -108,44 +110,73 @@ def figures(
 def target_lines(figures: dict[str, float | int | str]) -> list[str]:
     """One sentence per target: the GPUs it needs."""
     lines = []
-    util = f"at {figures['utilisation']:.0%} utilisation"
+    util = f"at {figures['utilization']:.0%} utilization"
     if "gpus_for_target_tokens_s" in figures:
         lines.append(
-            f"{figures['target_tokens_s']:,.0f} output tok/s needs "
-            f"{figures['gpus_for_target_tokens_s']:,} GPUs {util}"
+            f"{fmt_rate(figures['target_tokens_s'])} output tok/s needs "
+            f"{gpus_text(figures['gpus_for_target_tokens_s'])} {util}"
         )
     if "gpus_for_target_tokens_day" in figures:
         lines.append(
             f"{_big(figures['target_tokens_day'])} output tokens/day needs "
-            f"{figures['gpus_for_target_tokens_day']:,} GPUs {util}"
+            f"{gpus_text(figures['gpus_for_target_tokens_day'])} {util}"
         )
     return lines
 
 
-def check_fleet(gpus: int, tp: int, utilisation: float, price: float | None) -> None:
+def gpus_text(n: int) -> str:
+    """'1 GPU', '8 GPUs'."""
+    return f"{n:,} GPU{'' if n == 1 else 's'}"
+
+
+def gpu_name(key: str | None) -> str:
+    """The spec-table name of `--gpu KEY` (a clear error for an unknown key), or 'GPU'."""
+    if key is None:
+        return "GPU"
+    try:
+        return get_spec(key).name
+    except ValueError as e:
+        raise BenchError(str(e)) from None
+
+
+def check_targets(
+    target_tokens_s: float | None, target_tokens_day: float | None, claim_tokens_s: float | None
+) -> None:
+    """Raise a one-line BenchError, naming the flag and the value as given, for a target or
+    claim that is not positive."""
+    for flag, value in (
+        ("--target-tokens-s", target_tokens_s),
+        ("--target-tokens-day", target_tokens_day),
+        ("--claim-tokens-s", claim_tokens_s),
+    ):
+        if value is not None and not value > 0:
+            raise BenchError(f"{flag} must be positive, got {value:g}")
+
+
+def check_fleet(gpus: int, tp: int, utilization: float, price: float | None) -> None:
     """Raise a one-line BenchError for a fleet that cannot be."""
     if gpus < tp:
-        raise BenchError(f"{gpus} GPUs cannot hold one copy of the model at TP {tp}")
-    if not 0 < utilisation <= 1:
-        raise BenchError(f"utilisation must be in (0, 1], got {utilisation}")
+        raise BenchError(f"{gpus_text(gpus)} cannot hold one copy of the model at TP {tp}")
+    if not 0 < utilization <= 1:
+        raise BenchError(f"--utilization must be in (0, 1], got {utilization:g}")
     if price is not None and price <= 0:
-        raise BenchError(f"price per GPU-hour must be positive, got {price}")
+        raise BenchError(f"--price (USD per GPU-hour) must be positive, got {price:g}")
 
 
 def cost_per_million(
-    price_per_gpu_hour: float, per_gpu_tokens_per_s: float, utilisation: float
+    price_per_gpu_hour: float, per_gpu_tokens_per_s: float, utilization: float
 ) -> float:
     """Dollars per million tokens from a GPU-hour price."""
-    return price_per_gpu_hour / (per_gpu_tokens_per_s * utilisation * 3600) * 1e6
+    return price_per_gpu_hour / (per_gpu_tokens_per_s * utilization * 3600) * 1e6
 
 
 def gpus_needed(
-    target_tokens_per_s: float, per_gpu_tokens_per_s: float, utilisation: float, tp: int
+    target_tokens_per_s: float, per_gpu_tokens_per_s: float, utilization: float, tp: int
 ) -> int:
-    """GPUs, in whole TP groups, that serve a target rate on average at a utilisation."""
+    """GPUs, in whole TP groups, that serve a target rate on average at a utilization."""
     if target_tokens_per_s <= 0:
         raise BenchError(f"the target must be positive, got {target_tokens_per_s}")
-    groups = math.ceil(target_tokens_per_s / (per_gpu_tokens_per_s * utilisation * tp) - 1e-9)
+    groups = math.ceil(target_tokens_per_s / (per_gpu_tokens_per_s * utilization * tp) - 1e-9)
     return groups * tp
 
 
@@ -187,7 +218,7 @@ def fleet_table(fleet: Fleet, title: str) -> Table:
         table.add_column(name, justify="left" if name == "per day" else "right")
     p = fleet.per_gpu
     table.add_row(
-        f"{fleet.serving_gpus} GPUs at {fleet.utilisation:.0%}",
+        f"{gpus_text(fleet.serving_gpus)} at {fleet.utilization:.0%}",
         _big(fleet.per_day(p.output_tokens_per_s)),
         _big(fleet.per_day(p.total_tokens_per_s)),
         _big(fleet.per_day(p.requests_per_s)),
@@ -195,7 +226,7 @@ def fleet_table(fleet: Fleet, title: str) -> Table:
     if fleet.price_per_gpu_hour is not None:
         out = fleet.cost_per_million(p.output_tokens_per_s)
         total = fleet.cost_per_million(p.total_tokens_per_s)
-        per_request = fleet.price_per_gpu_hour / (p.requests_per_s * fleet.utilisation * 3600)
+        per_request = fleet.price_per_gpu_hour / (p.requests_per_s * fleet.utilization * 3600)
         table.add_row(
             f"cost at ${fleet.price_per_gpu_hour:g}/GPU-hour",
             f"${out:,.3f} / M",
@@ -203,11 +234,13 @@ def fleet_table(fleet: Fleet, title: str) -> Table:
             f"${per_request * 1000:,.3f} / k",
         )
     notes = [
-        f"per GPU: {p.output_tokens_per_s:,.0f} output tok/s, {p.total_tokens_per_s:,.0f} "
-        f"total tok/s, {p.requests_per_s:,.2f} requests/s ({p.source})"
+        f"per GPU: {fmt_rate(p.output_tokens_per_s)} output tok/s, "
+        f"{fmt_rate(p.total_tokens_per_s)} total tok/s, {fmt_rate(p.requests_per_s)} "
+        f"requests/s ({p.source})"
     ]
     if fleet.serving_gpus < fleet.gpus:
-        notes.append(f"{fleet.gpus - fleet.serving_gpus} GPUs left over: not a whole TP group")
+        left = fleet.gpus - fleet.serving_gpus
+        notes.append(f"{gpus_text(left)} left over: not a whole TP group")
     table.caption = "  ".join(f"• {n}" for n in notes)
     table.caption_justify = "left"
     return table
@@ -219,13 +252,13 @@ def claim_table(claim: Claim, what: str) -> Table:
         table.add_column(name, justify="right")
     colour = {"plausible": "green", "optimistic": "yellow", "implausible": "red"}[claim.verdict]
     table.add_row(
-        f"{claim.claimed:,.0f}",
-        f"{claim.estimate:,.0f}",
+        fmt_rate(claim.claimed),
+        fmt_rate(claim.estimate),
         f"{claim.ratio:.2f}",
         f"[{colour}]{claim.verdict}[/{colour}]",
     )
     table.caption = (
-        f"estimate: {claim.gpus} GPUs all busy decoding at the largest batch that fits, no "
+        f"estimate: {gpus_text(claim.gpus)} all busy decoding at the largest batch that fits, no "
         f"prefill (the most generous reading). Verdict: ratio ≤ {PLAUSIBLE} plausible (fusion, "
         f"overlap, better kernels); ≤ {OPTIMISTIC} optimistic (needs speculative decoding, lower "
         f"precision or caching not modelled); above, implausible"
@@ -238,4 +271,4 @@ def _big(n: float) -> str:
     for size, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
         if n >= size:
             return f"{n / size:,.2f} {unit}"
-    return f"{n:,.1f}"
+    return fmt_rate(n)

@@ -77,7 +77,11 @@ def run(
     ] = None,
     shape: Annotated[
         list[str] | None,
-        typer.Option(help="Shape replacing the suite's, e.g. M=64,N=128,K=256; repeatable."),
+        typer.Option(
+            help="Shape replacing the suite's for its op, by keys: matmul M,N,K; attention "
+            "B,H,Hkv,Sq,Skv,D,causal; decode B,H,Hkv,D,L,page (0: contiguous). E.g. "
+            "M=64,N=128,K=256; repeatable."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Result file (default results/<device>-<date>-<id>.json).")
@@ -89,10 +93,12 @@ def run(
         bool, typer.Option(help="Replay each case from a CUDA graph (no launch overhead).")
     ] = False,
     noise: Annotated[
-        float, typer.Option(help="Target relative CI half-width of the median.")
+        float,
+        typer.Option(min=1e-4, help="Target relative CI half-width of the median (0.01: 1%)."),
     ] = 0.01,
     max_time: Annotated[
-        float | None, typer.Option(help="Seconds of timed reps per case (default 1 GPU, 0.1 CPU).")
+        float | None,
+        typer.Option(min=1e-3, help="Seconds of timed reps per case (default 1 GPU, 0.1 CPU)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the random inputs.")] = 0,
     ceilings: Annotated[
@@ -152,16 +158,20 @@ def run(
             writer.flush()
         _run_with_progress(cases, device, spec, writer, config)
     except KeyboardInterrupt:
-        err.print(f"interrupted: {len(doc.cases)} cases kept in {path}")
+        err.print(f"interrupted: {_cases(doc)} kept in {path}")
         raise typer.Exit(130) from None
     except BenchError as e:
-        raise BenchError(f"{e} ({len(doc.cases)} cases measured so far kept in {path})") from None
+        raise BenchError(f"{e} ({_cases(doc)} measured so far kept in {path})") from None
     writer.finish()
     if as_json:
         typer.echo(doc.to_json())
-        return
-    report.console().print(*report.results_tables(doc))
+    else:
+        report.console().print(*report.results_tables(doc))
     err.print(f"wrote {path}")
+
+
+def _cases(doc: results.ResultDoc) -> str:
+    return f"{len(doc.cases)} case{'' if len(doc.cases) == 1 else 's'}"
 
 
 def _check_dtypes(device, dtypes) -> None:
@@ -249,8 +259,10 @@ def compare_cmd(
     fail_on: Annotated[
         str | None,
         typer.Option(
-            help="Gate, e.g. slower:5%: exit 1 when a case got slower than in the first file by "
-            "more than this, outside the p20-p80 spread of both runs."
+            help="Gate, as slower:PERCENT% (e.g. slower:5%): exit 1 when a case got slower "
+            "than in the first file by more than this, outside the p20-p80 spread of both "
+            "runs, or when a case timed in the first file failed, was skipped, is missing or "
+            "has no usable time in a later one."
         ),
     ] = None,
     project: Annotated[
@@ -262,30 +274,33 @@ def compare_cmd(
     ] = None,
     price: Annotated[
         list[str] | None,
-        typer.Option(help="GPU=USD per GPU-hour for estimates' tokens per dollar; repeatable."),
+        typer.Option(
+            help="GPU=USD per GPU-hour for estimates' output tokens per dollar in the serving "
+            "mix (as capacity plans); repeatable."
+        ),
     ] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Also write PNG charts of the files into this directory.")
     ] = None,
 ) -> None:
-    """Compare result files side by side; with --fail-on, exit 1 on a regression."""
+    """Compare result files side by side; with --fail-on, exit 1 on a regression or a case
+    that broke (failed, skipped, missing or untimed in a later file)."""
     threshold = compare.parse_fail_on(fail_on) if fail_on else None
     comparison = compare.compare(
         files, threshold=threshold, project=project or (), prices=compare.parse_prices(price or ())
     )
     out = report.console()
-    out.print(*compare.tables(comparison))
+    out.print(*compare.tables(comparison, out.width))
     if plot is not None:
         runs = [(c.path.stem, c.doc) for c in comparison.columns if c.measured]
         _report_plots(plots.write_plots(runs, plot), plot)
     if threshold is None:
         return
-    failures = comparison.regressions()
-    for line in failures:
-        out.print(f"[bold red]regression:[/bold red] {line}", highlight=False)
-    if failures:
+    lines, passed = compare.gate_report(comparison, fail_on)
+    for line in lines:
+        out.print(line, highlight=False, soft_wrap=True)
+    if not passed:
         raise typer.Exit(1)
-    out.print(f"gate {fail_on}: passed ({comparison.judged()} comparisons)", highlight=False)
 
 
 @app.command("plot")
@@ -359,16 +374,22 @@ MaxBatchOpt = Annotated[int, typer.Option(help="Scheduler cap on sequences decod
 
 def _throughput(model, paths, *, batches=None, **settings) -> estimate.Throughput:
     """Load the result files and estimate the model's per-GPU throughput from them."""
+    estimate.check_settings(
+        batches,
+        settings.get("workspace", models.DEFAULT_WORKSPACE),
+        settings.get("max_batch", models.DEFAULT_MAX_BATCH),
+    )
     if not paths:
         raise BenchError("--results FILE is needed: a result file of the model suite")
-    docs = [results.load(p) for p in paths]
     config = models.get_model(model)
+    docs = [results.load(p) for p in paths]
     return estimate.estimate(
         config,
         docs,
         [str(p) for p in paths],
         batches=batches,
         command=results.command_line(),
+        model_arg=model,
         **settings,
     )
 
@@ -425,7 +446,7 @@ def estimate_cmd(
     if save:
         estimate.save(str(paths[0]), result.record)
     if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(result.record), indent=1))
+        typer.echo(json.dumps(estimate.json_record(result), indent=1))
     else:
         out = report.console()
         out.print(*estimate.tables(result))
@@ -460,13 +481,13 @@ def capacity_cmd(
     tokens_per_gpu: Annotated[
         float | None,
         typer.Option(
-            help="Output tokens/s per GPU to plan with, instead of estimating it from "
-            "--results (taken as both the serving and the peak rate)."
+            help="Output tokens per second per GPU to plan with, instead of estimating it "
+            "from --results (taken as both the serving and the peak rate)."
         ),
     ] = None,
     utilization: Annotated[
         float, typer.Option(help="Average share of the day the fleet serves at full batch.")
-    ] = capacity.DEFAULT_UTILISATION,
+    ] = capacity.DEFAULT_UTILIZATION,
     price: Annotated[float | None, typer.Option(help="USD per GPU-hour, for the cost.")] = None,
     target_tokens_s: Annotated[
         float | None, typer.Option(help="Output tokens/s to serve: how many GPUs are needed.")
@@ -493,15 +514,25 @@ def capacity_cmd(
 ) -> None:
     """Fleet tokens/day and requests/day, GPUs for a target, cost per million tokens, claims."""
     capacity.check_fleet(gpus, tp, utilization, price)
+    capacity.check_targets(target_tokens_s, target_tokens_day, claim_tokens_s)
     config = models.get_model(model)
     if tokens_per_gpu is not None:
         if tokens_per_gpu <= 0:
-            raise BenchError(f"--tokens-per-gpu must be positive, got {tokens_per_gpu}")
+            raise BenchError(f"--tokens-per-gpu must be positive, got {tokens_per_gpu:g}")
+        if results_files:
+            raise BenchError(
+                "--results and --tokens-per-gpu exclude each other: give the rate, or the "
+                "result files to estimate it from"
+            )
+        if isl < 1 or osl < 1:
+            raise BenchError(f"--isl and --osl must be at least 1, got {isl} and {osl}")
+        models.check_tp(config, tp)
+        models.check_precision(precision)
+        where = capacity.gpu_name(gpu)
         rps = tokens_per_gpu / osl
         per_gpu = capacity.PerGpu(
             tokens_per_gpu, rps * (isl + osl), rps, tokens_per_gpu, "given with --tokens-per-gpu"
         )
-        where = gpu or "GPU"
     else:
         result = _throughput(
             model,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -43,6 +44,20 @@ class Verdict(str, Enum):
     FASTER = "faster"
     REGRESSION = "regression"  # slower beyond noise and beyond the gate's threshold
     IMPROVEMENT = "improvement"  # faster beyond noise and beyond the gate's threshold
+
+    @property
+    def short(self) -> str:
+        """The word in the side-by-side tables, where width is scarce (a caption explains it)."""
+        return _SHORT[self]
+
+
+_SHORT = {
+    Verdict.SAME: "same",
+    Verdict.SLOWER: "slower",
+    Verdict.FASTER: "faster",
+    Verdict.REGRESSION: "regressed",
+    Verdict.IMPROVEMENT: "improved",
+}
 
 
 _STYLE = {
@@ -69,14 +84,16 @@ def verdict(base: Timing, new: Timing, threshold: float | None = None) -> Verdic
     return Verdict.REGRESSION if slower else Verdict.IMPROVEMENT
 
 
-_FAIL_ON = re.compile(r"slower:(\d+(?:\.\d*)?)%?")
+_FAIL_ON = re.compile(r"slower:(\d+(?:\.\d*)?|\.\d+)%")
 
 
 def parse_fail_on(text: str) -> float:
-    """ "slower:5%" -> 0.05."""
+    """ "slower:5%" -> 0.05. The % is required: a bare "slower:0.05" could mean 5% or 0.05%."""
     match = _FAIL_ON.fullmatch(text.strip().lower())
     if not match:
-        raise BenchError(f"bad --fail-on '{text}'; expected slower:PERCENT, e.g. slower:5%")
+        raise BenchError(
+            f"bad --fail-on '{text}'; expected slower:PERCENT% with the % sign, e.g. slower:5%"
+        )
     return float(match.group(1)) / 100
 
 
@@ -102,12 +119,24 @@ def parse_prices(items: Sequence[str]) -> dict[str, float]:
 # --- columns: measured files and projections -----------------------------------------------------
 
 
+def usable_time(timing: Timing | None) -> bool:
+    """Whether a timing's median and [p20, p80] are finite and positive: a time to compare."""
+    return timing is not None and all(
+        math.isfinite(x) and x > 0 for x in (timing.median_ms, timing.p20_ms, timing.p80_ms)
+    )
+
+
+def usable(case: CaseResult) -> bool:
+    """Comparable (passed, timed on hardware, not interpreted) with a usable time."""
+    return case.comparable and usable_time(case.timing)
+
+
 @dataclass(frozen=True)
 class Cell:
     """One case as one column sees it: a measured record, or a projection of one."""
 
     case: CaseResult  # the measured record; for a projection, the source file's record
-    median_ms: float | None  # None when the case was not timed
+    median_ms: float | None  # None when the case was not timed, or its time is not usable
     tflops: float | None
     peak_fraction: float | None
     bound: str | None = None  # projections only: "compute" or "memory"
@@ -152,8 +181,22 @@ def spec_of(doc: ResultDoc) -> GpuSpec | None:
 
 
 def measured_column(tag: str, path: Path, doc: ResultDoc) -> Column:
+    """A file's cases as a column; a case whose op or shape this tokbench cannot read is a
+    BenchError naming the file."""
+    for n, c in enumerate(doc.cases):
+        try:
+            get_op(c.op).label(c.shape)
+        except BenchError as e:
+            raise BenchError(f"{path}: case {n}: {e}") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise BenchError(
+                f"{path}: case {n}: shape {c.shape} does not fit op '{c.op}' "
+                f"({type(e).__name__}: {e})"
+            ) from None
     cells = {
-        c.key: Cell(c, c.timing.median_ms if c.timing else None, c.tflops, c.peak_fraction)
+        c.key: Cell(
+            c, c.timing.median_ms if usable_time(c.timing) else None, c.tflops, c.peak_fraction
+        )
         for c in doc.cases
     }
     return Column(tag, doc.device.name, spec_of(doc), doc.created, cells, path=path, doc=doc)
@@ -189,7 +232,7 @@ def projection_factor(
 def project_cell(case: CaseResult, source: GpuSpec, target: GpuSpec) -> Cell | None:
     """A comparable case's projected time and roofline figures on target, or None."""
     factor = projection_factor(case, source, target)
-    if factor is None or not case.comparable:
+    if factor is None or not usable(case):
         return None
     scale, bound = factor
     ms = case.timing.median_ms * scale
@@ -209,6 +252,14 @@ def projected_column(tag: str, source: Column, target: GpuSpec) -> Column:
 # --- the comparison ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Why a case with a usable time in A has none to judge in a later measured file."""
+
+    word: str  # for the tables: "failed", "skipped", "missing", "bad time", ...
+    reason: str  # for the gate's lines, e.g. "failed in B: CUDA error: out of memory"
+
+
 @dataclass
 class Row:
     """One case across all columns."""
@@ -217,6 +268,7 @@ class Row:
     cells: list[Cell | None]  # per column; None where the column lacks the case
     speedups: list[float | None]  # baseline time / this time, per column
     verdicts: list[Verdict | None]  # per column; None for A, projections, uncomparable cases
+    problems: list[Problem | None] = field(default_factory=list)  # per column; see Problem
 
     @property
     def label(self) -> str:
@@ -233,7 +285,7 @@ class Comparison:
     prices: dict[str, float] = field(default_factory=dict)  # USD per GPU-hour by spec key
 
     def regressions(self) -> list[str]:
-        """One line per case and column that the gate fails."""
+        """One line per case and column that the gate fails for being slower."""
         out = []
         for row in self.rows:
             for col, v, up in zip(self.columns, row.verdicts, row.speedups, strict=True):
@@ -241,9 +293,22 @@ class Comparison:
                     out.append(f"{row.label}: {col.tag} is {_slowdown(up)} than A")
         return out
 
+    def broken(self) -> list[str]:
+        """One line per case with a usable time in A that a later measured file failed,
+        skipped, lacks or has no usable time for: the gate fails these too."""
+        return [f"{row.label}: {p.reason}" for row in self.rows for p in row.problems if p]
+
+    def failures(self) -> list[str]:
+        """Every line the gate fails on: regressions, then broken cases."""
+        return self.regressions() + self.broken()
+
     def judged(self) -> int:
-        """How many (case, column) pairs the gate judged."""
+        """How many (case, column) pairs the gate judged by time."""
         return sum(v is not None for row in self.rows for v in row.verdicts)
+
+    def incomplete(self) -> list[Column]:
+        """Later measured files whose run was interrupted (or is still running)."""
+        return [c for c in self.columns[1:] if c.measured and not c.doc.complete]
 
     def partial(self) -> list[Row]:
         """Cases missing from at least one measured file."""
@@ -291,7 +356,7 @@ def compare(
     columns += [projected_column(next(tags), *_projection(columns, gpu)) for gpu in project]
     rows = _rows(columns, threshold)
     comparison = Comparison(columns, rows, threshold, _notes(columns), prices or {})
-    if threshold is not None and not comparison.judged():
+    if threshold is not None and not comparison.judged() and not comparison.broken():
         raise BenchError(
             "nothing to gate: no case passed and was timed on hardware (not interpreted) "
             "in both the first file and another"
@@ -324,6 +389,29 @@ def _projection(columns: list[Column], gpu: str) -> tuple[Column, GpuSpec]:
     )
 
 
+def _problem(base: Cell | None, cell: Cell | None, col: Column) -> Problem | None:
+    """Why a case usable in A cannot be judged in a later measured column, or None."""
+    if not col.measured or base is None or not usable(base.case):
+        return None
+    if cell is None:
+        return Problem("missing", f"missing from {col.tag}")
+    c = cell.case
+    if c.status != "ok":
+        return Problem(c.status, f"{c.status} in {col.tag}" + (f": {c.error}" if c.error else ""))
+    if c.timing is None:
+        return Problem("untimed", f"not timed in {col.tag}")
+    if c.interpreted:
+        return Problem("interp.", f"run in Triton's interpreter in {col.tag}, not on hardware")
+    if not usable_time(c.timing):
+        t = c.timing
+        return Problem(
+            "bad time",
+            f"non-finite or non-positive time in {col.tag} "
+            f"(median {t.median_ms}, p20 {t.p20_ms}, p80 {t.p80_ms} ms)",
+        )
+    return None
+
+
 def _rows(columns: list[Column], threshold: float | None) -> list[Row]:
     keys: dict[tuple, CaseResult] = {}
     for col in columns:
@@ -339,11 +427,15 @@ def _rows(columns: list[Column], threshold: float | None) -> list[Row]:
         ]
         verdicts = [
             verdict(base.case.timing, c.case.timing, threshold)
-            if i > 0 and col.measured and base and c and base.case.comparable and c.case.comparable
+            if i > 0 and col.measured and base and c and usable(base.case) and usable(c.case)
             else None
             for i, (col, c) in enumerate(zip(columns, cells, strict=True))
         ]
-        rows.append(Row(case, cells, speedups, verdicts))
+        problems = [
+            _problem(base, c, col) if i > 0 else None
+            for i, (col, c) in enumerate(zip(columns, cells, strict=True))
+        ]
+        rows.append(Row(case, cells, speedups, verdicts, problems))
     # Group by op, keeping first-seen order within each op.
     order = {op: i for i, op in enumerate(dict.fromkeys(r.case.op for r in rows))}
     return sorted(rows, key=lambda r: order[r.case.op])
@@ -354,9 +446,16 @@ def _notes(columns: list[Column]) -> list[str]:
     for col in columns:
         if col.measured and not col.doc.complete:
             notes.append(f"{col.tag} is an incomplete run: the sweep was interrupted or is running")
+        if col.measured:
+            bad = sum(c.comparable and not usable_time(c.timing) for c in col.doc.cases)
+            if bad:
+                notes.append(
+                    f"{col.tag}: {bad} cases have a non-finite or non-positive time; "
+                    "not compared (bad time)"
+                )
         if col.projected_from:
             source = next(c for c in columns if c.tag == col.projected_from)
-            skipped = sum(1 for c in source.cells.values() if c.case.comparable) - len(col.cells)
+            skipped = sum(1 for c in source.cells.values() if usable(c.case)) - len(col.cells)
             if skipped:
                 notes.append(
                     f"{col.tag}: {skipped} comparable cases of {source.tag} not projected "
@@ -368,15 +467,16 @@ def _notes(columns: list[Column]) -> list[str]:
 # --- tables --------------------------------------------------------------------------------------
 
 
-def tables(comparison: Comparison) -> list[Table]:
-    """Legend, one side-by-side table per op, geometric means, and cases in only some files."""
+def tables(comparison: Comparison, width: int = 120) -> list[Table]:
+    """Legend, side-by-side tables per op, and geometric means, laid out for a console of width
+    columns: when every column side by side is wider, one table per later column beside A."""
     out = [_legend(comparison)]
     for op in dict.fromkeys(r.case.op for r in comparison.rows):
-        out.append(_op_table(comparison, op))
+        out += _op_tables(comparison, op, width)
     if len(comparison.columns) > 1:
-        out.append(_geomean_table(comparison))
-    if comparison.partial():
-        out.append(_partial_table(comparison))
+        geomeans = _geomean_table(comparison)
+        if geomeans.row_count:
+            out.append(geomeans)
     if estimate_groups(comparison):
         out.append(_estimates_table(comparison))
     return out
@@ -384,7 +484,7 @@ def tables(comparison: Comparison) -> list[Table]:
 
 def _legend(comparison: Comparison) -> Table:
     table = Table(title="compare", title_justify="left", show_header=False)
-    table.add_column(style="bold")
+    table.add_column(style="bold", no_wrap=True)
     table.add_column()
     for col in comparison.columns:
         device = f"{col.device} ({col.spec.name})" if col.spec else col.device
@@ -398,30 +498,80 @@ def _legend(comparison: Comparison) -> Table:
             )
         table.add_row(col.tag, what)
     table.add_row("vs A", "speedup over A: A time / this time, above 1 is faster")
+    for word, meaning in _words(comparison):
+        table.add_row(word, escape(meaning))
     if comparison.threshold is not None:
         gate = f"a case more than {comparison.threshold:.0%} slower than in A, outside both runs'"
-        table.add_row("gate", escape(f"{gate} [p20, p80] spread, fails (exit 1)"))
+        table.add_row(
+            "gate",
+            escape(
+                f"{gate} [p20, p80] spread, fails (exit 1); so does a case timed in A that a "
+                "later file failed, skipped, lacks or has no usable time for"
+            ),
+        )
     for note in comparison.notes:
         table.add_row("note", escape(note))
     return table
 
 
-def _op_table(comparison: Comparison, op_name: str) -> Table:
+def _words(comparison: Comparison) -> list[tuple[str, str]]:
+    """The short words the side-by-side tables use that this comparison shows, explained."""
+    seen = {v for r in comparison.rows for v in r.verdicts if v}
+    gate = comparison.threshold
+    under = f" but within the {gate:.0%} gate" if gate is not None else ""
+    out = []
+    if Verdict.SAME in seen:
+        out.append(("same", "within noise: the two runs' [p20, p80] spreads overlap"))
+    if seen & {Verdict.SLOWER, Verdict.FASTER}:
+        out.append(("slower, faster", f"beyond noise (the spreads do not overlap){under}"))
+    if seen & {Verdict.REGRESSION, Verdict.IMPROVEMENT}:
+        out.append(
+            ("regressed, improved", f"beyond noise and beyond the {gate:.0%} gate (either way)")
+        )
+    if any(not c.measured for c in comparison.columns):
+        out.append(("memory, compute", "the bound a projection scaled by"))
+    problems = sorted({p.word for r in comparison.rows for p in r.problems if p})
+    if problems:
+        fails = "; fails the gate" if gate is not None else ""
+        out.append((", ".join(problems), f"timed in A, no usable time in this file{fails}"))
+    partial = len(comparison.partial())
+    if partial:
+        out.append(("—", f"not in that file ({partial} cases are in only some files)"))
+    return out
+
+
+def _op_tables(comparison: Comparison, op: str, width: int) -> list[Table]:
+    """All columns side by side when that fits width; else A beside each later column."""
+    n = len(comparison.columns)
+    table = _op_table(comparison, op, range(n))
+    if n <= 2 or Console(width=10_000).measure(table).maximum <= width:
+        return [table]
+    return [_op_table(comparison, op, (0, i)) for i in range(1, n)]
+
+
+def _op_table(comparison: Comparison, op_name: str, shown: Sequence[int]) -> Table:
     op = get_op(op_name)
-    table = Table(title=f"{op.name}: {op.description}", title_justify="left")
-    for name in ("shape", "dtype", "impl"):
-        table.add_column(name)
-    for i, col in enumerate(comparison.columns):
-        proj = " (proj.)" if col.projected_from else ""
-        table.add_column(f"{col.tag} time{proj}", justify="right")
-        table.add_column(f"{col.tag} TFLOP/s", justify="right")
+    columns = [(i, comparison.columns[i]) for i in shown]
+    title = f"{op.name}: {op.description}"
+    if len(columns) < len(comparison.columns):
+        title += f" — {columns[-1][1].tag} vs A"
+    table = Table(title=escape(title), title_justify="left")
+    table.add_column("shape", no_wrap=True)
+    table.add_column("dtype", overflow="fold")
+    table.add_column("impl", overflow="fold")
+    for i, col in columns:
+        proj = " proj." if col.projected_from else ""
+        table.add_column(f"{col.tag}{proj}\ntime", justify="right", no_wrap=True)
+        table.add_column(f"{col.tag}\nTFLOP/s", justify="right", no_wrap=True)
         if col.spec is not None:
-            table.add_column(f"{col.tag} % peak", justify="right")
+            table.add_column(f"{col.tag} %\npeak", justify="right", no_wrap=True)
         if i > 0:
-            table.add_column(f"{col.tag} vs A", justify="left")
+            table.add_column(f"{col.tag}\nvs A", no_wrap=True)
     for row in (r for r in comparison.rows if r.case.op == op_name):
+        if all(row.cells[i] is None for i, _ in columns):
+            continue
         cells = [op.label(row.case.shape), row.case.dtype, row.case.impl]
-        for i, col in enumerate(comparison.columns):
+        for i, col in columns:
             cells += _cells(row, i, col, comparison.threshold)
         table.add_row(*cells)
     return table
@@ -436,7 +586,11 @@ def _cells(row: Row, i: int, col: Column, threshold: float | None) -> list[str]:
         frac = cell.peak_fraction if cell and cell.speed else None
         out.append(f"{100 * frac:.0f}%" if frac is not None else "")
     if i > 0:
-        out.append(_vs_text(row.speedups[i], row.verdicts[i], cell, threshold))
+        problem = row.problems[i] if row.problems else None
+        if problem is not None:
+            out.append(f"[{'bold red' if threshold is not None else 'red'}]{problem.word}[/]")
+        else:
+            out.append(_vs_text(row.speedups[i], row.verdicts[i], cell))
     return out
 
 
@@ -452,67 +606,47 @@ def _time_text(cell: Cell | None) -> str:
     if c.status != "ok":
         return "[red]failed[/red]" if c.status == "failed" else "[dim]skipped[/dim]"
     if cell.median_ms is None:
-        return ""
+        return "[red]bad time[/red]" if c.timing is not None else ""
     text = fmt_ms(cell.median_ms)
     return f"[dim]{text} interp.[/dim]" if c.interpreted else text
 
 
-def _vs_text(
-    speedup: float | None, v: Verdict | None, cell: Cell | None, threshold: float | None
-) -> str:
+def _vs_text(speedup: float | None, v: Verdict | None, cell: Cell | None) -> str:
     if speedup is None:
         return ""
     text = times(speedup)
     if cell is not None and cell.projected:
-        return f"{text} [dim]{cell.bound}-bound[/dim]"
+        return f"{text} [dim]{cell.bound}[/dim]"
     if v is None:
         return text
-    label = v.value
-    if threshold is not None and v in (Verdict.SLOWER, Verdict.FASTER):
-        label += f" (< {threshold:.0%})"
-    return f"{text} [{_STYLE[v]}]{label}[/]"
+    return f"{text} [{_STYLE[v]}]{v.short}[/]"
 
 
 def _geomean_table(comparison: Comparison) -> Table:
+    """Per op and later column with at least one case timed in both: the geometric mean."""
     table = Table(title="per op: geometric mean of the speedup over A", title_justify="left")
     for name in ("op", "column", "geomean vs A", "cases", "verdicts"):
         table.add_column(name, justify="right" if name in ("geomean vs A", "cases") else "left")
     for op, per_column in comparison.geomeans().items():
         for i, col in enumerate(comparison.columns[1:], start=1):
             gm = per_column[i]
+            if gm is None:
+                continue
             name = f"{col.tag} (projection)" if col.projected_from else col.tag
-            table.add_row(
-                op,
-                name,
-                times(gm[0]) if gm else "",
-                str(gm[1]) if gm else "0",
-                _verdict_counts(comparison, op, i),
-            )
+            table.add_row(op, name, times(gm[0]), str(gm[1]), _verdict_counts(comparison, op, i))
     return table
 
 
 def _verdict_counts(comparison: Comparison, op: str, i: int) -> str:
-    tally: dict[Verdict, int] = {}
+    tally: dict[str, int] = {}
     for row in comparison.rows:
-        v = row.verdicts[i]
-        if row.case.op == op and v is not None:
-            tally[v] = tally.get(v, 0) + 1
-    return ", ".join(f"{n} {v.value}" for v, n in tally.items())
-
-
-def _partial_table(comparison: Comparison) -> Table:
-    table = Table(title="cases present in only some files", title_justify="left")
-    for name in ("op", "shape", "dtype", "impl", "in", "missing from"):
-        table.add_column(name)
-    measured = [(i, c) for i, c in enumerate(comparison.columns) if c.measured]
-    for row in comparison.partial():
-        c = row.case
-        have = [col.tag for i, col in measured if row.cells[i] is not None]
-        lack = [col.tag for i, col in measured if row.cells[i] is None]
-        table.add_row(
-            c.op, get_op(c.op).label(c.shape), c.dtype, c.impl, ", ".join(have), ", ".join(lack)
-        )
-    return table
+        if row.case.op != op:
+            continue
+        v, p = row.verdicts[i], row.problems[i] if row.problems else None
+        word = v.value if v is not None else p.word if p is not None else None
+        if word is not None:
+            tally[word] = tally.get(word, 0) + 1
+    return ", ".join(f"{n} {word}" for word, n in tally.items())
 
 
 # --- estimates -----------------------------------------------------------------------------------
@@ -538,10 +672,17 @@ def tokens_per_watt(e: Estimate) -> float | None:
     return e.decode_tokens_per_s / spec.power_w if spec else None
 
 
+def serving_output_tokens_per_s(e: Estimate) -> float:
+    """Output tokens/s per GPU in the serving mix (isl in, osl out per request), as `capacity`
+    plans with: lower than decode alone at the largest batch, which is an upper bound."""
+    return e.requests_per_s * e.osl
+
+
 def tokens_per_dollar(e: Estimate, prices: dict[str, float]) -> float | None:
-    """Decode tokens per USD at a price per GPU-hour, when one was given for the GPU."""
+    """Output tokens per USD in the serving mix at a price per GPU-hour (fully utilised), when
+    one was given for the GPU."""
     price = prices.get(e.spec or "")
-    return e.decode_tokens_per_s * 3600 / price if price else None
+    return serving_output_tokens_per_s(e) * 3600 / price if price else None
 
 
 def _estimates_table(comparison: Comparison) -> Table:
@@ -552,11 +693,16 @@ def _estimates_table(comparison: Comparison) -> Table:
     table = Table(
         title="per-model estimates, per GPU; decode at the largest batch estimated"
         + ("; per W: decode tok/s per watt of spec-sheet power" if per_watt else "")
-        + ("; per $: decode tokens per USD at --price" if per_dollar else ""),
+        + (
+            "; serving out Mtok/$: output tokens per USD at --price in the serving mix "
+            "(isl in, osl out; req/s × osl), as capacity plans, at full utilisation"
+            if per_dollar
+            else ""
+        ),
         title_justify="left",
     )
     heads = ["model", "file", "GPU", "prefill tok/s", "decode tok/s", "vs first", "max batch"]
-    heads += ["req/s"] + ["per W"] * per_watt + ["Mtok per $"] * per_dollar
+    heads += ["req/s"] + ["per W"] * per_watt + ["serving out Mtok/$"] * per_dollar
     for head in heads:
         table.add_column(head, justify="left" if head in heads[:3] else "right")
     for (model, tp, precision, isl, osl), group in groups.items():
@@ -580,3 +726,28 @@ def _estimates_table(comparison: Comparison) -> Table:
                 cells.append(f"{dollar / 1e6:.3g}" if dollar is not None else "")
             table.add_row(*cells)
     return table
+
+
+# --- the gate's verdict ---------------------------------------------------------------------------
+
+
+def gate_report(comparison: Comparison, fail_on: str) -> tuple[list[str], bool]:
+    """The gate's lines (console markup) and whether it passed: a warning per later file whose
+    run is incomplete, a line per regression and per broken case, then the outcome."""
+    lines = [
+        f"[yellow]warning:[/yellow] {col.tag} ({escape(str(col.path))}) is an incomplete run: "
+        "it was interrupted or is still running; cases it lacks count as missing"
+        for col in comparison.incomplete()
+    ]
+    regressions, broken = comparison.regressions(), comparison.broken()
+    lines += [f"[bold red]regression:[/bold red] {escape(line)}" for line in regressions]
+    lines += [f"[bold red]broken:[/bold red] {escape(line)}" for line in broken]
+    gate = f"gate {escape(fail_on)}"
+    if regressions or broken:
+        lines.append(
+            f"{gate}: [bold red]failed[/bold red] ({len(regressions)} regressions, "
+            f"{len(broken)} broken cases; {comparison.judged()} comparisons)"
+        )
+        return lines, False
+    lines.append(f"{gate}: passed ({comparison.judged()} comparisons)")
+    return lines, True

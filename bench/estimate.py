@@ -18,6 +18,8 @@ one is a projection: every op time is scaled by the ratio of the two spec sheets
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +41,10 @@ from bench.models import (
     OpUse,
     act_dtype,
     allreduce_bytes,
+    budget_batch,
     check_precision,
     check_tp,
+    decode_cap,
     decode_context,
     decode_step,
     kv_heads_per_gpu,
@@ -50,6 +54,7 @@ from bench.models import (
     prefill_batches,
     prefill_step,
 )
+from bench.ops import OPS
 from bench.report import fmt_bytes, fmt_ms
 
 # A small all-reduce is latency-bound; this per-call latency is an assumption of the order of
@@ -250,6 +255,12 @@ class Throughput:
     decode: list[Step]
     capped: bool  # the largest decode batch is the scheduler cap, not the memory limit
     estimator: Estimator
+    budget_batch: int = 0  # the prefill batch at the step's token budget: the serving mix's
+
+    @property
+    def decode_cap(self) -> int:
+        """The largest decode batch estimated: min(memory fit, --max-batch)."""
+        return self.decode[-1].batch
 
 
 def provenance(sources: dict[str, float], target: Target) -> str:
@@ -268,6 +279,24 @@ def provenance(sources: dict[str, float], target: Target) -> str:
     return text
 
 
+def check_settings(
+    batches: list[int] | None = None,
+    workspace: float = DEFAULT_WORKSPACE,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> None:
+    """Raise a one-line BenchError, naming the flag, for a setting no estimate can use."""
+    for b in batches or ():
+        if b < 1:
+            raise BenchError(f"--batch must be at least 1, got {b}")
+    if not 0 <= workspace < 1:
+        raise BenchError(
+            f"--workspace is the fraction of GPU memory kept free and must be in [0, 1), "
+            f"got {workspace:g}"
+        )
+    if max_batch < 1:
+        raise BenchError(f"--max-batch must be at least 1, got {max_batch}")
+
+
 def _batches(
     requested: list[int] | None,
     measurements: Measurements,
@@ -276,13 +305,12 @@ def _batches(
     context: int,
     page: int,
     plan: MemoryPlan,
+    cap: int,
 ) -> list[int]:
-    """Requested batches (each must fit), else those the file measured decode at for this
-    model, else DEFAULT_BATCHES; defaults beyond the memory limit are dropped."""
+    """Requested batches (each must fit memory and the cap), else those the file measured decode
+    at for this model, else DEFAULT_BATCHES; defaults beyond the cap are dropped."""
     if requested:
         for b in requested:
-            if b < 1:
-                raise BenchError(f"batch sizes must be at least 1, got {b}")
             if b > plan.max_batch:
                 raise BenchError(
                     f"batch {b} does not fit: {plan.seq_tokens} tokens per sequence need "
@@ -290,6 +318,8 @@ def _batches(
                     f"{fmt_bytes(plan.weights)} of weights in {fmt_bytes(plan.usable)} usable; "
                     f"the largest batch that fits is {plan.max_batch}"
                 )
+            if b > cap:
+                raise BenchError(f"--batch {b} exceeds --max-batch {cap}")
         return sorted(set(requested))
     want = {
         "H": config.heads // tp,
@@ -303,7 +333,84 @@ def _batches(
         for (op, _, _), c in measurements.best.items()
         if op == "decode" and all(c.shape.get(k) == v for k, v in want.items())
     }
-    return sorted(b for b in measured or DEFAULT_BATCHES if b <= plan.max_batch)
+    return sorted(b for b in measured or DEFAULT_BATCHES if b <= cap)
+
+
+def _check_impl(impl: str | None, docs: list[results.ResultDoc], paths: list[str]) -> None:
+    if impl is None:
+        return
+    present = sorted({c.impl for doc in docs for c in doc.cases if c.op in OPS})
+    if impl not in present:
+        raise BenchError(
+            f"--impl {impl}: no case in {', '.join(paths)} ran it; implementations there: "
+            f"{', '.join(present) or 'none'}"
+        )
+
+
+def _joined(values) -> str:
+    return ", ".join(str(v) for v in sorted(values)) or "none"
+
+
+def measured_summary(config: ModelConfig, docs: list[results.ResultDoc], paths: list[str]) -> str:
+    """What the files measured of this model's suite, derived from their cases: GEMM dtypes, TP
+    degrees, prompt lengths and batches, decode contexts and batches."""
+    heads = {"D": config.head_dim}
+    tps, dtypes, prompts, prefill, contexts, decode = set(), set(), set(), set(), set(), set()
+    for doc in docs:
+        for c in doc.cases:
+            if not c.comparable:
+                continue
+            if c.op == "matmul":
+                dtypes.add(c.dtype)
+            if c.op not in ("attention", "decode") or c.shape.get("D") != heads["D"]:
+                continue
+            h = c.shape.get("H", 0)
+            if not h or config.heads % h:
+                continue
+            tps.add(config.heads // h)
+            if c.op == "attention":
+                prompts.add(c.shape["Sq"])
+                prefill.add(c.shape["B"])
+            else:
+                contexts.add(c.shape["L"])
+                decode.add(c.shape["B"])
+    where = ", ".join(paths)
+    if not tps:
+        return f"{where} has no {config.name} attention cases (GEMM dtypes: {_joined(dtypes)})"
+    return (
+        f"{where} has for {config.name}: GEMM dtypes {_joined(dtypes)}; TP {_joined(tps)}; "
+        f"prompt lengths (isl) {_joined(prompts)} at prefill batches {_joined(prefill)}; "
+        f"decode contexts (isl + osl/2) {_joined(contexts)} at batches {_joined(decode)}"
+    )
+
+
+def _fp8_capable(device) -> bool:
+    if device.kind != "cuda" or not device.compute_capability:
+        return False
+    major, _, minor = device.compute_capability.partition(".")
+    return (int(major), int(minor or 0)) >= (8, 9)
+
+
+def _hint(
+    model: str,
+    config: ModelConfig,
+    docs: list[results.ResultDoc],
+    paths: list[str],
+    tp: int,
+    precision: str,
+    isl: int,
+    osl: int,
+) -> str:
+    """The end of a missing-shape error: what the files have, and how to measure what is not."""
+    run = f"tokbench run --model {model} --tp {tp} --precision {precision} --isl {isl} --osl {osl}"
+    have = measured_summary(config, docs, paths)
+    if precision == "fp8" and not any(_fp8_capable(d.device) for d in docs):
+        devices = ", ".join(sorted({d.device.name for d in docs}))
+        return (
+            f"{have}; fp8 needs a GPU of compute capability ≥ 8.9, which {devices} is not: "
+            f"measure on one with: {run}"
+        )
+    return f"{have}; measure them with: {run}"
 
 
 def estimate(
@@ -323,12 +430,17 @@ def estimate(
     max_prefill_tokens: int = DEFAULT_MAX_PREFILL_TOKENS,
     max_batch: int = DEFAULT_MAX_BATCH,
     command: str = "",
+    model_arg: str | None = None,
 ) -> Throughput:
-    """Prefill and decode throughput per GPU, the memory fit and a serving mix."""
+    """Prefill and decode throughput per GPU, the memory fit and a serving mix.
+
+    `model_arg` is the model as the user named it (a name or a config path), for the hint."""
+    check_settings(batches, workspace, max_batch)
     check_tp(config, tp)
     check_precision(precision)
     if isl < 1 or osl < 1:
         raise BenchError(f"input and output lengths must be at least 1, got {isl} and {osl}")
+    _check_impl(impl, docs, paths)
     target = resolve_target(docs, paths, gpu)
     plan = memory_plan(config, tp, precision, target.memory, isl + osl, workspace)
     if plan.max_batch < 1:
@@ -340,38 +452,40 @@ def estimate(
             "raise --tp or lower --precision"
         )
     context = decode_context(isl, osl)
-    hint = (
-        f"measure them with: tokbench run --suite model --model {config.name} --tp {tp} "
-        f"--precision {precision} --isl {isl} --osl {osl}"
-    )
+    hint = _hint(model_arg or config.name, config, docs, paths, tp, precision, isl, osl)
     meas = Measurements(docs, target=target.spec if gpu else None, impl=impl, hint=hint)
-    chosen = _batches(batches, meas, config, tp, context, page, plan)
-    meas.hint += "".join(f" --batch {b}" for b in chosen)
-    largest = min(plan.max_batch, max_batch)
+    largest = decode_cap(plan, max_batch)
+    chosen = _batches(batches, meas, config, tp, context, page, plan, largest)
+    meas.hint += "".join(f" --batch {b}" for b in chosen if b != largest)
     estimator = Estimator(config, tp, precision, meas, target, page)
+    budget = budget_batch(isl, max_prefill_tokens, largest)
     prefill = [
         estimator.prefill(b, isl)
-        for b in prefill_batches(chosen, isl, max_prefill_tokens)
-        if b <= plan.max_batch
+        for b in prefill_batches({*chosen, budget}, isl, max_prefill_tokens)
     ]
     decode = [estimator.decode(b, context) for b in sorted({*chosen, largest})]
-    record = _record(config, target, plan, prefill, decode, tp, precision, isl, osl, command)
-    record.notes = _notes(estimator, impl, plan, largest, max_batch, target)
+    budget_step = next(s for s in prefill if s.batch == budget)
+    record = _record(
+        config, target, plan, prefill, budget_step, decode, tp, precision, isl, osl, command
+    )
+    record.notes = _notes(
+        estimator, impl, plan, largest, max_batch, target, budget, max_prefill_tokens
+    )
     capped = largest < plan.max_batch
-    return Throughput(record, config, target, plan, prefill, decode, capped, estimator)
+    return Throughput(record, config, target, plan, prefill, decode, capped, estimator, budget)
 
 
-def serving_mix(prefill: list[Step], decode: Step, isl: int, osl: int) -> tuple[float, float]:
+def serving_mix(prefill: Step, decode: Step, isl: int, osl: int, ttft: Step | None = None):
     """(requests/s per GPU, request latency in s) when prefill and decode share the GPU in turn.
 
-    Each request costs isl tokens of prefill at the best prefill rate and osl tokens of decode at
-    `decode`'s rate. The latency is a lower bound: a lone prompt's prefill, then osl steps at
-    `decode`'s batch, with no queueing and no prefill interleaved.
+    Each request costs isl tokens of prefill at `prefill`'s rate (the step at the token budget)
+    and osl tokens of decode at `decode`'s rate. The latency is a lower bound: a lone prompt's
+    prefill (`ttft`, else `prefill`), then osl steps at `decode`'s batch, with no queueing and no
+    prefill interleaved.
     """
-    best = max(prefill, key=lambda s: s.tokens_per_s)
-    per_request = isl / best.tokens_per_s + osl / decode.tokens_per_s
-    ttft = min(prefill, key=lambda s: s.batch).seconds
-    return 1 / per_request, ttft + osl * decode.seconds
+    per_request = isl / prefill.tokens_per_s + osl / decode.tokens_per_s
+    first = (ttft or prefill).seconds
+    return 1 / per_request, first + osl * decode.seconds
 
 
 def _record(
@@ -379,6 +493,7 @@ def _record(
     target: Target,
     plan: MemoryPlan,
     prefill: list[Step],
+    best_prefill: Step,
     decode: list[Step],
     tp: int,
     precision: str,
@@ -386,7 +501,8 @@ def _record(
     osl: int,
     command: str,
 ) -> results.Estimate:
-    rps, latency = serving_mix(prefill, decode[-1], isl, osl)
+    lone = min(prefill, key=lambda s: s.batch)
+    rps, latency = serving_mix(best_prefill, decode[-1], isl, osl, lone)
     rows = [
         results.EstimateRow(
             s.phase,
@@ -398,8 +514,8 @@ def _record(
         )
         for s in prefill + decode
     ]
-    best_prefill = max(prefill, key=lambda s: s.tokens_per_s)
-    # A request's GPU time: isl tokens of the best prefill step, osl of the largest decode.
+    # A request's GPU time: isl tokens of the prefill step at the budget, osl of the largest
+    # decode.
     mixed: dict[str, float] = {}
     for step, tokens in ((best_prefill, isl), (decode[-1], osl)):
         share = tokens / step.tokens  # the request's share of that step's time
@@ -444,6 +560,8 @@ def _notes(
     largest: int,
     max_batch: int,
     target: Target,
+    budget: int,
+    max_prefill_tokens: int,
 ) -> list[str]:
     notes = list(estimator.notes)
     if impl:
@@ -452,7 +570,7 @@ def _notes(
         notes.append("each op at each shape: the fastest implementation that passed its check")
     if largest < plan.max_batch:
         notes.append(
-            f"{plan.max_batch} sequences fit memory; decode is estimated up to the scheduler "
+            f"{plan.max_batch:,} sequences fit memory; decode is estimated up to the scheduler "
             f"cap of {max_batch} (--max-batch)"
         )
     if target.projected:
@@ -460,8 +578,26 @@ def _notes(
             f"projection: measured on {target.measured_on}, scaled to {target.name} by the "
             "ratio of spec-sheet rooflines per op (same efficiency assumed)"
         )
+    notes.append(
+        f"serving mix: prefill at batch {budget} (the {max_prefill_tokens:,}-token step budget, "
+        f"at most the decode batch), decode at batch {largest}"
+    )
     notes.append("ops summed without overlap; prefill and decode share the GPU in turn")
     return notes
+
+
+def json_record(result: Throughput) -> dict:
+    """The estimate as `--json` prints it: the saved record, with `max_batch` split into the
+    batch that fits memory and the decode batch cap actually used (min of it and --max-batch)."""
+    out = {}
+    for key, value in dataclasses.asdict(result.record).items():
+        if key == "max_batch":
+            out["max_batch_fits_memory"] = value
+            out["decode_batch_cap"] = result.decode_cap
+            out["prefill_budget_batch"] = result.budget_batch
+        else:
+            out[key] = value
+    return out
 
 
 def save(path: str, record: results.Estimate) -> None:
@@ -479,7 +615,8 @@ def save(path: str, record: results.Estimate) -> None:
 
 
 def models_table(configs: list[ModelConfig]) -> Table:
-    """The model configs, their derived parameter counts and their sources."""
+    """The model configs and their derived parameter counts; sources as numbered footnotes in
+    the caption, which wraps at word boundaries where a table column would cut them short."""
     table = Table(title="models", title_justify="left")
     for name in (
         "model",
@@ -493,9 +630,11 @@ def models_table(configs: list[ModelConfig]) -> Table:
         "params",
         "source",
     ):
-        table.add_column(name, justify="left" if name in ("model", "source") else "right")
+        table.add_column(name, justify="left" if name == "model" else "right")
+    sources: dict[str, int] = {}
     for c in configs:
         experts = f"top-{c.top_k} of {c.experts}" if c.moe else ""
+        ref = sources.setdefault(c.source, len(sources) + 1)
         table.add_row(
             c.name,
             str(c.hidden),
@@ -506,14 +645,24 @@ def models_table(configs: list[ModelConfig]) -> Table:
             str(c.vocab),
             experts,
             _params(param_count(c)),
-            c.source,
+            f"[{ref}]",
         )
+    table.caption = "\n".join(f"[{n}] {source}" for source, n in sources.items())
+    table.caption_justify = "left"
     return table
 
 
 def tables(result: Throughput) -> list[Table]:
     """The memory fit, prefill and decode steps, the serving mix and the notes."""
     return [_summary(result), _steps(result, "prefill"), _steps(result, "decode"), _serving(result)]
+
+
+def fmt_rate(x: float) -> str:
+    """A rate: whole numbers with separators from 100 up, else 3 significant digits (so a slow
+    CPU's 0.0123 requests/s does not print as 0)."""
+    if x >= 100 or x == 0 or not math.isfinite(x):
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
 
 
 def _params(n: int) -> str:
@@ -548,6 +697,31 @@ def _summary(result: Throughput) -> Table:
     return table
 
 
+def _short_source(step: Step) -> str:
+    """Provenance for a table cell: without the projection prefix (the caption says it)."""
+    total = sum(step.sources.values())
+    shares = sorted(((t / total, n) for n, t in step.sources.items() if t > 0), reverse=True)
+    if len(shares) == 1:
+        return shares[0][1]
+    short = {
+        "measured": "meas.",
+        "interpolated": "interp.",
+        "roofline": "roofl.",
+        "modelled": "mod.",
+    }
+    return " ".join(
+        f"{short.get(n, n)} {share:.0%}" if share >= 0.005 else f"{short.get(n, n)} <1%"
+        for share, n in shares
+    )
+
+
+SOURCE_KEY = (
+    "source: share of the step's time measured (meas.), interpolated between measured shapes "
+    "(interp.), roofline × measured efficiency (roofl.), or modelled (mod.: memory-bound "
+    "kernels, all-reduces)"
+)
+
+
 def _steps(result: Throughput, phase: str) -> Table:
     steps = result.prefill if phase == "prefill" else result.decode
     if phase == "prefill":
@@ -564,15 +738,37 @@ def _steps(result: Throughput, phase: str) -> Table:
         mark = ""
         if phase == "decode" and step is steps[-1]:
             mark = " (cap)" if result.capped else " (max fit)"
+        if phase == "prefill" and step.batch == result.budget_batch:
+            mark = " (budget)"
         shares = [f"{step.parts.get(p, 0) / step.seconds:.0%}" for p in PARTS]
         table.add_row(
             f"{step.batch}{mark}",
             str(step.context),
             fmt_ms(step.seconds * 1e3),
-            f"{step.tokens_per_s:,.0f}",
+            fmt_rate(step.tokens_per_s),
             *shares,
-            provenance(step.sources, result.target),
+            _short_source(step),
         )
+    caption = [SOURCE_KEY] if phase == "decode" else []
+    if phase == "prefill":
+        caption.append(
+            "(budget): the most prompts one prefill step's token budget holds, at most the "
+            "decode batch; the serving mix's prefill"
+        )
+    else:
+        cap = result.decode_cap
+        caption.append(
+            f"(cap): --max-batch {cap} below the {result.plan.max_batch:,} that fit memory"
+            if result.capped
+            else f"(max fit): the {cap:,} sequences that fit memory"
+        )
+    if result.target.projected:
+        caption.append(
+            f"projection to {result.target.name} from spec sheets of times measured on "
+            f"{result.target.measured_on}"
+        )
+    table.caption = "  ".join(f"• {c}" for c in caption)
+    table.caption_justify = "left"
     return table
 
 
@@ -594,11 +790,11 @@ def _serving(result: Throughput) -> Table:
     table.add_column("source")
     table.add_row(
         str(row.batch),
-        f"{r.requests_per_s:,.2f}",
-        f"{r.requests_per_s * r.osl:,.0f}",
-        f"{r.requests_per_s * (r.isl + r.osl):,.0f}",
+        fmt_rate(r.requests_per_s),
+        fmt_rate(r.requests_per_s * r.osl),
+        fmt_rate(r.requests_per_s * (r.isl + r.osl)),
         fmt_ms(row.step_ms),
-        row.source,
+        row.source.removeprefix(f"projection to {r.gpu} (spec sheets) of "),
     )
     table.caption = "  ".join(f"• {n}" for n in r.notes)
     table.caption_justify = "left"

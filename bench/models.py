@@ -458,6 +458,17 @@ def prefill_batches(batches: Iterable[int], isl: int, max_tokens: int) -> list[i
     return sorted({1, *(b for b in batches if b * isl <= max_tokens)})
 
 
+def decode_cap(plan: MemoryPlan, max_batch: int) -> int:
+    """The largest decode batch estimated: what fits memory, at most the scheduler cap."""
+    return min(plan.max_batch, max_batch)
+
+
+def budget_batch(isl: int, max_tokens: int, cap: int) -> int:
+    """Prompts one prefill step at the token budget holds: as many as the budget takes, at most
+    the decode cap (a scheduler admits no more sequences than it decodes), at least one."""
+    return max(1, min(max_tokens // isl, cap))
+
+
 def suite_cases(
     config: ModelConfig,
     tp: int,
@@ -469,20 +480,25 @@ def suite_cases(
     page: int = DEFAULT_PAGE,
     max_prefill_tokens: int = DEFAULT_MAX_PREFILL_TOKENS,
     max_batch: int = DEFAULT_MAX_BATCH,
+    workspace_fraction: float = DEFAULT_WORKSPACE,
 ) -> list[tuple[str, Shape, str]]:
-    """Unique (op, shape, dtype) a model needs measured: prefill and decode steps at each batch,
-    plus decode at the largest batch that fits `memory` (capped at `max_batch`), which is where
-    an estimate for this device reports its best decode throughput."""
+    """Unique (op, shape, dtype) a model needs measured: every step `bench.estimate` takes for
+    the same options. Decode at each batch and at the largest batch that fits `memory` (capped
+    at `max_batch`), where an estimate reports its best decode throughput; prefill at each of
+    those within the step's token budget, and at the budget itself (the serving mix's prefill)."""
     check_tp(config, tp)
     check_precision(precision)
     decode_batches = set(batches)
-    plan = memory_plan(config, tp, precision, memory, isl + osl)
+    prefill = set(batches)
+    plan = memory_plan(config, tp, precision, memory, isl + osl, workspace_fraction)
     if plan.max_batch >= 1:
-        decode_batches.add(min(plan.max_batch, max_batch))
+        cap = decode_cap(plan, max_batch)
+        decode_batches.add(cap)
+        prefill |= {cap, budget_batch(isl, max_prefill_tokens, cap)}
     context = decode_context(isl, osl)
     uses = [
         u
-        for b in prefill_batches(batches, isl, max_prefill_tokens)
+        for b in prefill_batches(prefill, isl, max_prefill_tokens)
         for u in prefill_step(config, tp, precision, b, isl)
     ]
     uses += [

@@ -22,7 +22,9 @@ import kernels
 from bench import BenchError
 from bench.device import DeviceInfo
 from kernels import reference
+from kernels.attention import SUPPORTED_HEAD_DIMS as ATTENTION_HEAD_DIMS
 from kernels.attention import flash_attention
+from kernels.decode import SUPPORTED_HEAD_DIMS as DECODE_HEAD_DIMS
 from kernels.decode import decode_attention, gather_paged_kv, make_paged_cache
 from kernels.matmul import fp8_supported, matmul, matmul_fp8
 
@@ -78,9 +80,33 @@ class Op:
     label: Callable[[Shape], str]
     baseline: str  # implementation that speedups are measured against
     impls: tuple[Impl, ...] = field(default_factory=tuple)
+    # Op-specific rules a shape must follow beyond positive integer sizes, or None.
+    shape_rule: Callable[[Shape], str | None] = lambda _: None
     tolerance: dict[str, float] = field(default_factory=lambda: dict(TOLERANCE))
+    # fp32 peak to judge it against: "tf32" where its kernels' fp32 dots run as tf32 on GPUs.
+    fp32_peak: str = "fp32"
     # The part of an output the reference covers, when the reference checks a sample of it.
     check_view: Callable[[torch.Tensor, Inputs], torch.Tensor] = lambda out, _: out
+
+    def check_shape(self, shape: Shape) -> None:
+        """Raise a BenchError naming what is wrong with a shape and what is allowed."""
+        keys = ",".join(self.shape_keys)
+        if set(shape) != set(self.shape_keys):
+            raise BenchError(f"{self.name} shape {_text(shape)} needs exactly the keys {keys}")
+        for key, value in shape.items():
+            if key in BOOL_KEYS:
+                if not isinstance(value, bool):
+                    raise BenchError(
+                        f"{self.name} shape {_text(shape)}: {key} must be true or false"
+                    )
+                continue
+            least = MIN_VALUE.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise BenchError(
+                    f"{self.name} shape {_text(shape)}: {key} must be an integer >= {least}"
+                )
+        if problem := self.shape_rule(shape):
+            raise BenchError(f"{self.name} shape {_text(shape)}: {problem}")
 
     def impl(self, name: str) -> Impl:
         for impl in self.impls:
@@ -88,6 +114,16 @@ class Op:
                 return impl
         known = ", ".join(i.name for i in self.impls)
         raise BenchError(f"unknown implementation '{name}' for {self.name}; known: {known}")
+
+
+# Shape keys that are switches, not sizes; and sizes where 0 means something (page 0: a
+# contiguous cache). Every other size is at least 1.
+BOOL_KEYS = {"causal"}
+MIN_VALUE = {"page": 0}
+
+
+def _text(shape: Shape) -> str:
+    return ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in shape.items())
 
 
 class Unsupported(Exception):
@@ -380,9 +416,24 @@ def _sdpa_impls(
     return tuple(impl(name) for name in SDPA_BACKENDS)
 
 
+def _heads_rule(s: Shape, head_dims: tuple[int, ...]) -> str | None:
+    if s["H"] % s["Hkv"]:
+        return f"H ({s['H']}) must be a multiple of Hkv ({s['Hkv']})"
+    if s["D"] not in head_dims:
+        return f"D must be one of {', '.join(map(str, head_dims))}"
+    return None
+
+
+def _attention_rule(s: Shape) -> str | None:
+    if s["causal"] and s["Sq"] > s["Skv"]:
+        # Bottom-right alignment would leave the first Sq - Skv queries no key at all.
+        return "causal attention needs Sq <= Skv (a chunk of queries after its prefix)"
+    return _heads_rule(s, ATTENTION_HEAD_DIMS)
+
+
 def _attention_label(s: Shape) -> str:
-    causal = " causal" if s["causal"] else ""
-    return f"{s['B']}×{s['H']}/{s['Hkv']}×{s['Sq']}×{s['Skv']}×{s['D']}{causal}"
+    mask = "causal" if s["causal"] else "non-causal"
+    return f"{s['B']}×{s['H']}/{s['Hkv']}×{s['Sq']}×{s['Skv']}×{s['D']} {mask}"
 
 
 register(
@@ -398,7 +449,9 @@ register(
         footprint=_attention_footprint,
         label=_attention_label,
         baseline="sdpa-flash",
+        shape_rule=_attention_rule,
         tolerance=ATTENTION_TOLERANCE,
+        fp32_peak="tf32",
         check_view=_checked_rows,
         impls=(
             triton_impl(_triton_attention, _attention_flops),
@@ -531,7 +584,9 @@ register(
         footprint=_decode_footprint,
         label=_decode_label,
         baseline="sdpa-flash",
+        shape_rule=lambda s: _heads_rule(s, DECODE_HEAD_DIMS),
         tolerance=ATTENTION_TOLERANCE,
+        fp32_peak="tf32",
         impls=(
             triton_impl(_triton_decode, _decode_flops),
             *_sdpa_impls(_sdpa_decode),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import secrets
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 
 from bench import BenchError
 from bench.device import DeviceInfo, Telemetry
+from bench.ops import OPS, get_op
 from bench.timing import Timing
 
 FORMAT = "tokbench.results"
@@ -142,10 +144,17 @@ def write_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class ResultWriter:
@@ -165,8 +174,12 @@ class ResultWriter:
         self.flush()
 
     def flush(self) -> None:
-        if self.path is not None:
+        if self.path is None:
+            return
+        try:
             write_atomic(self.path, self.doc.to_json())
+        except OSError as e:
+            raise BenchError(f"cannot write the result file {self.path}: {e.strerror}") from None
 
 
 def load(path: str | Path) -> ResultDoc:
@@ -193,9 +206,27 @@ def load(path: str | Path) -> ResultDoc:
             f"this tokbench reads version {SCHEMA_VERSION}"
         )
     try:
-        return _build(ResultDoc, data, "")
+        doc = _build(ResultDoc, data, "")
+        for i, case in enumerate(doc.cases):
+            _check_case(case, f"cases[{i}]")
     except _FieldError as e:
         raise BenchError(f"{path}: field '{e.where}' {e.problem}") from None
+    return doc
+
+
+def _check_case(case: CaseResult, where: str) -> None:
+    """What types alone do not say: a known op, a shape it takes, times that are real times."""
+    try:
+        get_op(case.op).check_shape(case.shape)
+    except BenchError as e:
+        field_name = "op" if case.op not in OPS else "shape"
+        raise _FieldError(f"{where}.{field_name}", f"is wrong: {e}") from None
+    if case.timing is None:
+        return
+    for name in ("median_ms", "p20_ms", "p80_ms", "min_ms", "max_ms", "mean_ms"):
+        value = getattr(case.timing, name)
+        if not math.isfinite(value) or value <= 0:
+            raise _FieldError(f"{where}.timing.{name}", f"must be a positive time, got {value}")
 
 
 class _FieldError(Exception):

@@ -23,7 +23,7 @@ from bench.suites import CaseSpec
 from bench.timing import TimerConfig, Timing, time_cpu, time_cuda
 
 # The interpreter is a correctness run: a couple of reps say how long it took, nothing more.
-INTERPRETED_TIMER = TimerConfig(max_time_s=0.2, min_reps=1, max_reps=3)
+INTERPRETED_TIMER = TimerConfig(max_time_s=0.2, min_reps=1, max_reps=3, warmup_ms=0)
 
 
 @dataclass
@@ -177,7 +177,7 @@ def _roofline(record: CaseResult, spec: GpuSpec | None) -> None:
     record.gbps = record.bytes / seconds / 1e9
     if spec is None or record.interpreted:
         return
-    peak = peak_tflops(spec, record.dtype)
+    peak = peak_tflops(spec, record.dtype, tf32=get_op(record.op).fp32_peak == "tf32")
     if peak:
         record.peak_fraction = record.tflops / peak
     record.bandwidth_fraction = record.gbps / spec.bandwidth_gbs

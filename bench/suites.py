@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from bench import BenchError
 from bench.models import ModelConfig, suite_cases
-from bench.ops import DTYPES, Shape, get_op
+from bench.ops import DTYPES, Op, Shape, get_op
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,8 @@ def build(
     dtypes: list[str] | None = None,
     shapes: list[Shape] | None = None,
 ) -> list[CaseSpec]:
-    """The cases of a suite, narrowed to ops and dtypes; `shapes` replace an op's own shapes
-    for every op whose shape keys they give."""
+    """The cases of a suite, narrowed to ops and dtypes; each of `shapes` replaces the suite's
+    shapes of the op whose shape keys it gives."""
     if suite == MODEL_SUITE:
         raise BenchError("suite 'model' is derived from a model: pass --model NAME or FILE")
     if suite not in SHAPES:
@@ -112,18 +112,33 @@ def build(
         if dtype not in DTYPES:
             raise BenchError(f"unknown dtype '{dtype}'; known: {', '.join(DTYPES)}")
     selected = ops or list(SHAPES[suite])
+    given = _owned_shapes(shapes or [], [get_op(name) for name in selected])
     cases = []
     for name in selected:
         op = get_op(name)
-        op_shapes = [s for s in shapes or () if set(s) == set(op.shape_keys)]
-        if shapes and not op_shapes:
+        if shapes and name not in given:
             continue
         wanted = dtypes or DEFAULT_DTYPES[suite]
-        for shape in op_shapes or SHAPES[suite].get(name, []):
+        for shape in given.get(name) or SHAPES[suite].get(name, []):
+            op.check_shape(shape)
             cases += [CaseSpec(name, shape, dt) for dt in wanted if dt in op.dtypes]
     if not cases:
         raise BenchError(f"suite '{suite}' has no cases for ops {selected} and dtypes {dtypes}")
     return cases
+
+
+def _owned_shapes(shapes: list[Shape], ops: list[Op]) -> dict[str, list[Shape]]:
+    """Each given shape under the op whose keys it has; a shape no selected op takes is an
+    error that lists every op's keys."""
+    owned: dict[str, list[Shape]] = {}
+    for shape in shapes:
+        owner = next((op for op in ops if set(op.shape_keys) == set(shape)), None)
+        if owner is None:
+            keys = "; ".join(f"{op.name} {','.join(op.shape_keys)}" for op in ops)
+            given = ",".join(shape)
+            raise BenchError(f"shape keys {given} match no selected op; the keys are: {keys}")
+        owned.setdefault(owner.name, []).append(shape)
+    return owned
 
 
 def model_cases(

@@ -86,8 +86,15 @@ def _adaptive(sample_batch: Callable[[int], list[float]], config: TimerConfig, m
 
 
 def time_cpu(fn: Callable[[], object], config: TimerConfig, mode: str = "cpu") -> Timing:
-    """Wall-clock time of fn on the CPU (also used for kernels run by Triton's interpreter)."""
-    fn()  # warm-up: first-call costs (allocation, JIT in the interpreter) are not the kernel's
+    """Wall-clock time of fn on the CPU (also used for kernels run by Triton's interpreter).
+
+    Warm-up runs fn at least once and until warmup_ms has passed: first calls pay for
+    allocation and the interpreter's set-up, and caches and thread pools need to settle.
+    """
+    start = time.perf_counter()
+    fn()
+    while (time.perf_counter() - start) * 1e3 < config.warmup_ms:
+        fn()
 
     def sample_batch(k: int) -> list[float]:
         out = []

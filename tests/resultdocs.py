@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 from bench.device import DeviceInfo
@@ -111,4 +113,15 @@ def doc(
 def write(directory: Path, name: str, document: ResultDoc) -> Path:
     path = directory / name
     write_atomic(path, document.to_json())
+    return path
+
+
+def write_json(directory: Path, name: str, document: ResultDoc, edit=None) -> Path:
+    """Write document as JSON after edit(data) changes the dict; NaN and infinity are written
+    the way Python's json writes them, for files the writer itself would refuse."""
+    data = dataclasses.asdict(document)
+    if edit is not None:
+        edit(data)
+    path = directory / name
+    path.write_text(json.dumps(data, indent=1))
     return path

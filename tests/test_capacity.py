@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from console import tokbench
 from modeldocs import H100, at_half_roofline, model_doc
+from typer.testing import CliRunner
 
 from bench import BenchError
 from bench.capacity import (
@@ -21,6 +22,8 @@ from bench.capacity import (
     gpus_needed,
     per_gpu,
 )
+from bench.cli import app
+from bench.estimate import fmt_rate
 from bench.models import get_model
 from bench.results import write_atomic
 
@@ -35,7 +38,7 @@ GPU = PerGpu(
 
 
 def test_fleet_tokens_and_requests_per_day() -> None:
-    fleet = Fleet(gpus=8, tp=1, utilisation=0.5, per_gpu=GPU, price_per_gpu_hour=2.0)
+    fleet = Fleet(gpus=8, tp=1, utilization=0.5, per_gpu=GPU, price_per_gpu_hour=2.0)
     out = figures(fleet, None, None)
     assert out["output_tokens_day"] == pytest.approx(1000 * 8 * 0.5 * 86_400)  # 345.6 M
     assert out["total_tokens_day"] == pytest.approx(5000 * 8 * 0.5 * 86_400)
@@ -51,7 +54,7 @@ def test_cost_per_million_tokens() -> None:
 
 
 def test_a_tp_group_is_the_unit_of_a_fleet() -> None:
-    fleet = Fleet(gpus=10, tp=4, utilisation=1.0, per_gpu=GPU)
+    fleet = Fleet(gpus=10, tp=4, utilization=1.0, per_gpu=GPU)
     assert fleet.serving_gpus == 8  # two copies of the model; 2 GPUs idle
     assert figures(fleet, None, None)["output_tokens_day"] == pytest.approx(1000 * 8 * 86_400)
 
@@ -66,7 +69,7 @@ def test_gpus_needed_for_a_target(target: float, tp: int, expected: int) -> None
 
 
 def test_gpus_needed_for_a_daily_target() -> None:
-    fleet = Fleet(gpus=1, tp=1, utilisation=0.5, per_gpu=GPU)
+    fleet = Fleet(gpus=1, tp=1, utilization=0.5, per_gpu=GPU)
     out = figures(fleet, None, 500 * 86_400 * 7)  # a week's output of one GPU at 50%, per day
     assert out["gpus_for_target_tokens_day"] == 7
 
@@ -112,15 +115,48 @@ def test_per_gpu_from_an_estimate() -> None:
     ("args", "message"),
     [
         ((2, 4, 0.5, None), "2 GPUs cannot hold one copy of the model at TP 4"),
-        ((8, 1, 0.0, None), "utilisation must be in (0, 1]"),
-        ((8, 1, 1.5, None), "utilisation must be in (0, 1]"),
-        ((8, 1, 0.5, -1.0), "price per GPU-hour must be positive"),
+        ((8, 1, 0.0, None), "--utilization must be in (0, 1]"),
+        ((8, 1, 1.5, None), "--utilization must be in (0, 1]"),
+        ((8, 1, 0.5, -1.0), "--price (USD per GPU-hour) must be positive"),
     ],
 )
 def test_bad_fleets(args: tuple, message: str) -> None:
     with pytest.raises(BenchError) as raised:
         check_fleet(*args)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--tp", "3"), "TP 3 does not divide Llama-3.1-70B's 64 attention heads"),
+        (("--gpu", "nope"), "unknown GPU 'nope'"),
+        (("--results", "x.json"), "--results and --tokens-per-gpu exclude each other"),
+        (("--target-tokens-day", "-5"), "--target-tokens-day must be positive, got -5"),
+        (("--target-tokens-s", "0"), "--target-tokens-s must be positive, got 0"),
+        (("--utilization", "2"), "--utilization must be in (0, 1], got 2"),
+    ],
+)
+def test_bad_capacity_input_names_the_flag(args: tuple, message: str) -> None:
+    """In-process: each a one-line BenchError before any estimate."""
+    common = ("--model", "llama-3.1-70b", "--gpus", "8", "--tokens-per-gpu", "600")
+    done = CliRunner().invoke(app, ["capacity", *common, *args])
+    assert isinstance(done.exception, BenchError), done.output
+    assert message in str(done.exception) and "\n" not in str(done.exception)
+
+
+def test_capacity_text_is_singular_for_one_gpu_and_keeps_small_rates() -> None:
+    args = ["capacity", "--model", "tiny", "--gpus", "1", "--tokens-per-gpu", "0.05"]
+    args += ["--target-tokens-s", "0.01", "--utilization", "0.5"]
+    done = CliRunner().invoke(app, [*args, "--json"])
+    assert done.exit_code == 0, done.output
+    out = json.loads(done.stdout)
+    assert out["utilization"] == 0.5 and "utilisation" not in done.stdout
+    text = CliRunner().invoke(app, args, env={"COLUMNS": "120"}).stdout
+    flat = " ".join(text.split())
+    assert "1 GPU at 50%" in flat and "needs 1 GPU at 50% utilization" in flat
+    assert "0.05 output tok/s" in flat and "utilisation" not in flat
+    assert (fmt_rate(0.0123), fmt_rate(12.345), fmt_rate(1234.5)) == ("0.0123", "12.3", "1,234")
 
 
 def test_capacity_from_a_given_rate() -> None:
@@ -194,7 +230,7 @@ def test_capacity_and_claim_from_a_result_file(tmp_path: Path) -> None:
         "implausible",
         "projection to B200 (spec sheets)",
     ):
-        assert text in done.stdout, text
+        assert text in " ".join(done.stdout.split()), text  # captions wrap anywhere
 
 
 def test_capacity_without_a_rate_is_a_clear_error() -> None:

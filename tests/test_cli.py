@@ -31,6 +31,20 @@ def test_run_writes_a_result_file_and_prints_a_table(tmp_path: Path) -> None:
     assert all(c.status == "ok" for c in doc.cases)
 
 
+def test_run_attention_and_decode_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    done = tokbench("run", "--op", "attention", "--op", "decode", "--dtype", "fp16",
+                    "--shape", "B=1,H=4,Hkv=1,Sq=33,Skv=70,D=64,causal=true",
+                    "--shape", "B=2,H=8,Hkv=2,D=64,L=45,page=16",
+                    "--no-ceilings", "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    doc = load(out)
+    triton = {c.op: c.status for c in doc.cases if c.impl == "triton"}
+    assert triton == {"attention": "ok", "decode": "ok"}
+    assert all(c.status != "failed" for c in doc.cases)
+    assert "1×4/1×33×70×64 causal" in done.stdout and "2×8/2×45×64 page 16" in done.stdout
+
+
 def test_run_json_prints_the_document(tmp_path: Path) -> None:
     done = tokbench("run", "--op", "matmul", "--impl", "torch", "--dtype", "fp32", "--shape",
                     "M=8,N=8,K=8", "--out", str(tmp_path / "r.json"), "--json")  # fmt: skip
@@ -53,6 +67,12 @@ def test_run_writes_into_results_by_default(tmp_path: Path) -> None:
         (["--suite", "huge"], "unknown suite 'huge'"),
         (["--impl", "cutlass"], "unknown implementation 'cutlass'"),
         (["--shape", "M=8,N"], "bad shape 'M=8,N'"),
+        (["--shape", "M=-1,N=4,K=4"], "M must be an integer >= 1"),
+        (["--shape", "M=64,N=128"], "match no selected op; the keys are: matmul M,N,K"),
+        (
+            ["--shape", "B=1,H=4,Hkv=3,Sq=16,Skv=16,D=64,causal=true"],
+            "H (4) must be a multiple of Hkv (3)",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -79,6 +99,6 @@ def test_a_case_too_big_for_memory_stops_the_run_and_keeps_what_was_measured(
     done = tokbench("run", "--impl", "torch", "--dtype", "fp32", "--shape", "M=8,N=8,K=8",
                     "--shape", "M=200000,N=200000,K=200000", "--out", str(out))  # fmt: skip
     assert done.returncode == 2
-    assert "needs" in done.stderr and "GiB" in done.stderr and "1 cases" in done.stderr
+    assert "needs" in done.stderr and "GiB" in done.stderr and "1 case measured" in done.stderr
     kept = load(out)
     assert len(kept.cases) == 1 and kept.cases[0].status == "ok" and not kept.complete

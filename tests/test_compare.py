@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 from console import start
-from resultdocs import CPU, case, doc, estimate, timing, write
+from resultdocs import CPU, case, doc, estimate, timing, write, write_json
 from rich.console import Console
 
-from bench import BenchError
+from bench import BenchError, results
 from bench.compare import (
     Verdict,
     compare,
+    gate_report,
     parse_fail_on,
     parse_prices,
     project_cell,
@@ -26,9 +27,9 @@ from bench.hardware import SPECS
 BIG = (4096, 4096, 4096)  # compute-bound on an H100 (intensity 1365 FLOP/byte)
 
 
-def text(comparison) -> str:
-    console = Console(record=True, width=250)
-    console.print(*tables(comparison))
+def text(comparison, width: int = 250) -> str:
+    console = Console(record=True, width=width)
+    console.print(*tables(comparison, width))
     return console.export_text()
 
 
@@ -65,10 +66,23 @@ def test_verdict_is_symmetric_in_ratio() -> None:
 
 
 GATE_CASES = {  # name: (new median ms, new spread, exit code, word in the table)
-    "regression": (1.10, 0.02, 1, "regression"),
-    "improvement": (0.90, 0.02, 0, "improvement"),
-    "noise": (1.10, 0.30, 0, "same (within noise)"),
+    "regression": (1.10, 0.02, 1, "0.91× regressed"),
+    "improvement": (0.90, 0.02, 0, "1.11× improved"),
+    "noise": (1.10, 0.30, 0, "0.91× same"),
 }
+
+SMALL = [(1024, 1024, 1024, 0.1), (256, 256, 256, 0.02), (512, 512, 512, 0.05)]
+
+
+def broken_files(directory: Path) -> list[Path]:
+    """A baseline; B, an interrupted run in which BIG failed and 256³ is missing; C, all fine."""
+    a = doc(case(*BIG, 1.0), *(case(*s) for s in SMALL))
+    failed = case(*BIG, None, status="failed")
+    failed.error = "CUDA error: out of memory [kernel]"
+    b = doc(failed, case(*SMALL[0]), case(*SMALL[2]))
+    b.complete = False
+    c = doc(case(*BIG, 1.0), *(case(*s) for s in SMALL))
+    return [write(directory, f"{n}.json", d) for n, d in zip("abc", (a, b, c), strict=True)]
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +98,9 @@ def cli_runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     good = two_files(malformed, 1.0)[0]
     bad.write_text('{"format": "tokbench.results", "schema_')
     commands["malformed"] = ["compare", str(good), str(bad)]
+    broken = broken_files(tmp_path_factory.mktemp("broken"))
+    commands["broken"] = ["compare", *map(str, broken), "--fail-on", "slower:5%"]
+    commands["bare number"] = ["compare", *map(str, broken[:2]), "--fail-on", "slower:0.05"]
     procs = {name: start(*args) for name, args in commands.items()}
     done = {}
     for name, proc in procs.items():
@@ -97,7 +114,7 @@ def test_gate_exit_codes_through_the_console_script(cli_runs, name: str) -> None
     _, _, code, word = GATE_CASES[name]
     done = cli_runs[name]
     assert done.returncode == code, done.stdout + done.stderr
-    assert word in done.stdout
+    assert word in done.stdout, done.stdout
     if code:
         assert "regression: matmul 4096×4096×4096 bf16 torch: B is 10.0% slower than A" in (
             done.stdout
@@ -129,9 +146,129 @@ def test_interpreted_cases_are_shown_but_never_gated(tmp_path: Path) -> None:
 
 def test_parse_fail_on() -> None:
     assert parse_fail_on("slower:5%") == pytest.approx(0.05)
-    assert parse_fail_on("slower:2.5") == pytest.approx(0.025)
-    with pytest.raises(BenchError, match="expected slower:PERCENT"):
-        parse_fail_on("faster:5%")
+    assert parse_fail_on("slower:2.5%") == pytest.approx(0.025)
+    assert parse_fail_on("slower:.5%") == pytest.approx(0.005)
+    # Without the %, "0.05" could mean 5% or 0.05%: refused rather than guessed.
+    for bad in ("faster:5%", "slower:0.05", "slower:5", "slower:%", "slower:5%%"):
+        with pytest.raises(BenchError, match=r"expected slower:PERCENT% with the % sign"):
+            parse_fail_on(bad)
+
+
+def test_a_bare_number_gate_is_one_line_and_exit_2(cli_runs) -> None:
+    done = cli_runs["bare number"]
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: bad --fail-on 'slower:0.05'; expected slower:PERCENT% with the % sign, "
+        "e.g. slower:5%"
+    ]
+
+
+# --- cases that broke fail the gate --------------------------------------------------------------
+
+
+def test_broken_cases_fail_the_gate_through_the_console_script(cli_runs) -> None:
+    done = cli_runs["broken"]
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    lines = out.splitlines()
+    b = done.args[2]
+    assert (
+        f"warning: B ({b}) is an incomplete run: it was interrupted or is still running; "
+        "cases it lacks count as missing"
+    ) in lines
+    assert (
+        "broken: matmul 4096×4096×4096 bf16 torch: failed in B: CUDA error: out of memory [kernel]"
+    ) in lines
+    assert "broken: matmul 256×256×256 bf16 torch: missing from B" in lines
+    # B: 1024³ and 512³ judged; C: all four.
+    assert "gate slower:5%: failed (0 regressions, 2 broken cases; 6 comparisons)" in lines
+    assert "passed" not in out
+    # The table says so too, in B's vs A column.
+    rows = [line for line in lines if line.startswith("│")]
+    assert sum("4096×4096×4096" in r and "failed" in r for r in rows) == 1
+    assert sum("256×256×256" in r and "missing" in r for r in rows) == 1
+    # Piped, the console is 120 columns: three files split into A-vs-B and A-vs-C, unclipped.
+    # (The gate's own lines are not wrapped, so that logs can be searched for them.)
+    assert "— B vs A" in out and "— C vs A" in out
+    assert max(len(line) for line in lines if line[:1] in "┏┃┡│└┌") <= 120 and "…" not in out
+
+
+def test_broken_cases_directly(tmp_path: Path) -> None:
+    comparison = compare(broken_files(tmp_path), threshold=0.05)
+    assert comparison.regressions() == []
+    assert comparison.broken() == [
+        "matmul 4096×4096×4096 bf16 torch: failed in B: CUDA error: out of memory [kernel]",
+        "matmul 256×256×256 bf16 torch: missing from B",
+    ]
+    assert [c.tag for c in comparison.incomplete()] == ["B"]
+    lines, passed = gate_report(comparison, "slower:5%")
+    assert not passed and lines[0].startswith("[yellow]warning:[/yellow] B (")
+    # Error text is escaped, so brackets in it are not read as console markup.
+    assert any(r"out of memory \[kernel]" in line for line in lines)
+
+
+def test_a_case_skipped_or_interpreted_in_a_later_file_fails_the_gate(tmp_path: Path) -> None:
+    a = doc(case(*BIG, 1.0), case(*SMALL[0]), case(*SMALL[1]))
+    b = doc(
+        case(*BIG, None, status="skipped"),
+        case(*SMALL[0][:3], 0.1, interpreted=True),
+        case(*SMALL[1]),
+    )
+    comparison = compare(
+        [write(tmp_path, "a.json", a), write(tmp_path, "b.json", b)], threshold=0.05
+    )
+    assert comparison.broken() == [
+        "matmul 4096×4096×4096 bf16 torch: skipped in B: not run here",
+        "matmul 1024×1024×1024 bf16 torch: run in Triton's interpreter in B, not on hardware",
+    ]
+    assert gate_report(comparison, "slower:5%")[1] is False
+
+
+def test_a_gate_with_every_case_broken_fails_rather_than_errors(tmp_path: Path) -> None:
+    b = doc(case(*BIG, None, status="failed"))
+    comparison = compare(
+        [write(tmp_path, "a.json", doc(case(*BIG, 1.0))), write(tmp_path, "b.json", b)],
+        threshold=0.05,
+    )
+    assert comparison.judged() == 0
+    assert comparison.broken() == ["matmul 4096×4096×4096 bf16 torch: failed in B: not run here"]
+    assert "failed" in text(comparison)
+
+
+@pytest.fixture
+def load_docs(monkeypatch):
+    """compare() reading documents as given, past the loader's checks (which may change)."""
+    docs: dict[str, object] = {}
+    monkeypatch.setattr(results, "load", lambda path: docs[Path(path).name])
+    return docs
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -1.0])
+def test_a_non_finite_or_non_positive_time_fails_the_gate(load_docs, bad: float) -> None:
+    new = case(*BIG, 1.0)
+    new.timing.median_ms = bad
+    load_docs.update({"a.json": doc(case(*BIG, 1.0), case(*SMALL[0])), "b.json": doc(new)})
+    comparison = compare(["a.json", "b.json"], threshold=0.05)
+    row = next(r for r in comparison.rows if r.case.shape["M"] == 4096)
+    assert row.verdicts[1] is None and row.speedups[1] is None
+    (line, missing) = comparison.broken()
+    assert line.startswith(
+        f"matmul 4096×4096×4096 bf16 torch: non-finite or non-positive time in B (median {bad},"
+    )
+    assert missing == "matmul 1024×1024×1024 bf16 torch: missing from B"
+    out = text(comparison)
+    assert "bad time" in out and "nan×" not in out and "same" not in out
+
+
+def test_a_bad_time_in_the_baseline_is_not_compared(load_docs) -> None:
+    base = case(*BIG, 1.0)
+    base.timing.median_ms = float("nan")
+    load_docs.update(
+        {"a.json": doc(base, case(*SMALL[0])), "b.json": doc(case(*BIG, 1.0), case(*SMALL[0]))}
+    )
+    comparison = compare(["a.json", "b.json"], threshold=0.05)
+    assert comparison.broken() == [] and comparison.judged() == 1
+    assert any("A: 1 cases have a non-finite or non-positive time" in n for n in comparison.notes)
 
 
 # --- matching ------------------------------------------------------------------------------------
@@ -150,8 +287,11 @@ def test_matching_with_missing_and_extra_cases(tmp_path: Path) -> None:
     # Geometric mean over the two cases timed in both: sqrt(2 × 0.5) = 1.
     assert comparison.geomeans()["matmul"][1] == (pytest.approx(1.0), 2)
     out = text(comparison)
-    assert "cases present in only some files" in out
-    assert "256×256×256" in out and "512×512×512" in out
+    assert "not in that file (2 cases are in only some files)" in out
+    # Each partial case is listed once, in the side-by-side table, with "—" where it is missing.
+    assert out.count("256×256×256") == 1 and out.count("512×512×512") == 1
+    (row,) = [line for line in out.splitlines() if "256×256×256" in line]
+    assert "—" in row and "missing" in row
 
 
 def test_cases_match_on_dtype_and_impl(tmp_path: Path) -> None:
@@ -221,9 +361,9 @@ def test_projected_column_is_labelled_and_not_gated(tmp_path: Path) -> None:
     assert row.verdicts[2] is None
     assert row.speedups[2] == pytest.approx(2250 / 989.4)
     out = text(comparison)
-    assert "C time (proj.)" in out
+    assert "C proj." in out
     assert "B200: PROJECTION from A through the spec table" in out
-    assert "2.27× compute-bound" in out
+    assert "2.27× compute" in out
 
 
 # --- estimates -----------------------------------------------------------------------------------
@@ -247,6 +387,21 @@ def test_estimates_side_by_side_per_watt_and_per_dollar(tmp_path: Path) -> None:
     (b200_line,) = [line for line in out.splitlines() if "B200 (projection)" in line]
     # 16000 / 1000 W = 16; 16000 / 7000 = 2.29× the first file's decode.
     assert "2.29×" in b200_line and "16 " in b200_line
+
+
+def test_per_dollar_counts_serving_mix_output_tokens_not_decode_peak(tmp_path: Path) -> None:
+    e = estimate("H100 SXM", "h100-sxm", 7000.0)
+    e.requests_per_s = 10.0  # × 256 output tokens = 2560 tok/s in the serving mix, not 7000
+    a = doc(case(*BIG, 1.0), estimates=(e,))
+    comparison = compare(
+        [write(tmp_path, "a.json", a), write(tmp_path, "b.json", doc(case(*BIG, 1.0)))],
+        prices=parse_prices(["h100-sxm=2.5"]),
+    )
+    out = text(comparison)
+    assert "serving out Mtok/$" in out and "req/s × osl" in out
+    # 2560 × 3600 / $2.5 = 3.69 M tokens per dollar (decode alone would give 10.1).
+    (line,) = [line for line in out.splitlines() if "H100 SXM" in line and "llama" in line]
+    assert "3.69" in line and "10.1" not in line
 
 
 def test_parse_prices_rejects_bad_input() -> None:
@@ -303,6 +458,59 @@ def test_a_file_that_is_not_a_result_is_named(tmp_path: Path) -> None:
     other.write_text('{"benchmarks": []}')
     with pytest.raises(BenchError, match=r"other.json: not a tokbench result file"):
         compare([write(tmp_path, "a.json", doc(case(*BIG, 1.0))), other])
+
+
+def unknown_op(data: dict) -> None:
+    data["cases"][0]["op"] = "conv"
+
+
+def missing_key(data: dict) -> None:
+    del data["cases"][0]["shape"]["K"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [(unknown_op, "unknown op 'conv'; known: "), (missing_key, "does not fit op 'matmul'")],
+)
+def test_a_case_this_tokbench_cannot_read_names_its_file(tmp_path: Path, edit, message) -> None:
+    good = write(tmp_path, "a.json", doc(case(*BIG, 1.0)))
+    bad = write_json(tmp_path, "conv.json", doc(case(*BIG, 1.0), case(*SMALL[0])), edit)
+    with pytest.raises(BenchError) as info:
+        compare([good, bad])
+    # The loader may reject the case itself; either way the message names the file.
+    assert str(bad) in str(info.value)
+    if str(info.value).startswith(f"{bad}: case 0: "):
+        assert message in str(info.value)
+
+
+# --- layout --------------------------------------------------------------------------------------
+
+
+def test_three_files_fit_120_columns_unclipped(tmp_path: Path) -> None:
+    out = text(compare(broken_files(tmp_path), threshold=0.05), width=120)
+    assert max(map(len, out.splitlines())) <= 120 and "…" not in out
+    assert "— B vs A" in out and "— C vs A" in out  # split: one table per later file
+    assert "4096×4096×4096" in out and "1.00 ms" in out
+
+
+def test_two_projections_fit_120_columns_unclipped(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.json", doc(case(*BIG, 1.0), case(1, 4096, 4096, 0.05)))
+    out = text(compare([path], project=["b200", "h200"]), width=120)
+    assert max(map(len, out.splitlines())) <= 120 and "…" not in out
+    assert "2.27× compute" in out and "1×4096×4096" in out and "memory" in out
+
+
+def test_two_files_stay_side_by_side_and_wide_consoles_keep_one_table(tmp_path: Path) -> None:
+    files = broken_files(tmp_path)
+    assert text(compare(files[:2]), width=120).count("matmul: GEMM") == 1
+    assert text(compare(files), width=250).count("matmul: GEMM") == 1
+
+
+def test_no_geomean_rows_without_cases(tmp_path: Path) -> None:
+    a = doc(case(*BIG, 1.0), case(*SMALL[0]))
+    b = doc(case(*BIG, None, status="failed"))
+    nothing = compare([write(tmp_path, "a2.json", a), write(tmp_path, "b2.json", b)])
+    assert "geometric mean" not in text(nothing)
 
 
 def test_large_slowdowns_read_as_a_factor(tmp_path: Path) -> None:

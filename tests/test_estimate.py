@@ -43,7 +43,9 @@ def test_steps_are_the_sum_of_their_parts() -> None:
     # 0.5 ms floor (the shortest measured case), so each of the 5 per layer costs 0.5 ms.
     doc = model_doc(TINY, flat, gbps=10.0)
     result = run_estimate([doc], batches=[1])
-    (prefill,) = result.prefill
+    # prefill at batch 1 and at the step budget: 16,384 tokens / 32 = 512 prompts
+    prefill, budget = result.prefill
+    assert (prefill.batch, budget.batch, result.budget_batch) == (1, 512, 512)
     decode = result.decode[0]
     layers = 2
     other = layers * 5 * 0.5e-3
@@ -58,7 +60,9 @@ def test_steps_are_the_sum_of_their_parts() -> None:
     plan = memory_plan(TINY, 1, "bf16", CPU.memory_bytes, 48)
     assert result.record.max_batch == plan.max_batch > 1024
     assert [s.batch for s in result.decode] == [1, 1024] and result.capped
-    rps = 1 / (32 / (32 / 18e-3) + 16 / (1024 / 15e-3))
+    # every op takes the same time whatever the shape: only the memory-bound rest grows
+    assert budget.seconds - budget.parts["other"] == pytest.approx(13e-3)
+    rps = 1 / (32 / (512 * 32 / budget.seconds) + 16 / (1024 / 15e-3))
     assert result.record.requests_per_s == pytest.approx(rps)
     assert result.record.decode_tokens_per_s == pytest.approx(1024 / 15e-3)
 
@@ -73,12 +77,37 @@ def test_memory_bound_kernels_use_bandwidth_above_the_floor() -> None:
 def test_serving_mix() -> None:
     doc = model_doc(TINY, flat, gbps=10.0)
     result = run_estimate([doc], batches=[1, 4])
-    rps, latency = serving_mix(result.prefill, result.decode[-1], 32, 16)
-    best_prefill = max(s.tokens_per_s for s in result.prefill)
-    assert rps == pytest.approx(1 / (32 / best_prefill + 16 / result.decode[-1].tokens_per_s))
+    budget = result.prefill[-1]
+    assert budget.batch == result.budget_batch == 512
+    rps, latency = serving_mix(budget, result.decode[-1], 32, 16, result.prefill[0])
+    assert rps == pytest.approx(
+        1 / (32 / budget.tokens_per_s + 16 / result.decode[-1].tokens_per_s)
+    )
     assert latency == pytest.approx(result.prefill[0].seconds + 16 * result.decode[-1].seconds)
     serving = result.record.rows[-1]
     assert serving.phase == "serving" and serving.tokens_per_s == pytest.approx(rps * 16)
+    assert result.record.requests_per_s == pytest.approx(rps)
+
+
+def test_serving_mix_does_not_depend_on_the_displayed_batches() -> None:
+    doc = model_doc(TINY, flat, gbps=10.0, batches=(1, 2, 4))
+    mixes = {
+        run_estimate([doc], batches=b).record.requests_per_s for b in ([1], [2], [1, 2, 4], None)
+    }
+    assert len(mixes) == 1
+
+
+def test_max_batch_caps_every_headline_figure() -> None:
+    """--max-batch below the memory fit: no decode row above it, the cap row at it, and the
+    decode rate, serving mix and prefill budget taken there."""
+    doc = model_doc(TINY, flat, gbps=10.0)  # measured decode at 1, 4 and 1024
+    result = run_estimate([doc], max_batch=64)
+    assert [s.batch for s in result.decode] == [1, 4, 64] and result.capped
+    assert result.decode_cap == 64 and result.budget_batch == 64
+    assert result.record.decode_tokens_per_s == pytest.approx(result.decode[-1].tokens_per_s)
+    assert result.record.rows[-1].batch == 64
+    with pytest.raises(BenchError, match="--batch 128 exceeds --max-batch 64"):
+        run_estimate([doc], max_batch=64, batches=[128])
 
 
 def test_tensor_parallel_all_reduces_over_the_spec_interconnect() -> None:
@@ -118,7 +147,7 @@ def test_interpolation_between_measured_token_counts() -> None:
 def test_roofline_times_measured_efficiency_where_a_shape_is_missing() -> None:
     spec = SPECS["h100-sxm"]
     doc = model_doc(TINY, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm")
-    wanted = {"M": 3000, "N": 512, "K": 256}  # beyond every measured M: no bracket
+    wanted = {"M": 30000, "N": 512, "K": 256}  # beyond every measured M: no bracket
     timed = Measurements([doc]).time("matmul", wanted, "bf16")
     assert timed.source == "roofline"
     assert timed.seconds == pytest.approx(roofline_seconds("matmul", wanted, "bf16", spec) / 0.5)
@@ -129,7 +158,7 @@ def test_rows_say_where_their_time_comes_from() -> None:
     doc = model_doc(TINY, flat, gbps=10.0)
     rows = run_estimate([doc], batches=[1]).record.rows
     assert rows[0].source == "measured 72% · modelled 28%"  # 13 ms of 18 measured
-    assert all(r.source.startswith("measured") for r in rows)
+    assert all("measured" in r.source and "interpolated" not in r.source for r in rows)
 
 
 def test_fastest_correct_real_implementation_unless_one_is_forced() -> None:
@@ -203,6 +232,12 @@ def test_files_from_two_gpus_combine_only_projected_onto_one() -> None:
         ({"tp": 2}, "the results lack"),
         ({"precision": "int3"}, "unknown precision 'int3'"),
         ({"osl": 0}, "at least 1"),
+        ({"max_batch": 0}, "--max-batch must be at least 1, got 0"),
+        ({"max_batch": -3}, "--max-batch must be at least 1, got -3"),
+        ({"workspace": 1.0}, r"--workspace .* must be in \[0, 1\), got 1"),
+        ({"workspace": -0.1}, r"--workspace .* must be in \[0, 1\), got -0.1"),
+        ({"batches": [0]}, "--batch must be at least 1, got 0"),
+        ({"impl": "nope"}, "--impl nope: no case in f0.json ran it; implementations there: torch"),
     ],
 )
 def test_bad_inputs(kwargs: dict, message: str) -> None:
@@ -210,6 +245,44 @@ def test_bad_inputs(kwargs: dict, message: str) -> None:
     with pytest.raises(BenchError, match=message) as raised:
         run_estimate([doc], **kwargs)
     assert "\n" not in str(raised.value)
+
+
+def test_a_missing_shape_says_what_the_file_has_and_how_to_measure_it() -> None:
+    doc = model_doc(TINY, flat)
+    with pytest.raises(BenchError) as raised:
+        run_estimate([doc], isl=64, model_arg="configs/tiny.json")
+    text = str(raised.value)
+    assert "\n" not in text
+    assert (
+        "f0.json has for tiny: GEMM dtypes bf16; TP 1; prompt lengths (isl) 32 at prefill "
+        "batches 1, 4, 512; decode contexts (isl + osl/2) 40 at batches 1, 4, 1024"
+    ) in text
+    assert "tokbench run --model configs/tiny.json --tp 1 --precision bf16 --isl 64" in text
+    with pytest.raises(BenchError) as raised:
+        run_estimate([doc], precision="fp8")
+    text = str(raised.value)
+    assert "fp8 needs a GPU of compute capability ≥ 8.9, which Test CPU is not" in text
+    assert "measure them with" not in text
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"batches": (1,), "isl": 16, "osl": 8},  # the README's run: prefill at the budget too
+        {"batches": (1, 4), "isl": 32, "osl": 16},
+        {"batches": (3, 100), "isl": 200, "osl": 7},  # a budget of 81 prompts
+        {"batches": (2,), "isl": 20000, "osl": 1},  # a prompt beyond the budget
+    ],
+)
+def test_what_the_suite_measures_is_what_the_estimate_needs(options: dict) -> None:
+    """Run with options O, then estimate with O (no --batch: the file's), always works, from
+    measured shapes alone."""
+    doc = model_doc(TINY, flat, precision="fp32", **options)
+    settings = {k: v for k, v in options.items() if k != "batches"}
+    for batches in (None, list(options["batches"])):
+        result = run_estimate([doc], precision="fp32", batches=batches, **settings)
+        sources = " ".join(r.source for r in result.record.rows)
+        assert "interpolated" not in sources and "roofline" not in sources, sources
 
 
 def test_tp_without_a_collective_or_a_spec_is_refused() -> None:
@@ -312,12 +385,15 @@ def test_estimate_json(cpu_results: Path) -> None:
     assert phases == [
         ("prefill", 1),
         ("prefill", 2),
+        ("prefill", 512),  # the step budget: 16,384 tokens of 32-token prompts
         ("decode", 2),
         ("decode", 1024),
         ("serving", 1024),
     ]
+    assert figures["max_batch_fits_memory"] > 1024 and "max_batch" not in figures
+    assert figures["decode_batch_cap"] == 1024 and figures["prefill_budget_batch"] == 512
     # batch 2 lies between the measured 1 and 4: interpolated, and says so
-    assert "interpolated" in figures["rows"][2]["source"]
+    assert "interpolated" in figures["rows"][3]["source"]
     assert figures["kv_bytes_per_token"] == 2 * 2 * 2 * 64 * 4
     assert not load(cpu_results).estimates
 
@@ -330,7 +406,7 @@ def test_validation_holds_the_layer_within_the_band(cpu_results: Path) -> None:
     ratios = {k: v for k, v in json.loads(done.stdout)["validation"].items() if "ratio" in k}
     assert len(ratios) == 4, ratios  # prefill and decode, smallest and largest batch
     low, high = VALIDATION_BAND
-    assert low <= ratios["prefill_batch4_ratio"] <= high, ratios
+    assert low <= ratios["prefill_batch512_ratio"] <= high, ratios
     assert low <= ratios["decode_batch1024_ratio"] <= high, ratios
     assert all(r > low for r in ratios.values()), ratios  # the batch-1 end: reported
 

@@ -284,3 +284,16 @@ def test_suite_cases_are_unique_and_include_the_largest_batch_that_fits() -> Non
     assert decode_batches == [1, 4, min(fit, 1024)]
     assert {s["L"] for op, s, _ in cases if op == "decode"} == {32 + 16 // 2}
     assert {s["Sq"] for op, s, _ in cases if op == "attention"} == {32}
+
+
+def test_models_table_keeps_sources_whole_at_120_columns() -> None:
+    from rich.console import Console
+
+    from bench.estimate import models_table
+
+    console = Console(width=120, record=True)
+    console.print(models_table(list(MODELS.values())))
+    text = console.export_text()
+    assert "…" not in text
+    for config in MODELS.values():
+        assert config.source in text, config.source

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from bench import BenchError
 from bench import device as dev
 from bench.ops import OPS, get_op
 from bench.runner import RunConfig, run_one
@@ -60,3 +61,26 @@ def test_smoke_cases_pass_the_gate(op_name: str) -> None:
             assert record.status != "failed", (impl.name, shape, record.error)
             statuses.append((impl.name, record.status))
     assert ("triton", "ok") in statuses and (op.baseline, "ok") in statuses
+
+
+@pytest.mark.parametrize("suite", sorted(SHAPES))
+def test_every_suite_shape_is_valid(suite: str) -> None:
+    for op_name, shapes in SHAPES[suite].items():
+        for shape in shapes:
+            get_op(op_name).check_shape(shape)
+
+
+@pytest.mark.parametrize(
+    ("op_name", "shape", "words"),
+    [
+        ("matmul", {"M": 0, "N": 4, "K": 4}, "M must be an integer >= 1"),
+        ("matmul", {"M": 4, "N": 4}, "needs exactly the keys M,N,K"),
+        ("decode", {"B": 1, "H": 8, "Hkv": 2, "D": 48, "L": 9, "page": 16}, "D must be one of"),
+        ("decode", {"B": 1, "H": 8, "Hkv": 2, "D": 64, "L": 9, "page": -1}, "page must be"),
+        ("attention", _attn(9, 4, True), "causal attention needs Sq <= Skv"),
+        ("attention", {**_attn(4, 4, False), "causal": 1}, "causal must be true or false"),
+    ],
+)
+def test_bad_shapes_are_named(op_name: str, shape: dict, words: str) -> None:
+    with pytest.raises(BenchError, match=words):
+        get_op(op_name).check_shape(shape)

@@ -93,6 +93,10 @@ def test_loader_rejects_with_clear_message(tmp_path: Path, text: str, message: s
         (lambda d: d["cases"][0]["timing"].pop("median_ms"), "cases[0].timing.median_ms"),
         (lambda d: d["device"].update(cores=True), "device.cores"),
         (lambda d: d["cases"][0]["shape"].update(M=[1]), "cases[0].shape.M"),
+        (lambda d: d["cases"][0].update(op="conv"), "cases[0].op"),
+        (lambda d: d["cases"][1]["shape"].pop("K"), "cases[1].shape"),
+        (lambda d: d["cases"][0]["timing"].update(median_ms=-1.0), "cases[0].timing.median_ms"),
+        (lambda d: d["cases"][0]["timing"].update(p80_ms=float("nan")), "cases[0].timing.p80_ms"),
     ],
 )
 def test_loader_names_the_wrong_field(tmp_path: Path, edit, field: str) -> None:
@@ -104,3 +108,16 @@ def test_loader_names_the_wrong_field(tmp_path: Path, edit, field: str) -> None:
 
 def test_schema_version_is_recorded() -> None:
     assert json.loads(_doc().to_json())["schema_version"] == SCHEMA_VERSION
+
+
+def test_result_files_are_readable_by_others(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    ResultWriter(_doc(), path)
+    assert path.stat().st_mode & 0o044 == 0o044  # group and others may read (umask 022)
+
+
+def test_an_unwritable_result_file_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(BenchError, match="cannot write the result file"):
+        ResultWriter(_doc(), blocker / "r.json")
