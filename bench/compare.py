@@ -298,10 +298,6 @@ class Comparison:
         skipped, lacks or has no usable time for: the gate fails these too."""
         return [f"{row.label}: {p.reason}" for row in self.rows for p in row.problems if p]
 
-    def failures(self) -> list[str]:
-        """Every line the gate fails on: regressions, then broken cases."""
-        return self.regressions() + self.broken()
-
     def judged(self) -> int:
         """How many (case, column) pairs the gate judged by time."""
         return sum(v is not None for row in self.rows for v in row.verdicts)

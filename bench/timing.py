@@ -29,11 +29,6 @@ class Timing:
     n: int
     mode: str  # "cuda-events", "cuda-graph", "cpu" or "interpreted"
 
-    @property
-    def spread(self) -> float:
-        """Relative spread of the middle of the distribution, (p80 - p20) / median."""
-        return (self.p80_ms - self.p20_ms) / self.median_ms if self.median_ms > 0 else 0.0
-
 
 @dataclass(frozen=True)
 class TimerConfig:
