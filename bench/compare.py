@@ -39,25 +39,12 @@ from bench.timing import Timing
 class Verdict(str, Enum):
     """How a case's time in one run compares with the baseline run."""
 
-    SAME = "same (within noise)"  # the [p20, p80] intervals overlap
+    # Short words, as tables are narrow; the legend under them explains each.
+    SAME = "same"  # within noise: the [p20, p80] intervals overlap
     SLOWER = "slower"  # beyond noise, but not beyond the gate's threshold (or no gate)
     FASTER = "faster"
-    REGRESSION = "regression"  # slower beyond noise and beyond the gate's threshold
-    IMPROVEMENT = "improvement"  # faster beyond noise and beyond the gate's threshold
-
-    @property
-    def short(self) -> str:
-        """The word in the side-by-side tables, where width is scarce (a caption explains it)."""
-        return _SHORT[self]
-
-
-_SHORT = {
-    Verdict.SAME: "same",
-    Verdict.SLOWER: "slower",
-    Verdict.FASTER: "faster",
-    Verdict.REGRESSION: "regressed",
-    Verdict.IMPROVEMENT: "improved",
-}
+    REGRESSION = "regressed"  # slower beyond noise and beyond the gate's threshold
+    IMPROVEMENT = "improved"  # faster beyond noise and beyond the gate's threshold
 
 
 _STYLE = {
@@ -615,7 +602,7 @@ def _vs_text(speedup: float | None, v: Verdict | None, cell: Cell | None) -> str
         return f"{text} [dim]{cell.bound}[/dim]"
     if v is None:
         return text
-    return f"{text} [{_STYLE[v]}]{v.short}[/]"
+    return f"{text} [{_STYLE[v]}]{v.value}[/]"
 
 
 def _geomean_table(comparison: Comparison) -> Table:
@@ -741,9 +728,13 @@ def gate_report(comparison: Comparison, fail_on: str) -> tuple[list[str], bool]:
     gate = f"gate {escape(fail_on)}"
     if regressions or broken:
         lines.append(
-            f"{gate}: [bold red]failed[/bold red] ({len(regressions)} regressions, "
-            f"{len(broken)} broken cases; {comparison.judged()} comparisons)"
+            f"{gate}: [bold red]failed[/bold red] ({_count(len(regressions), 'regression')}, "
+            f"{_count(len(broken), 'broken case')}; {_count(comparison.judged(), 'comparison')})"
         )
         return lines, False
-    lines.append(f"{gate}: passed ({comparison.judged()} comparisons)")
+    lines.append(f"{gate}: passed ({_count(comparison.judged(), 'comparison')})")
     return lines, True
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

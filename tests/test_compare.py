@@ -120,7 +120,7 @@ def test_gate_exit_codes_through_the_console_script(cli_runs, name: str) -> None
             done.stdout
         )
     else:
-        assert "gate slower:5%: passed (1 comparisons)" in done.stdout
+        assert "gate slower:5%: passed (1 comparison)" in done.stdout
 
 
 @pytest.mark.parametrize(
