@@ -16,6 +16,7 @@ from rich.table import Table
 from bench import BenchError
 from bench.estimate import fmt_rate
 from bench.hardware import get_spec
+from bench.report import bullets, new_table
 from bench.results import Estimate
 
 SECONDS_PER_DAY = 86_400
@@ -213,9 +214,8 @@ def check_claim(claimed: float, gpus: int, tp: int, per_gpu: PerGpu) -> Claim:
 
 def fleet_table(fleet: Fleet, title: str) -> Table:
     """Tokens and requests per day, and the cost per million tokens."""
-    table = Table(title=title, title_justify="left")
-    for name in ("per day", "output tokens", "input + output tokens", "requests"):
-        table.add_column(name, justify="left" if name == "per day" else "right")
+    columns = ("per day", "output tokens", "input + output tokens", "requests")
+    table = new_table(title, columns, left={"per day"})
     p = fleet.per_gpu
     table.add_row(
         f"{gpus_text(fleet.serving_gpus)} at {fleet.utilization:.0%}",
@@ -241,15 +241,15 @@ def fleet_table(fleet: Fleet, title: str) -> Table:
     if fleet.serving_gpus < fleet.gpus:
         left = fleet.gpus - fleet.serving_gpus
         notes.append(f"{gpus_text(left)} left over: not a whole TP group")
-    table.caption = "  ".join(f"• {n}" for n in notes)
-    table.caption_justify = "left"
+    table.caption = bullets(notes)
     return table
 
 
 def claim_table(claim: Claim, what: str) -> Table:
-    table = Table(title=f"claim check: {what}", title_justify="left")
-    for name in ("claimed tok/s", "estimate tok/s", "claim / estimate", "verdict"):
-        table.add_column(name, justify="right")
+    table = new_table(
+        f"claim check: {what}",
+        ("claimed tok/s", "estimate tok/s", "claim / estimate", "verdict"),
+    )
     colour = {"plausible": "green", "optimistic": "yellow", "implausible": "red"}[claim.verdict]
     table.add_row(
         fmt_rate(claim.claimed),
@@ -263,7 +263,6 @@ def claim_table(claim: Claim, what: str) -> Table:
         f"overlap, better kernels); ≤ {OPTIMISTIC} optimistic (needs speculative decoding, lower "
         f"precision or caching not modelled); above, implausible"
     )
-    table.caption_justify = "left"
     return table
 
 

@@ -374,11 +374,8 @@ MaxBatchOpt = Annotated[int, typer.Option(help="Scheduler cap on sequences decod
 
 def _throughput(model, paths, *, batches=None, **settings) -> estimate.Throughput:
     """Load the result files and estimate the model's per-GPU throughput from them."""
-    estimate.check_settings(
-        batches,
-        settings.get("workspace", models.DEFAULT_WORKSPACE),
-        settings.get("max_batch", models.DEFAULT_MAX_BATCH),
-    )
+    # Checked before the files are needed, so a bad flag is named even without --results.
+    estimate.check_settings(batches, settings["workspace"], settings["max_batch"])
     if not paths:
         raise BenchError("--results FILE is needed: a result file of the model suite")
     config = models.get_model(model)

@@ -31,7 +31,7 @@ from rich.table import Table
 from bench import BenchError, results
 from bench.hardware import DTYPES, SPECS, GpuSpec, get_spec, match_spec, peak_tflops
 from bench.ops import get_op
-from bench.report import fmt_ms
+from bench.report import fmt_ms, key_value_table, new_table
 from bench.results import CaseResult, Estimate, ResultDoc
 from bench.timing import Timing
 
@@ -466,9 +466,7 @@ def tables(comparison: Comparison, width: int = 120) -> list[Table]:
 
 
 def _legend(comparison: Comparison) -> Table:
-    table = Table(title="compare", title_justify="left", show_header=False)
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column()
+    table = key_value_table("compare", no_wrap_keys=True)
     for col in comparison.columns:
         device = f"{col.device} ({col.spec.name})" if col.spec else col.device
         if col.measured:
@@ -538,7 +536,7 @@ def _op_table(comparison: Comparison, op_name: str, shown: Sequence[int]) -> Tab
     title = f"{op.name}: {op.description}"
     if len(columns) < len(comparison.columns):
         title += f" — {columns[-1][1].tag} vs A"
-    table = Table(title=escape(title), title_justify="left")
+    table = new_table(escape(title))
     table.add_column("shape", no_wrap=True)
     table.add_column("dtype", overflow="fold")
     table.add_column("impl", overflow="fold")
@@ -607,9 +605,11 @@ def _vs_text(speedup: float | None, v: Verdict | None, cell: Cell | None) -> str
 
 def _geomean_table(comparison: Comparison) -> Table:
     """Per op and later column with at least one case timed in both: the geometric mean."""
-    table = Table(title="per op: geometric mean of the speedup over A", title_justify="left")
-    for name in ("op", "column", "geomean vs A", "cases", "verdicts"):
-        table.add_column(name, justify="right" if name in ("geomean vs A", "cases") else "left")
+    table = new_table(
+        "per op: geometric mean of the speedup over A",
+        ("op", "column", "geomean vs A", "cases", "verdicts"),
+        left={"op", "column", "verdicts"},
+    )
     for op, per_column in comparison.geomeans().items():
         for i, col in enumerate(comparison.columns[1:], start=1):
             gm = per_column[i]
@@ -673,21 +673,19 @@ def _estimates_table(comparison: Comparison) -> Table:
     entries = [e for group in groups.values() for _, e in group]
     per_watt = any(tokens_per_watt(e) is not None for e in entries)
     per_dollar = any(tokens_per_dollar(e, comparison.prices) is not None for e in entries)
-    table = Table(
-        title="per-model estimates, per GPU; decode at the largest batch estimated"
+    title = (
+        "per-model estimates, per GPU; decode at the largest batch estimated"
         + ("; per W: decode tok/s per watt of spec-sheet power" if per_watt else "")
         + (
             "; serving out Mtok/$: output tokens per USD at --price in the serving mix "
             "(isl in, osl out; req/s × osl), as capacity plans, at full utilisation"
             if per_dollar
             else ""
-        ),
-        title_justify="left",
+        )
     )
     heads = ["model", "file", "GPU", "prefill tok/s", "decode tok/s", "vs first", "max batch"]
     heads += ["req/s"] + ["per W"] * per_watt + ["serving out Mtok/$"] * per_dollar
-    for head in heads:
-        table.add_column(head, justify="left" if head in heads[:3] else "right")
+    table = new_table(title, heads, left=heads[:3])
     for (model, tp, precision, isl, osl), group in groups.items():
         first = group[0][1].decode_tokens_per_s
         for col, e in group:

@@ -55,7 +55,7 @@ from bench.models import (
     prefill_step,
 )
 from bench.ops import OPS
-from bench.report import fmt_bytes, fmt_ms
+from bench.report import bullets, fmt_bytes, fmt_ms, key_value_table, new_table
 
 # A small all-reduce is latency-bound; this per-call latency is an assumption of the order of
 # NCCL's small-message all-reduce on NVLink (nccl-tests), used only without a measured one.
@@ -263,17 +263,23 @@ class Throughput:
         return self.decode[-1].batch
 
 
-def provenance(sources: dict[str, float], target: Target) -> str:
-    """'measured' or 'measured 93% · interpolated 5% · modelled 2%', prefixed for projections."""
+def _shares(sources: dict[str, float], names: dict[str, str] | None = None) -> list[str]:
+    """Each provenance with its share of the time, largest first ('measured 93%'); a lone one
+    by name only. `names` shortens the provenance names."""
     total = sum(sources.values())
     shares = sorted(((s / total, name) for name, s in sources.items() if s > 0), reverse=True)
+    if len(shares) == 1:
+        return [shares[0][1]]
+    names = names or {}
+    return [
+        f"{names.get(n, n)} {share:.0%}" if share >= 0.005 else f"{names.get(n, n)} <1%"
+        for share, n in shares
+    ]
 
-    def part(share: float, name: str) -> str:
-        if len(shares) == 1:
-            return name
-        return f"{name} {share:.0%}" if share >= 0.005 else f"{name} <1%"
 
-    text = " · ".join(part(share, name) for share, name in shares)
+def provenance(sources: dict[str, float], target: Target) -> str:
+    """'measured' or 'measured 93% · interpolated 5% · modelled 2%', prefixed for projections."""
+    text = " · ".join(_shares(sources))
     if target.projected:
         return f"projection to {target.name} (spec sheets) of {text}"
     return text
@@ -617,8 +623,7 @@ def save(path: str, record: results.Estimate) -> None:
 def models_table(configs: list[ModelConfig]) -> Table:
     """The model configs and their derived parameter counts; sources as numbered footnotes in
     the caption, which wraps at word boundaries where a table column would cut them short."""
-    table = Table(title="models", title_justify="left")
-    for name in (
+    columns = (
         "model",
         "hidden",
         "layers",
@@ -629,8 +634,8 @@ def models_table(configs: list[ModelConfig]) -> Table:
         "experts",
         "params",
         "source",
-    ):
-        table.add_column(name, justify="left" if name == "model" else "right")
+    )
+    table = new_table("models", columns, left={"model"})
     sources: dict[str, int] = {}
     for c in configs:
         experts = f"top-{c.top_k} of {c.experts}" if c.moe else ""
@@ -648,7 +653,6 @@ def models_table(configs: list[ModelConfig]) -> Table:
             f"[{ref}]",
         )
     table.caption = "\n".join(f"[{n}] {source}" for source, n in sources.items())
-    table.caption_justify = "left"
     return table
 
 
@@ -671,9 +675,7 @@ def _params(n: int) -> str:
 
 def _summary(result: Throughput) -> Table:
     r, plan, cfg = result.record, result.plan, result.config
-    table = Table(title=f"{cfg.name} on {r.gpu}: per GPU", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table = key_value_table(f"{cfg.name} on {r.gpu}: per GPU")
     table.add_row("model", f"{cfg.name} ({cfg.source})")
     table.add_row(
         "device",
@@ -699,20 +701,13 @@ def _summary(result: Throughput) -> Table:
 
 def _short_source(step: Step) -> str:
     """Provenance for a table cell: without the projection prefix (the caption says it)."""
-    total = sum(step.sources.values())
-    shares = sorted(((t / total, n) for n, t in step.sources.items() if t > 0), reverse=True)
-    if len(shares) == 1:
-        return shares[0][1]
     short = {
         "measured": "meas.",
         "interpolated": "interp.",
         "roofline": "roofl.",
         "modelled": "mod.",
     }
-    return " ".join(
-        f"{short.get(n, n)} {share:.0%}" if share >= 0.005 else f"{short.get(n, n)} <1%"
-        for share, n in shares
-    )
+    return " ".join(_shares(step.sources, short))
 
 
 SOURCE_KEY = (
@@ -730,10 +725,8 @@ def _steps(result: Throughput, phase: str) -> Table:
     else:
         title = "decode: time per output token (TPOT) and output tokens/s per GPU"
         columns = ("batch", "context", "TPOT", "tok/s/GPU")
-    table = Table(title=title, title_justify="left")
-    for name in (*columns, "GEMM", "attn", "LM head", "other", "all-red."):
-        table.add_column(name, justify="right")
-    table.add_column("source")
+    columns = (*columns, "GEMM", "attn", "LM head", "other", "all-red.", "source")
+    table = new_table(title, columns, left={"source"})
     for step in steps:
         mark = ""
         if phase == "decode" and step is steps[-1]:
@@ -767,27 +760,26 @@ def _steps(result: Throughput, phase: str) -> Table:
             f"projection to {result.target.name} from spec sheets of times measured on "
             f"{result.target.measured_on}"
         )
-    table.caption = "  ".join(f"• {c}" for c in caption)
-    table.caption_justify = "left"
+    table.caption = bullets(caption)
     return table
 
 
 def _serving(result: Throughput) -> Table:
     r = result.record
     row = r.rows[-1]
-    table = Table(
-        title=f"serving mix: {r.isl} input + {r.osl} output tokens per request",
-        title_justify="left",
-    )
-    for name in (
+    columns = (
         "decode batch",
         "requests/s/GPU",
         "output tok/s/GPU",
         "total tok/s/GPU",
         "latency ≥",
-    ):
-        table.add_column(name, justify="right")
-    table.add_column("source")
+        "source",
+    )
+    table = new_table(
+        f"serving mix: {r.isl} input + {r.osl} output tokens per request",
+        columns,
+        left={"source"},
+    )
     table.add_row(
         str(row.batch),
         fmt_rate(r.requests_per_s),
@@ -796,6 +788,5 @@ def _serving(result: Throughput) -> Table:
         fmt_ms(row.step_ms),
         row.source.removeprefix(f"projection to {r.gpu} (spec sheets) of "),
     )
-    table.caption = "  ".join(f"• {n}" for n in r.notes)
-    table.caption_justify = "left"
+    table.caption = bullets(r.notes)
     return table

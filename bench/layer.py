@@ -26,7 +26,7 @@ from bench import device as dev
 from bench.device import DeviceInfo
 from bench.models import ModelConfig, OpUse, act_dtype, decode_step, moe_routing, prefill_step
 from bench.ops import DTYPES, get_op
-from bench.report import fmt_ms
+from bench.report import fmt_ms, new_table
 from bench.timing import TimerConfig, time_cpu, time_cuda
 
 # The band the CPU test holds measured / estimated layer time within, at the throughput end (the
@@ -238,11 +238,11 @@ def validate(
 
 def validation_table(checks: list[Validation]) -> Table:
     """Measured against estimated layer time, with the band the tests hold."""
-    table = Table(
-        title="validation: one decoder layer run here against the op sum", title_justify="left"
+    table = new_table(
+        "validation: one decoder layer run here against the op sum",
+        ("step", "batch", "context", "measured", "estimated", "measured / estimated"),
+        left={"step"},
     )
-    for name in ("step", "batch", "context", "measured", "estimated", "measured / estimated"):
-        table.add_column(name, justify="left" if name == "step" else "right")
     low, high = VALIDATION_BAND
     for c in checks:
         colour = "green" if low <= c.ratio <= high else "red"
@@ -258,5 +258,4 @@ def validation_table(checks: list[Validation]) -> Table:
         f"one layer, without the LM head and all-reduces; the CPU test holds the largest "
         f"steps within [{low}, {high}]"
     )
-    table.caption_justify = "left"
     return table

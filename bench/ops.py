@@ -555,10 +555,10 @@ def _eager_decode(inputs: Inputs) -> Callable[[], torch.Tensor]:
     q, k, v = inputs["q"], inputs["k_sdpa"], inputs["v_sdpa"]
     b, h, d = q.shape
     hkv = k.shape[1]
+    # Each kv head's query group as rows of one matrix product: no repeated cache.
+    grouped = q.view(b, hkv, h // hkv, d)
 
     def fn() -> torch.Tensor:
-        # Each kv head's query group as rows of one matrix product: no repeated cache.
-        grouped = q.view(b, hkv, h // hkv, d)
         scores = (grouped @ k.transpose(-1, -2)).float() * d**-0.5
         return (torch.softmax(scores, dim=-1).to(q.dtype) @ v).view(b, h, d)
 

@@ -84,14 +84,7 @@ def roofline(doc: ResultDoc, path: Path) -> Path | None:
             fontsize=9,
             color="gray",
         )
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="arithmetic intensity (FLOP/byte)",
-        ylabel="achieved TFLOP/s",
-    )
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _log_axes(ax, "arithmetic intensity (FLOP/byte)")
     return _save(fig, path)
 
 
@@ -130,15 +123,15 @@ def throughput(doc: ResultDoc, op: str, path: Path) -> Path | None:
             marker=MARKERS[impls.index(impl) % len(MARKERS)],
             label=f"{impl} {dtype}",
         )
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="problem size (GFLOP per call)",
-        ylabel="achieved TFLOP/s",
-    )
+    _log_axes(ax, "problem size (GFLOP per call)")
+    return _save(fig, path)
+
+
+def _log_axes(ax, xlabel: str) -> None:
+    """Log-log axes of achieved TFLOP/s, gridded, with the legend."""
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="achieved TFLOP/s")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:

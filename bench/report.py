@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -10,6 +12,28 @@ from bench.device import DeviceInfo
 from bench.hardware import GpuSpec
 from bench.ops import get_op
 from bench.results import CaseResult, ResultDoc
+
+
+def new_table(title: str, columns: Iterable[str] = (), left: Collection[str] = ()) -> Table:
+    """A table with its title and caption on the left, as every tokbench table has them; the
+    named columns are right-aligned (numbers) except those in `left`."""
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for name in columns:
+        table.add_column(name, justify="left" if name in left else "right")
+    return table
+
+
+def key_value_table(title: str, no_wrap_keys: bool = False) -> Table:
+    """A headerless two-column table: a bold key, then its value."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=no_wrap_keys)
+    table.add_column()
+    return table
+
+
+def bullets(notes: Iterable[str]) -> str:
+    """Notes as one caption paragraph, each after a bullet."""
+    return "  ".join(f"• {n}" for n in notes)
 
 
 def fmt_bytes(n: float) -> str:
@@ -28,9 +52,7 @@ def fmt_ms(ms: float) -> str:
 
 def info_table(device: DeviceInfo, spec: GpuSpec | None, software: dict[str, str], telemetry):
     """`tokbench info`: the device, its spec-table entry and the software versions."""
-    table = Table(title="tokbench info", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table = key_value_table("tokbench info")
     table.add_row("device", f"{device.name} ({device.kind})")
     if device.kind == "cuda":
         table.add_row("compute capability", device.compute_capability)
@@ -102,7 +124,7 @@ def results_tables(doc: ResultDoc) -> list[Table]:
         notes: dict[str, int] = {}
         rows = [_row(c, op, ups, notes) for c in doc.cases if c.op == op_name]
         keep = [i for i, name in enumerate(RESULT_COLUMNS) if any(r[i] for r in rows)]
-        table = Table(title=f"{op.name}: {op.description}", title_justify="left")
+        table = new_table(f"{op.name}: {op.description}")
         for i in keep:
             name = RESULT_COLUMNS[i]
             header = f"vs {op.baseline}" if name == "speedup" else name
@@ -114,7 +136,6 @@ def results_tables(doc: ResultDoc) -> list[Table]:
         if any(c.interpreted and c.timing for c in doc.cases if c.op == op_name):
             footnotes.append(INTERPRETED_NOTE)
         table.caption = "  ".join(footnotes) or None
-        table.caption_justify = "left"
         tables.append(table)
     return tables
 
