@@ -1,11 +1,10 @@
-"""tokbench: benchmark Triton kernels against PyTorch baselines and turn the times into tokens/s."""
+"""tokbench: benchmark Triton kernels against PyTorch baselines and turn the times into tokens/s.
+
+Importing the package imports nothing heavy: torch and Triton are imported by the commands that
+measure, when they measure.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
-
-# First, before anything imports triton (torch.nn.attention.bias does, through torch._dynamo):
-# without a GPU, `kernels` switches Triton to its interpreter, which must happen before
-# triton is imported.
-import kernels  # noqa: F401
 
 try:
     __version__ = version("tokbench")
@@ -14,4 +13,4 @@ except PackageNotFoundError:  # running from a checkout with PYTHONPATH=.
 
 
 class BenchError(Exception):
-    """A user-facing error: the CLI prints its message as one line and exits non-zero."""
+    """A user-facing error: the CLI prints its message as one line and exits with status 2."""

@@ -11,13 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rich.table import Table
-
 from bench import BenchError
-from bench.estimate import fmt_rate
 from bench.hardware import get_spec
-from bench.report import bullets, new_table
-from bench.results import Estimate
+from bench.schema import EstimateRecord
+from bench.units import plural
 
 SECONDS_PER_DAY = 86_400
 DEFAULT_UTILIZATION = 0.6  # average share of the day a fleet spends serving at full batch
@@ -52,8 +49,7 @@ class Fleet:
 
     @property
     def serving_gpus(self) -> int:
-        """GPUs in whole TP groups; a remainder cannot hold a copy of the model."""
-        return self.gpus // self.tp * self.tp
+        return whole_groups(self.gpus, self.tp)
 
     def per_day(self, per_gpu_rate: float) -> float:
         return per_gpu_rate * self.serving_gpus * self.utilization * SECONDS_PER_DAY
@@ -64,7 +60,12 @@ class Fleet:
         return cost_per_million(self.price_per_gpu_hour, per_gpu_tokens_per_s, self.utilization)
 
 
-def per_gpu(record: Estimate) -> PerGpu:
+def whole_groups(gpus: int, tp: int) -> int:
+    """GPUs in whole TP groups; a remainder cannot hold a copy of the model."""
+    return gpus // tp * tp
+
+
+def per_gpu(record: EstimateRecord) -> PerGpu:
     """The serving mix and the peak decode rate of a saved or fresh estimate."""
     rps = record.requests_per_s
     source = record.rows[-1].source if record.rows else "estimate"
@@ -108,28 +109,6 @@ def figures(
     return out
 
 
-def target_lines(figures: dict[str, float | int | str]) -> list[str]:
-    """One sentence per target: the GPUs it needs."""
-    lines = []
-    util = f"at {figures['utilization']:.0%} utilization"
-    if "gpus_for_target_tokens_s" in figures:
-        lines.append(
-            f"{fmt_rate(figures['target_tokens_s'])} output tok/s needs "
-            f"{gpus_text(figures['gpus_for_target_tokens_s'])} {util}"
-        )
-    if "gpus_for_target_tokens_day" in figures:
-        lines.append(
-            f"{_big(figures['target_tokens_day'])} output tokens/day needs "
-            f"{gpus_text(figures['gpus_for_target_tokens_day'])} {util}"
-        )
-    return lines
-
-
-def gpus_text(n: int) -> str:
-    """'1 GPU', '8 GPUs'."""
-    return f"{n:,} GPU{'' if n == 1 else 's'}"
-
-
 def gpu_name(key: str | None) -> str:
     """The spec-table name of `--gpu KEY` (a clear error for an unknown key), or 'GPU'."""
     if key is None:
@@ -157,7 +136,7 @@ def check_targets(
 def check_fleet(gpus: int, tp: int, utilization: float, price: float | None) -> None:
     """Raise a one-line BenchError for a fleet that cannot be."""
     if gpus < tp:
-        raise BenchError(f"{gpus_text(gpus)} cannot hold one copy of the model at TP {tp}")
+        raise BenchError(f"{plural(gpus, 'GPU')} cannot hold one copy of the model at TP {tp}")
     if not 0 < utilization <= 1:
         raise BenchError(f"--utilization must be in (0, 1], got {utilization:g}")
     if price is not None and price <= 0:
@@ -205,69 +184,4 @@ def check_claim(claimed: float, gpus: int, tp: int, per_gpu: PerGpu) -> Claim:
     largest batch that fits, without prefill. The most generous reading of a claim."""
     if claimed <= 0:
         raise BenchError(f"the claimed rate must be positive, got {claimed}")
-    serving = gpus // tp * tp
-    return Claim(claimed, gpus, per_gpu.peak_output_tokens_per_s * serving)
-
-
-# --- tables -------------------------------------------------------------------------------------
-
-
-def fleet_table(fleet: Fleet, title: str) -> Table:
-    """Tokens and requests per day, and the cost per million tokens."""
-    columns = ("per day", "output tokens", "input + output tokens", "requests")
-    table = new_table(title, columns, left={"per day"})
-    p = fleet.per_gpu
-    table.add_row(
-        f"{gpus_text(fleet.serving_gpus)} at {fleet.utilization:.0%}",
-        _big(fleet.per_day(p.output_tokens_per_s)),
-        _big(fleet.per_day(p.total_tokens_per_s)),
-        _big(fleet.per_day(p.requests_per_s)),
-    )
-    if fleet.price_per_gpu_hour is not None:
-        out = fleet.cost_per_million(p.output_tokens_per_s)
-        total = fleet.cost_per_million(p.total_tokens_per_s)
-        per_request = fleet.price_per_gpu_hour / (p.requests_per_s * fleet.utilization * 3600)
-        table.add_row(
-            f"cost at ${fleet.price_per_gpu_hour:g}/GPU-hour",
-            f"${out:,.3f} / M",
-            f"${total:,.3f} / M",
-            f"${per_request * 1000:,.3f} / k",
-        )
-    notes = [
-        f"per GPU: {fmt_rate(p.output_tokens_per_s)} output tok/s, "
-        f"{fmt_rate(p.total_tokens_per_s)} total tok/s, {fmt_rate(p.requests_per_s)} "
-        f"requests/s ({p.source})"
-    ]
-    if fleet.serving_gpus < fleet.gpus:
-        left = fleet.gpus - fleet.serving_gpus
-        notes.append(f"{gpus_text(left)} left over: not a whole TP group")
-    table.caption = bullets(notes)
-    return table
-
-
-def claim_table(claim: Claim, what: str) -> Table:
-    table = new_table(
-        f"claim check: {what}",
-        ("claimed tok/s", "estimate tok/s", "claim / estimate", "verdict"),
-    )
-    colour = {"plausible": "green", "optimistic": "yellow", "implausible": "red"}[claim.verdict]
-    table.add_row(
-        fmt_rate(claim.claimed),
-        fmt_rate(claim.estimate),
-        f"{claim.ratio:.2f}",
-        f"[{colour}]{claim.verdict}[/{colour}]",
-    )
-    table.caption = (
-        f"estimate: {gpus_text(claim.gpus)} all busy decoding at the largest batch that fits, no "
-        f"prefill (the most generous reading). Verdict: ratio ≤ {PLAUSIBLE} plausible (fusion, "
-        f"overlap, better kernels); ≤ {OPTIMISTIC} optimistic (needs speculative decoding, lower "
-        f"precision or caching not modelled); above, implausible"
-    )
-    return table
-
-
-def _big(n: float) -> str:
-    for size, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= size:
-            return f"{n / size:,.2f} {unit}"
-    return fmt_rate(n)
+    return Claim(claimed, gpus, per_gpu.peak_output_tokens_per_s * whole_groups(gpus, tp))

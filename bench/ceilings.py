@@ -10,14 +10,14 @@ from __future__ import annotations
 import torch
 
 from bench import device as dev
-from bench.device import DeviceInfo
-from bench.timing import TimerConfig, Timing, time_cpu, time_cuda
+from bench.ops.base import torch_dtype
+from bench.schema import DeviceInfo
+from bench.timing import TimerConfig, time_on
 
 # GPU: a 1 GiB copy and bf16 8192³ (the sizes where H100-class parts plateau); CPU: sizes that
 # take milliseconds, not minutes.
 GPU_COPY_BYTES, GPU_MATMUL = 1 << 30, (8192, "bf16")
 CPU_COPY_BYTES, CPU_MATMUL = 1 << 28, (1024, "fp32")
-_TORCH_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def measure(device: DeviceInfo, timer: TimerConfig) -> dict[str, float]:
@@ -33,19 +33,13 @@ def measure(device: DeviceInfo, timer: TimerConfig) -> dict[str, float]:
 def _copy_gbs(device: DeviceInfo, nbytes: int, timer: TimerConfig) -> float:
     src = torch.randn(nbytes // 4, device=dev.torch_device(device))
     dst = torch.empty_like(src)
-    t = _time(lambda: dst.copy_(src), device, timer)
+    t = time_on(device, lambda: dst.copy_(src), timer)
     return 2 * nbytes / (t.median_ms / 1e3) / 1e9
 
 
 def _matmul_tflops(device: DeviceInfo, n: int, dtype: str, timer: TimerConfig) -> float:
-    tdev, tdtype = dev.torch_device(device), _TORCH_DTYPES[dtype]
+    tdev, tdtype = dev.torch_device(device), torch_dtype(dtype)
     a = torch.randn(n, n, device=tdev, dtype=tdtype)  # random data: zeros overstate the peak
     b = torch.randn(n, n, device=tdev, dtype=tdtype)
-    t = _time(lambda: a @ b, device, timer)
+    t = time_on(device, lambda: a @ b, timer)
     return 2 * n**3 / (t.median_ms / 1e3) / 1e12
-
-
-def _time(fn, device: DeviceInfo, timer: TimerConfig) -> Timing:
-    if device.kind == "cuda":
-        return time_cuda(fn, timer, l2_bytes=device.l2_bytes or 0)
-    return time_cpu(fn, timer)

@@ -1,4 +1,9 @@
-"""The `tokbench` command."""
+"""The `tokbench` command: parses options, calls the layers below, prints their tables.
+
+torch and Triton are imported only by the commands that measure (`run`, `info`, and `estimate
+--validate`), inside them, so every other command starts without them; those commands first
+choose how Triton runs (kernels.use_interpreter_without_gpu), before anything imports it.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,24 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import (
-    BenchError,
-    capacity,
-    compare,
-    estimate,
-    export,
-    layer,
-    models,
-    plots,
-    report,
-    results,
-    suites,
-)
-from bench import device as dev
-from bench.ceilings import measure as measure_ceilings
+import kernels
+from bench import BenchError, capacity, compare, export, models, ops, plots, results, suites, tables
 from bench.hardware import match_spec
-from bench.ops import dtype_unsupported, get_op
-from bench.runner import RunConfig, run_cases
-from bench.timing import TimerConfig
+from bench.models import Serving
+from bench.ops.base import dtype_unsupported
+from bench.schema import CaseResult, ResultDoc
+from bench.throughput import Throughput, Validation, estimate_throughput, json_record, save
+from bench.units import plural
+
+if TYPE_CHECKING:
+    from bench.hardware import GpuSpec
+    from bench.runner import RunConfig
+    from bench.schema import DeviceInfo
 
 app = typer.Typer(
     help="Benchmark Triton kernels against PyTorch baselines; turn the times into tokens/s.",
@@ -46,6 +44,8 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show the device as the harness sees it, its spec-table entry and software versions."""
+    from bench import device as dev
+
     device = dev.detect()
     spec = match_spec(device.name) if device.kind == "cuda" else None
     software = dev.software()
@@ -59,7 +59,13 @@ def info(
         }
         typer.echo(json.dumps(doc, indent=1))
         return
-    report.console().print(report.info_table(device, spec, software, telemetry))
+    tables.console().print(tables.info_table(device, spec, software, telemetry))
+
+
+@app.command("ops")
+def ops_cmd() -> None:
+    """List the ops that can be benchmarked: shape keys, dtypes, implementations."""
+    tables.console().print(tables.ops_table())
 
 
 @app.command()
@@ -78,9 +84,8 @@ def run(
     shape: Annotated[
         list[str] | None,
         typer.Option(
-            help="Shape replacing the suite's for its op, by keys: matmul M,N,K; attention "
-            "B,H,Hkv,Sq,Skv,D,causal; decode B,H,Hkv,D,L,page (0: contiguous). E.g. "
-            "M=64,N=128,K=256; repeatable."
+            help=f"Shape replacing the suite's for its op, by keys: {ops.shape_help()} "
+            "(`tokbench ops` explains them). E.g. M=64,N=128,K=256; repeatable."
         ),
     ] = None,
     out: Annotated[
@@ -129,21 +134,33 @@ def run(
     ] = None,
 ) -> None:
     """Run a suite: check every case against a reference, time it, write the result file."""
+    kernels.use_interpreter_without_gpu()
+    from bench import device as dev
+    from bench.runner import RunConfig
+    from bench.timing import TimerConfig
+
     device = dev.detect()
     suite = suite or (suites.MODEL_SUITE if model else suites.default_suite(device.kind == "cuda"))
     if model or suite == suites.MODEL_SUITE:
-        request = ModelRequest(model, tp, precision, batch, isl, osl)
-        cases = _model_cases(device, suite, request, op, dtype, shape)
-    else:
-        cases = suites.build(
-            suite, ops=op, dtypes=dtype, shapes=[suites.parse_shape(s) for s in shape or ()]
+        if suite != suites.MODEL_SUITE:
+            raise BenchError(f"--model runs the model suite, not --suite {suite}")
+        if dtype or shape:
+            raise BenchError("--dtype and --shape do not apply to the model suite; use --precision")
+        setups = _setups(model, tp or [1], precision, isl or [models.DEFAULT_ISL], osl)
+        cases = models.suite_cases(
+            setups, batch or models.DEFAULT_BATCHES, float(device.memory_bytes)
         )
-        _check_dtypes(device, dtype)
+        cases = [c for c in cases if not op or c.op in [ops.get_op(name).name for name in op]]
+        _check_dtypes(device, [precision])
+    else:
+        given = [suites.parse_shape(s) for s in shape or ()]
+        cases = suites.build(suite, ops=op, dtypes=dtype, given=given)
+        _check_dtypes(device, dtype or [])
     cases = _select_impls(cases, impl)
     spec = match_spec(device.name) if device.kind == "cuda" else None
     timer = TimerConfig(noise=noise, max_time_s=max_time or (1.0 if device.kind == "cuda" else 0.1))
     config = RunConfig(timer=timer, cuda_graph=cuda_graph, impls=impl, seed=seed)
-    doc = results.ResultDoc(
+    doc = ResultDoc(
         device=device,
         software=dev.software(),
         command=results.command_line(),
@@ -154,29 +171,43 @@ def run(
     writer = results.ResultWriter(doc, path)
     try:
         if ceilings:
-            doc.measured_peaks = measure_ceilings(device, timer)
+            from bench.ceilings import measure
+
+            doc.measured_peaks = measure(device, timer)
             writer.flush()
         _run_with_progress(cases, device, spec, writer, config)
     except KeyboardInterrupt:
-        err.print(f"interrupted: {_cases(doc)} kept in {path}")
+        err.print(f"interrupted: {plural(len(doc.cases), 'case')} kept in {path}")
         raise typer.Exit(130) from None
     except BenchError as e:
-        raise BenchError(f"{e} ({_cases(doc)} measured so far kept in {path})") from None
+        kept = plural(len(doc.cases), "case")
+        raise BenchError(f"{e} ({kept} measured so far kept in {path})") from None
     writer.finish()
     if as_json:
         typer.echo(doc.to_json())
     else:
-        report.console().print(*report.results_tables(doc))
+        tables.console().print(*tables.results_tables(doc))
     err.print(f"wrote {path}")
 
 
-def _cases(doc: results.ResultDoc) -> str:
-    return f"{len(doc.cases)} case{'' if len(doc.cases) == 1 else 's'}"
+def _setups(
+    model: str | None, tps: list[int], precision: str, isls: list[int], osls: list[int] | None
+) -> list[Serving]:
+    """The model suite's serving set-ups: one per TP degree and request length."""
+    if model is None:
+        raise BenchError("suite 'model' needs --model NAME or a config file")
+    config = models.get_model(model)
+    return [
+        Serving(config, tp=t, precision=precision, isl=i, osl=o)
+        for t in tps
+        for i in isls
+        for o in osls or [models.DEFAULT_OSL]
+    ]
 
 
-def _check_dtypes(device, dtypes) -> None:
+def _check_dtypes(device: DeviceInfo, dtypes: list[str]) -> None:
     """A dtype the user asked for by name must run on this device."""
-    for dtype in dtypes or ():
+    for dtype in dtypes:
         reason = dtype_unsupported(dtype, device)
         if reason:
             raise BenchError(f"dtype {dtype}: {reason}")
@@ -187,54 +218,32 @@ def _select_impls(cases: list[suites.CaseSpec], impls: list[str] | None) -> list
     no selected op has is an error."""
     if not impls:
         return cases
-    names = {i.name for c in cases for i in get_op(c.op).impls}
+    names = {i.name for c in cases for i in ops.get_op(c.op).impls}
     for name in impls:
         if name not in names:
             raise BenchError(f"unknown implementation '{name}'; known: {', '.join(sorted(names))}")
-    return [c for c in cases if any(i.name in impls for i in get_op(c.op).impls)]
+    return [c for c in cases if any(i.name in impls for i in ops.get_op(c.op).impls)]
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelRequest:
-    """The model-suite options of `tokbench run`, as given."""
-
-    model: str | None
-    tps: list[int] | None
-    precision: str
-    batches: list[int] | None
-    isls: list[int] | None
-    osls: list[int] | None
-
-
-def _model_cases(device, suite, request: ModelRequest, ops, dtypes, shapes):
-    """The model suite's cases, narrowed to --op; its precision must run on this device."""
-    if suite != suites.MODEL_SUITE:
-        raise BenchError(f"--model runs the model suite, not --suite {suite}")
-    if request.model is None:
-        raise BenchError("suite 'model' needs --model NAME or a config file")
-    if dtypes or shapes:
-        raise BenchError("--dtype and --shape do not apply to the model suite; use --precision")
-    models.check_precision(request.precision)
-    reason = dtype_unsupported(request.precision, device)
-    if reason:
-        raise BenchError(f"precision {request.precision}: {reason}")
-    cases = suites.model_cases(
-        models.get_model(request.model),
-        tps=request.tps or [1],
-        precision=request.precision,
-        batches=request.batches or list(models.DEFAULT_BATCHES),
-        isls=request.isls or [models.DEFAULT_ISL],
-        osls=request.osls or [models.DEFAULT_OSL],
-        memory=float(device.memory_bytes),
+def _run_with_progress(
+    cases: list[suites.CaseSpec],
+    device: DeviceInfo,
+    spec: GpuSpec | None,
+    writer: results.ResultWriter,
+    config: RunConfig,
+) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
     )
-    for name in ops or ():
-        get_op(name)
-    return [c for c in cases if not ops or c.op in ops]
 
+    from bench.runner import run_cases
 
-def _run_with_progress(cases, device, spec, writer, config) -> None:
     total = sum(
-        len([i for i in get_op(c.op).impls if config.impls is None or i.name in config.impls])
+        len([i for i in ops.get_op(c.op).impls if config.impls is None or i.name in config.impls])
         for c in cases
     )
     columns = (
@@ -246,8 +255,8 @@ def _run_with_progress(cases, device, spec, writer, config) -> None:
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task(f"{device.name}", total=total)
 
-        def advance(record) -> None:
-            label = get_op(record.op).label(record.shape)
+        def advance(record: CaseResult) -> None:
+            label = ops.label(record.op, record.shape)
             progress.update(task, advance=1, description=f"{record.op} {label} {record.dtype}")
 
         run_cases(cases, device, spec, writer, config, on_case=advance)
@@ -289,14 +298,14 @@ def compare_cmd(
     comparison = compare.compare(
         files, threshold=threshold, project=project or (), prices=compare.parse_prices(price or ())
     )
-    out = report.console()
-    out.print(*compare.tables(comparison, out.width))
+    out = tables.console()
+    out.print(*tables.compare_tables(comparison, out.width))
     if plot is not None:
         runs = [(c.path.stem, c.doc) for c in comparison.columns if c.measured]
         _report_plots(plots.write_plots(runs, plot), plot)
     if threshold is None:
         return
-    lines, passed = compare.gate_report(comparison, fail_on)
+    lines, passed = tables.gate_report(comparison, fail_on)
     for line in lines:
         out.print(line, highlight=False, soft_wrap=True)
     if not passed:
@@ -309,7 +318,7 @@ def plot_cmd(
     out: Annotated[Path, typer.Option(help="Directory for the PNG files.")] = Path("plots"),
 ) -> None:
     """Write PNG charts: a roofline per file, TFLOP/s vs size per op, tokens/s per GPU."""
-    runs = [(path.stem, results.load(path)) for path in files]
+    runs = [(path.stem, ops.load_results(path)) for path in files]
     _report_plots(plots.write_plots(runs, out), out)
 
 
@@ -337,7 +346,7 @@ def export_cmd(
 @app.command("models")
 def models_cmd() -> None:
     """List the built-in model configs with their sources (or pass a config file to --model)."""
-    report.console().print(estimate.models_table(list(models.MODELS.values())))
+    tables.console().print(tables.models_table(list(models.MODELS.values())))
 
 
 # Options `estimate` and `capacity` share.
@@ -347,6 +356,10 @@ ModelOpt = Annotated[
         help="Model name (e.g. llama-3.1-8b, tiny) or a config file: tokbench JSON "
         "or a Hugging Face config.json."
     ),
+]
+ResultsOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--results", help="Result file of the model suite; repeatable."),
 ]
 TpOpt = Annotated[int, typer.Option(help="Tensor-parallel degree: GPUs per model copy.")]
 PrecisionOpt = Annotated[str, typer.Option(help="GEMM precision: bf16, fp16, fp8 or fp32.")]
@@ -372,32 +385,48 @@ WorkspaceOpt = Annotated[
 MaxBatchOpt = Annotated[int, typer.Option(help="Scheduler cap on sequences decoded together.")]
 
 
-def _throughput(model, paths, *, batches=None, **settings) -> estimate.Throughput:
+def _serving(
+    model: str, tp: int, precision: str, isl: int, osl: int, workspace: float, max_batch: int
+) -> Serving:
+    return Serving(
+        models.get_model(model),
+        tp=tp,
+        precision=precision,
+        isl=isl,
+        osl=osl,
+        workspace=workspace,
+        max_batch=max_batch,
+    )
+
+
+def _throughput(
+    setup: Serving,
+    model: str,
+    paths: list[Path],
+    batches: list[int] | None,
+    gpu: str | None,
+    impl: str | None,
+) -> Throughput:
     """Load the result files and estimate the model's per-GPU throughput from them."""
-    # Checked before the files are needed, so a bad flag is named even without --results.
-    estimate.check_settings(batches, settings["workspace"], settings["max_batch"])
     if not paths:
         raise BenchError("--results FILE is needed: a result file of the model suite")
-    config = models.get_model(model)
-    docs = [results.load(p) for p in paths]
-    return estimate.estimate(
-        config,
+    docs = [ops.load_results(p) for p in paths]
+    return estimate_throughput(
+        setup,
         docs,
         [str(p) for p in paths],
         batches=batches,
+        gpu=gpu,
+        impl=impl,
         command=results.command_line(),
         model_arg=model,
-        **settings,
     )
 
 
 @app.command("estimate")
 def estimate_cmd(
     model: ModelOpt,
-    results_files: Annotated[
-        list[Path] | None,
-        typer.Option("--results", help="Result file of the model suite; repeatable."),
-    ] = None,
+    results_files: ResultsOpt = None,
     tp: TpOpt = 1,
     precision: PrecisionOpt = "bf16",
     batch: Annotated[
@@ -414,48 +443,40 @@ def estimate_cmd(
         bool,
         typer.Option(help="Also run one decoder layer here and compare its time to the op sum."),
     ] = False,
-    save: Annotated[
-        bool, typer.Option(help="Save the estimate into the (first) result file.")
+    save_to_file: Annotated[
+        bool, typer.Option("--save/--no-save", help="Save the estimate into the first file.")
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
 ) -> None:
     """Per-GPU prefill and decode tokens/s, TTFT and TPOT, memory fit and a serving mix."""
+    setup = _serving(model, tp, precision, isl, osl, workspace, max_batch)
     paths = results_files or []
-    result = _throughput(
-        model,
-        paths,
-        batches=batch,
-        tp=tp,
-        precision=precision,
-        isl=isl,
-        osl=osl,
-        gpu=gpu,
-        impl=impl,
-        workspace=workspace,
-        max_batch=max_batch,
-    )
+    result = _throughput(setup, model, paths, batch, gpu, impl)
     checks = _validate(result, paths[0]) if validate else []
     for check in checks:
         where = f"{check.phase}_batch{check.batch}"
         result.record.validation[f"{where}_ratio"] = check.ratio
         result.record.validation[f"{where}_measured_ms"] = check.measured_s * 1e3
         result.record.validation[f"{where}_estimated_ms"] = check.estimated_s * 1e3
-    if save:
-        estimate.save(str(paths[0]), result.record)
     if as_json:
-        typer.echo(json.dumps(estimate.json_record(result), indent=1))
+        typer.echo(json.dumps(json_record(result), indent=1))
     else:
-        out = report.console()
-        out.print(*estimate.tables(result))
+        out = tables.console()
+        out.print(*tables.estimate_tables(result))
         if checks:
-            out.print(layer.validation_table(checks))
-    if save:
+            out.print(tables.validation_table(checks))
+    if save_to_file:
+        save(paths[0], result.record)
         err.print(f"saved the estimate into {paths[0]}", soft_wrap=True)
 
 
-def _validate(result: estimate.Throughput, path: Path) -> list[layer.Validation]:
+def _validate(result: Throughput, path: Path) -> list[Validation]:
     """Run the layer on this machine at the smallest and largest prefill and decode steps
     estimated: the latency end and the throughput end."""
+    kernels.use_interpreter_without_gpu()
+    from bench import device as dev
+    from bench.layer import measure_layer
+
     device = dev.detect()
     if result.target.projected or result.target.name != device.name:
         raise BenchError(
@@ -464,17 +485,14 @@ def _validate(result: estimate.Throughput, path: Path) -> list[layer.Validation]
         )
     ends = (result.prefill[0], result.prefill[-1], result.decode[0], result.decode[-1])
     steps = dict.fromkeys((s.phase, s.batch, s.context) for s in ends)
-    return [layer.validate(result.estimator, *key, device) for key in steps]
+    return [measure_layer(result.model, *key, device) for key in steps]
 
 
 @app.command("capacity")
 def capacity_cmd(
     model: ModelOpt,
     gpus: Annotated[int, typer.Option(help="GPUs in the fleet.")],
-    results_files: Annotated[
-        list[Path] | None,
-        typer.Option("--results", help="Result file of the model suite; repeatable."),
-    ] = None,
+    results_files: ResultsOpt = None,
     tokens_per_gpu: Annotated[
         float | None,
         typer.Option(
@@ -512,7 +530,7 @@ def capacity_cmd(
     """Fleet tokens/day and requests/day, GPUs for a target, cost per million tokens, claims."""
     capacity.check_fleet(gpus, tp, utilization, price)
     capacity.check_targets(target_tokens_s, target_tokens_day, claim_tokens_s)
-    config = models.get_model(model)
+    setup = _serving(model, tp, precision, isl, osl, workspace, max_batch)
     if tokens_per_gpu is not None:
         if tokens_per_gpu <= 0:
             raise BenchError(f"--tokens-per-gpu must be positive, got {tokens_per_gpu:g}")
@@ -521,28 +539,13 @@ def capacity_cmd(
                 "--results and --tokens-per-gpu exclude each other: give the rate, or the "
                 "result files to estimate it from"
             )
-        if isl < 1 or osl < 1:
-            raise BenchError(f"--isl and --osl must be at least 1, got {isl} and {osl}")
-        models.check_tp(config, tp)
-        models.check_precision(precision)
         where = capacity.gpu_name(gpu)
         rps = tokens_per_gpu / osl
         per_gpu = capacity.PerGpu(
             tokens_per_gpu, rps * (isl + osl), rps, tokens_per_gpu, "given with --tokens-per-gpu"
         )
     else:
-        result = _throughput(
-            model,
-            results_files or [],
-            tp=tp,
-            precision=precision,
-            isl=isl,
-            osl=osl,
-            gpu=gpu,
-            impl=impl,
-            workspace=workspace,
-            max_batch=max_batch,
-        )
+        result = _throughput(setup, model, results_files or [], None, gpu, impl)
         per_gpu = capacity.per_gpu(result.record)
         where = result.target.name
     fleet = capacity.Fleet(gpus, tp, utilization, per_gpu, price)
@@ -558,17 +561,18 @@ def capacity_cmd(
     if as_json:
         typer.echo(json.dumps(figures, indent=1))
         return
+    name = setup.model.name
     title = (
-        f"{config.name} on {gpus} × {where}, TP {tp}, {precision}: "
+        f"{name} on {gpus} × {where}, TP {tp}, {precision}: "
         f"{isl} input + {osl} output tokens per request"
     )
-    out = report.console()
-    out.print(capacity.fleet_table(fleet, title))
-    for line in capacity.target_lines(figures):
+    out = tables.console()
+    out.print(tables.fleet_table(fleet, title))
+    for line in tables.target_lines(figures):
         out.print(line, highlight=False)
     if claim is not None:
-        what = f"{gpus} × {where} serve {claim_tokens_s:,.0f} output tok/s of {config.name}"
-        out.print(capacity.claim_table(claim, what))
+        what = f"{gpus} × {where} serve {claim_tokens_s:,.0f} output tok/s of {name}"
+        out.print(tables.claim_table(claim, what))
 
 
 def main() -> None:

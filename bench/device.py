@@ -9,13 +9,14 @@ import contextlib
 import os
 import platform
 import subprocess
-from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import bench
+from bench.schema import DeviceInfo, Telemetry
 
 try:
     import pynvml
@@ -23,43 +24,7 @@ except ImportError:  # nvidia-ml-py is a dependency, but a bare checkout may lac
     pynvml = None
 
 
-@dataclass
-class DeviceInfo:
-    """The device as the harness sees it; stored in every result file."""
-
-    kind: str  # "cuda" or "cpu"
-    name: str
-    memory_bytes: int
-    cores: int  # SMs on a GPU, logical cores on a CPU
-    compute_capability: str | None = None
-    l2_bytes: int | None = None
-    driver: str | None = None
-    cuda: str | None = None
-    index: int = 0
-
-    @property
-    def slug(self) -> str:
-        """File-name friendly device name: "NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3"."""
-        return "-".join("".join(c if c.isalnum() else " " for c in self.name.lower()).split())
-
-
-@dataclass
-class Telemetry:
-    """One NVML reading of a GPU."""
-
-    sm_clock_mhz: int | None = None
-    mem_clock_mhz: int | None = None
-    power_w: float | None = None
-    temperature_c: int | None = None
-    throttle_reasons: list[str] = field(default_factory=list)
-
-    @property
-    def throttled(self) -> bool:
-        return any(r in _THROTTLING for r in self.throttle_reasons)
-
-
-# Clock-event reasons that mean the clocks were held down during the measurement. "gpu_idle" and
-# "applications_clocks_setting" are normal states, not throttling.
+# NVML's clock-event reason bits; bench.schema.THROTTLING says which mean throttling.
 _REASON_BITS = {
     "gpu_idle": 0x1,
     "applications_clocks_setting": 0x2,
@@ -70,13 +35,6 @@ _REASON_BITS = {
     "hw_thermal_slowdown": 0x40,
     "hw_power_brake_slowdown": 0x80,
     "display_clock_setting": 0x100,
-}
-_THROTTLING = {
-    "sw_power_cap",
-    "hw_slowdown",
-    "sw_thermal_slowdown",
-    "hw_thermal_slowdown",
-    "hw_power_brake_slowdown",
 }
 
 
@@ -136,11 +94,9 @@ def software() -> dict[str, str]:
         # CPU timings depend on it: an oversubscribed thread pool waits on the scheduler.
         "torch_threads": str(torch.get_num_threads()),
     }
-    try:
-        import triton
-
-        versions["triton"] = triton.__version__
-    except ImportError:
+    try:  # read from its metadata: importing Triton would fix its interpreter choice too early
+        versions["triton"] = metadata.version("triton")
+    except metadata.PackageNotFoundError:
         versions["triton"] = "absent"
     if torch.version.cuda:
         versions["cuda"] = torch.version.cuda

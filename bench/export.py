@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchError, results
-from bench.ops import get_op
-from bench.results import CaseResult, ResultDoc
+from bench.ops import label, load_results
+from bench.schema import CaseResult, ResultDoc
 
 # The saved-run layout read by pytest-benchmark 3.1 and later (3.1 added "ops").
 PYTEST_BENCHMARK_VERSION = "5.1.0"
@@ -33,7 +33,7 @@ class ExportFormat(str, Enum):
 
 def benchmark_name(case: CaseResult) -> str:
     """pytest-style test id: op[impl-dtype-shape]."""
-    return f"{case.op}[{case.impl}-{case.dtype}-{get_op(case.op).label(case.shape)}]"
+    return f"{case.op}[{case.impl}-{case.dtype}-{label(case.op, case.shape)}]"
 
 
 def _stats(case: CaseResult) -> dict[str, Any]:
@@ -108,7 +108,7 @@ def default_output(source: Path, fmt: ExportFormat) -> Path:
 
 def export(source: Path, fmt: ExportFormat, out: Path | None = None) -> tuple[Path, int]:
     """Write source in fmt; returns the path written and how many cases it holds."""
-    data = to_pytest_benchmark(results.load(source))
+    data = to_pytest_benchmark(load_results(source))
     path = out or default_output(source, fmt)
     results.write_atomic(path, json.dumps(data, indent=1, allow_nan=False))
     return path, len(data["benchmarks"])

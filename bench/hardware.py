@@ -5,7 +5,8 @@ figures with 2:4 structured sparsity; those sparse vendor figures are halved to 
 peaks kept here (AMD headlines dense figures, kept as they are). Units: TFLOP/s, GB/s and GB with
 1e9-based prefixes, W. "fp32" is the non-tensor FP32 rate; FP32 matmuls on tensor cores run at the
 "tf32" rate. Where sources disagree, one figure is kept and the other is given in the entry's
-notes. Figures come from /work/shared/REFERENCE-FIGURES.md and the sources it names.
+notes. Each entry names its source (vendor datasheets, or where they are silent, the secondary
+copies it names).
 
 Device names are matched by whole tokens: a name matches a pattern when the pattern's tokens occur
 in it consecutively and every other token is a vendor word or a neutral descriptor (memory size or
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from bench.schema import DeviceInfo
 
 DTYPES = ("bf16", "fp16", "fp8", "fp4", "tf32", "fp32")
 
@@ -270,10 +273,48 @@ def get_spec(key: str) -> GpuSpec:
 
 
 def peak_tflops(spec: GpuSpec, dtype: str, tf32: bool = False) -> float | None:
-    """Dense peak TFLOP/s for a harness dtype, or None when the GPU lacks it.
+    """Dense peak TFLOP/s for a dtype, or None when the GPU (or the table) has none for it.
 
     "fp32" is the non-tensor rate unless `tf32` is set, when it is the TF32 tensor-core rate.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
     return spec.peak_tflops.get("tf32" if dtype == "fp32" and tf32 else dtype)
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """The least time a kernel can take on a GPU by its spec sheet, and what bounds it."""
+
+    seconds: float
+    bound: str  # "compute" or "memory"
+
+
+def roofline(
+    spec: GpuSpec, dtype: str, flops: float, nbytes: float, tf32: bool = False
+) -> Roofline | None:
+    """max(FLOPs / dense peak, bytes / bandwidth) for a kernel of `flops` and `nbytes`; None
+    when the GPU has no peak for the dtype."""
+    peak = peak_tflops(spec, dtype, tf32)
+    if not peak:
+        return None
+    compute, memory = flops / (peak * 1e12), nbytes / (spec.bandwidth_gbs * 1e9)
+    return Roofline(compute, "compute") if compute >= memory else Roofline(memory, "memory")
+
+
+def projection(
+    source: GpuSpec, target: GpuSpec, dtype: str, flops: float, nbytes: float, tf32: bool = False
+) -> Roofline | None:
+    """A measured time's scale from source to target GPU, as a Roofline of the target whose
+    `seconds` is the ratio of the two rooflines (the same efficiency assumed on both): the one
+    projection tokbench makes. None when either GPU has no peak for the dtype."""
+    there = roofline(target, dtype, flops, nbytes, tf32)
+    here = roofline(source, dtype, flops, nbytes, tf32)
+    if there is None or here is None or here.seconds <= 0:
+        return None
+    return Roofline(there.seconds / here.seconds, there.bound)
+
+
+def spec_of(device: DeviceInfo, key: str | None) -> GpuSpec | None:
+    """The spec-table entry of a result file's device: its recorded key, else matched by name."""
+    if key in SPECS:
+        return SPECS[key]
+    return match_spec(device.name) if device.kind == "cuda" else None

@@ -1,16 +1,16 @@
 """A decoder layer actually run, to check the estimate's op sum against the real thing.
 
-The layer is a Llama-style block with random weights at the model's per-GPU shapes: RMSNorm,
-fused QKV GEMM, rotary embedding, prefill or decode attention, O GEMM, residual, RMSNorm, fused
-gate/up GEMM, SiLU·mul, down GEMM, residual (MoE: router GEMM, top-k softmax weights, tokens split
-evenly over the experts a step activates, expert GEMMs, weighted sum). Every GEMM and attention
-call goes through the same registry implementation (`Impl.prepare`) whose measured time the
-estimate used, on inputs made by the op's own `make_inputs` (weights, KV cache), with the layer's
-activations substituted. With TP > 1 it runs one GPU's shard without the all-reduces, which the
-estimate models separately.
+The layer is a Llama-style block with random weights at the model's per-GPU shapes: add +
+RMSNorm, fused QKV GEMM, rotary embedding, KV-cache write, prefill or decode attention, O GEMM,
+add + RMSNorm, fused gate/up GEMM, SiLU·mul, down GEMM (MoE: router GEMM, top-k softmax weights,
+tokens split evenly over the experts a step activates, expert GEMMs, weighted sum). Every
+registry op (GEMMs, attention, add + RMSNorm) goes through the same implementation
+(`Impl.prepare`) whose measured time the estimate used, on inputs made by the op's own
+`inputs` (weights, KV cache), with the layer's activations copied in. With TP > 1 it runs one
+GPU's shard without the all-reduces, which the estimate models separately.
 
-`validate` times the layer and divides by the estimate's time for one layer (GEMMs, attention
-and the memory-bound rest; no LM head, no all-reduce).
+`measure_layer` times the layer and divides by the estimate's time for one layer (every part but
+the LM head and the all-reduces).
 """
 
 from __future__ import annotations
@@ -20,37 +20,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from rich.table import Table
 
 from bench import device as dev
-from bench.device import DeviceInfo
-from bench.models import ModelConfig, OpUse, act_dtype, decode_step, moe_routing, prefill_step
-from bench.ops import DTYPES, get_op
-from bench.report import fmt_ms, new_table
-from bench.timing import TimerConfig, time_cpu, time_cuda
-
-# The band the CPU test holds measured / estimated layer time within, at the throughput end (the
-# largest prefill and decode steps, which capacity and cost rest on). A real layer runs slower
-# than the op sum: the estimate models the memory-bound work as the 5 fused kernels of a serving
-# engine, while an eager PyTorch layer dispatches ~30 small ops; and the layer is timed now, the
-# ops when the file was made. At the latency end (batch 1) on a CPU that dispatch dominates and
-# the ratio is reported, not held.
-VALIDATION_BAND = (0.5, 3.0)
-
-
-@dataclass(frozen=True)
-class Validation:
-    """Measured against estimated time of one decoder layer at one step."""
-
-    phase: str
-    batch: int
-    context: int
-    measured_s: float
-    estimated_s: float
-
-    @property
-    def ratio(self) -> float:
-        return self.measured_s / self.estimated_s
+from bench.models import OpUse, Serving, moe_routing
+from bench.ops import get_op
+from bench.ops.base import torch_dtype
+from bench.schema import DeviceInfo
+from bench.throughput import StepModel, Validation
+from bench.timing import TimerConfig, time_on
 
 
 @dataclass
@@ -67,31 +44,30 @@ class DecoderLayer:
 
     def __init__(
         self,
-        config: ModelConfig,
+        setup: Serving,
         uses: list[OpUse],
         impls: dict[str, str],
-        precision: str,
         device: torch.device,
         seed: int = 0,
     ) -> None:
-        """`uses`: the step's ops (bench.models.prefill_step/decode_step; the LM head is
-        ignored); `impls`: implementation name per part, as the estimate's times came from."""
-        self.config, self.device = config, device
-        self.act = DTYPES[act_dtype(precision)]
+        """`uses`: the step's ops (Serving.prefill_step/decode_step; the LM head is ignored);
+        `impls`: implementation name per part, as the estimate's times came from."""
+        self.config, self.device = setup.model, device
+        self.act = torch_dtype(setup.act)
         gen = torch.Generator(device=device).manual_seed(seed)
         self.calls: dict[str, _Call] = {}
         for use in uses:
             if use.part == "lm_head":
                 continue
             op = get_op(use.op)
-            inputs = op.make_inputs(use.shape, use.dtype, device, gen)
+            inputs = op.inputs(use.shape, use.dtype, device, gen)
             if use.op == "matmul":
                 _scale_weight(inputs, use.shape["K"])
+            if use.op == "rmsnorm":
+                inputs["weight"].fill_(1.0)
             self.calls[use.part] = _Call(inputs, op.impl(impls[use.part]).prepare(inputs))
         self.attention = next(u for u in uses if u.part == "attention")
         self.heads, self.kv_heads = self.attention.shape["H"], self.attention.shape["Hkv"]
-        self.norm1 = torch.ones(config.hidden, dtype=self.act, device=device)
-        self.norm2 = torch.ones(config.hidden, dtype=self.act, device=device)
         self.cos = self.sin = torch.empty(0)
 
     def set_positions(self, positions: torch.Tensor) -> None:
@@ -112,26 +88,31 @@ class DecoderLayer:
         out = call.run()
         return out if out.dtype == self.act else out.to(self.act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (tokens, hidden) in the activation dtype; returns the layer's output."""
-        d, hidden = self.config.head_dim, (self.config.hidden,)
-        qkv = self._gemm("qkv", F.rms_norm(x, hidden, self.norm1))
+    def _add_norm(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(RMSNorm(x + residual), x + residual) through the add + RMSNorm op."""
+        call = self.calls["add_rmsnorm"]
+        call.inputs["x"].copy_(x)
+        call.inputs["residual"].copy_(residual)
+        return call.run()
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x: the previous layer's output and residual: its residual stream, (tokens, hidden)
+        in the activation dtype; returns this layer's (output, residual), as vLLM's layers do."""
+        d = self.config.head_dim
+        h, residual = self._add_norm(x, residual)
+        qkv = self._gemm("qkv", h)
         q_and_k = qkv[:, : (self.heads + self.kv_heads) * d].view(qkv.shape[0], -1, d)
         q_and_k = _rotary(q_and_k, self.cos, self.sin)
         q, k = q_and_k[:, : self.heads], q_and_k[:, self.heads :]
         v = qkv[:, (self.heads + self.kv_heads) * d :].view(-1, self.kv_heads, d)
-        x = x + self._gemm("o", self._attend(q, k, v))
-        h = F.rms_norm(x, hidden, self.norm2)
-        return x + (self._moe(h) if self.config.moe else self._mlp(h, "gate_up", "down"))
+        h, residual = self._add_norm(self._gemm("o", self._attend(q, k, v)), residual)
+        return (self._moe(h) if self.config.moe else self._mlp(h, "gate_up", "down")), residual
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention over (tokens, heads, head_dim) q, k, v; returns (tokens, heads·head_dim)."""
         call = self.calls["attention"]
         if self.attention.op == "decode":
-            # The new token's K and V go into the cache (a row each), then one query per
-            # sequence attends over the cache the op's inputs hold.
-            _cache_rows(call.inputs["k_cache"], k)
-            _cache_rows(call.inputs["v_cache"], v)
+            _write_last_token(call.inputs, k, v)
             call.inputs["q"].copy_(q)
             return call.run().reshape(q.shape[0], -1)
         b, s = self.attention.shape["B"], self.attention.shape["Sq"]
@@ -163,9 +144,22 @@ class DecoderLayer:
         return (routed * weights.to(self.act).unsqueeze(-1)).sum(dim=1)
 
 
-def _cache_rows(cache: torch.Tensor, new: torch.Tensor) -> None:
-    """Write one new (kv_heads, head_dim) row per sequence into the first rows of a cache."""
-    cache.view(-1, *cache.shape[2:])[: new.shape[0]] = new
+def _write_last_token(inputs: dict, k: torch.Tensor, v: torch.Tensor) -> None:
+    """The KV-cache write: each sequence's new (kv_heads, head_dim) key and value go to its last
+    position, in every copy of the cache the decode op's inputs hold (the paged or contiguous
+    cache the Triton kernel reads, and the unpaged copy SDPA and eager read)."""
+    last = inputs["k_sdpa"].shape[2] - 1
+    inputs["k_sdpa"][:, :, last] = k
+    inputs["v_sdpa"][:, :, last] = v
+    table = inputs.get("block_table")
+    if table is None:  # contiguous (batch, L, kv_heads, head_dim)
+        inputs["k_cache"][:, last] = k
+        inputs["v_cache"][:, last] = v
+        return
+    page = inputs["k_cache"].shape[1]
+    blocks = table[:, last // page].long()
+    inputs["k_cache"][blocks, last % page] = k
+    inputs["v_cache"][blocks, last % page] = v
 
 
 def _scale_weight(inputs: dict, k: int) -> None:
@@ -183,24 +177,16 @@ def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return torch.addcmul(x * cos, torch.cat([b, a], dim=-1), sin)
 
 
-def layer_uses(config: ModelConfig, tp: int, precision: str, phase: str, batch: int, seq: int):
-    """The ops of one step, as bench.models derives them for the estimate."""
-    if phase == "prefill":
-        return prefill_step(config, tp, precision, batch, seq)
-    return decode_step(config, tp, precision, batch, seq)
-
-
 def run_layer(
-    config: ModelConfig,
+    setup: Serving,
     uses: list[OpUse],
     impls: dict[str, str],
-    precision: str,
     device: DeviceInfo,
     timer: TimerConfig,
 ) -> float:
     """Median seconds of one forward pass of the layer on `device`."""
     tdev = dev.torch_device(device)
-    layer = DecoderLayer(config, uses, impls, precision, tdev)
+    layer = DecoderLayer(setup, uses, impls, tdev)
     tokens = next(u for u in uses if u.part == "qkv").shape["M"]
     shape = layer.attention.shape
     if layer.attention.op == "decode":
@@ -208,54 +194,33 @@ def run_layer(
     else:
         layer.set_positions(torch.arange(shape["Sq"], device=tdev).repeat(shape["B"]))
     gen = torch.Generator(device=tdev).manual_seed(1)
-    x = torch.randn(tokens, config.hidden, generator=gen, device=tdev).to(layer.act)
+    x, residual = (
+        torch.randn(tokens, setup.model.hidden, generator=gen, device=tdev).to(layer.act)
+        for _ in range(2)
+    )
     with torch.no_grad():
-        if device.kind == "cuda":
-            timing = time_cuda(lambda: layer.forward(x), timer, l2_bytes=device.l2_bytes or 0)
-        else:
-            timing = time_cpu(lambda: layer.forward(x), timer)
+        timing = time_on(device, lambda: layer.forward(x, residual), timer)
     return timing.median_ms / 1e3
 
 
-def validate(
-    estimator,
+def measure_layer(
+    model: StepModel,
     phase: str,
     batch: int,
     seq: int,
     device: DeviceInfo,
     timer: TimerConfig | None = None,
 ) -> Validation:
-    """Time the layer of `estimator`'s model at one step on `device` against the estimate for
-    one layer of that step (`estimator` is a bench.estimate.Estimator)."""
-    config, tp, precision = estimator.config, estimator.tp, estimator.precision
-    step = estimator.prefill(batch, seq) if phase == "prefill" else estimator.decode(batch, seq)
-    per_layer = sum(step.parts.get(p, 0.0) for p in ("gemm", "attention", "other"))
-    uses = layer_uses(config, tp, precision, phase, batch, seq)
-    impls = {u.part: estimator.op_time(u).impl for u in uses if u.part != "lm_head"}
-    measured = run_layer(config, uses, impls, precision, device, timer or TimerConfig())
-    return Validation(phase, batch, seq, measured, per_layer / config.layers)
-
-
-def validation_table(checks: list[Validation]) -> Table:
-    """Measured against estimated layer time, with the band the tests hold."""
-    table = new_table(
-        "validation: one decoder layer run here against the op sum",
-        ("step", "batch", "context", "measured", "estimated", "measured / estimated"),
-        left={"step"},
-    )
-    low, high = VALIDATION_BAND
-    for c in checks:
-        colour = "green" if low <= c.ratio <= high else "red"
-        table.add_row(
-            c.phase,
-            str(c.batch),
-            str(c.context),
-            fmt_ms(c.measured_s * 1e3),
-            fmt_ms(c.estimated_s * 1e3),
-            f"[{colour}]{c.ratio:.2f}[/{colour}]",
-        )
-    table.caption = (
-        f"one layer, without the LM head and all-reduces; the CPU test holds the largest "
-        f"steps within [{low}, {high}]"
-    )
-    return table
+    """Time the layer of `model`'s served model at one step on `device` against the estimate
+    for one layer of that step."""
+    setup = model.setup
+    if phase == "prefill":
+        step, uses = model.prefill(batch, seq), setup.prefill_step(batch, seq)
+    else:
+        step, uses = model.decode(batch, seq), setup.decode_step(batch, seq)
+    per_layer = step.seconds - step.parts.get("lm_head", 0.0) - step.parts.get("communication", 0.0)
+    impls = {
+        u.part: model.op_time(u).impl or get_op(u.op).baseline for u in uses if u.part != "lm_head"
+    }
+    measured = run_layer(setup, uses, impls, device, timer or TimerConfig())
+    return Validation(phase, batch, seq, measured, per_layer / setup.model.layers)

@@ -4,17 +4,15 @@ In order of preference (DESIGN.md, "measured over assumed"):
 
 1. measured: the fastest correct, really timed implementation at exactly that shape and dtype
    (interpreted Triton runs and failed cases never count);
-2. interpolated: linear in the op's work (FLOPs) between the nearest measured shapes on either
-   side along one axis (a GEMM's M, attention's batch or sequence, decode's batch or context),
-   every other shape key equal;
+2. interpolated: linear in the op's FLOPs between the nearest measured shapes on either side
+   along one of the op's axes (a GEMM's M, attention's batch or sequence, decode's batch or
+   context), every other shape key equal;
 3. roofline: max(FLOPs / peak, bytes / bandwidth) on the device's spec-table entry, divided by
    the efficiency measured at the most similar shape of the same op and dtype.
 
 With no spec entry (a CPU result file) there is no roofline, and a shape that was neither
-measured nor bracketed is an error that says how to measure it.
-
-Result files may also hold an `allreduce` collective (shape keys `bytes`: message size and
-`world`: ranks); its time is interpolated in the message size like any other op.
+measured nor bracketed is an error that says how to measure it. Cases of ops this version does
+not know are left out: no model step uses them.
 """
 
 from __future__ import annotations
@@ -23,18 +21,9 @@ import math
 from dataclasses import dataclass
 
 from bench import BenchError
-from bench.hardware import SPECS, GpuSpec, peak_tflops
-from bench.ops import OPS, Shape
-from bench.results import CaseResult, ResultDoc
-
-# Shape keys an op's time is interpolated along; keys grouped in a tuple move together
-# (a prefill's query and key lengths are the same prompt).
-AXES: dict[str, tuple[tuple[str, ...], ...]] = {
-    "matmul": (("M",),),
-    "attention": (("B",), ("Sq", "Skv")),
-    "decode": (("B",), ("L",)),
-    "allreduce": (("bytes",),),
-}
+from bench.hardware import SPECS, GpuSpec, projection, roofline
+from bench.ops import OPS, get_op
+from bench.schema import CaseResult, ResultDoc, Shape, shape_key
 
 
 @dataclass(frozen=True)
@@ -47,31 +36,19 @@ class Timed:
     impl: str | None = None  # the implementation whose times it rests on
 
 
-def work(op: str, shape: Shape) -> float:
-    """What an op's time scales with: FLOPs for registry ops, message bytes for collectives."""
-    if op in OPS:
-        return OPS[op].flops(shape)
-    return float(shape.get("bytes", 0))
-
-
 def label(op: str, shape: Shape) -> str:
-    return f"{op} {OPS[op].label(shape) if op in OPS else shape}"
+    return f"{op} {get_op(op).label(shape)}"
 
 
 def roofline_seconds(op: str, shape: Shape, dtype: str, spec: GpuSpec) -> float:
-    """Lower bound on an op's time on a GPU from its spec sheet: compute or memory, whichever
-    takes longer."""
-    peak = peak_tflops(spec, dtype)
-    if peak is None:
+    """Lower bound on an op's time on a GPU from its spec sheet."""
+    o = get_op(op)
+    bound = roofline(spec, dtype, o.flops(shape), o.bytes(shape, dtype), o.tf32)
+    if bound is None:
         raise BenchError(
             f"{spec.name} has no {dtype} peak in the spec table; use another precision"
         )
-    flops = OPS[op].flops(shape)
-    return max(flops / (peak * 1e12), OPS[op].bytes(shape, dtype) / (spec.bandwidth_gbs * 1e9))
-
-
-def _key(shape: Shape) -> tuple:
-    return tuple(sorted(shape.items()))
+    return bound.seconds
 
 
 @dataclass(frozen=True)
@@ -85,6 +62,10 @@ class Point:
     @property
     def shape(self) -> Shape:
         return self.case.shape
+
+    @property
+    def work(self) -> float:
+        return get_op(self.case.op).flops(self.case.shape)
 
     def describe(self) -> str:
         c = self.case
@@ -114,30 +95,26 @@ class Measurements:
         own = SPECS.get(docs[0].spec) if docs[0].spec else None
         self.spec: GpuSpec | None = target or own
         self.hint = hint
-        self.best: dict[tuple[str, str, tuple], Point] = {}
+        self.best: dict[tuple, Point] = {}
         for doc in docs:
             source = SPECS.get(doc.spec) if doc.spec else None
             for case in doc.cases:
-                if not case.comparable or not _wanted(case, impl):
+                if case.op not in OPS or not case.comparable or not _wanted(case, impl):
                     continue
                 point = _point(case, source, target)
-                key = (case.op, case.dtype, _key(case.shape))
-                held = self.best.get(key)
+                held = self.best.get(case.problem)
                 if point and (held is None or point.seconds < held.seconds):
-                    self.best[key] = point
-
-    def has(self, op: str) -> bool:
-        return any(key[0] == op and p.seconds < math.inf for key, p in self.best.items())
+                    self.best[case.problem] = point
 
     def time(self, op: str, shape: Shape, dtype: str) -> Timed:
         """Measured, else interpolated, else roofline × measured efficiency, else an error."""
-        point = self.best.get((op, dtype, _key(shape)))
+        point = self.best.get((op, dtype, shape_key(shape)))
         if point is not None:
             return Timed(point.seconds, "measured", point.describe(), point.case.impl)
         timed = self._interpolate(op, shape, dtype)
         if timed is not None:
             return timed
-        if self.spec is not None and op in OPS:
+        if self.spec is not None:
             return self._roofline(op, shape, dtype)
         where = ", ".join(sorted({d.device.name for d in self.docs}))
         raise BenchError(
@@ -150,24 +127,23 @@ class Measurements:
         return [p for (o, dt, _), p in self.best.items() if o == op and dt == dtype]
 
     def _interpolate(self, op: str, shape: Shape, dtype: str) -> Timed | None:
-        want = work(op, shape)
-        for axis in AXES.get(op, ()):
+        want = get_op(op).flops(shape)
+        for axis in get_op(op).axes:
             fixed = {k: v for k, v in shape.items() if k not in axis}
             line = [
                 p
                 for p in self._same_op(op, dtype)
                 if {k: v for k, v in p.shape.items() if k not in axis} == fixed
             ]
-            below = [p for p in line if work(op, p.shape) <= want]
-            above = [p for p in line if work(op, p.shape) >= want]
+            below = [p for p in line if p.work <= want]
+            above = [p for p in line if p.work >= want]
             if not below or not above:
                 continue
-            lo = max(below, key=lambda p: work(op, p.shape))
-            hi = min(above, key=lambda p: work(op, p.shape))
-            w_lo, w_hi = work(op, lo.shape), work(op, hi.shape)
+            lo = max(below, key=lambda p: p.work)
+            hi = min(above, key=lambda p: p.work)
             t = lo.seconds
-            if w_hi > w_lo:
-                t += (hi.seconds - lo.seconds) * (want - w_lo) / (w_hi - w_lo)
+            if hi.work > lo.work:
+                t += (hi.seconds - lo.seconds) * (want - lo.work) / (hi.work - lo.work)
             detail = f"between {lo.describe()} and {hi.describe()}"
             return Timed(t, "interpolated", detail, lo.case.impl)
         return None
@@ -181,11 +157,11 @@ class Measurements:
                 f"the results have no measured {op} {dtype} case to take an efficiency from for "
                 f"{label(op, shape)}{'; ' + self.hint if self.hint else ''}"
             )
-        free = {k for group in AXES.get(op, ()) for k in group}
+        free = {k for group in get_op(op).axes for k in group}
         fixed = {k: v for k, v in shape.items() if k not in free}
         similar = [p for p in points if {k: p.shape.get(k) for k in fixed} == fixed] or points
-        want = math.log(max(work(op, shape), 1.0))
-        nearest = min(similar, key=lambda p: abs(math.log(max(work(op, p.shape), 1.0)) - want))
+        want = math.log(max(get_op(op).flops(shape), 1.0))
+        nearest = min(similar, key=lambda p: abs(math.log(max(p.work, 1.0)) - want))
         efficiency = roofline_seconds(op, nearest.shape, dtype, self.spec) / nearest.seconds
         seconds = roofline_seconds(op, shape, dtype, self.spec) / efficiency
         detail = f"{efficiency:.0%} of roofline as measured at {nearest.describe()}"
@@ -193,26 +169,23 @@ class Measurements:
 
 
 def _point(case: CaseResult, source: GpuSpec | None, target: GpuSpec | None) -> Point | None:
-    """The case as a time on the target GPU, or None when the target lacks its dtype."""
+    """The case as a time on the target GPU, or None when either GPU lacks its dtype."""
     seconds = case.timing.median_ms / 1e3
     if target is None or (source is not None and source.key == target.key):
         return Point(case, seconds)
-    if case.op not in OPS:  # a collective: its time does not carry over to another GPU
-        return Point(case, math.inf)
     if source is None:
         raise BenchError(f"cannot project {case.op} measured on a device without a spec entry")
-    if peak_tflops(target, case.dtype) is None or peak_tflops(source, case.dtype) is None:
-        return None
-    scale = roofline_seconds(case.op, case.shape, case.dtype, target) / roofline_seconds(
-        case.op, case.shape, case.dtype, source
+    op = get_op(case.op)
+    scale = projection(
+        source, target, case.dtype, op.flops(case.shape), op.bytes(case.shape, case.dtype), op.tf32
     )
-    return Point(case, seconds * scale, scale)
+    return None if scale is None else Point(case, seconds * scale.seconds, scale.seconds)
 
 
 def _wanted(case: CaseResult, impl: str | None) -> bool:
     """Whether a case may be used: any implementation, or only the forced one where its op
     has an implementation of that name."""
-    if impl is None or case.op not in OPS:
+    if impl is None:
         return True
     names = {i.name for i in OPS[case.op].impls}
     return impl not in names or case.impl == impl

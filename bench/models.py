@@ -1,10 +1,12 @@
 """LLM configs and what one forward step of a model is made of.
 
 A config is a Llama-style decoder (RMSNorm, rotary attention with grouped KV heads, gated MLP;
-optionally mixture-of-experts). From a config, a tensor-parallel degree and a precision, this
-module derives every GEMM, prefill-attention and decode-attention shape a GPU runs in one
-forward step, the weight and KV-cache bytes per GPU, and the largest batch that fits memory.
-The model suite measures exactly these shapes and the estimate sums them, so the two always agree.
+optionally mixture-of-experts). From a config and how it is served (`Serving`: tensor-parallel
+degree, precision, request lengths, memory and scheduler limits), this module derives every
+registry op a GPU runs in one forward step (GEMMs, prefill or decode attention, add + RMSNorm),
+the memory-bound kernels no op measures yet, the weight and KV-cache bytes per GPU, and the
+largest batch that fits memory. The model suite measures exactly these ops and the estimate sums
+them, so the two always agree.
 
 Tensor parallelism follows Megatron/vLLM: QKV and gate/up split by output columns, O and down by
 input rows, one all-reduce after each; KV heads are replicated when TP exceeds their count; the
@@ -22,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchError
-from bench.ops import ELEMENT_BYTES, Shape
+from bench.ops.base import DTYPE_BYTES
+from bench.schema import Shape, shape_key
+from bench.suites import CaseSpec
 
 PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
 DEFAULT_ISL = 1024  # prompt tokens per request
@@ -141,7 +145,7 @@ def load_config(path: Path) -> ModelConfig:
             f"{path}: not a model config: expected 'hidden' (tokbench format) or "
             "'hidden_size' (Hugging Face config.json)"
         )
-    validate(config, str(path))
+    check_config(config, str(path))
     return config
 
 
@@ -198,7 +202,7 @@ def _check_int(value: Any, key: str, path: Path) -> int:
     return value
 
 
-def validate(config: ModelConfig, where: str) -> None:
+def check_config(config: ModelConfig, where: str) -> None:
     """Raise a one-line BenchError for a config no decoder could have."""
     if config.heads % config.kv_heads:
         raise BenchError(
@@ -206,39 +210,6 @@ def validate(config: ModelConfig, where: str) -> None:
         )
     if config.top_k > config.experts:
         raise BenchError(f"{where}: top_k {config.top_k} exceeds experts {config.experts}")
-
-
-# --- tensor parallelism ------------------------------------------------------------------------
-
-
-def check_tp(config: ModelConfig, tp: int) -> None:
-    """Raise a BenchError unless `tp` shards this model's heads and MLP evenly."""
-    if tp < 1:
-        raise BenchError(f"tensor-parallel degree must be at least 1, got {tp}")
-    if config.heads % tp:
-        raise BenchError(f"TP {tp} does not divide {config.name}'s {config.heads} attention heads")
-    if config.kv_heads % tp and tp % config.kv_heads:
-        raise BenchError(
-            f"TP {tp} neither divides {config.name}'s {config.kv_heads} KV heads nor is a "
-            "multiple of them (KV heads can only be split or replicated)"
-        )
-    if config.intermediate % tp:
-        raise BenchError(f"TP {tp} does not divide {config.name}'s MLP width {config.intermediate}")
-
-
-def kv_heads_per_gpu(config: ModelConfig, tp: int) -> int:
-    """KV heads each GPU holds: split while TP ≤ kv_heads, then replicated (one per GPU)."""
-    return max(1, config.kv_heads // tp)
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise BenchError(f"unknown precision '{precision}'; known: {', '.join(PRECISIONS)}")
-
-
-def act_dtype(precision: str) -> str:
-    """Activations, attention, KV cache, router and LM head: fp8 models keep these in bf16."""
-    return "bf16" if precision == "fp8" else precision
 
 
 # --- one forward step ---------------------------------------------------------------------------
@@ -256,7 +227,7 @@ class OpUse:
 
     @property
     def weight_elements(self) -> int:
-        """Elements of the weight matrix behind a GEMM (0 for attention)."""
+        """Elements of the weight matrix behind a GEMM (0 for other ops)."""
         return self.shape["N"] * self.shape["K"] if self.op == "matmul" else 0
 
 
@@ -275,144 +246,20 @@ def moe_routing(config: ModelConfig, tokens: int) -> tuple[int, int]:
     return active, math.ceil(tokens * k / active)
 
 
-def layer_gemms(config: ModelConfig, tp: int, tokens: int, precision: str) -> list[OpUse]:
-    """The GEMMs of one decoder layer on one GPU, counted over all layers."""
-    h, d, n_layers = config.hidden, config.head_dim, config.layers
-    q_width = config.heads // tp * d
-    kv_width = kv_heads_per_gpu(config, tp) * d
-    mlp = config.intermediate // tp
-    gemms = [
-        _gemm("qkv", tokens, q_width + 2 * kv_width, h, precision, n_layers),
-        _gemm("o", tokens, h, q_width, precision, n_layers),
-    ]
-    if not config.moe:
-        gemms.append(_gemm("gate_up", tokens, 2 * mlp, h, precision, n_layers))
-        gemms.append(_gemm("down", tokens, h, mlp, precision, n_layers))
-        return gemms
-    active, per_expert = moe_routing(config, tokens)
-    gemms.append(_gemm("router", tokens, config.experts, h, act_dtype(precision), n_layers))
-    gemms.append(_gemm("expert_gate_up", per_expert, 2 * mlp, h, precision, n_layers * active))
-    gemms.append(_gemm("expert_down", per_expert, h, mlp, precision, n_layers * active))
-    return gemms
-
-
-def lm_head(config: ModelConfig, tp: int, rows: int, precision: str) -> OpUse:
-    """Logits for `rows` tokens (prefill computes them only for each sequence's last token)."""
-    vocab_shard = math.ceil(config.vocab / tp)
-    return _gemm("lm_head", rows, vocab_shard, config.hidden, act_dtype(precision), 1)
-
-
 def decode_context(isl: int, osl: int) -> int:
     """Mean context of the decode steps of a request: attention time is linear in the context,
     so the mean step is the step at the mean context."""
     return isl + osl // 2
 
 
-def prefill_step(config: ModelConfig, tp: int, precision: str, batch: int, isl: int) -> list[OpUse]:
-    """Every registry op of a prefill of `batch` prompts of `isl` tokens, on one GPU."""
-    attention = {
-        "B": batch,
-        "H": config.heads // tp,
-        "Hkv": kv_heads_per_gpu(config, tp),
-        "Sq": isl,
-        "Skv": isl,
-        "D": config.head_dim,
-        "causal": True,
-    }
-    return [
-        *layer_gemms(config, tp, batch * isl, precision),
-        OpUse("attention", "attention", attention, act_dtype(precision), config.layers),
-        lm_head(config, tp, batch, precision),
-    ]
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise BenchError(f"unknown precision '{precision}'; known: {', '.join(PRECISIONS)}")
 
 
-def decode_step(
-    config: ModelConfig,
-    tp: int,
-    precision: str,
-    batch: int,
-    context: int,
-    page: int = DEFAULT_PAGE,
-) -> list[OpUse]:
-    """Every registry op of one decode step: one new token for each of `batch` sequences."""
-    attention = {
-        "B": batch,
-        "H": config.heads // tp,
-        "Hkv": kv_heads_per_gpu(config, tp),
-        "D": config.head_dim,
-        "L": context,
-        "page": page,
-    }
-    return [
-        *layer_gemms(config, tp, batch, precision),
-        OpUse("attention", "decode", attention, act_dtype(precision), config.layers),
-        lm_head(config, tp, batch, precision),
-    ]
-
-
-def memory_bound_kernels(
-    config: ModelConfig, tp: int, tokens: int, precision: str
-) -> list[tuple[str, float]]:
-    """(name, minimum bytes) of each memory-bound kernel of one layer for `tokens` tokens, as a
-    serving engine fuses them (vLLM: fused residual add + RMSNorm, rotary, KV-cache write,
-    SiLU·mul; MoE: the gather and scatter of routed tokens). Run once per layer."""
-    e = ELEMENT_BYTES[act_dtype(precision)]
-    h, d = config.hidden, config.head_dim
-    q, kv = config.heads // tp * d, kv_heads_per_gpu(config, tp) * d
-    routed = config.top_k if config.moe else 1  # tokens each MLP row is computed for
-    mlp = config.intermediate // tp
-    kernels = [
-        # add + RMSNorm: read the residual and the block's output, write both back.
-        ("add + RMSNorm before attention", 4 * h),
-        ("rotary on q and k", 2 * (q + kv)),
-        ("KV-cache write", 2 * kv),
-        ("add + RMSNorm before the MLP", 4 * h),
-        ("SiLU·mul", 3 * mlp * routed),  # read gate and up, write their product
-    ]
-    if config.moe:
-        kernels.append(("MoE gather + weighted scatter", 2 * 2 * h * routed))
-    return [(name, float(per_token * tokens * e)) for name, per_token in kernels]
-
-
-def allreduce_bytes(config: ModelConfig, tokens: int, precision: str) -> float:
-    """Bytes of one TP all-reduce: the hidden state of every token of the step."""
-    return float(tokens * config.hidden * ELEMENT_BYTES[act_dtype(precision)])
-
-
-# --- parameters and memory ----------------------------------------------------------------------
-
-
-def _weights(config: ModelConfig, tp: int, precision: str) -> list[tuple[int, str]]:
-    """(elements, dtype) of every weight one GPU holds: its shards of every matrix (all experts,
-    whatever a step activates), the embeddings, the LM head and the norms.
-
-    GEMM weights are in the precision; the router, embeddings, LM head and norms stay in the
-    activation dtype (fp8 checkpoints keep them in bf16).
-    """
-    weights = []
-    for use in layer_gemms(config, tp, 1, precision):
-        count = config.layers * config.experts if use.part.startswith("expert_") else use.count
-        weights.append((use.weight_elements * count, use.dtype))
-    vocab_shard = math.ceil(config.vocab / tp) * config.hidden
-    weights.append((vocab_shard * (1 if config.tied_embeddings else 2), act_dtype(precision)))
-    weights.append(((2 * config.layers + 1) * config.hidden, act_dtype(precision)))
-    return weights
-
-
-def param_count(config: ModelConfig) -> int:
-    """Parameters of the whole model, derived from its shapes (checked against `params`)."""
-    return sum(elements for elements, _ in _weights(config, 1, "bf16"))
-
-
-def weight_bytes(config: ModelConfig, tp: int, precision: str) -> float:
-    """Bytes of the weights one GPU holds at tensor-parallel degree `tp`."""
-    return float(sum(n * ELEMENT_BYTES[dtype] for n, dtype in _weights(config, tp, precision)))
-
-
-def kv_bytes_per_token(config: ModelConfig, tp: int, precision: str) -> float:
-    """KV cache one GPU holds per token: 2 (K and V) · layers · KV heads · head_dim · bytes."""
-    heads = kv_heads_per_gpu(config, tp)
-    return float(2 * config.layers * heads * config.head_dim * ELEMENT_BYTES[act_dtype(precision)])
+def act_dtype(precision: str) -> str:
+    """Activations, attention, KV cache, router and LM head: fp8 models keep these in bf16."""
+    return "bf16" if precision == "fp8" else precision
 
 
 @dataclass(frozen=True)
@@ -435,76 +282,233 @@ class MemoryPlan:
         return self.usable - self.weights
 
 
-def memory_plan(
-    config: ModelConfig,
-    tp: int,
-    precision: str,
-    memory: float,
-    seq_tokens: int,
-    workspace_fraction: float = DEFAULT_WORKSPACE,
-) -> MemoryPlan:
-    """Weights/TP + KV cache for `max_batch` sequences of `seq_tokens` ≤ memory less workspace."""
-    if not 0 <= workspace_fraction < 1:
-        raise BenchError(f"workspace fraction must be in [0, 1), got {workspace_fraction}")
-    weights = weight_bytes(config, tp, precision)
-    kv = kv_bytes_per_token(config, tp, precision)
-    budget = memory * (1 - workspace_fraction) - weights
-    max_batch = max(0, int(budget // (kv * seq_tokens)))
-    return MemoryPlan(memory, workspace_fraction, weights, kv, seq_tokens, max_batch)
+@dataclass(frozen=True)
+class Serving:
+    """How a model is served: the settings every model suite, estimate and fleet plan shares.
+
+    Tensor parallelism follows Megatron/vLLM: QKV and gate/up split by output columns, O and
+    down by input rows, one all-reduce after each; KV heads are replicated when TP exceeds their
+    count; the embedding and LM head are split over the vocabulary. Constructing one checks
+    every setting and names the flag of the first that no estimate can use.
+    """
+
+    model: ModelConfig
+    tp: int = 1
+    precision: str = "bf16"  # the GEMMs'; activations, attention and KV cache in act_dtype
+    isl: int = DEFAULT_ISL  # prompt tokens per request
+    osl: int = DEFAULT_OSL  # output tokens per request
+    workspace: float = DEFAULT_WORKSPACE  # fraction of memory kept out of weights + KV cache
+    max_batch: int = DEFAULT_MAX_BATCH  # scheduler cap on sequences decoded together
+    page: int = DEFAULT_PAGE  # KV-cache page, tokens
+    prefill_budget: int = DEFAULT_MAX_PREFILL_TOKENS  # tokens one prefill step may hold
+
+    def __post_init__(self) -> None:
+        if self.tp < 1:
+            raise BenchError(f"tensor-parallel degree must be at least 1, got {self.tp}")
+        _check_tp(self.model, self.tp)
+        check_precision(self.precision)
+        if self.isl < 1 or self.osl < 1:
+            raise BenchError(f"--isl and --osl must be at least 1, got {self.isl} and {self.osl}")
+        if not 0 <= self.workspace < 1:
+            raise BenchError(
+                f"--workspace is the fraction of GPU memory kept free and must be in [0, 1), "
+                f"got {self.workspace:g}"
+            )
+        if self.max_batch < 1:
+            raise BenchError(f"--max-batch must be at least 1, got {self.max_batch}")
+
+    @property
+    def act(self) -> str:
+        return act_dtype(self.precision)
+
+    @property
+    def context(self) -> int:
+        """The mean decode context of a request."""
+        return decode_context(self.isl, self.osl)
+
+    @property
+    def kv_heads(self) -> int:
+        """KV heads each GPU holds: split while TP ≤ kv_heads, then replicated (one per GPU)."""
+        return max(1, self.model.kv_heads // self.tp)
+
+    # --- one forward step -----------------------------------------------------------------------
+
+    def layer_gemms(self, tokens: int) -> list[OpUse]:
+        """The GEMMs of one decoder layer on one GPU, counted over all layers."""
+        c, tp, precision = self.model, self.tp, self.precision
+        h, d, n_layers = c.hidden, c.head_dim, c.layers
+        q_width = c.heads // tp * d
+        kv_width = self.kv_heads * d
+        mlp = c.intermediate // tp
+        gemms = [
+            _gemm("qkv", tokens, q_width + 2 * kv_width, h, precision, n_layers),
+            _gemm("o", tokens, h, q_width, precision, n_layers),
+        ]
+        if not c.moe:
+            gemms.append(_gemm("gate_up", tokens, 2 * mlp, h, precision, n_layers))
+            gemms.append(_gemm("down", tokens, h, mlp, precision, n_layers))
+            return gemms
+        active, per_expert = moe_routing(c, tokens)
+        gemms.append(_gemm("router", tokens, c.experts, h, self.act, n_layers))
+        gemms.append(_gemm("expert_gate_up", per_expert, 2 * mlp, h, precision, n_layers * active))
+        gemms.append(_gemm("expert_down", per_expert, h, mlp, precision, n_layers * active))
+        return gemms
+
+    def norms(self, tokens: int) -> OpUse:
+        """The two residual add + RMSNorms of every layer (before attention, before the MLP)."""
+        shape = {"tokens": tokens, "hidden": self.model.hidden}
+        return OpUse("add_rmsnorm", "rmsnorm", shape, self.act, 2 * self.model.layers)
+
+    def lm_head(self, rows: int) -> OpUse:
+        """Logits for `rows` tokens (prefill computes them only for each sequence's last one)."""
+        vocab_shard = math.ceil(self.model.vocab / self.tp)
+        return _gemm("lm_head", rows, vocab_shard, self.model.hidden, self.act, 1)
+
+    def prefill_step(self, batch: int, isl: int | None = None) -> list[OpUse]:
+        """Every registry op of a prefill of `batch` prompts of `isl` tokens, on one GPU."""
+        isl = isl or self.isl
+        attention = {
+            "B": batch,
+            "H": self.model.heads // self.tp,
+            "Hkv": self.kv_heads,
+            "Sq": isl,
+            "Skv": isl,
+            "D": self.model.head_dim,
+            "causal": True,
+        }
+        return [
+            *self.layer_gemms(batch * isl),
+            OpUse("attention", "attention", attention, self.act, self.model.layers),
+            self.norms(batch * isl),
+            self.lm_head(batch),
+        ]
+
+    def decode_step(self, batch: int, context: int | None = None) -> list[OpUse]:
+        """Every registry op of one decode step: one new token for each of `batch` sequences."""
+        attention = {
+            "B": batch,
+            "H": self.model.heads // self.tp,
+            "Hkv": self.kv_heads,
+            "D": self.model.head_dim,
+            "L": context or self.context,
+            "page": self.page,
+        }
+        return [
+            *self.layer_gemms(batch),
+            OpUse("attention", "decode", attention, self.act, self.model.layers),
+            self.norms(batch),
+            self.lm_head(batch),
+        ]
+
+    def modelled_kernels(self, tokens: int) -> list[tuple[str, float]]:
+        """(name, minimum bytes) of each memory-bound kernel of one layer that no registry op
+        measures yet, as a serving engine fuses them (vLLM: rotary, KV-cache write, SiLU·mul;
+        MoE: the gather and scatter of routed tokens). Run once per layer."""
+        c = self.model
+        e = DTYPE_BYTES[self.act]
+        q, kv = c.heads // self.tp * c.head_dim, self.kv_heads * c.head_dim
+        routed = c.top_k if c.moe else 1  # tokens each MLP row is computed for
+        kernels = [
+            ("rotary on q and k", 2 * (q + kv)),
+            ("KV-cache write", 2 * kv),
+            ("SiLU·mul", 3 * c.intermediate // self.tp * routed),  # read gate and up, write
+        ]
+        if c.moe:
+            kernels.append(("MoE gather + weighted scatter", 2 * 2 * c.hidden * routed))
+        return [(name, float(per_token * tokens * e)) for name, per_token in kernels]
+
+    def allreduce_bytes(self, tokens: int) -> float:
+        """Bytes of one TP all-reduce: the hidden state of every token of the step."""
+        return float(tokens * self.model.hidden * DTYPE_BYTES[self.act])
+
+    # --- memory ----------------------------------------------------------------------------------
+
+    def weight_bytes(self) -> float:
+        """Bytes of the weights one GPU holds."""
+        return float(sum(n * DTYPE_BYTES[dtype] for n, dtype in _weights(self)))
+
+    def kv_bytes_per_token(self) -> float:
+        """KV cache one GPU holds per token: 2 (K and V) · layers · KV heads · head_dim · bytes."""
+        c = self.model
+        return float(2 * c.layers * self.kv_heads * c.head_dim * DTYPE_BYTES[self.act])
+
+    def memory_plan(self, memory: float) -> MemoryPlan:
+        """Weights + KV cache for `max_batch` sequences of isl + osl tokens ≤ memory less the
+        workspace."""
+        weights, kv = self.weight_bytes(), self.kv_bytes_per_token()
+        seq_tokens = self.isl + self.osl
+        budget = memory * (1 - self.workspace) - weights
+        max_batch = max(0, int(budget // (kv * seq_tokens)))
+        return MemoryPlan(memory, self.workspace, weights, kv, seq_tokens, max_batch)
+
+    def decode_cap(self, plan: MemoryPlan) -> int:
+        """The largest decode batch estimated: what fits memory, at most the scheduler cap."""
+        return min(plan.max_batch, self.max_batch)
+
+    def budget_batch(self, cap: int) -> int:
+        """Prompts one prefill step at the token budget holds: as many as the budget takes, at
+        most the decode cap (a scheduler admits no more sequences than it decodes), at least
+        one."""
+        return max(1, min(self.prefill_budget // self.isl, cap))
+
+    def prefill_batches(self, batches: Iterable[int]) -> list[int]:
+        """Batches whose prefill fits one step's token budget; a single prompt always does."""
+        return sorted({1, *(b for b in batches if b * self.isl <= self.prefill_budget)})
 
 
-def prefill_batches(batches: Iterable[int], isl: int, max_tokens: int) -> list[int]:
-    """Batches whose prefill fits one step's token budget; a single prompt always does."""
-    return sorted({1, *(b for b in batches if b * isl <= max_tokens)})
+def _check_tp(config: ModelConfig, tp: int) -> None:
+    """Raise a BenchError unless `tp` shards this model's heads and MLP evenly."""
+    if config.heads % tp:
+        raise BenchError(f"TP {tp} does not divide {config.name}'s {config.heads} attention heads")
+    if config.kv_heads % tp and tp % config.kv_heads:
+        raise BenchError(
+            f"TP {tp} neither divides {config.name}'s {config.kv_heads} KV heads nor is a "
+            "multiple of them (KV heads can only be split or replicated)"
+        )
+    if config.intermediate % tp:
+        raise BenchError(f"TP {tp} does not divide {config.name}'s MLP width {config.intermediate}")
 
 
-def decode_cap(plan: MemoryPlan, max_batch: int) -> int:
-    """The largest decode batch estimated: what fits memory, at most the scheduler cap."""
-    return min(plan.max_batch, max_batch)
+def _weights(setup: Serving) -> list[tuple[int, str]]:
+    """(elements, dtype) of every weight one GPU holds: its shards of every matrix (all experts,
+    whatever a step activates), the embeddings, the LM head and the norms.
+
+    GEMM weights are in the precision; the router, embeddings, LM head and norms stay in the
+    activation dtype (fp8 checkpoints keep them in bf16).
+    """
+    c = setup.model
+    weights = []
+    for use in setup.layer_gemms(1):
+        count = c.layers * c.experts if use.part.startswith("expert_") else use.count
+        weights.append((use.weight_elements * count, use.dtype))
+    vocab_shard = math.ceil(c.vocab / setup.tp) * c.hidden
+    weights.append((vocab_shard * (1 if c.tied_embeddings else 2), setup.act))
+    weights.append(((2 * c.layers + 1) * c.hidden, setup.act))
+    return weights
 
 
-def budget_batch(isl: int, max_tokens: int, cap: int) -> int:
-    """Prompts one prefill step at the token budget holds: as many as the budget takes, at most
-    the decode cap (a scheduler admits no more sequences than it decodes), at least one."""
-    return max(1, min(max_tokens // isl, cap))
+def param_count(config: ModelConfig) -> int:
+    """Parameters of the whole model, derived from its shapes (checked against `params`)."""
+    return sum(elements for elements, _ in _weights(Serving(config)))
 
 
-def suite_cases(
-    config: ModelConfig,
-    tp: int,
-    precision: str,
-    batches: Iterable[int],
-    isl: int,
-    osl: int,
-    memory: float,
-    page: int = DEFAULT_PAGE,
-    max_prefill_tokens: int = DEFAULT_MAX_PREFILL_TOKENS,
-    max_batch: int = DEFAULT_MAX_BATCH,
-    workspace_fraction: float = DEFAULT_WORKSPACE,
-) -> list[tuple[str, Shape, str]]:
-    """Unique (op, shape, dtype) a model needs measured: every step `bench.estimate` takes for
-    the same options. Decode at each batch and at the largest batch that fits `memory` (capped
-    at `max_batch`), where an estimate reports its best decode throughput; prefill at each of
-    those within the step's token budget, and at the budget itself (the serving mix's prefill)."""
-    check_tp(config, tp)
-    check_precision(precision)
-    decode_batches = set(batches)
-    prefill = set(batches)
-    plan = memory_plan(config, tp, precision, memory, isl + osl, workspace_fraction)
-    if plan.max_batch >= 1:
-        cap = decode_cap(plan, max_batch)
-        decode_batches.add(cap)
-        prefill |= {cap, budget_batch(isl, max_prefill_tokens, cap)}
-    context = decode_context(isl, osl)
-    uses = [
-        u
-        for b in prefill_batches(prefill, isl, max_prefill_tokens)
-        for u in prefill_step(config, tp, precision, b, isl)
-    ]
-    uses += [
-        u
-        for b in sorted(decode_batches)
-        for u in decode_step(config, tp, precision, b, context, page)
-    ]
-    unique = {(u.op, tuple(sorted(u.shape.items())), u.dtype): u for u in uses}
-    return [(u.op, u.shape, u.dtype) for u in unique.values()]
+def suite_cases(setups: Iterable[Serving], batches: Iterable[int], memory: float) -> list[CaseSpec]:
+    """Unique cases a model needs measured: every step the estimate takes for the same settings.
+
+    Decode at each batch and at the largest batch that fits `memory` (capped at max_batch), where
+    an estimate reports its best decode throughput; prefill at each of those within the step's
+    token budget, and at the budget itself (the serving mix's prefill)."""
+    unique: dict[tuple, CaseSpec] = {}
+    for setup in setups:
+        decode_batches = set(batches)
+        prefill = set(batches)
+        plan = setup.memory_plan(memory)
+        if plan.max_batch >= 1:
+            cap = setup.decode_cap(plan)
+            decode_batches.add(cap)
+            prefill |= {cap, setup.budget_batch(cap)}
+        uses = [u for b in setup.prefill_batches(prefill) for u in setup.prefill_step(b)]
+        uses += [u for b in sorted(decode_batches) for u in setup.decode_step(b)]
+        for u in uses:
+            unique[(u.op, u.dtype, shape_key(u.shape))] = CaseSpec(u.op, u.shape, u.dtype)
+    return list(unique.values())

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchError
-from bench.compare import dense_peak, estimate_key, spec_of
-from bench.results import CaseResult, Estimate, ResultDoc
+from bench.hardware import peak_tflops, spec_of
+from bench.schema import CaseResult, EstimateRecord, ResultDoc
 
 MARKERS = "osD^vP*X"
 
@@ -35,7 +35,7 @@ def _figure(title: str) -> Any:
 
 
 def _device_title(doc: ResultDoc) -> str:
-    spec = spec_of(doc)
+    spec = spec_of(doc.device, doc.spec)
     device = f"{doc.device.name} ({spec.name})" if spec else doc.device.name
     return f"{device}, {doc.created[:10]}"
 
@@ -57,7 +57,7 @@ def roofline(doc: ResultDoc, path: Path) -> Path | None:
     cases = _timed(doc)
     if not cases:
         return None
-    spec = spec_of(doc)
+    spec = spec_of(doc.device, doc.spec)
     fig = _figure(f"Roofline: {_device_title(doc)}")
     ax = fig.add_subplot()
     impls = list(dict.fromkeys(c.impl for c in cases))
@@ -93,7 +93,7 @@ def _roofs(ax, spec, dtypes: list[str], colors: dict[str, str], intensities: lis
     lo, hi = min(intensities) / 4, max(intensities) * 4
     xs = [lo * (hi / lo) ** (i / 199) for i in range(200)]
     for dtype in dtypes:
-        peak = dense_peak(spec, dtype)
+        peak = peak_tflops(spec, dtype)
         if peak:
             ys = [min(peak, x * spec.bandwidth_gbs / 1e3) for x in xs]
             ax.plot(
@@ -157,10 +157,10 @@ def write_plots(runs: Sequence[tuple[str, ResultDoc]], out_dir: Path) -> list[Pa
         written.append(roofline(doc, out_dir / f"{stem}-roofline.png"))
         for op in dict.fromkeys(c.op for c in doc.cases):
             written.append(throughput(doc, op, out_dir / f"{stem}-{_slug(op)}-tflops.png"))
-    groups: dict[tuple, list[tuple[str, Estimate, str]]] = {}
+    groups: dict[tuple, list[tuple[str, EstimateRecord, str]]] = {}
     for name, doc in runs:
         for e in doc.estimates:
-            groups.setdefault(estimate_key(e), []).append((name, e, doc.created[:10]))
+            groups.setdefault(e.setup, []).append((name, e, doc.created[:10]))
     for key, entries in groups.items():
         stem = _slug("-".join(map(str, key)))
         written.append(tokens_chart(key[0], entries, out_dir / f"tokens-{stem}.png"))
@@ -168,7 +168,7 @@ def write_plots(runs: Sequence[tuple[str, ResultDoc]], out_dir: Path) -> list[Pa
 
 
 def tokens_chart(
-    model: str, entries: Sequence[tuple[str, Estimate, str]], path: Path
+    model: str, entries: Sequence[tuple[str, EstimateRecord, str]], path: Path
 ) -> Path | None:
     """Prefill and decode tokens/s per GPU, one pair of bars per (run name, estimate, date);
     projected estimates are hatched and say so in their label."""

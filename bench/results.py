@@ -1,9 +1,10 @@
-"""The results schema, atomic incremental JSON writes, and loading with validation.
+"""Result files: atomic incremental writes, and loading with validation.
 
-A result file is one JSON document: where and how it was measured (device, software, command)
-and one record per case. The writer rewrites the whole document through a temporary file and a
-rename after every case, so an interrupted sweep leaves a valid file with every case it measured.
-Loading checks every field against the dataclasses below and names the first one that is wrong.
+A result file is one JSON document (bench.schema). The writer rewrites the whole document through
+a temporary file and a rename after every case, so an interrupted sweep leaves a valid file with
+every case it measured. Loading checks every field against the schema's dataclasses and names the
+first one that is wrong. It knows no op: whether a case's shape suits its op is checked where the
+op is known (bench.ops.load_results), so a file with an op this version does not know still loads.
 """
 
 from __future__ import annotations
@@ -17,112 +18,12 @@ import sys
 import tempfile
 import types
 import typing
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bench import BenchError
-from bench.device import DeviceInfo, Telemetry
-from bench.ops import OPS, get_op
-from bench.timing import Timing
-
-FORMAT = "tokbench.results"
-SCHEMA_VERSION = 1
-
-
-@dataclass
-class CaseResult:
-    """One (op, implementation, shape, dtype) case: its check, its timing and its roofline."""
-
-    op: str
-    impl: str
-    dtype: str
-    shape: dict[str, int | bool | str]
-    status: str  # "ok", "failed" (wrong result or error) or "skipped" (not supported here)
-    flops: float
-    bytes: float
-    error: str | None = None
-    rel_error: float | None = None
-    tolerance: float | None = None
-    interpreted: bool = False  # Triton's CPU interpreter: a correctness run, not a speed figure
-    timing: Timing | None = None
-    tflops: float | None = None
-    gbps: float | None = None
-    peak_fraction: float | None = None  # of the device's dense peak for this dtype
-    bandwidth_fraction: float | None = None  # of the device's memory bandwidth
-    telemetry: Telemetry | None = None
-
-    @property
-    def key(self) -> tuple:
-        """What identifies a case across files: op, implementation, dtype and shape."""
-        return (self.op, self.impl, self.dtype, tuple(sorted(self.shape.items())))
-
-    @property
-    def comparable(self) -> bool:
-        """Passed its check and was timed on real hardware (not interpreted)."""
-        return self.status == "ok" and self.timing is not None and not self.interpreted
-
-
-@dataclass
-class EstimateRow:
-    """One line of a saved estimate: a phase at one batch size, per GPU."""
-
-    phase: str  # "prefill", "decode" or "serving"
-    batch: int
-    context: int  # prefill: prompt length; decode: mean context; serving: input + output length
-    step_ms: float  # prefill: time to first token; decode: time per output token
-    tokens_per_s: float  # per GPU
-    source: str  # provenance, e.g. "measured 92% · interpolated 8%" or "projection to B200 …"
-
-
-@dataclass
-class Estimate:
-    """A saved `tokbench estimate`: one model's per-GPU token throughput from a file's cases."""
-
-    model: str
-    gpu: str  # the GPU estimated for: the measured device, or a spec-sheet projection target
-    spec: str | None  # hardware.SPECS key of that GPU, when it has one
-    projected: bool  # True when gpu is not the measured device
-    tp: int
-    precision: str
-    isl: int
-    osl: int
-    weights_bytes: float  # per GPU
-    kv_bytes_per_token: float  # per GPU
-    memory_bytes: float  # per GPU capacity the fit used
-    workspace_fraction: float  # of memory_bytes kept free for activations and workspace
-    max_batch: int  # largest batch whose weights + KV cache fit
-    prefill_tokens_per_s: float  # per GPU, best prefill row
-    decode_tokens_per_s: float  # per GPU, at the largest batch estimated
-    requests_per_s: float  # per GPU, the serving mix of isl input and osl output tokens
-    rows: list[EstimateRow] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    validation: dict[str, float] = field(default_factory=dict)  # measured / estimated layer time
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
-    command: str = ""
-
-
-@dataclass
-class ResultDoc:
-    """A whole result file."""
-
-    device: DeviceInfo
-    software: dict[str, str]
-    command: str
-    suite: str
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
-    format: str = FORMAT
-    schema_version: int = SCHEMA_VERSION
-    complete: bool = False  # False while running, or when the run was interrupted
-    spec: str | None = None  # key of the matched hardware.SPECS entry
-    measured_peaks: dict[str, float] = field(default_factory=dict)
-    cases: list[CaseResult] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    estimates: list[Estimate] = field(default_factory=list)  # absent in older files: empty
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1, allow_nan=False)
+from bench.schema import FORMAT, SCHEMA_VERSION, CaseResult, DeviceInfo, ResultDoc
 
 
 def default_path(device: DeviceInfo, directory: Path = Path("results")) -> Path:
@@ -208,19 +109,14 @@ def load(path: str | Path) -> ResultDoc:
     try:
         doc = _build(ResultDoc, data, "")
         for i, case in enumerate(doc.cases):
-            _check_case(case, f"cases[{i}]")
+            _check_times(case, f"cases[{i}]")
     except _FieldError as e:
         raise BenchError(f"{path}: field '{e.where}' {e.problem}") from None
     return doc
 
 
-def _check_case(case: CaseResult, where: str) -> None:
-    """What types alone do not say: a known op, a shape it takes, times that are real times."""
-    try:
-        get_op(case.op).check_shape(case.shape)
-    except BenchError as e:
-        field_name = "op" if case.op not in OPS else "shape"
-        raise _FieldError(f"{where}.{field_name}", f"is wrong: {e}") from None
+def _check_times(case: CaseResult, where: str) -> None:
+    """What types alone do not say: times that are real times."""
     if case.timing is None:
         return
     for name in ("median_ms", "p20_ms", "p80_ms", "min_ms", "max_ms", "mean_ms"):

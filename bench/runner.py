@@ -15,15 +15,19 @@ import torch
 import kernels
 from bench import BenchError
 from bench import device as dev
-from bench.device import DeviceInfo
 from bench.hardware import GpuSpec, peak_tflops
-from bench.ops import Impl, Op, Unsupported, get_op
-from bench.results import CaseResult, ResultWriter
+from bench.ops import get_op
+from bench.ops.base import Impl, Inputs, Op, Unsupported
+from bench.results import ResultWriter
+from bench.schema import CaseResult, DeviceInfo, Timing
 from bench.suites import CaseSpec
-from bench.timing import TimerConfig, Timing, time_cpu, time_cuda
+from bench.timing import TimerConfig, time_cpu, time_on
+from bench.units import fmt_bytes
 
 # The interpreter is a correctness run: a couple of reps say how long it took, nothing more.
 INTERPRETED_TIMER = TimerConfig(max_time_s=0.2, min_reps=1, max_reps=3, warmup_ms=0)
+# Share of the free memory a case (or an implementation's workspace) may take.
+MEMORY_HEADROOM = 0.9
 
 
 @dataclass
@@ -58,14 +62,14 @@ def check(
     return rel, None
 
 
-def fits(op: Op, spec: CaseSpec, device: DeviceInfo) -> None:
+def require_room(op: Op, case: CaseSpec, device: DeviceInfo) -> None:
     """Raise a BenchError when a case cannot fit the memory free on the device."""
-    need = op.footprint(spec.shape, spec.dtype)
+    need = op.footprint(case.shape, case.dtype)
     free = dev.free_memory_bytes(device)
-    if need > 0.9 * free:
+    if need > MEMORY_HEADROOM * free:
         raise BenchError(
-            f"{op.name} {op.label(spec.shape)} {spec.dtype} needs {need / 2**30:.1f} GiB but "
-            f"{device.name} has {free / 2**30:.1f} GiB free; choose smaller shapes"
+            f"{op.name} {op.label(case.shape)} {case.dtype} needs {fmt_bytes(need)} but "
+            f"{device.name} has {fmt_bytes(free)} free; choose smaller shapes"
         )
 
 
@@ -74,9 +78,9 @@ def _no_room(workspace: float, device: DeviceInfo) -> str | None:
     if workspace == 0:
         return None
     free = dev.free_memory_bytes(device)
-    if workspace <= 0.9 * free:
+    if workspace <= MEMORY_HEADROOM * free:
         return None
-    return f"needs {workspace / 2**30:.1f} GiB of workspace, {free / 2**30:.1f} GiB free"
+    return f"needs {fmt_bytes(workspace)} of workspace, {fmt_bytes(free)} free"
 
 
 def run_cases(
@@ -92,8 +96,8 @@ def run_cases(
     gen = torch.Generator(device=tdev).manual_seed(config.seed)
     for case in cases:
         op = get_op(case.op)
-        fits(op, case, device)
-        inputs = op.make_inputs(case.shape, case.dtype, tdev, gen)
+        require_room(op, case, device)
+        inputs = op.inputs(case.shape, case.dtype, tdev, gen)
         ref = op.reference(inputs)
         for impl in op.impls:
             if config.impls is None or impl.name in config.impls:
@@ -109,7 +113,7 @@ def run_one(
     op: Op,
     impl: Impl,
     case: CaseSpec,
-    inputs: dict,
+    inputs: Inputs,
     ref: torch.Tensor,
     device: DeviceInfo,
     spec: GpuSpec | None,
@@ -149,27 +153,24 @@ def run_one(
         record.error = f"{type(e).__name__}: {_first_line(e)}"
         return record
     record.status = "ok"
-    _roofline(record, spec)
+    _roofline(record, op, spec)
     return record
 
 
 def _time(fn: Callable, device: DeviceInfo, interpreted: bool, config: RunConfig) -> Timing:
     if interpreted:
         return time_cpu(fn, INTERPRETED_TIMER, mode="interpreted")
-    if device.kind != "cuda":
-        return time_cpu(fn, config.timer)
-    l2 = device.l2_bytes or 0
     try:
-        return time_cuda(fn, config.timer, l2_bytes=l2, cuda_graph=config.cuda_graph)
+        return time_on(device, fn, config.timer, cuda_graph=config.cuda_graph)
     except RuntimeError:
         if not config.cuda_graph:
             raise
-        # A kernel that syncs with the host (decode checks its lengths there) cannot be captured;
-        # it is timed with plain events, and its timing's mode says so.
-        return time_cuda(fn, config.timer, l2_bytes=l2)
+        # An implementation that syncs with the host cannot be captured (gather+sdpa reads the
+        # longest length there); it is timed with plain events, and its timing's mode says so.
+        return time_on(device, fn, config.timer)
 
 
-def _roofline(record: CaseResult, spec: GpuSpec | None) -> None:
+def _roofline(record: CaseResult, op: Op, spec: GpuSpec | None) -> None:
     seconds = record.timing.median_ms / 1e3
     if seconds <= 0:
         return
@@ -177,7 +178,7 @@ def _roofline(record: CaseResult, spec: GpuSpec | None) -> None:
     record.gbps = record.bytes / seconds / 1e9
     if spec is None or record.interpreted:
         return
-    peak = peak_tflops(spec, record.dtype, tf32=get_op(record.op).fp32_peak == "tf32")
+    peak = peak_tflops(spec, record.dtype, tf32=op.tf32)
     if peak:
         record.peak_fraction = record.tflops / peak
     record.bandwidth_fraction = record.gbps / spec.bandwidth_gbs

@@ -14,20 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
-@dataclass
-class Timing:
-    """Statistics of one case's repetitions, in milliseconds."""
-
-    median_ms: float
-    p20_ms: float
-    p80_ms: float
-    min_ms: float
-    max_ms: float
-    mean_ms: float
-    cv: float  # standard deviation / mean
-    n: int
-    mode: str  # "cuda-events", "cuda-graph", "cpu" or "interpreted"
+from bench.schema import DeviceInfo, Timing
 
 
 @dataclass(frozen=True)
@@ -165,3 +152,12 @@ def _warm_up(run: Callable[[], object], warmup_ms: float) -> None:
     for _ in range(min(int(warmup_ms / once), 1000)):
         run()
     torch.cuda.synchronize()
+
+
+def time_on(
+    device: DeviceInfo, fn: Callable[[], object], config: TimerConfig, cuda_graph: bool = False
+) -> Timing:
+    """fn timed on the device: CUDA events with the L2 flushed on a GPU, else the CPU timer."""
+    if device.kind == "cuda":
+        return time_cuda(fn, config, l2_bytes=device.l2_bytes or 0, cuda_graph=cuda_graph)
+    return time_cpu(fn, config)

@@ -1,18 +1,76 @@
-"""Custom Triton kernels and their plain-PyTorch references.
+"""Custom Triton kernels and their float64 references.
 
-Without CUDA the kernels run in Triton's CPU interpreter. The interpreter is chosen by
-TRITON_INTERPRET, which Triton reads when ``triton.jit`` decorates a kernel, so it has to be set
-here, before any kernel module is imported.
+This package's own module imports neither torch nor Triton: it holds the limits the harness checks
+shapes and devices against before any kernel is compiled, and the switch to Triton's interpreter.
+
+Without a GPU the kernels run in Triton's CPU interpreter. Triton reads TRITON_INTERPRET when
+``triton.jit`` decorates a function, its own library's included, so the choice has to be made
+before Triton is first imported: :func:`use_interpreter_without_gpu` makes it, explicitly; the
+commands that measure and the test set-up call it first. Nothing happens on import.
 """
 
+from __future__ import annotations
+
 import os
+import sys
 
-import torch
+# Head dimensions the attention and decode kernels support.
+HEAD_DIMS = (16, 32, 64, 128, 256)
+# fp8 (e4m3) tensor-core GEMMs: Ada (8.9) and Hopper (9.0) onwards.
+FP8_MIN_CAPABILITY = (8, 9)
+# Shared memory the autotuning pruners let one config use: an H100 has 227 KiB per block, and
+# the compiler needs some of it for layout conversions.
+SMEM_BUDGET = 160 * 1024
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+def use_interpreter_without_gpu() -> None:
+    """Without a CUDA device, run the kernels in Triton's CPU interpreter (TRITON_INTERPRET=1),
+    unless the variable is already set. Call before anything imports Triton (torch does for some
+    features); a call after that, on a machine that needs the interpreter, raises RuntimeError
+    rather than leave Triton's own library compiled for a GPU that is not there."""
+    import torch
+
+    if "TRITON_INTERPRET" in os.environ or torch.cuda.is_available():
+        return
+    if "triton" in sys.modules:
+        raise RuntimeError(
+            "Triton was imported before its CPU interpreter was chosen: call "
+            "kernels.use_interpreter_without_gpu() first, or set TRITON_INTERPRET=1"
+        )
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 def interpreted() -> bool:
     """True when the kernels run in Triton's CPU interpreter rather than compiled for a GPU."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def fp8_unsupported(
+    kind: str, capability: tuple[int, int] | None, rocm: bool = False
+) -> str | None:
+    """Why a device cannot run fp8 GEMMs, or None when it can.
+
+    Args:
+        kind: "cuda" or another device type.
+        capability: CUDA compute capability (major, minor), when known.
+        rocm: A ROCm build of torch, whose float8_e4m3fn GEMMs this harness does not run.
+    """
+    if kind != "cuda" or capability is None:
+        return f"fp8 needs a CUDA device; got {kind}"
+    if rocm:
+        return "fp8 (float8_e4m3fn) needs an NVIDIA GPU; this is a ROCm build"
+    if capability < FP8_MIN_CAPABILITY:
+        need = ".".join(map(str, FP8_MIN_CAPABILITY))
+        have = ".".join(map(str, capability))
+        return f"fp8 needs compute capability >= {need}; this device has {have}"
+    return None
+
+
+def on_device(t):
+    """A context that makes t's GPU the current one: Triton launches on the current CUDA device,
+    which need not be the one holding the data (cuda:1 under a multi-GPU run)."""
+    import contextlib
+
+    import torch
+
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()

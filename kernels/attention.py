@@ -13,9 +13,9 @@ grouped-query / multi-query attention; causal masks aligned to the bottom-right 
 
 Hopper path: on compute capability 9.x, for float16/bfloat16 with head_dim 64 or 128 and
 16-byte-aligned strides with a unit last stride, tiles are moved by TMA through device-side
-tensor descriptors (``tl.make_tensor_descriptor``; Triton then needs a scratch allocator, which
-is installed with ``triton.set_allocator`` before each such launch). Everything else takes the
-portable pointer path. This path was written without a GPU at hand: its results are checked
+tensor descriptors (``tl.make_tensor_descriptor``; Triton then needs a scratch allocator,
+installed with ``triton.set_allocator`` once, at the first such launch). Everything else takes
+the portable pointer path. This path was written without a GPU at hand: its results are checked
 in the CPU interpreter (where descriptors are emulated) and it compiles for sm_90, but it has
 not run on hardware. If it fails to compile or launch, the wrapper warns once and uses the
 portable path for the rest of the process (``tma_failure()`` says why). Setting
@@ -31,19 +31,14 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import interpreted
+from kernels import HEAD_DIMS, SMEM_BUDGET, interpreted, on_device
 
-SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 _LOG2E = math.log2(math.e)
 _LN2: tl.constexpr = tl.constexpr(math.log(2.0))
 _TMA_HEAD_DIMS = (64, 128)
 _TMA_DTYPES = (torch.float16, torch.bfloat16)
-# Shared memory the pruner lets one config use; an H100 has 227 KiB per block, and the compiler
-# needs some of it for layout conversions.
-_SMEM_BUDGET = 160 * 1024
-
 # (batch, head) pairs run on the grid's second axis, which CUDA caps at 65535.
 _MAX_GRID_Y = 65535
 
@@ -85,7 +80,7 @@ def _prune_attention_configs(
     for cfg in configs:
         bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
         smem = (bm * head_dim + 2 * cfg.num_stages * bn * head_dim) * elem
-        if smem > _SMEM_BUDGET:
+        if smem > SMEM_BUDGET:
             continue
         if bm > max(32, q_bucket) or bn > max(32, k_bucket):
             continue
@@ -429,8 +424,8 @@ def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         _fail(f"batch mismatch: q has {q.shape[0]}, k/v have {k.shape[0]}")
     if k.shape[3] != q.shape[3]:
         _fail(f"head_dim mismatch: q has {q.shape[3]}, k/v have {k.shape[3]}")
-    if q.shape[3] not in SUPPORTED_HEAD_DIMS:
-        _fail(f"head_dim {q.shape[3]} unsupported; allowed: {SUPPORTED_HEAD_DIMS}")
+    if q.shape[3] not in HEAD_DIMS:
+        _fail(f"head_dim {q.shape[3]} unsupported; allowed: {HEAD_DIMS}")
     heads, kv_heads = q.shape[1], k.shape[1]
     if kv_heads == 0 or heads % kv_heads:
         _fail(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
@@ -472,11 +467,13 @@ def tma_failure() -> str | None:
     return _tma_failure
 
 
-def _set_tma_allocator(device: torch.device) -> None:
-    """Device-side descriptors live in a per-launch scratch buffer that Triton asks for."""
+@functools.cache
+def _set_tma_allocator() -> None:
+    """Device-side descriptors live in a per-launch scratch buffer that Triton asks for; the
+    allocator is installed once, and allocates on the device the launch runs on."""
 
     def alloc(size: int, alignment: int, stream: int | None) -> torch.Tensor:
-        return torch.empty(size, dtype=torch.int8, device=device)
+        return torch.empty(size, dtype=torch.int8, device=torch.cuda.current_device())
 
     triton.set_allocator(alloc)
 
@@ -501,33 +498,34 @@ def _launch(
     if out.numel() == 0:
         return out, lse
     if use_tma:
-        _set_tma_allocator(q.device)
+        _set_tma_allocator()
 
     def grid(meta: dict) -> tuple[int, int]:
         return triton.cdiv(seq_q, meta["BLOCK_M"]), batch * heads
 
-    _flash_attention_kernel[grid](
-        q,
-        k,
-        v,
-        out,
-        out if lse is None else lse,
-        *q.stride(),
-        *k.stride(),
-        *v.stride(),
-        *out.stride(),
-        heads,
-        heads // kv_heads,
-        seq_q,
-        seq_k,
-        sm_scale * _LOG2E,
-        max(16, triton.next_power_of_2(seq_q)),
-        max(16, triton.next_power_of_2(seq_k)),
-        HEAD_DIM=head_dim,
-        CAUSAL=causal,
-        RETURN_LSE=return_lse,
-        USE_TMA=use_tma,
-    )
+    with on_device(q):
+        _flash_attention_kernel[grid](
+            q,
+            k,
+            v,
+            out,
+            out if lse is None else lse,
+            *q.stride(),
+            *k.stride(),
+            *v.stride(),
+            *out.stride(),
+            heads,
+            heads // kv_heads,
+            seq_q,
+            seq_k,
+            sm_scale * _LOG2E,
+            max(16, triton.next_power_of_2(seq_q)),
+            max(16, triton.next_power_of_2(seq_k)),
+            HEAD_DIM=head_dim,
+            CAUSAL=causal,
+            RETURN_LSE=return_lse,
+            USE_TMA=use_tma,
+        )
     return out, lse
 
 

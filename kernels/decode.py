@@ -36,9 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import interpreted
+from kernels import HEAD_DIMS, SMEM_BUDGET, interpreted, on_device
 
-SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 DEFAULT_PAGE_SIZE = 16
 # A split below this many tokens costs more in merge traffic than it gains in parallelism.
@@ -48,8 +47,6 @@ MAX_SPLITS = 32
 _LOG2E = math.log2(math.e)
 # tl.dot needs at least 16 rows, so small query-head groups are padded up to this.
 _MIN_DOT_ROWS = 16
-# Shared memory the pruner lets one config use; an H100 has 227 KiB per block.
-_SMEM_BUDGET = 160 * 1024
 
 
 def choose_num_splits(batch: int, kv_heads: int, max_len: int, sm_count: int) -> int:
@@ -104,7 +101,7 @@ def _prune_decode_configs(
         if bn > max(32, chunk):
             continue
         # Key and value tiles for every pipeline stage plus the query tile.
-        if (2 * cfg.num_stages * bn + args["BLOCK_H"]) * head_dim * elem > _SMEM_BUDGET:
+        if (2 * cfg.num_stages * bn + args["BLOCK_H"]) * head_dim * elem > SMEM_BUDGET:
             continue
         # Eight warps only pay off once the (group rows × head_dim) accumulator is large.
         if (cfg.num_warps == 8) != (rows_x_dim >= 64 * 128):
@@ -398,8 +395,8 @@ def _validate_static(
     batch, heads, head_dim = q.shape
     if k_cache.shape[3] != head_dim:
         _fail(f"head_dim mismatch: q has {head_dim}, the caches have {k_cache.shape[3]}")
-    if head_dim not in SUPPORTED_HEAD_DIMS:
-        _fail(f"head_dim {head_dim} unsupported; allowed: {SUPPORTED_HEAD_DIMS}")
+    if head_dim not in HEAD_DIMS:
+        _fail(f"head_dim {head_dim} unsupported; allowed: {HEAD_DIMS}")
     kv_heads = k_cache.shape[2]
     if kv_heads == 0 or heads % kv_heads:
         _fail(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
@@ -515,6 +512,26 @@ def decode_attention(
     if num_splits is None:
         sm_count = 1 if q.device.type != "cuda" else _sm_count(q.device.index or 0)
         num_splits = choose_num_splits(batch, kv_heads, longest, sm_count)
+    scale = head_dim**-0.5 if sm_scale is None else float(sm_scale)
+    with on_device(q):
+        _launch(q, k_cache, v_cache, seq_lens, block_table, out, scale, longest, num_splits)
+    return out
+
+
+def _launch(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    seq_lens: torch.Tensor,
+    block_table: torch.Tensor | None,
+    out: torch.Tensor,
+    scale: float,
+    longest: int,
+    num_splits: int,
+) -> None:
+    """The split kernel into `out` and, with several splits, the merge kernel."""
+    batch, heads, head_dim = q.shape
+    kv_heads = k_cache.shape[2]
     split = num_splits > 1
     if split:
         part_out = torch.empty(
@@ -527,7 +544,6 @@ def decode_attention(
     paged = block_table is not None
     table = block_table if paged else seq_lens
     table_strides = block_table.stride() if paged else (0, 0)
-    scale = head_dim**-0.5 if sm_scale is None else float(sm_scale)
     group = heads // kv_heads
     _decode_split_kernel[(batch * kv_heads, num_splits)](
         q,
@@ -565,7 +581,6 @@ def decode_attention(
             HEAD_DIM=head_dim,
             BLOCK_S=triton.next_power_of_2(num_splits),
         )
-    return out
 
 
 def gather_paged_kv(

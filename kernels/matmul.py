@@ -15,7 +15,6 @@ would only measure the interpreter.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable
 
@@ -23,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import interpreted
+from kernels import fp8_unsupported, interpreted, on_device
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _FP8_DTYPE = torch.float8_e4m3fn
@@ -116,12 +115,7 @@ def _prune_configs(
     return _select_configs(configs, m, n, k, a.element_size(), max_smem)
 
 
-_AUTOTUNE = {
-    "configs": _CONFIGS,
-    # Precision changes the best tile (fp32 IEEE dots run on FMA units, not tensor cores).
-    "key": ["M", "N", "K", "INPUT_PRECISION"],
-    "prune_configs_by": {"early_config_prune": _prune_configs},
-}
+_PRUNE = {"early_config_prune": _prune_configs}
 
 
 @triton.jit
@@ -184,7 +178,8 @@ def _accumulate(
         stride_bn: Elements between consecutive columns of B.
         pid_m: Tile row index.
         pid_n: Tile column index.
-        INPUT_PRECISION: tl.dot input precision ("ieee", "tf32"); only matters for fp32.
+        INPUT_PRECISION: tl.dot input precision ("ieee", "tf32"; None: the default); only
+            matters for fp32.
         MAX_IMPRECISE_ACC: tl.dot max_num_imprecise_acc; None for Triton's default.
         BLOCK_M: Rows per tile.
         BLOCK_N: Columns per tile.
@@ -247,7 +242,8 @@ def _store_tile(
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.autotune(**_AUTOTUNE)
+# Precision changes the best tile (fp32 IEEE dots run on FMA units, not tensor cores).
+@triton.autotune(configs=_CONFIGS, key=["M", "N", "K", "INPUT_PRECISION"], prune_configs_by=_PRUNE)
 @triton.jit
 def _matmul_kernel(
     a_ptr,
@@ -298,7 +294,7 @@ def _matmul_kernel(
     _store_tile(c_ptr, acc, M, N, stride_cm, stride_cn, pid_m, pid_n, BLOCK_M, BLOCK_N)
 
 
-@triton.autotune(**_AUTOTUNE)
+@triton.autotune(configs=_CONFIGS, key=["M", "N", "K"], prune_configs_by=_PRUNE)
 @triton.jit
 def _matmul_fp8_kernel(
     a_ptr,
@@ -315,7 +311,6 @@ def _matmul_fp8_kernel(
     stride_bn,
     stride_cm,
     stride_cn,
-    INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -339,7 +334,6 @@ def _matmul_fp8_kernel(
         stride_bn: Elements between consecutive columns of B.
         stride_cm: Elements between consecutive rows of C.
         stride_cn: Elements between consecutive columns of C.
-        INPUT_PRECISION: Ignored for fp8 operands; kept so both kernels share one tuner key.
         BLOCK_M: Rows per tile (autotuned).
         BLOCK_N: Columns per tile (autotuned).
         BLOCK_K: Inner-dimension step (autotuned).
@@ -351,7 +345,7 @@ def _matmul_fp8_kernel(
     # torch._scaled_mm's default, precise-accumulation mode; other GPUs ignore the setting.
     acc = _accumulate(
         a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, pid_m, pid_n,
-        INPUT_PRECISION, BLOCK_K, BLOCK_M, BLOCK_N, BLOCK_K,
+        None, BLOCK_K, BLOCK_M, BLOCK_N, BLOCK_K,
     )  # fmt: skip
     # Scaling once after the K loop is exact-equivalent to scaling the inputs and far cheaper.
     acc = acc * (tl.load(scale_a_ptr) * tl.load(scale_b_ptr))
@@ -396,11 +390,6 @@ def _check(problem: str | None, fn: str) -> None:
         raise ValueError(f"{fn}: {problem}")
 
 
-def _on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
-    # Triton launches on the current CUDA device, which need not be the one holding the data.
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def _grid(m: int, n: int) -> Callable[[dict], tuple[int]]:
     # Triton calls this with the chosen config, so the tile count follows the tile size.
     return lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
@@ -432,7 +421,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, allow_tf32: bool = False) -> tor
         return torch.zeros((m, n), dtype=a.dtype, device=a.device)
     c = torch.empty((m, n), dtype=a.dtype, device=a.device)
     precision = "tf32" if allow_tf32 or a.dtype != torch.float32 else "ieee"
-    with _on_device(a):
+    with on_device(a):
         _matmul_kernel[_grid(m, n)](
             a, b, c, m, n, k, *a.stride(), *b.stride(), *c.stride(), INPUT_PRECISION=precision
         )
@@ -443,13 +432,9 @@ def fp8_supported(device: torch.device | str) -> str | None:
     """None if :func:`matmul_fp8` can run on ``device``, else the reason it cannot."""
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
-        return f"fp8 needs a CUDA device; got {device}"
-    if torch.version.hip is not None:
-        return "fp8 (float8_e4m3fn) needs an NVIDIA GPU; this is a ROCm build"
-    major, minor = torch.cuda.get_device_capability(device)
-    if (major, minor) < (8, 9):
-        return f"fp8 needs compute capability >= 8.9; this device has {major}.{minor}"
-    return None
+        return fp8_unsupported(device.type, None)
+    capability = torch.cuda.get_device_capability(device)
+    return fp8_unsupported("cuda", capability, rocm=torch.version.hip is not None)
 
 
 def _scale_problem(scale: torch.Tensor, name: str, device: torch.device) -> str | None:
@@ -471,10 +456,9 @@ def _launch_fp8(
     if m == 0 or n == 0 or k == 0:
         return torch.zeros((m, n), dtype=out_dtype, device=a.device)
     c = torch.empty((m, n), dtype=out_dtype, device=a.device)
-    with _on_device(a):
+    with on_device(a):
         _matmul_fp8_kernel[_grid(m, n)](
-            a, b, c, scale_a, scale_b, m, n, k, *a.stride(), *b.stride(), *c.stride(),
-            INPUT_PRECISION="tf32",
+            a, b, c, scale_a, scale_b, m, n, k, *a.stride(), *b.stride(), *c.stride()
         )  # fmt: skip
     return c
 

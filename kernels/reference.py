@@ -105,3 +105,12 @@ def decode_ref(
         scores = (keys @ q[b].to(torch.float64)[:, :, None]).squeeze(-1) * scale
         out[b] = (torch.softmax(scores, dim=-1)[:, None, :] @ values).squeeze(1)
     return out
+
+
+def add_rmsnorm_ref(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(RMSNorm(x + residual)·weight, x + residual) in float64, normalising over the last dim."""
+    h = x.to(torch.float64) + residual.to(torch.float64)
+    inv_rms = torch.rsqrt(h.square().mean(dim=-1, keepdim=True) + eps)
+    return h * inv_rms * weight.to(torch.float64), h

@@ -1,9 +1,13 @@
-"""Shared test set-up: GPU-only tests skip cleanly on machines without CUDA."""
+"""Shared test set-up: Triton's interpreter chosen first, and GPU-only tests skipped cleanly on
+machines without CUDA."""
 
 import pytest
 import torch
 
-import kernels  # noqa: F401  (sets TRITON_INTERPRET before any kernel is decorated)
+import kernels
+
+# Before any test module imports Triton (directly, or through torch or a kernel module).
+kernels.use_interpreter_without_gpu()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.device import DeviceInfo
 from bench.hardware import SPECS
 from bench.lookup import roofline_seconds
-from bench.models import ModelConfig, suite_cases
-from bench.ops import Shape, get_op
-from bench.results import CaseResult, ResultDoc
-from bench.timing import Timing
+from bench.models import ModelConfig, Serving, suite_cases
+from bench.ops import get_op
+from bench.schema import CaseResult, DeviceInfo, ResultDoc, Shape, Timing
 
 H100 = DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", 80 * 10**9, 132, "9.0", 50 * 2**20)
 H200 = DeviceInfo("cuda", "NVIDIA H200", 141 * 10**9, 132, "9.0", 60 * 2**20)
@@ -68,13 +66,11 @@ def model_doc(
     gbps: float | None = None,
 ) -> ResultDoc:
     """A result file with every case the model suite would measure, timed by time_fn."""
+    setups = [Serving(config, tp=tp, precision=precision, isl=isl, osl=osl) for tp in tps]
     cases = [
-        record(op, shape, dtype, time_fn(op, shape, dtype), gbps=gbps)
-        for tp in tps
-        for op, shape, dtype in suite_cases(
-            config, tp, precision, list(batches), isl, osl, float(device.memory_bytes)
-        )
-        if not skip(op, shape)
+        record(c.op, c.shape, c.dtype, time_fn(c.op, c.shape, c.dtype), gbps=gbps)
+        for c in suite_cases(setups, batches, float(device.memory_bytes))
+        if not skip(c.op, c.shape)
     ]
     return ResultDoc(
         device=device,

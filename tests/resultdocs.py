@@ -6,11 +6,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from bench.device import DeviceInfo
 from bench.hardware import SPECS, peak_tflops
 from bench.ops import get_op
-from bench.results import CaseResult, Estimate, ResultDoc, write_atomic
-from bench.timing import Timing
+from bench.results import write_atomic
+from bench.schema import CaseResult, DeviceInfo, EstimateRecord, ResultDoc, Timing
 
 H100 = DeviceInfo(
     kind="cuda",
@@ -68,9 +67,11 @@ def case(
     return record
 
 
-def estimate(gpu: str, spec: str | None, decode: float, *, projected: bool = False) -> Estimate:
+def estimate(
+    gpu: str, spec: str | None, decode: float, *, projected: bool = False
+) -> EstimateRecord:
     """A saved estimate for a small Llama at TP1 bf16, 1024 in / 256 out."""
-    return Estimate(
+    return EstimateRecord(
         model="llama-3.1-8b",
         gpu=gpu,
         spec=spec,
@@ -94,7 +95,7 @@ def doc(
     *cases: CaseResult,
     device: DeviceInfo = H100,
     spec: str | None = "h100-sxm",
-    estimates: tuple[Estimate, ...] = (),
+    estimates: tuple[EstimateRecord, ...] = (),
     created: str = "2025-06-01T12:00:00+00:00",
 ) -> ResultDoc:
     return ResultDoc(

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from kernelcheck import attention_tol, rel_err
 
 import kernels
 from kernels import attention
@@ -10,14 +11,7 @@ from kernels.reference import attention_lse_ref, attention_ref
 
 # Relative Frobenius error ‖out − ref‖ / ‖ref‖ allowed per dtype. float32 dots are exact in the
 # interpreter but TF32 on a GPU.
-_REL_TOL = {torch.float16: 1e-3, torch.bfloat16: 1e-2}
 _LSE_ATOL = 1e-4
-
-
-def _rel_tol(dtype: torch.dtype) -> float:
-    if dtype == torch.float32:
-        return 1e-5 if kernels.interpreted() else 5e-3
-    return _REL_TOL[dtype]
 
 
 def _lse_atol(dtype: torch.dtype) -> float:
@@ -39,10 +33,6 @@ def _inputs(
     return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))
 
 
-def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((out.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-
-
 def _check(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -61,8 +51,8 @@ def _check(
     lse_ref = attention_lse_ref(q, k, causal=causal, sm_scale=sm_scale)
     assert out.shape == q.shape and out.dtype == q.dtype and out.is_contiguous()
     assert lse.shape == q.shape[:3] and lse.dtype == torch.float32
-    err = _rel_err(out, ref)
-    assert err < _rel_tol(q.dtype), f"relative error {err:.2e}"
+    err = rel_err(out, ref)
+    assert err < attention_tol(q.dtype), f"relative error {err:.2e}"
     # Rows that see no key must be exact zeros with lse -inf; the rest must match.
     empty = torch.isneginf(lse_ref)
     assert torch.equal(torch.isneginf(lse), empty)
@@ -172,7 +162,7 @@ def test_gpu_configs(shape, causal, device, monkeypatch):
     (kept,) = kept_lists
     seq_q = shape[3]
     assert kept and all(c.kwargs["BLOCK_M"] <= max(32, 2 * seq_q) for c in kept)
-    assert all(c.kwargs["BLOCK_M"] * shape[5] * 2 < attention._SMEM_BUDGET for c in kept)
+    assert all(c.kwargs["BLOCK_M"] * shape[5] * 2 < kernels.SMEM_BUDGET for c in kept)
 
 
 def test_no_keys(device):
@@ -185,7 +175,7 @@ def test_returns_only_output_without_lse(device):
     q, k, v = _inputs((1, 2, 2, 9, 9, 64), torch.float32, device)
     out = flash_attention(q, k, v)
     assert isinstance(out, torch.Tensor)
-    assert _rel_err(out, attention_ref(q, k, v)) < _rel_tol(torch.float32)
+    assert rel_err(out, attention_ref(q, k, v)) < attention_tol(torch.float32)
 
 
 def _bad(
@@ -271,7 +261,7 @@ def test_gpu_large(shape, causal, dtype, device):
         )
         out = flash_attention(q, k, v, causal=causal)
         ref = attention_ref(q, k, v, causal=causal)
-        assert _rel_err(out, ref) <= 2 * _rel_err(sdpa, ref) + 1e-3
+        assert rel_err(out, ref) <= 2 * rel_err(sdpa, ref) + 1e-3
     assert attention.tma_failure() is None
 
 
@@ -284,4 +274,4 @@ def test_gpu_tma_matches_portable(head_dim, device):
     assert attention._want_tma(q, k, v)
     tma, _ = attention._launch(q, k, v, True, head_dim**-0.5, False, use_tma=True)
     portable, _ = attention._launch(q, k, v, True, head_dim**-0.5, False, use_tma=False)
-    assert _rel_err(tma, portable.double()) < 1e-2
+    assert rel_err(tma, portable.double()) < 1e-2

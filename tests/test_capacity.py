@@ -23,9 +23,9 @@ from bench.capacity import (
     per_gpu,
 )
 from bench.cli import app
-from bench.estimate import fmt_rate
 from bench.models import get_model
 from bench.results import write_atomic
+from bench.units import fmt_rate
 
 # 1,000 output tok/s per GPU; 1,000 input + 250 output tokens per request: 4 requests/s.
 GPU = PerGpu(

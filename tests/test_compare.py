@@ -14,22 +14,20 @@ from bench import BenchError, results
 from bench.compare import (
     Verdict,
     compare,
-    gate_report,
     parse_fail_on,
     parse_prices,
     project_cell,
-    projection_factor,
-    tables,
     verdict,
 )
 from bench.hardware import SPECS
+from bench.tables import compare_tables, gate_report
 
 BIG = (4096, 4096, 4096)  # compute-bound on an H100 (intensity 1365 FLOP/byte)
 
 
 def text(comparison, width: int = 250) -> str:
     console = Console(record=True, width=width)
-    console.print(*tables(comparison, width))
+    console.print(*compare_tables(comparison, width))
     return console.export_text()
 
 
@@ -333,20 +331,26 @@ def test_projection_of_a_memory_bound_case() -> None:
     assert cell.median_ms == pytest.approx(0.05 * 0.41875)
 
 
-def test_projection_switches_bound_at_the_ridge_point() -> None:
-    # A cube n³ in bf16 has n/3 FLOP/byte; the H100 bf16 ridge is 295.34, between n=886 and 887.
-    h100, h200 = SPECS["h100-sxm"], SPECS["h200"]
-    assert projection_factor(case(886, 886, 886, 1.0), h100, h200) == (
-        pytest.approx(3350 / 4800),
-        "memory",
-    )
-    assert projection_factor(case(887, 887, 887, 1.0), h100, h200) == (1.0, "compute")
+@pytest.mark.parametrize(
+    ("n", "scale", "bound"),
+    [
+        (600, 3350 / 4800, "memory"),  # 200 FLOP/byte: below both ridges (295 and 206)
+        (3000, 1.0, "compute"),  # above both: the same bf16 peak
+        # 233 FLOP/byte: memory-bound on the H100, compute-bound on the H200, so the ratio of
+        # the H200's compute time to the H100's memory time.
+        (700, (2 * 700**3 / 989.4e12) / (6 * 700**2 / 3350e9), "compute"),
+    ],
+)
+def test_projection_is_the_ratio_of_the_two_rooflines(n: int, scale: float, bound: str) -> None:
+    # A cube n³ in bf16 has n/3 FLOP/byte; ridges: H100 989.4/3.35 = 295, H200 989.4/4.8 = 206.
+    cell = project_cell(case(n, n, n, 1.0), SPECS["h100-sxm"], SPECS["h200"])
+    assert cell.median_ms == pytest.approx(scale) and cell.bound == bound
 
 
 def test_projection_skips_a_dtype_the_target_lacks(tmp_path: Path) -> None:
     fp8 = case(*BIG, 1.0, dtype="fp8")  # Ampere has no fp8 peak, in either direction
-    assert projection_factor(fp8, SPECS["h100-sxm"], SPECS["a100-sxm"]) is None
-    assert projection_factor(fp8, SPECS["a100-sxm"], SPECS["h100-sxm"]) is None
+    assert project_cell(fp8, SPECS["h100-sxm"], SPECS["a100-sxm"]) is None
+    assert project_cell(fp8, SPECS["a100-sxm"], SPECS["h100-sxm"]) is None
     path = write(tmp_path, "a.json", doc(case(*BIG, 1.0), case(*BIG, 0.6, dtype="fp8")))
     comparison = compare([path], project=["a100-sxm"])
     projected = comparison.columns[1]
@@ -460,27 +464,33 @@ def test_a_file_that_is_not_a_result_is_named(tmp_path: Path) -> None:
         compare([write(tmp_path, "a.json", doc(case(*BIG, 1.0))), other])
 
 
-def unknown_op(data: dict) -> None:
-    data["cases"][0]["op"] = "conv"
+def test_a_case_of_a_known_op_with_a_wrong_shape_names_its_file(tmp_path: Path) -> None:
+    def missing_key(data: dict) -> None:
+        del data["cases"][1]["shape"]["K"]
 
-
-def missing_key(data: dict) -> None:
-    del data["cases"][0]["shape"]["K"]
-
-
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [(unknown_op, "unknown op 'conv'; known: "), (missing_key, "does not fit op 'matmul'")],
-)
-def test_a_case_this_tokbench_cannot_read_names_its_file(tmp_path: Path, edit, message) -> None:
     good = write(tmp_path, "a.json", doc(case(*BIG, 1.0)))
-    bad = write_json(tmp_path, "conv.json", doc(case(*BIG, 1.0), case(*SMALL[0])), edit)
+    bad = write_json(tmp_path, "b.json", doc(case(*BIG, 1.0), case(*SMALL[0])), missing_key)
     with pytest.raises(BenchError) as info:
         compare([good, bad])
-    # The loader may reject the case itself; either way the message names the file.
-    assert str(bad) in str(info.value)
-    if str(info.value).startswith(f"{bad}: case 0: "):
-        assert message in str(info.value)
+    assert str(info.value).startswith(f"{bad}: field 'cases[1].shape' is wrong: matmul shape")
+
+
+def test_an_op_this_version_does_not_know_is_shown_and_compared(tmp_path: Path) -> None:
+    """A file from a newer tokbench: its conv2d cases are shown by their keys and compared."""
+
+    def conv(data: dict) -> None:
+        data["cases"][1].update(op="conv2d", shape={"N": 8, "C": 64, "kernel": 3})
+
+    files = [
+        write_json(tmp_path, f"{n}.json", doc(case(*BIG, 1.0), case(*SMALL[0][:3], ms)), conv)
+        for n, ms in (("a", 1.0), ("b", 2.0))
+    ]
+    comparison = compare(files, threshold=0.05, project=["b200"])
+    row = next(r for r in comparison.rows if r.case.op == "conv2d")
+    assert row.verdicts[1] is Verdict.REGRESSION and row.cells[2] is not None
+    out = text(comparison)
+    assert "conv2d: an op this version of tokbench does not know" in out
+    assert "N=8,C=64,kernel=3" in out
 
 
 # --- layout --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from kernelcheck import attention_tol, rel_err
 
 import kernels
 from kernels import decode
@@ -14,20 +15,6 @@ from kernels.decode import (
     make_paged_cache,
 )
 from kernels.reference import decode_ref
-
-# Relative Frobenius error ‖out − ref‖ / ‖ref‖ allowed per dtype; float32 dots are exact in the
-# interpreter but TF32 on a GPU.
-_REL_TOL = {torch.float16: 1e-3, torch.bfloat16: 1e-2}
-
-
-def _rel_tol(dtype: torch.dtype) -> float:
-    if dtype == torch.float32:
-        return 1e-5 if kernels.interpreted() else 5e-3
-    return _REL_TOL[dtype]
-
-
-def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((out.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
 def _inputs(
@@ -67,8 +54,8 @@ def test_contiguous(kv_heads, dtype, num_splits, device):
     q, k, v, lens = _inputs(MIXED_LENS, 8, kv_heads, 64, dtype, device)
     out = decode_attention(q, k, v, lens, num_splits=num_splits)
     assert out.shape == q.shape and out.dtype == q.dtype
-    err = _rel_err(out, decode_ref(q, k, v, lens))
-    assert err < _rel_tol(dtype), f"relative error {err:.2e}"
+    err = rel_err(out, decode_ref(q, k, v, lens))
+    assert err < attention_tol(dtype), f"relative error {err:.2e}"
 
 
 @pytest.mark.parametrize("num_splits", [1, 4])
@@ -89,8 +76,8 @@ def test_paged(head_dim, page_size, dtype, num_splits, device):
     # The reference reads the pool through the table itself and must equal the contiguous one.
     ref = decode_ref(q, k_pool, v_pool, lens, block_table=table)
     assert torch.allclose(ref, decode_ref(q, k, v, lens))
-    err = _rel_err(out, ref)
-    assert err < _rel_tol(dtype), f"relative error {err:.2e}"
+    err = rel_err(out, ref)
+    assert err < attention_tol(dtype), f"relative error {err:.2e}"
 
 
 def test_paged_agrees_with_contiguous(device):
@@ -98,7 +85,7 @@ def test_paged_agrees_with_contiguous(device):
     contiguous = decode_attention(q, k, v, lens, num_splits=2)
     k_pool, v_pool, table = _paged(k, v, lens)
     paged = decode_attention(q, k_pool, v_pool, lens, block_table=table, num_splits=2)
-    assert _rel_err(paged, contiguous.double()) < 1e-3
+    assert rel_err(paged, contiguous.double()) < 1e-3
 
 
 def test_given_max_seq_len_skips_the_host_checks_not_the_maths(device):
@@ -107,7 +94,7 @@ def test_given_max_seq_len_skips_the_host_checks_not_the_maths(device):
     ref = decode_ref(q, k_pool, v_pool, lens, block_table=table)
     for cache, paged in (((k, v), None), ((k_pool, v_pool), table)):
         out = decode_attention(q, *cache, lens, block_table=paged, max_seq_len=160)
-        assert _rel_err(out, ref) < _rel_tol(torch.float16)
+        assert rel_err(out, ref) < attention_tol(torch.float16)
     with pytest.raises(ValueError, match="max_seq_len must be an int in"):
         decode_attention(q, k, v, lens, max_seq_len=k.shape[1] + 1)
 
@@ -119,7 +106,7 @@ def test_split_counts_agree(device):
     one = decode_attention(q, k_pool, v_pool, lens, block_table=table, num_splits=1)
     for splits in (2, 5, 16):
         many = decode_attention(q, k_pool, v_pool, lens, block_table=table, num_splits=splits)
-        assert _rel_err(many, one.double()) < _rel_tol(torch.float32), splits
+        assert rel_err(many, one.double()) < attention_tol(torch.float32), splits
 
 
 @pytest.mark.parametrize("num_splits", [1, 2])
@@ -159,16 +146,16 @@ def test_strided_inputs(device):
     views = (q_strided, k_wide, v_wide, table_strided)
     assert not any(t.is_contiguous() for t in views)
     ref = decode_ref(q, k, v, lens)
-    assert _rel_err(decode_attention(q_strided, k_wide, v_wide, lens, num_splits=2), ref) < 1e-3
+    assert rel_err(decode_attention(q_strided, k_wide, v_wide, lens, num_splits=2), ref) < 1e-3
     paged = decode_attention(q_strided, k_pool, v_pool, lens, block_table=table_strided)
-    assert _rel_err(paged, ref) < 1e-3
+    assert rel_err(paged, ref) < 1e-3
 
 
 def test_default_num_splits(device):
     q, k, v, lens = _inputs([600, 45], 8, 1, 64, torch.float16, device)
     k_pool, v_pool, table = _paged(k, v, lens)
     out = decode_attention(q, k_pool, v_pool, lens, block_table=table)
-    assert _rel_err(out, decode_ref(q, k, v, lens)) < _rel_tol(torch.float16)
+    assert rel_err(out, decode_ref(q, k, v, lens)) < attention_tol(torch.float16)
 
 
 def test_gpu_configs(device, monkeypatch):
@@ -188,7 +175,7 @@ def test_gpu_configs(device, monkeypatch):
     q, k, v, lens = _inputs([300, 7, 130], 8, 2, 128, torch.float16, device)
     k_pool, v_pool, table = _paged(k, v, lens)
     out = decode_attention(q, k_pool, v_pool, lens, block_table=table, num_splits=2)
-    assert _rel_err(out, decode_ref(q, k, v, lens)) < _rel_tol(torch.float16)
+    assert rel_err(out, decode_ref(q, k, v, lens)) < attention_tol(torch.float16)
     (kept,) = kept_lists
     assert {c.kwargs["BLOCK_N"] for c in kept} == {32, 64, 128}
     assert all(c.num_warps == 4 for c in kept)
@@ -307,12 +294,12 @@ def test_gpu_large(batch, heads, kv_heads, head_dim, dtype, device):
     ref = decode_ref(q, k, v, seq_lens)
     paged = decode_attention(q, k_pool, v_pool, seq_lens, block_table=table)
     contiguous = decode_attention(q, k, v, seq_lens)
-    assert _rel_err(paged, ref) < _rel_tol(dtype)
-    assert _rel_err(contiguous, ref) < _rel_tol(dtype)
+    assert rel_err(paged, ref) < attention_tol(dtype)
+    assert rel_err(contiguous, ref) < attention_tol(dtype)
     # torch SDPA on the gathered cache with a key-padding mask as an independent baseline.
     k_dense, v_dense = gather_paged_kv(k_pool, v_pool, table, seq_lens)
     pad = torch.arange(k_dense.shape[2], device=device)[None, :] < seq_lens[:, None].long()
     sdpa = torch.nn.functional.scaled_dot_product_attention(
         q[:, :, None], k_dense, v_dense, attn_mask=pad[:, None, None, :], enable_gqa=True
     )[:, :, 0]
-    assert _rel_err(paged, ref) <= 2 * _rel_err(sdpa, ref) + 1e-3
+    assert rel_err(paged, ref) <= 2 * rel_err(sdpa, ref) + 1e-3

@@ -12,35 +12,37 @@ from console import tokbench
 from modeldocs import CPU, H100, H200, at_half_roofline, model_doc, record
 
 from bench import BenchError
-from bench.estimate import ALLREDUCE_LATENCY_S, estimate, save, serving_mix
 from bench.hardware import SPECS
-from bench.layer import VALIDATION_BAND
 from bench.lookup import Measurements, roofline_seconds
-from bench.models import decode_step, get_model, memory_bound_kernels, memory_plan
+from bench.models import Serving, get_model
 from bench.results import load, write_atomic
+from bench.throughput import ALLREDUCE_LATENCY_S, estimate_throughput, save, serving_mix
 
 TINY = get_model("tiny")
+SETTINGS = ("tp", "precision", "isl", "osl", "workspace", "max_batch")
 
 
 def flat(op: str, shape: dict, dtype: str) -> float:
-    """Every GEMM 1 ms, every prefill attention 2 ms, every decode attention 0.5 ms."""
-    return {"matmul": 1e-3, "attention": 2e-3, "decode": 0.5e-3}[op]
+    """Every GEMM 1 ms, every prefill attention 2 ms, every decode attention and add + RMSNorm
+    0.5 ms."""
+    return {"matmul": 1e-3, "attention": 2e-3, "decode": 0.5e-3, "rmsnorm": 0.5e-3}[op]
 
 
 def run_estimate(docs, **kwargs):
-    kwargs.setdefault("isl", 32)
-    kwargs.setdefault("osl", 16)
-    return estimate(
-        kwargs.pop("config", TINY), docs, [f"f{i}.json" for i in range(len(docs))], **kwargs
-    )
+    """estimate_throughput on files f0.json, f1.json, … of tiny at 32 + 16 tokens by default."""
+    kwargs = {"isl": 32, "osl": 16, **kwargs}
+    settings = {k: kwargs.pop(k) for k in SETTINGS if k in kwargs}
+    setup = Serving(kwargs.pop("config", TINY), **settings)
+    return estimate_throughput(setup, docs, [f"f{i}.json" for i in range(len(docs))], **kwargs)
 
 
 # --- the arithmetic, by hand ----------------------------------------------------------------------
 
 
 def test_steps_are_the_sum_of_their_parts() -> None:
-    # 10 GB/s for the memory-bound kernels, whose bytes at these sizes take less than the
-    # 0.5 ms floor (the shortest measured case), so each of the 5 per layer costs 0.5 ms.
+    # 10 GB/s for the 3 modelled memory-bound kernels, whose bytes at these sizes take less than
+    # the 0.5 ms floor (the shortest measured case), so each per layer costs 0.5 ms; the two
+    # add + RMSNorms per layer are measured, at 0.5 ms each.
     doc = model_doc(TINY, flat, gbps=10.0)
     result = run_estimate([doc], batches=[1])
     # prefill at batch 1 and at the step budget: 16,384 tokens / 32 = 512 prompts
@@ -48,20 +50,23 @@ def test_steps_are_the_sum_of_their_parts() -> None:
     assert (prefill.batch, budget.batch, result.budget_batch) == (1, 512, 512)
     decode = result.decode[0]
     layers = 2
-    other = layers * 5 * 0.5e-3
-    # decode: 4 GEMMs and one decode attention per layer, the LM head once.
-    assert decode.seconds == pytest.approx(layers * (4 * 1e-3 + 0.5e-3) + 1e-3 + other)
+    norms, modelled = layers * 2 * 0.5e-3, layers * 3 * 0.5e-3
+    # decode: 4 GEMMs, one decode attention and 2 norms per layer, the LM head once.
+    assert decode.seconds == pytest.approx(layers * (4 * 1e-3 + 0.5e-3) + norms + 1e-3 + modelled)
     assert decode.seconds == pytest.approx(15e-3)
     assert decode.tokens_per_s == pytest.approx(1 / 15e-3)
-    assert prefill.seconds == pytest.approx(layers * (4 * 1e-3 + 2e-3) + 1e-3 + other)
+    assert prefill.seconds == pytest.approx(layers * (4 * 1e-3 + 2e-3) + norms + 1e-3 + modelled)
     assert prefill.tokens_per_s == pytest.approx(32 / 18e-3)
-    assert decode.sources == pytest.approx({"measured": 10e-3, "modelled": 5e-3})
+    assert decode.sources == pytest.approx({"measured": 12e-3, "modelled": 3e-3})
+    assert decode.parts == pytest.approx(
+        {"gemm": 8e-3, "attention": 1e-3, "memory": norms + modelled, "lm_head": 1e-3}
+    )
     # The largest batch that fits 16 GiB less 10%: the scheduler cap of 1024.
-    plan = memory_plan(TINY, 1, "bf16", CPU.memory_bytes, 48)
+    plan = Serving(TINY, isl=32, osl=16).memory_plan(CPU.memory_bytes)
     assert result.record.max_batch == plan.max_batch > 1024
     assert [s.batch for s in result.decode] == [1, 1024] and result.capped
-    # every op takes the same time whatever the shape: only the memory-bound rest grows
-    assert budget.seconds - budget.parts["other"] == pytest.approx(13e-3)
+    # every op takes the same time whatever the shape: only the modelled memory-bound rest grows
+    assert budget.sources["measured"] == pytest.approx(15e-3)
     rps = 1 / (32 / (512 * 32 / budget.seconds) + 16 / (1024 / 15e-3))
     assert result.record.requests_per_s == pytest.approx(rps)
     assert result.record.decode_tokens_per_s == pytest.approx(1024 / 15e-3)
@@ -70,8 +75,8 @@ def test_steps_are_the_sum_of_their_parts() -> None:
 def test_memory_bound_kernels_use_bandwidth_above_the_floor() -> None:
     doc = model_doc(TINY, flat, gbps=0.001)  # 1 MB/s: bandwidth-bound, far above the floor
     step = run_estimate([doc], batches=[1]).decode[0]
-    kernels = memory_bound_kernels(TINY, 1, 1, "bf16")
-    assert step.parts["other"] == pytest.approx(2 * sum(b for _, b in kernels) / 1e6)
+    kernels = Serving(TINY).modelled_kernels(1)
+    assert step.sources["modelled"] == pytest.approx(2 * sum(b for _, b in kernels) / 1e6)
 
 
 def test_serving_mix() -> None:
@@ -115,21 +120,8 @@ def test_tensor_parallel_all_reduces_over_the_spec_interconnect() -> None:
     step = run_estimate([doc], tp=2, batches=[4]).decode[0]
     message = 4 * 256 * 2  # tokens × hidden × bf16
     ring = 2 * (2 - 1) / 2 * message / 450e9  # NVLink 900 GB/s is 450 per direction
-    assert step.parts["allreduce"] == pytest.approx(2 * 2 * (ring + ALLREDUCE_LATENCY_S))
+    assert step.parts["communication"] == pytest.approx(2 * 2 * (ring + ALLREDUCE_LATENCY_S))
     assert step.tokens_per_s == pytest.approx(4 / step.seconds / 2)
-
-
-def test_a_measured_collective_replaces_the_spec_model() -> None:
-    doc = model_doc(TINY, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm", tps=(2,))
-    for nbytes, ms in ((1024, 0.01), (1 << 20, 0.03)):
-        case = record("matmul", {"M": 1, "N": 1, "K": 1}, "bf16", ms / 1e3)
-        case.op, case.shape = "allreduce", {"bytes": nbytes, "world": 2}
-        doc.cases.append(case)
-    result = run_estimate([doc], tp=2, batches=[4])
-    message = 4 * 256 * 2
-    one = (0.01 + (0.03 - 0.01) * (message - 1024) / ((1 << 20) - 1024)) / 1e3
-    assert result.decode[0].parts["allreduce"] == pytest.approx(2 * 2 * one)
-    assert any("measured collective" in n for n in result.record.notes)
 
 
 # --- where each number comes from -----------------------------------------------------------------
@@ -157,7 +149,7 @@ def test_roofline_times_measured_efficiency_where_a_shape_is_missing() -> None:
 def test_rows_say_where_their_time_comes_from() -> None:
     doc = model_doc(TINY, flat, gbps=10.0)
     rows = run_estimate([doc], batches=[1]).record.rows
-    assert rows[0].source == "measured 72% · modelled 28%"  # 13 ms of 18 measured
+    assert rows[0].source == "measured 83% · modelled 17%"  # 15 ms of 18 measured
     assert all("measured" in r.source and "interpolated" not in r.source for r in rows)
 
 
@@ -347,7 +339,7 @@ def cpu_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_model_suite_measures_every_shape_the_estimate_needs(cpu_results: Path) -> None:
     doc = load(cpu_results)
     assert doc.suite == "model" and doc.complete
-    assert {c.op for c in doc.cases} == {"matmul", "attention", "decode"}
+    assert {c.op for c in doc.cases} == {"matmul", "attention", "decode", "rmsnorm"}
     assert all(c.status == "ok" for c in doc.cases)
     result = run_estimate([doc], precision="fp32")
     assert all(row.source == "measured" or "modelled" in row.source for row in result.record.rows)
@@ -398,17 +390,28 @@ def test_estimate_json(cpu_results: Path) -> None:
     assert not load(cpu_results).estimates
 
 
-def test_validation_holds_the_layer_within_the_band(cpu_results: Path) -> None:
+def test_validation_runs_the_layer_at_both_ends(cpu_results: Path) -> None:
+    """The layer runs at the smallest and largest prefill and decode steps, against the
+    estimate's own per-layer time. Wall-clock ratios on a shared CPU vary with its load, so
+    they are reported here, not held to a band."""
     done = tokbench(
         "estimate", *ESTIMATE, "--results", str(cpu_results), "--validate", "--json", "--no-save"
     )
     assert done.returncode == 0, done.stderr
-    ratios = {k: v for k, v in json.loads(done.stdout)["validation"].items() if "ratio" in k}
-    assert len(ratios) == 4, ratios  # prefill and decode, smallest and largest batch
-    low, high = VALIDATION_BAND
-    assert low <= ratios["prefill_batch512_ratio"] <= high, ratios
-    assert low <= ratios["decode_batch1024_ratio"] <= high, ratios
-    assert all(r > low for r in ratios.values()), ratios  # the batch-1 end: reported
+    figures = json.loads(done.stdout)
+    checks = figures["validation"]
+    ends = ("prefill_batch1", "prefill_batch512", "decode_batch1", "decode_batch1024")
+    assert {k.rsplit("_", 1)[0] for k in checks} == {f"{e}_measured" for e in ends} | {
+        f"{e}_estimated" for e in ends
+    } | set(ends)
+    rows = {(r["phase"], r["batch"]): r["step_ms"] for r in figures["rows"]}
+    for end in ends:
+        assert checks[f"{end}_measured_ms"] > 0
+        phase, batch = end.split("_batch")
+        # The layer's estimate is the step's, less the LM head, over the layers: never more.
+        assert 0 < checks[f"{end}_estimated_ms"] < rows[(phase, int(batch))] / TINY.layers
+        ratio = checks[f"{end}_measured_ms"] / checks[f"{end}_estimated_ms"]
+        assert checks[f"{end}_ratio"] == pytest.approx(ratio)
 
 
 @pytest.mark.parametrize(
@@ -455,10 +458,11 @@ def test_a_file_from_another_device_needs_gpu(tmp_path: Path, cpu_results: Path)
 def test_moe_layer_runs_from_the_same_ops() -> None:
     """tiny-moe through the runner in-process, then its layer: the routed expert GEMMs run."""
     from bench import device as dev
-    from bench.layer import validate
-    from bench.results import ResultDoc, ResultWriter
+    from bench.layer import measure_layer
+    from bench.models import suite_cases
+    from bench.results import ResultWriter
     from bench.runner import RunConfig, run_cases
-    from bench.suites import model_cases
+    from bench.schema import ResultDoc
     from bench.timing import TimerConfig
 
     moe = get_model("tiny-moe")
@@ -467,22 +471,13 @@ def test_moe_layer_runs_from_the_same_ops() -> None:
     # 14 MB of "memory": about 10 sequences fit beside the 12 MB of weights, which keeps the
     # largest decode batch (and this test) small.
     device = dataclasses.replace(dev.detect(), memory_bytes=14_000_000)
-    cases = model_cases(
-        moe,
-        tps=[1],
-        precision="fp32",
-        batches=[4],
-        isls=[16],
-        osls=[8],
-        memory=float(device.memory_bytes),
-    )
+    setup = Serving(moe, precision="fp32", isl=16, osl=8)
+    cases = suite_cases([setup], [4], float(device.memory_bytes))
     doc = ResultDoc(device=device, software={}, command="test", suite="model")
     timer = TimerConfig(max_time_s=0.05, min_reps=3)
     config = RunConfig(timer=timer, impls=["torch", "sdpa-flash"])
     run_cases(cases, device, None, ResultWriter(doc, None), config)
     result = run_estimate([doc], config=moe, precision="fp32", isl=16, osl=8, batches=[4])
-    assert {"expert_gate_up", "expert_down", "router"} <= {
-        u.part for u in decode_step(moe, 1, "fp32", 4, 20)
-    }
-    check = validate(result.estimator, "decode", 4, 20, device, timer)
+    assert {"expert_gate_up", "expert_down", "router"} <= {u.part for u in setup.decode_step(4)}
+    check = measure_layer(result.model, "decode", 4, 20, device, timer)
     assert math.isfinite(check.ratio) and check.ratio > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kernelcheck import rel_err
 
 from kernels import interpreted
 from kernels.matmul import (
@@ -49,15 +50,11 @@ def _randn(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, see
     return torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
 
 
-def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((out.to(torch.float64) - ref).norm() / ref.norm()).item()
-
-
 def _check(a: torch.Tensor, b: torch.Tensor, tol: float, **kwargs: bool) -> float:
     out = matmul(a, b, **kwargs)
     assert out.shape == (a.shape[0], b.shape[1])
     assert out.dtype == a.dtype and out.device == a.device and out.is_contiguous()
-    err = _rel_err(out, matmul_ref(a, b))
+    err = rel_err(out, matmul_ref(a, b))
     assert err < tol, f"relative error {err:.3g} >= {tol:g}"
     return err
 
@@ -196,7 +193,7 @@ def test_fp8_kernel_under_interpreter(out_dtype: torch.dtype) -> None:
     out = _launch_fp8(a, b, sa, sb, out_dtype)
     assert out.dtype == out_dtype
     # fp8 products are exact in fp32, so only accumulation and output rounding remain.
-    err = _rel_err(out, matmul_ref(a, b) * 0.125)
+    err = rel_err(out, matmul_ref(a, b) * 0.125)
     assert err < TOL[out_dtype], err
 
 
@@ -245,8 +242,8 @@ def test_gpu_fp8_matches_scaled_mm(shape: tuple[int, int, int], device) -> None:
     theirs = torch._scaled_mm(a, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
     theirs = theirs[0] if isinstance(theirs, tuple) else theirs  # torch < 2.4 returned (out, amax)
     assert ours.dtype == torch.bfloat16 and ours.shape == (m, n)
-    assert _rel_err(ours, theirs.to(torch.float64)) < FP8_TOL
-    assert _rel_err(ours, matmul_ref(a, b) * 0.125) < FP8_TOL
+    assert rel_err(ours, theirs.to(torch.float64)) < FP8_TOL
+    assert rel_err(ours, matmul_ref(a, b) * 0.125) < FP8_TOL
 
 
 @pytest.mark.gpu
@@ -258,4 +255,4 @@ def test_gpu_fp8_any_layout(shape: tuple[int, int, int], device) -> None:
     a, b, sa, sb = _fp8_operands(*shape, device, b_col_major=False)
     out = matmul_fp8(a, b, sa, sb, out_dtype=torch.float32)
     # Hopper fp8 MMAs accumulate in reduced precision within each BLOCK_K window.
-    assert _rel_err(out, matmul_ref(a, b) * 0.125) < 1e-3
+    assert rel_err(out, matmul_ref(a, b) * 0.125) < 1e-3

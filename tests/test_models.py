@@ -9,18 +9,11 @@ from bench import BenchError
 from bench.models import (
     MODELS,
     ModelConfig,
-    check_tp,
-    decode_step,
+    Serving,
     get_model,
-    kv_bytes_per_token,
-    layer_gemms,
-    memory_plan,
     moe_routing,
     param_count,
-    prefill_batches,
-    prefill_step,
     suite_cases,
-    weight_bytes,
 )
 from bench.ops import get_op
 
@@ -39,11 +32,12 @@ def test_llama_8b_weight_bytes_by_hand() -> None:
     embeddings = 2 * 128_256 * 4096  # untied input embedding and LM head
     norms = (2 * 32 + 1) * 4096
     assert param_count(LLAMA_8B) == gemm + embeddings + norms == 8_030_261_248
-    assert weight_bytes(LLAMA_8B, 1, "bf16") == 2 * 8_030_261_248
+    assert Serving(LLAMA_8B).weight_bytes() == 2 * 8_030_261_248
     # fp8 checkpoints: GEMM weights in one byte, embeddings, LM head and norms stay bf16.
-    assert weight_bytes(LLAMA_8B, 1, "fp8") == gemm + 2 * (embeddings + norms)
+    assert Serving(LLAMA_8B, precision="fp8").weight_bytes() == gemm + 2 * (embeddings + norms)
     # TP 2 halves every matrix and the vocabulary; the norms are replicated.
-    assert weight_bytes(LLAMA_8B, 2, "bf16") == 2 * (gemm // 2 + embeddings // 2 + norms)
+    tp2 = Serving(LLAMA_8B, tp=2).weight_bytes()
+    assert tp2 == 2 * (gemm // 2 + embeddings // 2 + norms)
 
 
 @pytest.mark.parametrize(
@@ -59,39 +53,43 @@ def test_llama_8b_weight_bytes_by_hand() -> None:
     ],
 )
 def test_kv_bytes_per_token_with_gqa(name: str, tp: int, precision: str, expected: int) -> None:
-    assert kv_bytes_per_token(get_model(name), tp, precision) == expected
+    setup = Serving(get_model(name), tp=tp, precision=precision)
+    assert setup.kv_bytes_per_token() == expected
 
 
 def test_llama_8b_gemm_shapes_per_gpu() -> None:
-    shapes = {u.part: (u.shape["N"], u.shape["K"]) for u in layer_gemms(LLAMA_8B, 1, 7, "bf16")}
+    shapes = {u.part: (u.shape["N"], u.shape["K"]) for u in Serving(LLAMA_8B).layer_gemms(7)}
     assert shapes == {
         "qkv": (6144, 4096),
         "o": (4096, 4096),
         "gate_up": (28672, 4096),
         "down": (4096, 14336),
     }
-    tp4 = {u.part: (u.shape["N"], u.shape["K"]) for u in layer_gemms(LLAMA_8B, 4, 7, "bf16")}
+    gemms = Serving(LLAMA_8B, tp=4).layer_gemms(7)
+    tp4 = {u.part: (u.shape["N"], u.shape["K"]) for u in gemms}
     assert tp4 == {
         "qkv": (1536, 4096),
         "o": (4096, 1024),
         "gate_up": (7168, 4096),
         "down": (4096, 3584),
     }
-    assert all(u.shape["M"] == 7 and u.count == 32 for u in layer_gemms(LLAMA_8B, 4, 7, "bf16"))
+    assert all(u.shape["M"] == 7 and u.count == 32 for u in gemms)
 
 
 def test_decode_step_flops_are_twice_the_active_weights() -> None:
-    step = decode_step(LLAMA_8B, 1, "bf16", batch=1, context=1000)
+    step = Serving(LLAMA_8B).decode_step(batch=1, context=1000)
     gemm_flops = sum(get_op("matmul").flops(u.shape) * u.count for u in step if u.op == "matmul")
     # 2 FLOPs per weight per token: every GEMM weight and the LM head (not the input embedding).
     assert gemm_flops == 2 * (218_103_808 * 32 + 128_256 * 4096) == 15_009_316_864
     attention = next(u for u in step if u.part == "attention")
     assert attention.shape == {"B": 1, "H": 32, "Hkv": 8, "D": 128, "L": 1000, "page": 16}
     assert get_op("decode").flops(attention.shape) == 4 * 32 * 1000 * 128
+    norms = next(u for u in step if u.op == "rmsnorm")
+    assert norms.shape == {"tokens": 1, "hidden": 4096} and norms.count == 2 * 32
 
 
 def test_prefill_step_shapes() -> None:
-    step = prefill_step(LLAMA_8B, 2, "fp8", batch=3, isl=100)
+    step = Serving(LLAMA_8B, tp=2, precision="fp8").prefill_step(batch=3, isl=100)
     by_part = {u.part: u for u in step}
     assert by_part["qkv"].shape["M"] == 300 and by_part["qkv"].dtype == "fp8"
     assert by_part["attention"].shape == {
@@ -107,6 +105,8 @@ def test_prefill_step_shapes() -> None:
     # Logits only for each prompt's last token, vocabulary split over TP, in bf16.
     assert by_part["lm_head"].shape == {"M": 3, "N": 64_128, "K": 4096}
     assert by_part["lm_head"].dtype == "bf16"
+    assert by_part["add_rmsnorm"].shape == {"tokens": 300, "hidden": 4096}
+    assert by_part["add_rmsnorm"].dtype == "bf16"
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_moe_routing(tokens: int, active: int, per_expert: int) -> None:
 
 
 def test_mixtral_expert_gemms_at_tokens_per_expert() -> None:
-    gemms = {u.part: u for u in layer_gemms(get_model("mixtral-8x7b"), 2, 64, "bf16")}
+    gemms = {u.part: u for u in Serving(get_model("mixtral-8x7b"), tp=2).layer_gemms(64)}
     assert gemms["expert_gate_up"].shape == {"M": 16, "N": 14336, "K": 4096}
     assert gemms["expert_gate_up"].count == 32 * 8
     assert gemms["expert_down"].shape == {"M": 16, "N": 4096, "K": 7168}
@@ -127,12 +127,13 @@ def test_mixtral_expert_gemms_at_tokens_per_expert() -> None:
 
 
 def test_memory_fit_by_hand() -> None:
-    plan = memory_plan(LLAMA_8B, 1, "bf16", memory=80e9, seq_tokens=1024 + 256)
+    plan = Serving(LLAMA_8B, isl=1024, osl=256).memory_plan(80e9)
     # 72 GB usable (10% workspace) − 16,060,522,496 B of weights, over 1280 × 131,072 B.
     assert plan.kv_budget == pytest.approx(72e9 - 16_060_522_496)
     assert plan.max_batch == int((72e9 - 16_060_522_496) // (1280 * 131_072)) == 333
-    assert memory_plan(get_model("llama-3.1-70b"), 1, "bf16", 80e9, 1280).max_batch == 0
-    assert memory_plan(get_model("llama-3.1-70b"), 2, "fp8", 80e9, 1280).max_batch > 0
+    llama_70b = get_model("llama-3.1-70b")
+    assert Serving(llama_70b).memory_plan(80e9).max_batch == 0
+    assert Serving(llama_70b, tp=2, precision="fp8").memory_plan(80e9).max_batch > 0
 
 
 @pytest.mark.parametrize(
@@ -156,11 +157,25 @@ def test_tp_that_does_not_shard_the_model_is_refused(name: str, tp: int, message
         vocab=1000,
     )
     with pytest.raises(BenchError, match=message):
-        check_tp(odd if name == "odd" else get_model(name), tp)
+        Serving(odd if name == "odd" else get_model(name), tp=tp)
 
 
 def test_tp_beyond_kv_heads_replicates_them() -> None:
-    check_tp(LLAMA_8B, 16)  # 8 KV heads, one copy per pair of GPUs: allowed
+    assert Serving(LLAMA_8B, tp=16).kv_heads == 1  # 8 KV heads, one copy per pair of GPUs
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"precision": "int3"}, "unknown precision 'int3'"),
+        ({"isl": 0}, "--isl and --osl must be at least 1, got 0 and 256"),
+        ({"workspace": 1.0}, r"--workspace .* must be in \[0, 1\), got 1"),
+        ({"max_batch": 0}, "--max-batch must be at least 1, got 0"),
+    ],
+)
+def test_a_serving_setting_no_estimate_can_use_is_named(settings: dict, message: str) -> None:
+    with pytest.raises(BenchError, match=message):
+        Serving(LLAMA_8B, **settings)
 
 
 def test_unknown_model_names_the_known_ones() -> None:
@@ -270,26 +285,27 @@ def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_prefill_batches_fit_the_step_budget() -> None:
-    assert prefill_batches([1, 4, 16, 64], isl=1024, max_tokens=16384) == [1, 4, 16]
-    assert prefill_batches([8], isl=100_000, max_tokens=16384) == [1]  # one prompt always
+    assert Serving(LLAMA_8B, isl=1024).prefill_batches([1, 4, 16, 64]) == [1, 4, 16]
+    assert Serving(LLAMA_8B, isl=100_000).prefill_batches([8]) == [1]  # one prompt always
 
 
 def test_suite_cases_are_unique_and_include_the_largest_batch_that_fits() -> None:
-    tiny = get_model("tiny")
-    cases = suite_cases(tiny, 1, "bf16", [1, 4], isl=32, osl=16, memory=1e9)
-    keys = [(op, tuple(sorted(s.items())), dt) for op, s, dt in cases]
+    setup = Serving(get_model("tiny"), isl=32, osl=16)
+    cases = suite_cases([setup], [1, 4], memory=1e9)
+    keys = [(c.op, tuple(sorted(c.shape.items())), c.dtype) for c in cases]
     assert len(keys) == len(set(keys))
-    decode_batches = sorted(s["B"] for op, s, _ in cases if op == "decode")
-    fit = memory_plan(tiny, 1, "bf16", 1e9, 48).max_batch
+    decode_batches = sorted(c.shape["B"] for c in cases if c.op == "decode")
+    fit = setup.memory_plan(1e9).max_batch
     assert decode_batches == [1, 4, min(fit, 1024)]
-    assert {s["L"] for op, s, _ in cases if op == "decode"} == {32 + 16 // 2}
-    assert {s["Sq"] for op, s, _ in cases if op == "attention"} == {32}
+    assert {c.shape["L"] for c in cases if c.op == "decode"} == {32 + 16 // 2}
+    assert {c.shape["Sq"] for c in cases if c.op == "attention"} == {32}
+    assert {c.shape["tokens"] for c in cases if c.op == "rmsnorm"} >= {1, 4, 32, 4 * 32}
 
 
 def test_models_table_keeps_sources_whole_at_120_columns() -> None:
     from rich.console import Console
 
-    from bench.estimate import models_table
+    from bench.tables import models_table
 
     console = Console(width=120, record=True)
     console.print(models_table(list(MODELS.values())))

@@ -1,4 +1,5 @@
-"""Op definitions: FLOP and byte formulas by hand, and every op's smoke cases through the gate."""
+"""Op definitions: FLOP and byte formulas by hand, every op's smoke cases through the gate, and
+the registry's own rules."""
 
 import pytest
 import torch
@@ -6,8 +7,9 @@ import torch
 from bench import BenchError
 from bench import device as dev
 from bench.ops import OPS, get_op
+from bench.ops.base import PARTS, Op
 from bench.runner import RunConfig, run_one
-from bench.suites import SHAPES, CaseSpec
+from bench.suites import CaseSpec
 from bench.timing import TimerConfig
 
 
@@ -35,6 +37,12 @@ def test_attention_flops_count_only_visible_pairs(sq, skv, causal, pairs) -> Non
     assert get_op("attention").flops(_attn(sq, skv, causal)) == 4 * 2 * 4 * pairs * 8
 
 
+def test_rmsnorm_formulas() -> None:
+    op, shape = get_op("rmsnorm"), {"tokens": 3, "hidden": 8}
+    assert op.flops(shape) == 5 * 24
+    assert op.bytes(shape, "bf16") == (4 * 24 + 8) * 2  # x, residual in; y, residual out; w
+
+
 def test_attention_and_decode_bytes() -> None:
     assert get_op("attention").bytes(_attn(3, 5, False), "fp16") == 2 * (
         2 * 2 * 8 * (4 * 3 + 2 * 5)
@@ -51,10 +59,10 @@ def test_smoke_cases_pass_the_gate(op_name: str) -> None:
     op, cpu = get_op(op_name), dev.detect()
     config = RunConfig(timer=TimerConfig(max_time_s=0.01, min_reps=1))
     statuses = []
-    for shape in SHAPES["smoke"][op_name]:
+    for shape in op.smoke:
         case = CaseSpec(op_name, shape, "fp16")
         gen = torch.Generator(device=dev.torch_device(cpu)).manual_seed(1)
-        inputs = op.make_inputs(shape, "fp16", dev.torch_device(cpu), gen)
+        inputs = op.inputs(shape, "fp16", dev.torch_device(cpu), gen)
         ref = op.reference(inputs)
         for impl in op.impls:
             record = run_one(op, impl, case, inputs, ref, cpu, None, config)
@@ -63,11 +71,22 @@ def test_smoke_cases_pass_the_gate(op_name: str) -> None:
     assert ("triton", "ok") in statuses and (op.baseline, "ok") in statuses
 
 
-@pytest.mark.parametrize("suite", sorted(SHAPES))
-def test_every_suite_shape_is_valid(suite: str) -> None:
-    for op_name, shapes in SHAPES[suite].items():
-        for shape in shapes:
-            get_op(op_name).check_shape(shape)
+@pytest.mark.parametrize("op", OPS.values(), ids=str)
+def test_every_op_is_complete(op: Op) -> None:
+    """What the harness reads off every op: suites' shapes that pass its own rules, axes and
+    dtypes among its keys, a known part, and a baseline among its implementations."""
+    assert op.smoke and op.standard
+    for shape in (*op.smoke, *op.standard):
+        op.check_shape(shape)
+        assert op.flops(shape) > 0 and op.bytes(shape, op.dtypes[0]) > 0 and op.label(shape)
+    assert {k for axis in op.axes for k in axis} <= set(op.key_names)
+    assert op.part in PARTS
+    assert op.baseline in [i.name for i in op.impls]
+    assert set(op.tolerance) >= set(op.dtypes)
+
+
+def test_the_registry_holds_every_op_module() -> None:
+    assert list(OPS) == ["attention", "decode", "matmul", "rmsnorm"]
 
 
 @pytest.mark.parametrize(
@@ -77,6 +96,7 @@ def test_every_suite_shape_is_valid(suite: str) -> None:
         ("matmul", {"M": 4, "N": 4}, "needs exactly the keys M,N,K"),
         ("decode", {"B": 1, "H": 8, "Hkv": 2, "D": 48, "L": 9, "page": 16}, "D must be one of"),
         ("decode", {"B": 1, "H": 8, "Hkv": 2, "D": 64, "L": 9, "page": -1}, "page must be"),
+        ("rmsnorm", {"tokens": 1, "hidden": 0}, "hidden must be an integer >= 1"),
         ("attention", _attn(9, 4, True), "causal attention needs Sq <= Skv"),
         ("attention", {**_attn(4, 4, False), "causal": 1}, "causal must be true or false"),
     ],

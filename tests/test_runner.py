@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from bench import device as dev
-from bench.ops import Impl, get_op
-from bench.results import ResultDoc, ResultWriter, load
+from bench.ops import get_op
+from bench.ops.base import Impl
+from bench.results import ResultWriter, load
 from bench.runner import RunConfig, check, relative_error, run_cases, run_one
+from bench.schema import ResultDoc
 from bench.suites import CaseSpec, build
 from bench.timing import TimerConfig
 
@@ -21,7 +23,7 @@ def _run(impl: Impl, dtype: str = "fp32"):
     op = get_op("matmul")
     case = CaseSpec("matmul", {"M": 33, "N": 17, "K": 29}, dtype)
     gen = torch.Generator().manual_seed(0)
-    inputs = op.make_inputs(case.shape, case.dtype, torch.device("cpu"), gen)
+    inputs = op.inputs(case.shape, case.dtype, torch.device("cpu"), gen)
     return run_one(op, impl, case, inputs, op.reference(inputs), CPU, None, FAST)
 
 

@@ -1,0 +1,62 @@
+"""The op registry: every module in this package that defines ``OP`` is an op.
+
+Adding an op is one module here (plus its kernel in kernels/ and its tests): suites, the CLI's
+--shape help, lookups and the estimate's parts read it from the registry. CONTRIBUTING.md lists
+the steps.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+from bench import BenchError, results
+from bench.ops.base import Op, shape_text
+from bench.schema import ResultDoc, Shape
+
+
+def _discover() -> dict[str, Op]:
+    ops = []
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if isinstance(getattr(module, "OP", None), Op):
+            ops.append(module.OP)
+    return {op.name: op for op in sorted(ops, key=lambda op: op.name)}
+
+
+OPS: dict[str, Op] = _discover()
+
+
+def get_op(name: str) -> Op:
+    if name not in OPS:
+        raise BenchError(f"unknown op '{name}'; known: {', '.join(OPS)}")
+    return OPS[name]
+
+
+def label(op: str, shape: Shape) -> str:
+    """A case's shape as its op labels it; as KEY=VALUE pairs for an op this version does not
+    know (a file from a newer tokbench is shown, not refused)."""
+    return OPS[op].label(shape) if op in OPS else shape_text(shape)
+
+
+def description(op: str) -> str:
+    return OPS[op].description if op in OPS else "an op this version of tokbench does not know"
+
+
+def shape_help() -> str:
+    """Every op's shape keys, for the CLI: 'matmul M,N,K; …'."""
+    return "; ".join(f"{op.name} {','.join(op.key_names)}" for op in OPS.values())
+
+
+def load_results(path: str | Path) -> ResultDoc:
+    """A result file, loaded and validated (bench.results.load), whose cases of known ops each
+    have a shape their op takes; cases of ops this version does not know are kept as they are."""
+    doc = results.load(path)
+    for i, case in enumerate(doc.cases):
+        if case.op in OPS:
+            try:
+                OPS[case.op].check_shape(case.shape)
+            except BenchError as e:
+                raise BenchError(f"{path}: field 'cases[{i}].shape' is wrong: {e}") from None
+    return doc

@@ -1,0 +1,250 @@
+"""What an op is: the base class every op module fills in, and its implementations.
+
+An op is everything the harness needs about one operation, as in tritonbench's operators: its
+shape keys and their rules, FLOPs and minimum bytes, the memory a case needs, its label, the
+shapes of the smoke and standard suites, the axes an estimate may interpolate along, which part
+of a model step it is, its inputs, its float64 reference and its implementations. The runner,
+suites, lookups, estimate and tables read all of it from here and never know which op they hold.
+
+Describing an op needs no torch: op modules import torch and the kernels only inside the methods
+that measure (inputs, reference, implementations), so planning and presenting read shapes, FLOPs
+and bytes without importing torch or Triton.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import kernels
+from bench import BenchError
+from bench.schema import DeviceInfo, Shape
+
+if TYPE_CHECKING:
+    import torch
+
+Inputs = dict[str, Any]
+
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+
+# Relative error ‖out − ref‖ / ‖ref‖ allowed per dtype: a few units of the output's rounding
+# (fp16 2^-11, bf16 2^-8) plus fp32-accumulation error over long reductions.
+TOLERANCE = {"fp32": 1e-4, "fp16": 3e-3, "bf16": 2e-2, "fp8": 2e-2}
+# The attention kernels' fp32 tl.dot runs as tf32 on GPUs (10-bit mantissa).
+TF32_TOLERANCE = {**TOLERANCE, "fp32": 5e-3}
+
+# What part of a model step an op is, with its column name in the estimate's tables.
+PARTS = {
+    "gemm": "GEMM",
+    "attention": "attn",
+    "memory": "mem.-bound",
+    "communication": "comm.",
+}
+
+# Triton's interpreter runs a kernel in numpy, program by program: fine for checking small
+# shapes, hopeless for large ones.
+INTERPRETER_MAX_FLOPS = 2e8
+
+
+@dataclass(frozen=True)
+class Key:
+    """One shape key: a size, an integer from `least` up, or a switch (true or false)."""
+
+    name: str
+    help: str
+    least: int = 1
+    switch: bool = False
+
+    def problem(self, value: object) -> str | None:
+        """What is wrong with a value for this key, or None."""
+        if self.switch:
+            return None if isinstance(value, bool) else f"{self.name} must be true or false"
+        if isinstance(value, bool) or not isinstance(value, int) or value < self.least:
+            return f"{self.name} must be an integer >= {self.least}"
+        return None
+
+
+def no_workspace(shape: Shape, dtype: str) -> float:
+    return 0.0
+
+
+def _runs_anywhere(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation of an op.
+
+    `prepare` takes a case's inputs and returns the closure to time, so input preparation
+    (layouts, scales, gathers) stays out of the timed region.
+    """
+
+    name: str
+    prepare: Callable[[Inputs], Callable[[], Any]]
+    triton: bool = False  # a tokbench Triton kernel (interpreted without a GPU)
+    # Memory it needs beyond the case's inputs and reference: when that is not free, it is
+    # skipped (materialised attention scores at 16k tokens outgrow an 80 GB GPU).
+    workspace: Callable[[Shape, str], float] = no_workspace
+    # Why this implementation cannot run a case here, or None when it can.
+    unsupported: Callable[[Shape, str, DeviceInfo], str | None] = _runs_anywhere
+
+
+class Unsupported(Exception):
+    """Raised by an implementation's prepare when it finds it cannot run a case here."""
+
+
+class Op:
+    """A benchmarkable operation. Subclasses set the class attributes and the methods below."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    keys: ClassVar[tuple[Key, ...]]
+    dtypes: ClassVar[tuple[str, ...]]
+    baseline: ClassVar[str]  # the implementation speedups are measured against
+    part: ClassVar[str]  # a PARTS key: what part of a model step it is
+    # Shape keys an estimate interpolates the op's time along, linear in FLOPs; keys grouped in
+    # a tuple move together (a prefill's query and key lengths are the same prompt).
+    axes: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    smoke: ClassVar[tuple[Shape, ...]] = ()  # CPU-sized: torch on the CPU, Triton interpreted
+    standard: ClassVar[tuple[Shape, ...]] = ()  # the GPU sweep
+    tolerance: ClassVar[dict[str, float]] = TOLERANCE
+    # fp32 peak to judge it against: "tf32" where its kernels' fp32 dots run as tf32 on GPUs.
+    fp32_peak: ClassVar[str] = "fp32"
+
+    # --- describing a case (no torch) ----------------------------------------------------------
+
+    def rule(self, shape: Shape) -> str | None:
+        """What an op-specific rule says is wrong with a shape of valid keys, or None."""
+        return None
+
+    def flops(self, shape: Shape) -> float:
+        raise NotImplementedError
+
+    def bytes(self, shape: Shape, dtype: str) -> float:
+        """Minimum traffic: every input read and every output written once."""
+        raise NotImplementedError
+
+    def footprint(self, shape: Shape, dtype: str) -> float:
+        """Device memory a case needs: inputs, outputs and the float64 reference."""
+        raise NotImplementedError
+
+    def label(self, shape: Shape) -> str:
+        raise NotImplementedError
+
+    # --- measuring a case (torch and the kernels, imported by each method) ---------------------
+
+    def make_inputs(
+        self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator
+    ) -> Inputs:
+        raise NotImplementedError
+
+    def reference(self, inputs: Inputs) -> torch.Tensor:
+        """The float64 result an implementation's output is checked against."""
+        raise NotImplementedError
+
+    def check_view(self, out: Any, inputs: Inputs) -> torch.Tensor:
+        """The part of an implementation's output the reference covers, as one tensor."""
+        return out
+
+    def implementations(self) -> tuple[Impl, ...]:
+        raise NotImplementedError
+
+    # --- derived ---------------------------------------------------------------------------------
+
+    def inputs(
+        self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator
+    ) -> Inputs:
+        """A case's inputs: the first step of measuring it, so the step that chooses how Triton
+        runs, before any kernel module is imported (kernels.use_interpreter_without_gpu)."""
+        kernels.use_interpreter_without_gpu()
+        return self.make_inputs(shape, dtype, device, gen)
+
+    @cached_property
+    def impls(self) -> tuple[Impl, ...]:
+        return self.implementations()
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        return tuple(k.name for k in self.keys)
+
+    def check_shape(self, shape: Shape) -> None:
+        """Raise a BenchError naming what is wrong with a shape and what is allowed."""
+        if set(shape) != set(self.key_names):
+            raise BenchError(
+                f"{self.name} shape {shape_text(shape)} needs exactly the keys "
+                f"{','.join(self.key_names)}"
+            )
+        for key in self.keys:
+            if problem := key.problem(shape[key.name]):
+                raise BenchError(f"{self.name} shape {shape_text(shape)}: {problem}")
+        if problem := self.rule(shape):
+            raise BenchError(f"{self.name} shape {shape_text(shape)}: {problem}")
+
+    @property
+    def tf32(self) -> bool:
+        """Whether its fp32 cases are judged against the TF32 tensor-core peak."""
+        return self.fp32_peak == "tf32"
+
+    def impl(self, name: str) -> Impl:
+        for impl in self.impls:
+            if impl.name == name:
+                return impl
+        known = ", ".join(i.name for i in self.impls)
+        raise BenchError(f"unknown implementation '{name}' for {self.name}; known: {known}")
+
+
+def shape_text(shape: Shape) -> str:
+    """A shape as --shape takes it: M=64,N=128,K=256 (switches as true/false)."""
+    return ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in shape.items())
+
+
+def dtype_unsupported(dtype: str, device: DeviceInfo) -> str | None:
+    """Why this device cannot compute in dtype at all, or None."""
+    if dtype != "fp8":
+        return None
+    return kernels.fp8_unsupported(device.kind, device.capability)
+
+
+def triton_impl(
+    prepare: Callable[[Inputs], Callable[[], Any]], flops: Callable[[Shape], float]
+) -> Impl:
+    """An op's tokbench Triton kernel; without a GPU it runs interpreted, within the
+    interpreter's limits."""
+
+    def unsupported(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
+        if reason := dtype_unsupported(dtype, device):
+            return reason
+        if not kernels.interpreted():
+            return None
+        if dtype == "bf16":
+            return "bf16 tl.dot is not emulated by Triton's interpreter; checked on GPU only"
+        if flops(shape) > INTERPRETER_MAX_FLOPS:
+            return f"too large for Triton's interpreter ({flops(shape):.1e} FLOPs); run on a GPU"
+        return None
+
+    return Impl("triton", prepare, triton=True, unsupported=unsupported)
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype of a harness dtype name."""
+    import torch
+
+    return {
+        "fp32": torch.float32,
+        "fp16": torch.float16,
+        "bf16": torch.bfloat16,
+        "fp8": torch.float8_e4m3fn,
+    }[dtype]
+
+
+def randn(
+    shape: tuple[int, ...], dtype: str, device: torch.device, gen: torch.Generator
+) -> torch.Tensor:
+    """Random normal data in dtype (never zeros: zeros flatter tensor-core power and clocks)."""
+    import torch
+
+    x = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+    return x.to(torch_dtype(dtype))

@@ -1,0 +1,720 @@
+"""Every table tokbench prints, as rich tables: devices, results, comparisons, estimates,
+fleets and model configs. The only module that knows how things look; the rest returns data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bench import ops
+from bench.capacity import OPTIMISTIC, PLAUSIBLE, Claim, Fleet
+from bench.compare import (
+    Cell,
+    Column,
+    Comparison,
+    Row,
+    Verdict,
+    estimate_groups,
+    tokens_per_dollar,
+    tokens_per_watt,
+)
+from bench.hardware import GpuSpec
+from bench.models import ModelConfig, param_count
+from bench.schema import CaseResult, DeviceInfo, ResultDoc, Telemetry
+from bench.throughput import (
+    SOURCES,
+    STEP_PARTS,
+    VALIDATION_BAND,
+    Throughput,
+    Validation,
+    projection_prefix,
+    shares,
+)
+from bench.units import fmt_big, fmt_bytes, fmt_ms, fmt_params, fmt_rate, fmt_ratio, plural
+
+
+def console() -> Console:
+    """stdout, at least 120 columns wide even when piped, so tables stay readable in logs."""
+    out = Console()
+    return out if out.is_terminal else Console(width=max(out.width, 120))
+
+
+def new_table(title: str, columns: Iterable[str] = (), left: Collection[str] = ()) -> Table:
+    """A table with its title and caption on the left, as every tokbench table has them; the
+    named columns are right-aligned (numbers) except those in `left`."""
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for name in columns:
+        table.add_column(name, justify="left" if name in left else "right")
+    return table
+
+
+def key_value_table(title: str, no_wrap_keys: bool = False) -> Table:
+    """A headerless two-column table: a bold key, then its value."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=no_wrap_keys)
+    table.add_column()
+    return table
+
+
+def bullets(notes: Iterable[str]) -> str:
+    """Notes as one caption paragraph, each after a bullet."""
+    return "  ".join(f"• {n}" for n in notes)
+
+
+# --- devices and runs ---------------------------------------------------------------
+
+
+def info_table(
+    device: DeviceInfo, spec: GpuSpec | None, software: dict[str, str], telemetry: Telemetry | None
+) -> Table:
+    """`tokbench info`: the device, its spec-table entry and the software versions."""
+    table = key_value_table("tokbench info")
+    table.add_row("device", f"{device.name} ({device.kind})")
+    if device.kind == "cuda":
+        table.add_row("compute capability", device.compute_capability)
+        table.add_row("SMs", str(device.cores))
+        table.add_row("memory", fmt_bytes(device.memory_bytes))
+        table.add_row("L2 cache", fmt_bytes(device.l2_bytes or 0))
+        table.add_row("driver / CUDA", f"{device.driver or 'unknown'} / {device.cuda}")
+    else:
+        table.add_row("cores", str(device.cores))
+        table.add_row("memory", fmt_bytes(device.memory_bytes))
+        table.add_row("mode", "CPU fallback: torch on the CPU, Triton kernels interpreted")
+    if telemetry is not None:
+        table.add_row("now", _reading(telemetry))
+        table.add_row("clock events", ", ".join(telemetry.throttle_reasons) or "none")
+    if spec is not None:
+        peaks = ", ".join(f"{k} {v:g}" for k, v in spec.peak_tflops.items())
+        table.add_row("spec entry", f"{spec.name} ({spec.source})")
+        table.add_row("dense peaks TFLOP/s", peaks)
+        table.add_row("bandwidth", f"{spec.bandwidth_gbs:g} GB/s")
+    elif device.kind == "cuda":
+        table.add_row("spec entry", "none matches this device: no % of peak")
+    for name, version in software.items():
+        table.add_row(name, version)
+    return table
+
+
+def _reading(t: Telemetry) -> str:
+    """An NVML reading; a field NVML did not report reads "n/a"."""
+
+    def field(value: float | None, unit: str, spec: str = "") -> str:
+        return "n/a" if value is None else f"{value:{spec}} {unit}"
+
+    return (
+        f"SM {field(t.sm_clock_mhz, 'MHz')}, memory {field(t.mem_clock_mhz, 'MHz')}, "
+        f"{field(t.power_w, 'W', '.0f')}, {field(t.temperature_c, '°C')}"
+    )
+
+
+def speedups(cases: list[CaseResult]) -> dict[tuple, float]:
+    """Speedup of each comparable case over its op's baseline at the same shape and dtype."""
+    base = {
+        c.problem: c.timing.median_ms
+        for c in cases
+        if c.comparable and c.impl == ops.get_op(c.op).baseline
+    }
+    return {
+        c.key: base[c.problem] / c.timing.median_ms
+        for c in cases
+        if c.comparable and c.problem in base
+    }
+
+
+RESULT_COLUMNS = (
+    "shape",
+    "dtype",
+    "impl",
+    "median",
+    "TFLOP/s",
+    "% peak",
+    "GB/s",
+    "speedup",
+    "check",
+)
+INTERPRETED_NOTE = "* Triton's CPU interpreter: a correctness run; its time is not a speed figure"
+
+
+def results_tables(doc: ResultDoc) -> list[Table]:
+    """One table per op, one row per case: time, roofline, speedup over the baseline, check.
+
+    Columns empty for every row (no % of peak without a spec entry) are left out; reasons for
+    skipped and failed cases are footnoted under the table rather than squeezed into a cell.
+    """
+    ups = speedups(doc.cases)
+    tables = []
+    for op_name in dict.fromkeys(c.op for c in doc.cases):
+        op = ops.get_op(op_name)
+        notes: dict[str, int] = {}
+        rows = [_row(c, op, ups, notes) for c in doc.cases if c.op == op_name]
+        keep = [i for i, name in enumerate(RESULT_COLUMNS) if any(r[i] for r in rows)]
+        table = new_table(f"{op.name}: {op.description}")
+        for i in keep:
+            name = RESULT_COLUMNS[i]
+            header = f"vs {op.baseline}" if name == "speedup" else name
+            justify = "left" if name in ("shape", "impl", "check") else "right"
+            table.add_column(header, justify=justify)
+        for row in rows:
+            table.add_row(*(row[i] for i in keep))
+        footnotes = [f"[{n}] {escape(why)}" for why, n in notes.items()]
+        if any(c.interpreted and c.timing for c in doc.cases if c.op == op_name):
+            footnotes.append(INTERPRETED_NOTE)
+        table.caption = "  ".join(footnotes) or None
+        tables.append(table)
+    return tables
+
+
+def _row(c: CaseResult, op: ops.Op, ups: dict[tuple, float], notes: dict[str, int]) -> list[str]:
+    timed = c.timing is not None and not c.interpreted
+    return [
+        op.label(c.shape),
+        c.dtype,
+        c.impl,
+        "" if c.timing is None else fmt_ms(c.timing.median_ms) + ("*" if c.interpreted else ""),
+        f"{c.tflops:.3g}" if timed and c.tflops is not None else "",
+        f"{100 * c.peak_fraction:.0f}%" if c.peak_fraction is not None else "",
+        f"{c.gbps:.3g}" if timed and c.gbps is not None else "",
+        f"{ups[c.key]:.2f}×" if c.key in ups and c.impl != op.baseline else "",
+        _check_cell(c, notes),
+    ]
+
+
+def _check_cell(c: CaseResult, notes: dict[str, int]) -> str:
+    if c.status == "ok":
+        flag = " [yellow]throttled[/yellow]" if c.telemetry and c.telemetry.throttled else ""
+        return f"[green]✓[/green] {c.rel_error:.1e}{flag}"
+    mark = f"[{notes.setdefault(c.error or '', len(notes) + 1)}]"
+    if c.status == "skipped":
+        return f"[dim]skipped {mark}[/dim]"
+    return f"[red]✗ failed {mark}[/red]"
+
+
+def ops_table() -> Table:
+    """`tokbench ops`: every registered op, its shape keys, dtypes and implementations."""
+    columns = ("op", "what", "shape keys", "dtypes", "implementations (baseline first)", "part")
+    table = new_table("ops", columns, left=columns)
+    for op in ops.OPS.values():
+        impls = [op.baseline, *(i.name for i in op.impls if i.name != op.baseline)]
+        keys = ", ".join(
+            f"{k.name}{' (true/false)' if k.switch else ''}: {k.help}" for k in op.keys
+        )
+        table.add_row(
+            op.name, op.description, keys, ", ".join(op.dtypes), ", ".join(impls), op.part
+        )
+    return table
+
+
+# --- comparisons -------------------------------------------------------------------------------
+
+
+def compare_tables(comparison: Comparison, width: int = 120) -> list[Table]:
+    """Legend, side-by-side tables per op, and geometric means, laid out for a console of width
+    columns: when every column side by side is wider, one table per later column beside A."""
+    out = [_legend(comparison)]
+    for op in dict.fromkeys(r.case.op for r in comparison.rows):
+        out += _op_tables(comparison, op, width)
+    if len(comparison.columns) > 1:
+        geomeans = _geomean_table(comparison)
+        if geomeans.row_count:
+            out.append(geomeans)
+    if estimate_groups(comparison):
+        out.append(_estimates_table(comparison))
+    return out
+
+
+def _legend(comparison: Comparison) -> Table:
+    table = key_value_table("compare", no_wrap_keys=True)
+    for col in comparison.columns:
+        device = f"{col.device} ({col.spec.name})" if col.spec else col.device
+        if col.measured:
+            what = f"{escape(str(col.path))}: {escape(device)}, {col.date}, suite {col.doc.suite}"
+        else:
+            what = (
+                f"[italic]{escape(col.device)}: PROJECTION from {col.projected_from} through the "
+                "spec table (dense-peak ratio when compute-bound, bandwidth ratio when "
+                "memory-bound); not measured[/italic]"
+            )
+        table.add_row(col.tag, what)
+    table.add_row("vs A", "speedup over A: A time / this time, above 1 is faster")
+    for word, meaning in _words(comparison):
+        table.add_row(word, escape(meaning))
+    if comparison.threshold is not None:
+        gate = f"a case more than {comparison.threshold:.0%} slower than in A, outside both runs'"
+        table.add_row(
+            "gate",
+            escape(
+                f"{gate} [p20, p80] spread, fails (exit 1); so does a case timed in A that a "
+                "later file failed, skipped, lacks or has no usable time for"
+            ),
+        )
+    for note in comparison.notes:
+        table.add_row("note", escape(note))
+    return table
+
+
+def _words(comparison: Comparison) -> list[tuple[str, str]]:
+    """The short words the side-by-side tables use that this comparison shows, explained."""
+    seen = {v for r in comparison.rows for v in r.verdicts if v}
+    gate = comparison.threshold
+    under = f" but within the {gate:.0%} gate" if gate is not None else ""
+    out = []
+    if Verdict.SAME in seen:
+        out.append(("same", "within noise: the two runs' [p20, p80] spreads overlap"))
+    if seen & {Verdict.SLOWER, Verdict.FASTER}:
+        out.append(("slower, faster", f"beyond noise (the spreads do not overlap){under}"))
+    if seen & {Verdict.REGRESSION, Verdict.IMPROVEMENT}:
+        out.append(
+            ("regressed, improved", f"beyond noise and beyond the {gate:.0%} gate (either way)")
+        )
+    if any(not c.measured for c in comparison.columns):
+        out.append(("memory, compute", "the bound a projection scaled by"))
+    problems = sorted({p.word for r in comparison.rows for p in r.problems if p})
+    if problems:
+        fails = "; fails the gate" if gate is not None else ""
+        out.append((", ".join(problems), f"timed in A, no usable time in this file{fails}"))
+    partial = len(comparison.partial())
+    if partial:
+        out.append(("—", f"not in that file ({partial} cases are in only some files)"))
+    return out
+
+
+def _op_tables(comparison: Comparison, op: str, width: int) -> list[Table]:
+    """All columns side by side when that fits width; else A beside each later column."""
+    n = len(comparison.columns)
+    table = _op_table(comparison, op, range(n))
+    if n <= 2 or Console(width=10_000).measure(table).maximum <= width:
+        return [table]
+    return [_op_table(comparison, op, (0, i)) for i in range(1, n)]
+
+
+def _op_table(comparison: Comparison, op_name: str, shown: Sequence[int]) -> Table:
+    columns = [(i, comparison.columns[i]) for i in shown]
+    title = f"{op_name}: {ops.description(op_name)}"
+    if len(columns) < len(comparison.columns):
+        title += f" — {columns[-1][1].tag} vs A"
+    table = new_table(escape(title))
+    table.add_column("shape", no_wrap=True)
+    table.add_column("dtype", overflow="fold")
+    table.add_column("impl", overflow="fold")
+    for i, col in columns:
+        proj = " proj." if col.projected_from else ""
+        table.add_column(f"{col.tag}{proj}\ntime", justify="right", no_wrap=True)
+        table.add_column(f"{col.tag}\nTFLOP/s", justify="right", no_wrap=True)
+        if col.spec is not None:
+            table.add_column(f"{col.tag} %\npeak", justify="right", no_wrap=True)
+        if i > 0:
+            table.add_column(f"{col.tag}\nvs A", no_wrap=True)
+    for row in (r for r in comparison.rows if r.case.op == op_name):
+        if all(row.cells[i] is None for i, _ in columns):
+            continue
+        cells = [ops.label(op_name, row.case.shape), row.case.dtype, row.case.impl]
+        for i, col in columns:
+            cells += _cells(row, i, col, comparison.threshold)
+        table.add_row(*cells)
+    return table
+
+
+def _cells(row: Row, i: int, col: Column, threshold: float | None) -> list[str]:
+    """time, TFLOP/s, [% peak], [vs A] for one row in one column."""
+    cell = row.cells[i]
+    out = [_time_text(cell)]
+    out.append(f"{cell.tflops:.3g}" if cell and cell.speed and cell.tflops is not None else "")
+    if col.spec is not None:
+        frac = cell.peak_fraction if cell and cell.speed else None
+        out.append(f"{100 * frac:.0f}%" if frac is not None else "")
+    if i > 0:
+        problem = row.problems[i] if row.problems else None
+        if problem is not None:
+            out.append(f"[{'bold red' if threshold is not None else 'red'}]{problem.word}[/]")
+        else:
+            out.append(_vs_text(row.speedups[i], row.verdicts[i], cell))
+    return out
+
+
+def _time_text(cell: Cell | None) -> str:
+    if cell is None:
+        return "[dim]—[/dim]"
+    c = cell.case
+    if c.status != "ok":
+        return "[red]failed[/red]" if c.status == "failed" else "[dim]skipped[/dim]"
+    if cell.median_ms is None:
+        return "[red]bad time[/red]" if c.timing is not None else ""
+    text = fmt_ms(cell.median_ms)
+    return f"[dim]{text} interp.[/dim]" if c.interpreted else text
+
+
+def _vs_text(speedup: float | None, v: Verdict | None, cell: Cell | None) -> str:
+    if speedup is None:
+        return ""
+    text = fmt_ratio(speedup)
+    if cell is not None and cell.projected:
+        return f"{text} [dim]{cell.bound}[/dim]"
+    if v is None:
+        return text
+    return f"{text} [{_STYLE[v]}]{v.value}[/]"
+
+
+_STYLE = {
+    Verdict.SAME: "dim",
+    Verdict.SLOWER: "yellow",
+    Verdict.FASTER: "cyan",
+    Verdict.REGRESSION: "bold red",
+    Verdict.IMPROVEMENT: "bold green",
+}
+
+
+def _geomean_table(comparison: Comparison) -> Table:
+    """Per op and later column with at least one case timed in both: the geometric mean."""
+    table = new_table(
+        "per op: geometric mean of the speedup over A",
+        ("op", "column", "geomean vs A", "cases", "verdicts"),
+        left={"op", "column", "verdicts"},
+    )
+    for op, per_column in comparison.geomeans().items():
+        for i, col in enumerate(comparison.columns[1:], start=1):
+            gm = per_column[i]
+            if gm is None:
+                continue
+            name = f"{col.tag} (projection)" if col.projected_from else col.tag
+            table.add_row(
+                op, name, fmt_ratio(gm[0]), str(gm[1]), _verdict_counts(comparison, op, i)
+            )
+    return table
+
+
+def _verdict_counts(comparison: Comparison, op: str, i: int) -> str:
+    tally: dict[str, int] = {}
+    for row in comparison.rows:
+        if row.case.op != op:
+            continue
+        v, p = row.verdicts[i], row.problems[i] if row.problems else None
+        word = v.value if v is not None else p.word if p is not None else None
+        if word is not None:
+            tally[word] = tally.get(word, 0) + 1
+    return ", ".join(f"{n} {word}" for word, n in tally.items())
+
+
+def _estimates_table(comparison: Comparison) -> Table:
+    groups = estimate_groups(comparison)
+    entries = [e for group in groups.values() for _, e in group]
+    per_watt = any(tokens_per_watt(e) is not None for e in entries)
+    per_dollar = any(tokens_per_dollar(e, comparison.prices) is not None for e in entries)
+    title = (
+        "per-model estimates, per GPU; decode at the largest batch estimated"
+        + ("; per W: decode tok/s per watt of spec-sheet power" if per_watt else "")
+        + (
+            "; serving out Mtok/$: output tokens per USD at --price in the serving mix "
+            "(isl in, osl out; req/s × osl), as capacity plans, at full utilisation"
+            if per_dollar
+            else ""
+        )
+    )
+    heads = ["model", "file", "GPU", "prefill tok/s", "decode tok/s", "vs first", "max batch"]
+    heads += ["req/s"] + ["per W"] * per_watt + ["serving out Mtok/$"] * per_dollar
+    table = new_table(title, heads, left=heads[:3])
+    for (model, tp, precision, isl, osl), group in groups.items():
+        first = group[0][1].decode_tokens_per_s
+        for col, e in group:
+            cells = [
+                escape(f"{model} TP{tp} {precision} {isl}→{osl}"),
+                col.tag,
+                escape(e.gpu) + (" [italic](projection)[/italic]" if e.projected else ""),
+                f"{e.prefill_tokens_per_s:,.0f}",
+                f"{e.decode_tokens_per_s:,.0f}",
+                fmt_ratio(e.decode_tokens_per_s / first) if first > 0 else "",
+                str(e.max_batch),
+                f"{e.requests_per_s:.3g}",
+            ]
+            if per_watt:
+                watt = tokens_per_watt(e)
+                cells.append(f"{watt:.3g}" if watt is not None else "")
+            if per_dollar:
+                dollar = tokens_per_dollar(e, comparison.prices)
+                cells.append(f"{dollar / 1e6:.3g}" if dollar is not None else "")
+            table.add_row(*cells)
+    return table
+
+
+# --- the gate's verdict ---------------------------------------------------------------------------
+
+
+def gate_report(comparison: Comparison, fail_on: str) -> tuple[list[str], bool]:
+    """The gate's lines (console markup) and whether it passed: a warning per later file whose
+    run is incomplete, a line per regression and per broken case, then the outcome."""
+    lines = [
+        f"[yellow]warning:[/yellow] {col.tag} ({escape(str(col.path))}) is an incomplete run: "
+        "it was interrupted or is still running; cases it lacks count as missing"
+        for col in comparison.incomplete()
+    ]
+    regressions, broken = comparison.regressions(), comparison.broken()
+    lines += [f"[bold red]regression:[/bold red] {escape(line)}" for line in regressions]
+    lines += [f"[bold red]broken:[/bold red] {escape(line)}" for line in broken]
+    gate = f"gate {escape(fail_on)}"
+    if regressions or broken:
+        lines.append(
+            f"{gate}: [bold red]failed[/bold red] ({plural(len(regressions), 'regression')}, "
+            f"{plural(len(broken), 'broken case')}; {plural(comparison.judged(), 'comparison')})"
+        )
+        return lines, False
+    lines.append(f"{gate}: passed ({plural(comparison.judged(), 'comparison')})")
+    return lines, True
+
+
+# --- models and estimates ----------------------------------------------------------------------
+
+
+def models_table(configs: list[ModelConfig]) -> Table:
+    """The model configs and their derived parameter counts; sources as numbered footnotes in
+    the caption, which wraps at word boundaries where a table column would cut them short."""
+    columns = (
+        "model",
+        "hidden",
+        "layers",
+        "heads/kv",
+        "head dim",
+        "MLP",
+        "vocab",
+        "experts",
+        "params",
+        "source",
+    )
+    table = new_table("models", columns, left={"model"})
+    sources: dict[str, int] = {}
+    for c in configs:
+        experts = f"top-{c.top_k} of {c.experts}" if c.moe else ""
+        ref = sources.setdefault(c.source, len(sources) + 1)
+        table.add_row(
+            c.name,
+            str(c.hidden),
+            str(c.layers),
+            f"{c.heads}/{c.kv_heads}",
+            str(c.head_dim),
+            str(c.intermediate),
+            str(c.vocab),
+            experts,
+            fmt_params(param_count(c)),
+            f"[{ref}]",
+        )
+    table.caption = "\n".join(f"[{n}] {source}" for source, n in sources.items())
+    return table
+
+
+def estimate_tables(result: Throughput) -> list[Table]:
+    """The memory fit, prefill and decode steps, the serving mix and the notes."""
+    return [_summary(result), _steps(result, "prefill"), _steps(result, "decode"), _serving(result)]
+
+
+def _summary(result: Throughput) -> Table:
+    r, plan, cfg = result.record, result.plan, result.setup.model
+    table = key_value_table(f"{cfg.name} on {r.gpu}: per GPU")
+    table.add_row("model", f"{cfg.name} ({cfg.source})")
+    table.add_row(
+        "device",
+        r.gpu
+        + (" [yellow](projection from spec sheets)[/yellow]" if r.projected else " (measured)"),
+    )
+    table.add_row(
+        "parallelism / precision",
+        f"TP {r.tp}, {r.precision} GEMMs, {result.setup.act} attention and KV cache",
+    )
+    table.add_row("weights per GPU", fmt_bytes(plan.weights))
+    table.add_row("KV cache per token per GPU", f"{plan.kv_per_token:,.0f} B")
+    table.add_row(
+        "memory",
+        f"{fmt_bytes(plan.memory)}, {plan.workspace_fraction:.0%} kept for workspace, "
+        f"{fmt_bytes(max(plan.kv_budget, 0))} left for KV cache",
+    )
+    table.add_row(
+        "largest batch that fits", f"{plan.max_batch:,} sequences of {r.isl} + {r.osl} tokens"
+    )
+    return table
+
+
+SOURCE_KEY = (
+    f"source: share of the step's time measured ({SOURCES['measured']}), interpolated between "
+    f"measured shapes ({SOURCES['interpolated']}), roofline × measured efficiency "
+    f"({SOURCES['roofline']}), or modelled ({SOURCES['modelled']}: memory-bound kernels, "
+    "all-reduces)"
+)
+
+
+def _steps(result: Throughput, phase: str) -> Table:
+    steps = result.prefill if phase == "prefill" else result.decode
+    if phase == "prefill":
+        title = "prefill: time to first token (TTFT) and prompt tokens/s per GPU"
+        columns = ("batch", "prompt", "TTFT", "tok/s/GPU")
+    else:
+        title = "decode: time per output token (TPOT) and output tokens/s per GPU"
+        columns = ("batch", "context", "TPOT", "tok/s/GPU")
+    parts = [p for p in STEP_PARTS if any(step.parts.get(p) for step in steps)]
+    columns = (*columns, *(STEP_PARTS[p] for p in parts), "source")
+    table = new_table(title, columns, left={"source"})
+    for step in steps:
+        mark = ""
+        if phase == "decode" and step is steps[-1]:
+            mark = " (cap)" if result.capped else " (max fit)"
+        if phase == "prefill" and step.batch == result.budget_batch:
+            mark = " (budget)"
+        table.add_row(
+            f"{step.batch}{mark}",
+            str(step.context),
+            fmt_ms(step.seconds * 1e3),
+            fmt_rate(step.tokens_per_s),
+            *(f"{step.parts.get(p, 0) / step.seconds:.0%}" for p in parts),
+            " ".join(shares(step.sources, short=True)),
+        )
+    caption = [SOURCE_KEY] if phase == "decode" else []
+    if phase == "prefill":
+        caption.append(
+            "(budget): the most prompts one prefill step's token budget holds, at most the "
+            "decode batch; the serving mix's prefill"
+        )
+    else:
+        cap = result.decode_cap
+        caption.append(
+            f"(cap): --max-batch {cap} below the {result.plan.max_batch:,} that fit memory"
+            if result.capped
+            else f"(max fit): the {cap:,} sequences that fit memory"
+        )
+    if result.target.projected:
+        caption.append(
+            f"projection to {result.target.name} from spec sheets of times measured on "
+            f"{result.target.measured_on}"
+        )
+    table.caption = bullets(caption)
+    return table
+
+
+def _serving(result: Throughput) -> Table:
+    r = result.record
+    row = r.rows[-1]
+    columns = (
+        "decode batch",
+        "requests/s/GPU",
+        "output tok/s/GPU",
+        "total tok/s/GPU",
+        "latency ≥",
+        "source",
+    )
+    table = new_table(
+        f"serving mix: {r.isl} input + {r.osl} output tokens per request",
+        columns,
+        left={"source"},
+    )
+    table.add_row(
+        str(row.batch),
+        fmt_rate(r.requests_per_s),
+        fmt_rate(r.requests_per_s * r.osl),
+        fmt_rate(r.requests_per_s * (r.isl + r.osl)),
+        fmt_ms(row.step_ms),
+        row.source.removeprefix(projection_prefix(r.gpu)),
+    )
+    table.caption = bullets(r.notes)
+    return table
+
+
+# --- fleets -------------------------------------------------------------------------------------
+
+
+def fleet_table(fleet: Fleet, title: str) -> Table:
+    """Tokens and requests per day, and the cost per million tokens."""
+    columns = ("per day", "output tokens", "input + output tokens", "requests")
+    table = new_table(title, columns, left={"per day"})
+    p = fleet.per_gpu
+    table.add_row(
+        f"{_gpus(fleet.serving_gpus)} at {fleet.utilization:.0%}",
+        fmt_big(fleet.per_day(p.output_tokens_per_s)),
+        fmt_big(fleet.per_day(p.total_tokens_per_s)),
+        fmt_big(fleet.per_day(p.requests_per_s)),
+    )
+    if fleet.price_per_gpu_hour is not None:
+        out = fleet.cost_per_million(p.output_tokens_per_s)
+        total = fleet.cost_per_million(p.total_tokens_per_s)
+        per_request = fleet.price_per_gpu_hour / (p.requests_per_s * fleet.utilization * 3600)
+        table.add_row(
+            f"cost at ${fleet.price_per_gpu_hour:g}/GPU-hour",
+            f"${out:,.3f} / M",
+            f"${total:,.3f} / M",
+            f"${per_request * 1000:,.3f} / k",
+        )
+    notes = [
+        f"per GPU: {fmt_rate(p.output_tokens_per_s)} output tok/s, "
+        f"{fmt_rate(p.total_tokens_per_s)} total tok/s, {fmt_rate(p.requests_per_s)} "
+        f"requests/s ({p.source})"
+    ]
+    if fleet.serving_gpus < fleet.gpus:
+        left = fleet.gpus - fleet.serving_gpus
+        notes.append(f"{_gpus(left)} left over: not a whole TP group")
+    table.caption = bullets(notes)
+    return table
+
+
+def claim_table(claim: Claim, what: str) -> Table:
+    table = new_table(
+        f"claim check: {what}",
+        ("claimed tok/s", "estimate tok/s", "claim / estimate", "verdict"),
+    )
+    colour = {"plausible": "green", "optimistic": "yellow", "implausible": "red"}[claim.verdict]
+    table.add_row(
+        fmt_rate(claim.claimed),
+        fmt_rate(claim.estimate),
+        f"{claim.ratio:.2f}",
+        f"[{colour}]{claim.verdict}[/{colour}]",
+    )
+    table.caption = (
+        f"estimate: {_gpus(claim.gpus)} all busy decoding at the largest batch that fits, no "
+        f"prefill (the most generous reading). Verdict: ratio ≤ {PLAUSIBLE} plausible (fusion, "
+        f"overlap, better kernels); ≤ {OPTIMISTIC} optimistic (needs speculative decoding, lower "
+        f"precision or caching not modelled); above, implausible"
+    )
+    return table
+
+
+def target_lines(figures: dict[str, float | int | str]) -> list[str]:
+    """One sentence per target: the GPUs it needs."""
+    lines = []
+    util = f"at {figures['utilization']:.0%} utilization"
+    if "gpus_for_target_tokens_s" in figures:
+        lines.append(
+            f"{fmt_rate(figures['target_tokens_s'])} output tok/s needs "
+            f"{_gpus(figures['gpus_for_target_tokens_s'])} {util}"
+        )
+    if "gpus_for_target_tokens_day" in figures:
+        lines.append(
+            f"{fmt_big(figures['target_tokens_day'])} output tokens/day needs "
+            f"{_gpus(figures['gpus_for_target_tokens_day'])} {util}"
+        )
+    return lines
+
+
+def _gpus(n: int) -> str:
+    return plural(n, "GPU")
+
+
+def validation_table(checks: list[Validation]) -> Table:
+    """Measured against estimated layer time, with the band the tests hold."""
+    table = new_table(
+        "validation: one decoder layer run here against the op sum",
+        ("step", "batch", "context", "measured", "estimated", "measured / estimated"),
+        left={"step"},
+    )
+    low, high = VALIDATION_BAND
+    for c in checks:
+        colour = "green" if low <= c.ratio <= high else "red"
+        table.add_row(
+            c.phase,
+            str(c.batch),
+            str(c.context),
+            fmt_ms(c.measured_s * 1e3),
+            fmt_ms(c.estimated_s * 1e3),
+            f"[{colour}]{c.ratio:.2f}[/{colour}]",
+        )
+    table.caption = (
+        f"one layer, without the LM head and all-reduces; the CPU test holds the largest "
+        f"steps within [{low}, {high}]"
+    )
+    return table

@@ -1,0 +1,554 @@
+"""Per-GPU token throughput of a model, from the kernel times in result files.
+
+One forward step on one GPU (DESIGN.md, "Estimating token throughput") is the sum of:
+
+- its registry ops at the model's shapes (`Serving.prefill_step` / `decode_step`): the GEMMs of
+  every layer, prefill or decode attention, the residual add + RMSNorms and the LM head, each
+  timed by bench.lookup (measured, interpolated or roofline × measured efficiency); a
+  memory-bound op the files cannot time is modelled instead, and the notes say so;
+- the memory-bound kernels no op measures yet (rotary, KV-cache write, SiLU·mul): their minimum
+  bytes over a bandwidth, measured where the file has one;
+- with TP > 1, two all-reduces of the hidden state per layer, a ring over the spec sheet's
+  interconnect.
+
+Ops are summed without overlap, as a serving engine without fusion would run them; the layer
+validation (bench.layer) measures how far that is from a real layer. Decode tokens/s per GPU is
+batch / step time / TP; prefill likewise with batch × prompt length. A GPU other than the measured
+one is a projection: every op time is scaled by the ratio of the two spec sheets' rooflines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from bench import BenchError, results
+from bench.hardware import SPECS, GpuSpec, get_spec
+from bench.lookup import Measurements, Point, Timed
+from bench.models import DEFAULT_BATCHES, MemoryPlan, ModelConfig, OpUse, Serving
+from bench.ops import OPS, get_op
+from bench.ops.base import PARTS, dtype_unsupported
+from bench.schema import EstimateRecord, EstimateRow, ResultDoc
+from bench.units import fmt_bytes, plural
+
+# A small all-reduce is latency-bound; this per-call latency is an assumption of the order of
+# NCCL's small-message all-reduce on NVLink (nccl-tests), used without a measured one.
+ALLREDUCE_LATENCY_S = 10e-6
+# The parts of a step the tables show: the registry's parts of a model step, and the LM head
+# (a GEMM run once per step, not per layer) on its own.
+STEP_PARTS = {**PARTS, "lm_head": "LM head"}
+# Provenances of a step's time, with their short names for table cells.
+SOURCES = {"measured": "meas.", "interpolated": "interp.", "roofline": "roofl.", "modelled": "mod."}
+
+
+@dataclass(frozen=True)
+class Target:
+    """The GPU an estimate is for, and whether it is the measured one."""
+
+    name: str
+    spec: GpuSpec | None
+    memory: float  # bytes per GPU
+    projected: bool  # some measurements come from another GPU, scaled by spec sheets
+    measured_on: str  # the device(s) the result files were measured on
+
+
+def resolve_target(docs: list[ResultDoc], paths: list[str], gpu: str | None) -> Target:
+    """The measured device, or with `gpu` a spec-table GPU (a projection unless every file was
+    measured on it). Files from different devices only combine when projected onto one GPU."""
+    names = list(dict.fromkeys(doc.device.name for doc in docs))
+    first = docs[0]
+    if gpu is None:
+        if len(names) > 1:
+            detail = "; ".join(f"{p}: {d.device.name}" for p, d in zip(paths, docs, strict=True))
+            raise BenchError(
+                f"result files from different devices ({detail}); estimate one device at a "
+                "time, or pass --gpu KEY to project them all onto one spec"
+            )
+        spec = SPECS.get(first.spec) if first.spec else None
+        return Target(first.device.name, spec, float(first.device.memory_bytes), False, names[0])
+    try:
+        spec = get_spec(gpu)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
+    for path, doc in zip(paths, docs, strict=True):
+        if doc.spec is None:
+            raise BenchError(
+                f"{path} was measured on {doc.device.name}, which has no spec-table entry to "
+                f"project from; --gpu {gpu} needs result files from GPUs in the spec table"
+            )
+    if all(doc.spec == spec.key for doc in docs) and len(names) == 1:
+        return Target(first.device.name, spec, float(first.device.memory_bytes), False, names[0])
+    return Target(spec.name, spec, spec.memory_gb * 1e9, True, ", ".join(names))
+
+
+@dataclass
+class Step:
+    """One forward step on one GPU: its time by part and by provenance."""
+
+    phase: str  # "prefill" or "decode"
+    batch: int
+    context: int  # prefill: prompt length; decode: context length
+    tokens: int  # tokens the step produces work for: batch × prompt, or batch
+    tp: int
+    parts: dict[str, float] = field(default_factory=dict)  # seconds by STEP_PARTS key
+    sources: dict[str, float] = field(default_factory=dict)  # seconds by SOURCES key
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.parts.values())
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Per GPU: a TP group of `tp` GPUs shares the step."""
+        return self.tokens / self.seconds / self.tp
+
+    def add(self, part: str, seconds: float, source: str) -> None:
+        self.parts[part] = self.parts.get(part, 0.0) + seconds
+        self.sources[source] = self.sources.get(source, 0.0) + seconds
+
+
+class StepModel:
+    """Step times of one served model on one target GPU, from measurements."""
+
+    def __init__(self, setup: Serving, measurements: Measurements, target: Target) -> None:
+        self.setup, self.meas, self.target = setup, measurements, target
+        self.notes: dict[str, None] = {}  # ordered, without duplicates
+
+    def prefill(self, batch: int, isl: int | None = None) -> Step:
+        isl = isl or self.setup.isl
+        step = Step("prefill", batch, isl, batch * isl, self.setup.tp)
+        return self._fill(step, self.setup.prefill_step(batch, isl))
+
+    def decode(self, batch: int, context: int | None = None) -> Step:
+        context = context or self.setup.context
+        step = Step("decode", batch, context, batch, self.setup.tp)
+        return self._fill(step, self.setup.decode_step(batch, context))
+
+    def op_time(self, use: OpUse) -> Timed:
+        """One op's time on the target GPU (projected already by the measurements if needed);
+        a memory-bound op the files cannot time is modelled from its bytes."""
+        op = get_op(use.op)
+        try:
+            return self.meas.time(use.op, use.shape, use.dtype)
+        except BenchError:
+            if op.part != "memory":
+                raise
+        self.notes[f"{use.op} {op.label(use.shape)} not in the files: modelled from its bytes"] = (
+            None
+        )
+        return Timed(self._bytes_time(op.bytes(use.shape, use.dtype)), "modelled", "bytes")
+
+    def _fill(self, step: Step, uses: list[OpUse]) -> Step:
+        for use in uses:
+            timed = self.op_time(use)
+            part = "lm_head" if use.part == "lm_head" else get_op(use.op).part
+            step.add(part, timed.seconds * use.count, timed.source)
+        kernels = self.setup.modelled_kernels(step.tokens)
+        per_layer = sum(self._bytes_time(nbytes) for _, nbytes in kernels)
+        step.add("memory", per_layer * self.setup.model.layers, "modelled")
+        self.notes[
+            f"{len(kernels)} memory-bound kernels per layer modelled "
+            f"({', '.join(k for k, _ in kernels)}): {self._bytes_note()}"
+        ] = None
+        if self.setup.tp > 1:
+            step.add("communication", self._allreduces(step.tokens), "modelled")
+        return step
+
+    def _bytes_time(self, nbytes: float) -> float:
+        """A memory-bound kernel's time: its minimum bytes over the bandwidth, but no less than
+        the shortest time any measured case took (a measured floor for one kernel launch)."""
+        gbs, _ = self._bandwidth
+        floor = self._shortest.case.timing.median_ms / 1e3
+        return max(nbytes / (gbs * 1e9), floor)
+
+    def _bytes_note(self) -> str:
+        _, where = self._bandwidth
+        floor = self._shortest.case.timing.median_ms * 1e3
+        return (
+            f"bytes / {where}, each at least {floor:.1f} µs (the shortest measured case, "
+            f"{self._shortest.describe()})"
+        )
+
+    @cached_property
+    def _shortest(self) -> Point:
+        return min(self.meas.best.values(), key=lambda p: p.case.timing.median_ms)
+
+    @cached_property
+    def _bandwidth(self) -> tuple[float, str]:
+        """GB/s for the memory-bound kernels: measured copy bandwidth, else the spec sheet's,
+        else (no spec: a CPU) the highest GB/s any measured case reached."""
+        if self.target.projected:
+            return self.target.spec.bandwidth_gbs, f"{self.target.spec.name} spec bandwidth"
+        copies = [
+            d.measured_peaks["copy_gbs"] for d in self.meas.docs if "copy_gbs" in d.measured_peaks
+        ]
+        if copies:
+            return max(copies), f"measured copy bandwidth {max(copies):.0f} GB/s"
+        if self.target.spec is not None:
+            gbs = self.target.spec.bandwidth_gbs
+            return gbs, f"spec bandwidth {gbs:.0f} GB/s (no measured copy in the file)"
+        best = max(p.case.gbps for p in self.meas.best.values() if p.case.gbps)
+        return best, f"{best:.0f} GB/s, the most any measured case reached (no spec entry)"
+
+    def _allreduces(self, tokens: int) -> float:
+        """Two all-reduces per layer of every token's hidden state, as a ring over the spec
+        interconnect."""
+        tp, spec = self.setup.tp, self.target.spec
+        if spec is None:
+            raise BenchError(
+                f"TP {tp} needs all-reduce times, and {self.target.name} has no spec "
+                "interconnect to model them from"
+            )
+        # Ring all-reduce: each GPU sends and receives 2(p−1)/p of the message, one direction
+        # of the link at a time; spec sheets quote both directions together.
+        per_direction = spec.interconnect_gbs / 2
+        nbytes = self.setup.allreduce_bytes(tokens)
+        ring = 2 * (tp - 1) / tp * nbytes / (per_direction * 1e9)
+        self.notes[
+            f"all-reduce: 2 per layer, ring over {spec.name} spec interconnect "
+            f"{spec.interconnect_gbs:.0f} GB/s ({per_direction:.0f} per direction) + "
+            f"{ALLREDUCE_LATENCY_S * 1e6:.0f} µs assumed latency each (no measured collective)"
+        ] = None
+        return (ring + ALLREDUCE_LATENCY_S) * 2 * self.setup.model.layers
+
+
+# The band the CPU test holds measured / estimated layer time within, at the throughput end (the
+# largest prefill and decode steps, which capacity and cost rest on). A real layer runs slower
+# than the op sum: the estimate models the memory-bound work as the fused kernels of a serving
+# engine, while an eager PyTorch layer dispatches ~30 small ops; and the layer is timed now, the
+# ops when the file was made. At the latency end (batch 1) on a CPU that dispatch dominates and
+# the ratio is reported, not held.
+VALIDATION_BAND = (0.5, 3.0)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Measured against estimated time of one decoder layer at one step (bench.layer)."""
+
+    phase: str
+    batch: int
+    context: int
+    measured_s: float
+    estimated_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.measured_s / self.estimated_s
+
+
+@dataclass
+class Throughput:
+    """A whole estimate: the saved record and what the tables show."""
+
+    record: EstimateRecord
+    setup: Serving
+    target: Target
+    plan: MemoryPlan
+    prefill: list[Step]
+    decode: list[Step]
+    model: StepModel
+    budget_batch: int  # the prefill batch at the step's token budget: the serving mix's
+
+    @property
+    def decode_cap(self) -> int:
+        """The largest decode batch estimated: min(memory fit, max_batch)."""
+        return self.decode[-1].batch
+
+    @property
+    def capped(self) -> bool:
+        """Whether the largest decode batch is the scheduler cap, not the memory limit."""
+        return self.decode_cap < self.plan.max_batch
+
+
+def shares(sources: dict[str, float], short: bool = False) -> list[str]:
+    """Each provenance with its share of the time, largest first ('measured 93%'); a lone one
+    by name only. `short` uses the SOURCES abbreviations."""
+    total = sum(sources.values())
+    ranked = sorted(((s / total, name) for name, s in sources.items() if s > 0), reverse=True)
+    if len(ranked) == 1:
+        return [ranked[0][1]]
+    names = SOURCES if short else {}
+    return [
+        f"{names.get(n, n)} {share:.0%}" if share >= 0.005 else f"{names.get(n, n)} <1%"
+        for share, n in ranked
+    ]
+
+
+def provenance(sources: dict[str, float], target: Target) -> str:
+    """'measured' or 'measured 93% · interpolated 5% · modelled 2%', prefixed for projections."""
+    text = " · ".join(shares(sources))
+    if target.projected:
+        return f"{projection_prefix(target.name)}{text}"
+    return text
+
+
+def projection_prefix(gpu: str) -> str:
+    return f"projection to {gpu} (spec sheets) of "
+
+
+def _batches(
+    requested: list[int] | None, meas: Measurements, setup: Serving, plan: MemoryPlan, cap: int
+) -> list[int]:
+    """Requested batches (each must fit memory and the cap), else those the file measured decode
+    at for this model, else DEFAULT_BATCHES; defaults beyond the cap are dropped."""
+    if requested:
+        for b in requested:
+            if b < 1:
+                raise BenchError(f"--batch must be at least 1, got {b}")
+            if b > plan.max_batch:
+                raise BenchError(
+                    f"batch {b} does not fit: {plan.seq_tokens} tokens per sequence need "
+                    f"{fmt_bytes(b * plan.seq_tokens * plan.kv_per_token)} of KV cache beside "
+                    f"{fmt_bytes(plan.weights)} of weights in {fmt_bytes(plan.usable)} usable; "
+                    f"the largest batch that fits is {plan.max_batch}"
+                )
+            if b > cap:
+                raise BenchError(f"--batch {b} exceeds --max-batch {cap}")
+        return sorted(set(requested))
+    attention = next(u for u in setup.decode_step(1) if u.op == "decode")
+    want = {k: v for k, v in attention.shape.items() if k != "B"}
+    measured = {
+        p.shape["B"]
+        for (op, _, _), p in meas.best.items()
+        if op == "decode" and all(p.shape.get(k) == v for k, v in want.items())
+    }
+    return sorted(b for b in measured or DEFAULT_BATCHES if b <= cap)
+
+
+def _check_impl(impl: str | None, docs: list[ResultDoc], paths: list[str]) -> None:
+    if impl is None:
+        return
+    present = sorted({c.impl for doc in docs for c in doc.cases if c.op in OPS})
+    if impl not in present:
+        raise BenchError(
+            f"--impl {impl}: no case in {', '.join(paths)} ran it; implementations there: "
+            f"{', '.join(present) or 'none'}"
+        )
+
+
+def _joined(values: set) -> str:
+    return ", ".join(str(v) for v in sorted(values)) or "none"
+
+
+def measured_summary(config: ModelConfig, docs: list[ResultDoc], paths: list[str]) -> str:
+    """What the files measured of this model's suite, derived from their cases: GEMM dtypes, TP
+    degrees, prompt lengths and batches, decode contexts and batches."""
+    tps, dtypes, prompts, prefill, contexts, decode = set(), set(), set(), set(), set(), set()
+    for doc in docs:
+        for c in doc.cases:
+            if not c.comparable:
+                continue
+            if c.op == "matmul":
+                dtypes.add(c.dtype)
+            if c.op not in ("attention", "decode") or c.shape.get("D") != config.head_dim:
+                continue
+            h = c.shape.get("H", 0)
+            if not h or config.heads % h:
+                continue
+            tps.add(config.heads // h)
+            if c.op == "attention":
+                prompts.add(c.shape["Sq"])
+                prefill.add(c.shape["B"])
+            else:
+                contexts.add(c.shape["L"])
+                decode.add(c.shape["B"])
+    where = ", ".join(paths)
+    if not tps:
+        return f"{where} has no {config.name} attention cases (GEMM dtypes: {_joined(dtypes)})"
+    return (
+        f"{where} has for {config.name}: GEMM dtypes {_joined(dtypes)}; TP {_joined(tps)}; "
+        f"prompt lengths (isl) {_joined(prompts)} at prefill batches {_joined(prefill)}; "
+        f"decode contexts (isl + osl/2) {_joined(contexts)} at batches {_joined(decode)}"
+    )
+
+
+def _hint(model_arg: str, setup: Serving, docs: list[ResultDoc], paths: list[str]) -> str:
+    """The end of a missing-shape error: what the files have, and how to measure what is not."""
+    run = (
+        f"tokbench run --model {model_arg} --tp {setup.tp} --precision {setup.precision} "
+        f"--isl {setup.isl} --osl {setup.osl}"
+    )
+    have = measured_summary(setup.model, docs, paths)
+    if setup.precision == "fp8" and all(dtype_unsupported("fp8", d.device) for d in docs):
+        devices = ", ".join(sorted({d.device.name for d in docs}))
+        return (
+            f"{have}; fp8 needs a GPU of compute capability ≥ 8.9, which {devices} is not: "
+            f"measure on one with: {run}"
+        )
+    return f"{have}; measure them with: {run}"
+
+
+def estimate_throughput(
+    setup: Serving,
+    docs: list[ResultDoc],
+    paths: list[str],
+    *,
+    batches: list[int] | None = None,
+    gpu: str | None = None,
+    impl: str | None = None,
+    command: str = "",
+    model_arg: str | None = None,
+) -> Throughput:
+    """Prefill and decode throughput per GPU, the memory fit and a serving mix.
+
+    `model_arg` is the model as the user named it (a name or a config path), for the hint."""
+    _check_impl(impl, docs, paths)
+    target = resolve_target(docs, paths, gpu)
+    plan = setup.memory_plan(target.memory)
+    if plan.max_batch < 1:
+        raise BenchError(
+            f"{setup.model.name} at TP {setup.tp} in {setup.precision} does not fit "
+            f"{target.name}: {fmt_bytes(plan.weights)} of weights per GPU and one sequence's KV "
+            f"cache ({fmt_bytes(plan.seq_tokens * plan.kv_per_token)}) exceed "
+            f"{fmt_bytes(plan.usable)} usable ({setup.workspace:.0%} kept for workspace); "
+            "raise --tp or lower --precision"
+        )
+    hint = _hint(model_arg or setup.model.name, setup, docs, paths)
+    meas = Measurements(docs, target=target.spec if gpu else None, impl=impl, hint=hint)
+    largest = setup.decode_cap(plan)
+    chosen = _batches(batches, meas, setup, plan, largest)
+    meas.hint += "".join(f" --batch {b}" for b in chosen if b != largest)
+    model = StepModel(setup, meas, target)
+    budget = setup.budget_batch(largest)
+    prefill = [model.prefill(b) for b in setup.prefill_batches({*chosen, budget})]
+    decode = [model.decode(b) for b in sorted({*chosen, largest})]
+    budget_step = next(s for s in prefill if s.batch == budget)
+    record = _record(setup, target, plan, prefill, budget_step, decode, command)
+    record.notes = _notes(model, impl, plan, largest, target, budget)
+    return Throughput(record, setup, target, plan, prefill, decode, model, budget)
+
+
+def serving_mix(
+    prefill: Step, decode: Step, isl: int, osl: int, ttft: Step | None = None
+) -> tuple[float, float]:
+    """(requests/s per GPU, request latency in s) when prefill and decode share the GPU in turn.
+
+    Each request costs isl tokens of prefill at `prefill`'s rate (the step at the token budget)
+    and osl tokens of decode at `decode`'s rate. The latency is a lower bound: a lone prompt's
+    prefill (`ttft`, else `prefill`), then osl steps at `decode`'s batch, with no queueing and no
+    prefill interleaved.
+    """
+    per_request = isl / prefill.tokens_per_s + osl / decode.tokens_per_s
+    first = (ttft or prefill).seconds
+    return 1 / per_request, first + osl * decode.seconds
+
+
+def _record(
+    setup: Serving,
+    target: Target,
+    plan: MemoryPlan,
+    prefill: list[Step],
+    best_prefill: Step,
+    decode: list[Step],
+    command: str,
+) -> EstimateRecord:
+    isl, osl = setup.isl, setup.osl
+    lone = min(prefill, key=lambda s: s.batch)
+    rps, latency = serving_mix(best_prefill, decode[-1], isl, osl, lone)
+    rows = [
+        EstimateRow(
+            s.phase,
+            s.batch,
+            s.context,
+            s.seconds * 1e3,
+            s.tokens_per_s,
+            provenance(s.sources, target),
+        )
+        for s in prefill + decode
+    ]
+    # A request's GPU time: isl tokens of the prefill step at the budget, osl of the largest
+    # decode.
+    mixed: dict[str, float] = {}
+    for step, tokens in ((best_prefill, isl), (decode[-1], osl)):
+        share = tokens / step.tokens  # the request's share of that step's time
+        for source, seconds in step.sources.items():
+            mixed[source] = mixed.get(source, 0.0) + seconds * share
+    rows.append(
+        EstimateRow(
+            "serving",
+            decode[-1].batch,
+            isl + osl,
+            latency * 1e3,
+            rps * osl,
+            provenance(mixed, target),
+        )
+    )
+    return EstimateRecord(
+        model=setup.model.name,
+        gpu=target.name,
+        spec=target.spec.key if target.spec else None,
+        projected=target.projected,
+        tp=setup.tp,
+        precision=setup.precision,
+        isl=isl,
+        osl=osl,
+        weights_bytes=plan.weights,
+        kv_bytes_per_token=plan.kv_per_token,
+        memory_bytes=plan.memory,
+        workspace_fraction=plan.workspace_fraction,
+        max_batch=plan.max_batch,
+        prefill_tokens_per_s=best_prefill.tokens_per_s,
+        decode_tokens_per_s=decode[-1].tokens_per_s,
+        requests_per_s=rps,
+        rows=rows,
+        command=command,
+    )
+
+
+def _notes(
+    model: StepModel,
+    impl: str | None,
+    plan: MemoryPlan,
+    largest: int,
+    target: Target,
+    budget: int,
+) -> list[str]:
+    setup = model.setup
+    notes = list(model.notes)
+    if impl:
+        notes.append(f"implementation forced to '{impl}' for every op that has one of that name")
+    else:
+        notes.append("each op at each shape: the fastest implementation that passed its check")
+    if largest < plan.max_batch:
+        notes.append(
+            f"{plural(plan.max_batch, 'sequence')} fit memory; decode is estimated up to the "
+            f"scheduler cap of {setup.max_batch} (--max-batch)"
+        )
+    if target.projected:
+        notes.append(
+            f"projection: measured on {target.measured_on}, scaled to {target.name} by the "
+            "ratio of spec-sheet rooflines per op (same efficiency assumed)"
+        )
+    notes.append(
+        f"serving mix: prefill at batch {budget} (the {setup.prefill_budget:,}-token step "
+        f"budget, at most the decode batch), decode at batch {largest}"
+    )
+    notes.append("ops summed without overlap; prefill and decode share the GPU in turn")
+    return notes
+
+
+def json_record(result: Throughput) -> dict:
+    """The estimate as `--json` prints it: the saved record, with `max_batch` split into the
+    batch that fits memory and the decode batch cap actually used (min of it and --max-batch)."""
+    out = {}
+    for key, value in dataclasses.asdict(result.record).items():
+        if key == "max_batch":
+            out["max_batch_fits_memory"] = value
+            out["decode_batch_cap"] = result.decode_cap
+            out["prefill_budget_batch"] = result.budget_batch
+        else:
+            out[key] = value
+    return out
+
+
+def save(path: str | Path, record: EstimateRecord) -> None:
+    """Add the estimate to a result file, replacing an earlier one with the same settings."""
+    doc = results.load(path)
+    same = ("model", "gpu", "tp", "precision", "isl", "osl")
+    doc.estimates = [
+        e for e in doc.estimates if any(getattr(e, k) != getattr(record, k) for k in same)
+    ]
+    doc.estimates.append(record)
+    results.write_atomic(Path(path), doc.to_json())

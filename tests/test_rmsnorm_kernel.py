@@ -1,0 +1,97 @@
+"""The fused add + RMSNorm kernel against the float64 reference: tails, strides, empty rows."""
+
+import pytest
+import torch
+from kernelcheck import rel_err
+
+from kernels.reference import add_rmsnorm_ref
+from kernels.rmsnorm import MAX_HIDDEN, add_rmsnorm
+
+# Both outputs are rounded once to the input dtype (2^-11 fp16, 2^-8 bf16); fp32 sums squares
+# of up to thousands of elements in fp32.
+TOL = {torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float32: 1e-6}
+CPU_DTYPES = [torch.float16, torch.float32]
+
+# (rows, hidden): one element, hidden sizes off the power of two (a masked tail), a real one.
+SHAPES = [(1, 1), (3, 7), (5, 1000), (2, 4096), (17, 96)]
+
+
+def _inputs(rows: int, hidden: int, dtype: torch.dtype, device, seed: int = 0):
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen, device=device).to(dtype)
+
+    return randn(rows, hidden), randn(rows, hidden), randn(hidden)
+
+
+def _check(x, residual, weight, eps: float = 1e-5) -> None:
+    y, h = add_rmsnorm(x, residual, weight, eps)
+    y_ref, h_ref = add_rmsnorm_ref(x, residual, weight, eps)
+    assert y.dtype == h.dtype == x.dtype and y.is_contiguous() and h.is_contiguous()
+    assert rel_err(h, h_ref) < TOL[x.dtype]
+    assert rel_err(y, y_ref) < TOL[x.dtype]
+
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matches_reference(shape: tuple[int, int], dtype: torch.dtype, device) -> None:
+    _check(*_inputs(*shape, dtype, device))
+
+
+def test_strided_and_transposed_inputs(device) -> None:
+    """A column slice of a wider x, a transposed residual and a strided weight: no copies."""
+    x = torch.randn(6, 24, device=device)[:, ::2]  # row stride 24, column stride 2
+    residual = torch.randn(12, 6, device=device).t()  # column-major
+    weight = torch.randn(24, device=device)[::2]
+    assert not x.is_contiguous() and not residual.is_contiguous()
+    _check(x, residual, weight)
+
+
+def test_eps_enters_the_norm(device) -> None:
+    x, residual, weight = _inputs(3, 64, torch.float32, device)
+    _check(x * 1e-3, residual * 1e-3, weight, eps=1e-2)  # eps dominates the mean square
+
+
+def test_no_rows(device) -> None:
+    x, residual, weight = _inputs(0, 64, torch.float16, device)
+    y, h = add_rmsnorm(x, residual, weight)
+    assert y.shape == h.shape == (0, 64)
+
+
+def test_inputs_are_not_changed(device) -> None:
+    x, residual, weight = _inputs(4, 33, torch.float16, device)
+    before = (x.clone(), residual.clone())
+    add_rmsnorm(x, residual, weight)
+    assert torch.equal(x, before[0]) and torch.equal(residual, before[1])
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda x, r, w: (x[0], r[0], w), "must be \\(rows, hidden\\)"),
+        (lambda x, r, w: (x, r[:, :-1], w), "of one shape"),
+        (lambda x, r, w: (x, r, w[:-1]), "weight must be \\(8,\\)"),
+        (lambda x, r, w: (x, r.half(), w), "must share one dtype"),
+        (lambda x, r, w: (x.long(), r.long(), w.long()), "must share one dtype of float16"),
+        (lambda x, r, w: (x, r, [1.0] * 8), "weight must be a torch.Tensor"),
+    ],
+)
+def test_bad_inputs_are_one_clear_line(change, words: str, device) -> None:
+    x, residual, weight = _inputs(3, 8, torch.float32, device)
+    with pytest.raises(ValueError, match=words) as info:
+        add_rmsnorm(*change(x, residual, weight))
+    assert str(info.value).startswith("add_rmsnorm: ") and "\n" not in str(info.value)
+
+
+def test_hidden_beyond_one_program_is_refused(device) -> None:
+    x = torch.zeros(1, MAX_HIDDEN + 1, device=device)
+    with pytest.raises(ValueError, match=f"allowed: 1 to {MAX_HIDDEN}"):
+        add_rmsnorm(x, x, torch.zeros(MAX_HIDDEN + 1, device=device))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", [(1, 4096), (333, 8192), (4096, 5120), (2, 16384)], ids=str)
+def test_gpu(shape: tuple[int, int], dtype: torch.dtype, device) -> None:
+    _check(*_inputs(*shape, dtype, device))
