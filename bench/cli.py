@@ -452,7 +452,7 @@ def estimate_cmd(
     setup = _serving(model, tp, precision, isl, osl, workspace, max_batch)
     paths = results_files or []
     result = _throughput(setup, model, paths, batch, gpu, impl)
-    checks = _validate(result, paths[0]) if validate else []
+    checks = _measure_layers(result, paths[0]) if validate else []
     for check in checks:
         where = f"{check.phase}_batch{check.batch}"
         result.record.validation[f"{where}_ratio"] = check.ratio
@@ -470,7 +470,7 @@ def estimate_cmd(
         err.print(f"saved the estimate into {paths[0]}", soft_wrap=True)
 
 
-def _validate(result: Throughput, path: Path) -> list[Validation]:
+def _measure_layers(result: Throughput, path: Path) -> list[Validation]:
     """Run the layer on this machine at the smallest and largest prefill and decode steps
     estimated: the latency end and the throughput end."""
     kernels.use_interpreter_without_gpu()

@@ -107,7 +107,7 @@ def _reading(t: Telemetry) -> str:
 
     return (
         f"SM {field(t.sm_clock_mhz, 'MHz')}, memory {field(t.mem_clock_mhz, 'MHz')}, "
-        f"{field(t.power_w, 'W', '.0f')}, {field(t.temperature_c, '°C')}"
+        f"power {field(t.power_w, 'W', '.0f')}, temperature {field(t.temperature_c, '°C')}"
     )
 
 

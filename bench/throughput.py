@@ -135,9 +135,7 @@ class StepModel:
         except BenchError:
             if op.part != "memory":
                 raise
-        self.notes[f"{use.op} {op.label(use.shape)} not in the files: modelled from its bytes"] = (
-            None
-        )
+        self.notes[f"{use.op} not measured in the files: modelled from its bytes, as below"] = None
         return Timed(self._bytes_time(op.bytes(use.shape, use.dtype)), "modelled", "bytes")
 
     def _fill(self, step: Step, uses: list[OpUse]) -> Step:

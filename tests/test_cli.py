@@ -19,6 +19,22 @@ def test_info_shows_the_device_and_versions() -> None:
     assert "torch" in as_json["software"]
 
 
+def test_info_shows_readings_nvml_left_out() -> None:
+    """A driver may leave power (or any reading) unreported: the table says n/a."""
+    from resultdocs import H100
+    from rich.console import Console
+
+    from bench.hardware import SPECS
+    from bench.schema import Telemetry
+    from bench.tables import info_table
+
+    reading = Telemetry(sm_clock_mhz=1980, mem_clock_mhz=None, power_w=None, temperature_c=61)
+    console = Console(record=True, width=120)
+    console.print(info_table(H100, SPECS["h100-sxm"], {"torch": "2.11"}, reading))
+    text = console.export_text()
+    assert "SM 1980 MHz, memory n/a, power n/a, temperature 61 °C" in text
+
+
 def test_run_writes_a_result_file_and_prints_a_table(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     done = tokbench("run", "--op", "matmul", "--dtype", "fp16", "--shape", "M=17,N=33,K=9",

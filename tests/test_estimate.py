@@ -15,6 +15,7 @@ from bench import BenchError
 from bench.hardware import SPECS
 from bench.lookup import Measurements, roofline_seconds
 from bench.models import Serving, get_model
+from bench.ops import load_results
 from bench.results import load, write_atomic
 from bench.throughput import ALLREDUCE_LATENCY_S, estimate_throughput, save, serving_mix
 
@@ -171,6 +172,17 @@ def test_fastest_correct_real_implementation_unless_one_is_forced() -> None:
 def test_default_batches_are_those_the_file_measured() -> None:
     doc = model_doc(TINY, flat, batches=(2, 16))
     assert [s.batch for s in run_estimate([doc]).decode] == [2, 16, 1024]
+
+
+def test_a_file_from_before_the_norm_op_models_the_norms_and_says_so() -> None:
+    """The schema-1 fixture has no rmsnorm cases: the estimate still answers, from bytes."""
+    doc = load_results(Path(__file__).parent / "fixtures" / "schema1-cpu.json")
+    result = run_estimate([doc], precision="fp32")
+    assert "rmsnorm not measured in the files: modelled from its bytes, as below" in (
+        result.record.notes
+    )
+    measured = run_estimate([model_doc(TINY, flat)]).record.notes
+    assert not any(n.startswith("rmsnorm") for n in measured)
 
 
 # --- projections ----------------------------------------------------------------------------------
