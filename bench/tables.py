@@ -28,7 +28,6 @@ from bench.schema import CaseResult, DeviceInfo, ResultDoc, Telemetry
 from bench.throughput import (
     SOURCES,
     STEP_PARTS,
-    VALIDATION_BAND,
     Throughput,
     Validation,
     projection_prefix,
@@ -695,8 +694,16 @@ def _gpus(n: int) -> str:
     return plural(n, "GPU")
 
 
+# Measured / estimated layer time the validation table shows as agreeing. A real layer runs
+# slower than the op sum: the estimate models the memory-bound work as the fused kernels of a
+# serving engine, while an eager PyTorch layer dispatches ~30 small ops; and the layer is timed
+# now, the ops when the file was made. At the latency end (batch 1) on a CPU that dispatch
+# dominates.
+VALIDATION_BAND = (0.5, 3.0)
+
+
 def validation_table(checks: list[Validation]) -> Table:
-    """Measured against estimated layer time, with the band the tests hold."""
+    """Measured against estimated layer time, coloured by VALIDATION_BAND."""
     table = new_table(
         "validation: one decoder layer run here against the op sum",
         ("step", "batch", "context", "measured", "estimated", "measured / estimated"),
@@ -714,7 +721,7 @@ def validation_table(checks: list[Validation]) -> Table:
             f"[{colour}]{c.ratio:.2f}[/{colour}]",
         )
     table.caption = (
-        f"one layer, without the LM head and all-reduces; the CPU test holds the largest "
-        f"steps within [{low}, {high}]"
+        f"one layer, without the LM head and all-reduces; green: within [{low}, {high}] of "
+        "the op sum"
     )
     return table

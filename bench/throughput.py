@@ -212,15 +212,6 @@ class StepModel:
         return (ring + ALLREDUCE_LATENCY_S) * 2 * self.setup.model.layers
 
 
-# The band the CPU test holds measured / estimated layer time within, at the throughput end (the
-# largest prefill and decode steps, which capacity and cost rest on). A real layer runs slower
-# than the op sum: the estimate models the memory-bound work as the fused kernels of a serving
-# engine, while an eager PyTorch layer dispatches ~30 small ops; and the layer is timed now, the
-# ops when the file was made. At the latency end (batch 1) on a CPU that dispatch dominates and
-# the ratio is reported, not held.
-VALIDATION_BAND = (0.5, 3.0)
-
-
 @dataclass(frozen=True)
 class Validation:
     """Measured against estimated time of one decoder layer at one step (bench.layer)."""

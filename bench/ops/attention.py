@@ -50,11 +50,6 @@ def heads_rule(shape: Shape) -> str | None:
     return None
 
 
-def scores_bytes(b: int, h: int, sq: int, skv: int, dtype: str) -> float:
-    """Materialised scores and probabilities, in fp32 and in dtype (eager, SDPA's math)."""
-    return b * h * sq * skv * (8 + DTYPE_BYTES[dtype])
-
-
 class Attention(Op):
     name = "attention"
     description = "prefill flash attention, (B×H/Hkv×Sq×Skv×D)"
@@ -166,7 +161,8 @@ def _elements(shape: Shape) -> int:
 
 
 def _scores(shape: Shape, dtype: str) -> float:
-    return scores_bytes(shape["B"], shape["H"], shape["Sq"], shape["Skv"], dtype)
+    """Materialised scores and probabilities, in fp32 and in dtype (eager, SDPA's math)."""
+    return shape["B"] * shape["H"] * shape["Sq"] * shape["Skv"] * (8 + DTYPE_BYTES[dtype])
 
 
 def _triton(inputs: Inputs) -> Callable[[], torch.Tensor]:
