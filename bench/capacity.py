@@ -1,9 +1,9 @@
 """Fleet capacity, GPUs needed, cost per token and claim checks, from per-GPU throughput.
 
-DESIGN.md's arithmetic: tokens/day = per-GPU tokens/s × GPUs × utilization × 86,400; cost per
-million tokens = price per GPU-hour / (per-GPU tokens/s × utilization × 3,600) × 10⁶ (a GPU is
-paid for whether busy or not, so utilization raises the cost of each token). A model served at
-tensor-parallel degree TP runs on whole groups of TP GPUs.
+The arithmetic (docs/estimate.md): tokens/day = per-GPU tokens/s × GPUs × utilization × 86,400;
+cost per million tokens = price per GPU-hour / (per-GPU tokens/s × utilization × 3,600) × 10⁶
+(a GPU is paid for whether busy or not, so utilization raises the cost of each token). A model
+served at tensor-parallel degree TP runs on whole groups of TP GPUs.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bench import BenchError
+from bench import BenchError, check_range
 from bench.hardware import get_spec
 from bench.schema import EstimateRecord
 from bench.units import plural
@@ -123,24 +123,23 @@ def check_targets(
     target_tokens_s: float | None, target_tokens_day: float | None, claim_tokens_s: float | None
 ) -> None:
     """Raise a one-line BenchError, naming the flag and the value as given, for a target or
-    claim that is not positive."""
+    claim that is not a positive, finite number."""
     for flag, value in (
         ("--target-tokens-s", target_tokens_s),
         ("--target-tokens-day", target_tokens_day),
         ("--claim-tokens-s", claim_tokens_s),
     ):
-        if value is not None and not value > 0:
-            raise BenchError(f"{flag} must be positive, got {value:g}")
+        if value is not None:
+            check_range(flag, value)
 
 
 def check_fleet(gpus: int, tp: int, utilization: float, price: float | None) -> None:
     """Raise a one-line BenchError for a fleet that cannot be."""
     if gpus < tp:
         raise BenchError(f"{plural(gpus, 'GPU')} cannot hold one copy of the model at TP {tp}")
-    if not 0 < utilization <= 1:
-        raise BenchError(f"--utilization must be in (0, 1], got {utilization:g}")
-    if price is not None and price <= 0:
-        raise BenchError(f"--price (USD per GPU-hour) must be positive, got {price:g}")
+    check_range("--utilization", utilization, 0, 1, closed="high")
+    if price is not None:
+        check_range("--price", price, what=" (USD per GPU-hour)")
 
 
 def cost_per_million(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,7 +18,19 @@ import typer
 from rich.console import Console
 
 import kernels
-from bench import BenchError, capacity, compare, export, models, ops, plots, results, suites, tables
+from bench import (
+    BenchError,
+    capacity,
+    check_range,
+    compare,
+    export,
+    models,
+    ops,
+    plots,
+    results,
+    suites,
+    tables,
+)
 from bench.hardware import match_spec
 from bench.models import Serving
 from bench.ops.base import dtype_unsupported
@@ -91,6 +104,12 @@ def run(
     out: Annotated[
         Path | None, typer.Option(help="Result file (default results/<device>-<date>-<id>.json).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace an existing --out file (from the first case on).")
+    ] = False,
+    append: Annotated[
+        bool, typer.Option(help="Add this run's cases to an existing --out file.")
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result document to stdout.")
     ] = False,
@@ -157,6 +176,11 @@ def run(
         cases = suites.build(suite, ops=op, dtypes=dtype, given=given)
         _check_dtypes(device, dtype or [])
     cases = _select_impls(cases, impl)
+    if force and append:
+        raise BenchError("--force and --append exclude each other")
+    check_range("--noise", noise)
+    if max_time is not None:
+        check_range("--max-time", max_time)
     spec = match_spec(device.name) if device.kind == "cuda" else None
     timer = TimerConfig(noise=noise, max_time_s=max_time or (1.0 if device.kind == "cuda" else 0.1))
     config = RunConfig(timer=timer, cuda_graph=cuda_graph, impls=impl, seed=seed)
@@ -168,26 +192,32 @@ def run(
         spec=spec.key if spec else None,
     )
     path = out or results.default_path(device)
-    writer = results.ResultWriter(doc, path)
-    try:
-        if ceilings:
-            from bench.ceilings import measure
+    mode = "replace" if force else "append" if append else "new"
+    with results.ResultWriter(doc, path, mode) as writer:
+        try:
+            if ceilings and not writer.doc.measured_peaks:
+                from bench.ceilings import measure
 
-            doc.measured_peaks = measure(device, timer)
-            writer.flush()
-        _run_with_progress(cases, device, spec, writer, config)
-    except KeyboardInterrupt:
-        err.print(f"interrupted: {plural(len(doc.cases), 'case')} kept in {path}")
-        raise typer.Exit(130) from None
-    except BenchError as e:
-        kept = plural(len(doc.cases), "case")
-        raise BenchError(f"{e} ({kept} measured so far kept in {path})") from None
-    writer.finish()
+                writer.doc.measured_peaks = measure(device, timer)
+                err.print(tables.ceilings_line(writer.doc.measured_peaks), highlight=False)
+            _run_with_progress(cases, device, spec, writer, config)
+        except KeyboardInterrupt:
+            err.print(f"interrupted: {_kept(writer)}")
+            raise typer.Exit(130) from None
+        except BenchError as e:
+            raise BenchError(f"{e} ({_kept(writer)})") from None
+        writer.finish()
     if as_json:
-        typer.echo(doc.to_json())
+        typer.echo(writer.doc.to_json())
     else:
-        tables.console().print(*tables.results_tables(doc))
-    err.print(f"wrote {path}")
+        tables.console().print(*tables.results_tables(writer.doc))
+    err.print(f"wrote {path}" if writer.measured else "measured no case: wrote nothing")
+
+
+def _kept(writer: results.ResultWriter) -> str:
+    if not writer.measured:
+        return f"no case measured; {writer.path} not written"
+    return f"{plural(writer.measured, 'case')} measured so far kept in {writer.path}"
 
 
 def _setups(
@@ -246,6 +276,19 @@ def _run_with_progress(
         len([i for i in ops.get_op(c.op).impls if config.impls is None or i.name in config.impls])
         for c in cases
     )
+    if not err.is_terminal:  # a log: one line per case
+        start, done = time.monotonic(), 0
+
+        def line(record: CaseResult) -> None:
+            nonlocal done
+            done += 1
+            elapsed = time.monotonic() - start
+            err.print(
+                f"[{done}/{total} {elapsed:.0f}s] {tables.case_line(record)}", highlight=False
+            )
+
+        run_cases(cases, device, spec, writer, config, on_case=line)
+        return
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -465,7 +508,7 @@ def estimate_cmd(
         out.print(*tables.estimate_tables(result))
         if checks:
             out.print(tables.validation_table(checks))
-    if save_to_file:
+    if save_to_file:  # after printing: a file that cannot take it loses nothing shown
         save(paths[0], result.record)
         err.print(f"saved the estimate into {paths[0]}", soft_wrap=True)
 
@@ -485,7 +528,7 @@ def _measure_layers(result: Throughput, path: Path) -> list[Validation]:
         )
     ends = (result.prefill[0], result.prefill[-1], result.decode[0], result.decode[-1])
     steps = dict.fromkeys((s.phase, s.batch, s.context) for s in ends)
-    return [measure_layer(result.model, *key, device) for key in steps]
+    return [measure_layer(result.step_model, *key, device) for key in steps]
 
 
 @app.command("capacity")
@@ -532,8 +575,7 @@ def capacity_cmd(
     capacity.check_targets(target_tokens_s, target_tokens_day, claim_tokens_s)
     setup = _serving(model, tp, precision, isl, osl, workspace, max_batch)
     if tokens_per_gpu is not None:
-        if tokens_per_gpu <= 0:
-            raise BenchError(f"--tokens-per-gpu must be positive, got {tokens_per_gpu:g}")
+        check_range("--tokens-per-gpu", tokens_per_gpu)
         if results_files:
             raise BenchError(
                 "--results and --tokens-per-gpu exclude each other: give the rate, or the "
@@ -576,13 +618,23 @@ def capacity_cmd(
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+    """Entry point: user errors, bad options included, become one line on stderr and exit
+    status 2; an interrupted command exits quietly with 130."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except BenchError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(e))
+    except (KeyboardInterrupt, typer.Abort):
+        sys.exit(130)
+    except Exception as e:
+        if not hasattr(e, "format_message"):  # click's usage errors (typer vendors click)
+            raise
+        context = getattr(e, "ctx", None)
+        where = f" (see `{context.command_path} --help`)" if context else ""
+        _fail(" ".join(e.format_message().split()) + where)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
-if __name__ == "__main__":
-    main()
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True, markup=True)
+    sys.exit(2)

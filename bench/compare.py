@@ -170,13 +170,13 @@ def project_cell(case: CaseResult, source: GpuSpec, target: GpuSpec) -> Cell | N
     GPU has no peak for its dtype."""
     if not usable(case):
         return None
-    scale = projection(source, target, case.dtype, case.flops, case.bytes, _tf32(case))
-    if scale is None:
+    projected = projection(source, target, case.dtype, case.flops, case.bytes, _tf32(case))
+    if projected is None:
         return None
-    ms = case.timing.median_ms * scale.seconds
+    ms = case.timing.median_ms * projected.scale
     tflops = case.flops / (ms / 1e3) / 1e12
     peak = peak_tflops(target, case.dtype, _tf32(case))
-    return Cell(case, ms, tflops, tflops / peak, bound=scale.bound)
+    return Cell(case, ms, tflops, tflops / peak, bound=projected.bound)
 
 
 def projected_column(tag: str, source: Column, target: GpuSpec) -> Column:

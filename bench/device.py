@@ -53,6 +53,7 @@ def detect(index: int = 0) -> DeviceInfo:
         driver=_nvml_driver(),
         cuda=torch.version.cuda,
         index=index,
+        rocm=torch.version.hip is not None,
     )
 
 
@@ -94,10 +95,13 @@ def software() -> dict[str, str]:
         # CPU timings depend on it: an oversubscribed thread pool waits on the scheduler.
         "torch_threads": str(torch.get_num_threads()),
     }
-    try:  # read from its metadata: importing Triton would fix its interpreter choice too early
-        versions["triton"] = metadata.version("triton")
-    except metadata.PackageNotFoundError:
-        versions["triton"] = "absent"
+    # Read from the metadata: importing Triton would fix its interpreter choice too early. Some
+    # torch builds ship it under another distribution name.
+    versions["triton"] = "absent"
+    for name in ("triton", "pytorch-triton", "pytorch-triton-rocm"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions["triton"] = metadata.version(name)
+            break
     if torch.version.cuda:
         versions["cuda"] = torch.version.cuda
     commit = _git_commit()

@@ -107,8 +107,10 @@ def default_output(source: Path, fmt: ExportFormat) -> Path:
 
 
 def export(source: Path, fmt: ExportFormat, out: Path | None = None) -> tuple[Path, int]:
-    """Write source in fmt; returns the path written and how many cases it holds."""
+    """Write source in fmt; returns the path written and how many cases it holds. Never writes
+    over the source or any other tokbench result file."""
     data = to_pytest_benchmark(load_results(source))
     path = out or default_output(source, fmt)
+    results.check_output(path, inputs=[source])
     results.write_atomic(path, json.dumps(data, indent=1, allow_nan=False))
     return path, len(data["benchmarks"])

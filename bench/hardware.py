@@ -300,17 +300,24 @@ def roofline(
     return Roofline(compute, "compute") if compute >= memory else Roofline(memory, "memory")
 
 
+@dataclass(frozen=True)
+class Projection:
+    """How a time measured on one GPU scales to another by their spec sheets."""
+
+    scale: float  # target roofline / source roofline
+    bound: str  # what bounds the kernel on the target: "compute" or "memory"
+
+
 def projection(
     source: GpuSpec, target: GpuSpec, dtype: str, flops: float, nbytes: float, tf32: bool = False
-) -> Roofline | None:
-    """A measured time's scale from source to target GPU, as a Roofline of the target whose
-    `seconds` is the ratio of the two rooflines (the same efficiency assumed on both): the one
-    projection tokbench makes. None when either GPU has no peak for the dtype."""
+) -> Projection | None:
+    """The ratio of the two GPUs' rooflines for a kernel (the same efficiency assumed on both):
+    the one projection tokbench makes. None when either GPU has no peak for the dtype."""
     there = roofline(target, dtype, flops, nbytes, tf32)
     here = roofline(source, dtype, flops, nbytes, tf32)
     if there is None or here is None or here.seconds <= 0:
         return None
-    return Roofline(there.seconds / here.seconds, there.bound)
+    return Projection(there.seconds / here.seconds, there.bound)
 
 
 def spec_of(device: DeviceInfo, key: str | None) -> GpuSpec | None:

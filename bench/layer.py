@@ -51,13 +51,13 @@ class DecoderLayer:
         seed: int = 0,
     ) -> None:
         """`uses`: the step's ops (Serving.prefill_step/decode_step; the LM head is ignored);
-        `impls`: implementation name per part, as the estimate's times came from."""
+        `impls`: implementation name per role, as the estimate's times came from."""
         self.config, self.device = setup.model, device
         self.act = torch_dtype(setup.act)
         gen = torch.Generator(device=device).manual_seed(seed)
         self.calls: dict[str, _Call] = {}
         for use in uses:
-            if use.part == "lm_head":
+            if use.role == "lm_head":
                 continue
             op = get_op(use.op)
             inputs = op.inputs(use.shape, use.dtype, device, gen)
@@ -65,8 +65,8 @@ class DecoderLayer:
                 _scale_weight(inputs, use.shape["K"])
             if use.op == "rmsnorm":
                 inputs["weight"].fill_(1.0)
-            self.calls[use.part] = _Call(inputs, op.impl(impls[use.part]).prepare(inputs))
-        self.attention = next(u for u in uses if u.part == "attention")
+            self.calls[use.role] = _Call(inputs, op.impl(impls[use.role]).prepare(inputs))
+        self.attention = next(u for u in uses if u.role == "attention")
         self.heads, self.kv_heads = self.attention.shape["H"], self.attention.shape["Hkv"]
         self.cos = self.sin = torch.empty(0)
 
@@ -80,9 +80,9 @@ class DecoderLayer:
         self.cos = torch.cat([cos, cos], dim=-1).to(self.act)
         self.sin = torch.cat([-sin, sin], dim=-1).to(self.act)
 
-    def _gemm(self, part: str, a: torch.Tensor | None = None) -> torch.Tensor:
+    def _gemm(self, role: str, a: torch.Tensor | None = None) -> torch.Tensor:
         """Run a GEMM on `a`, or on what is already in its input buffer when `a` is None."""
-        call = self.calls[part]
+        call = self.calls[role]
         if a is not None:
             call.inputs["a"].copy_(a)
         out = call.run()
@@ -187,7 +187,7 @@ def run_layer(
     """Median seconds of one forward pass of the layer on `device`."""
     tdev = dev.torch_device(device)
     layer = DecoderLayer(setup, uses, impls, tdev)
-    tokens = next(u for u in uses if u.part == "qkv").shape["M"]
+    tokens = next(u for u in uses if u.role == "qkv").shape["M"]
     shape = layer.attention.shape
     if layer.attention.op == "decode":
         layer.set_positions(torch.full((tokens,), shape["L"] - 1, device=tdev))
@@ -204,23 +204,25 @@ def run_layer(
 
 
 def measure_layer(
-    model: StepModel,
+    step_model: StepModel,
     phase: str,
     batch: int,
     seq: int,
     device: DeviceInfo,
     timer: TimerConfig | None = None,
 ) -> Validation:
-    """Time the layer of `model`'s served model at one step on `device` against the estimate
+    """Time the layer of `step_model`'s served model at one step on `device` against the estimate
     for one layer of that step."""
-    setup = model.setup
+    setup = step_model.setup
     if phase == "prefill":
-        step, uses = model.prefill(batch, seq), setup.prefill_step(batch, seq)
+        step, uses = step_model.prefill(batch, seq), setup.prefill_step(batch, seq)
     else:
-        step, uses = model.decode(batch, seq), setup.decode_step(batch, seq)
+        step, uses = step_model.decode(batch, seq), setup.decode_step(batch, seq)
     per_layer = step.seconds - step.parts.get("lm_head", 0.0) - step.parts.get("communication", 0.0)
     impls = {
-        u.part: model.op_time(u).impl or get_op(u.op).baseline for u in uses if u.part != "lm_head"
+        u.role: step_model.op_time(u).impl or get_op(u.op).baseline
+        for u in uses
+        if u.role != "lm_head"
     }
     measured = run_layer(setup, uses, impls, device, timer or TimerConfig())
     return Validation(phase, batch, seq, measured, per_layer / setup.model.layers)

@@ -1,6 +1,6 @@
 """The time of an op at a shape, taken from result files, and where that figure comes from.
 
-In order of preference (DESIGN.md, "measured over assumed"):
+In order of preference, measured over assumed (docs/estimate.md):
 
 1. measured: the fastest correct, really timed implementation at exactly that shape and dtype
    (interpreted Triton runs and failed cases never count);
@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 
 from bench import BenchError
-from bench.hardware import SPECS, GpuSpec, projection, roofline
+from bench.hardware import GpuSpec, projection, roofline, spec_of
 from bench.ops import OPS, get_op
 from bench.schema import CaseResult, ResultDoc, Shape, shape_key
 
@@ -92,12 +92,12 @@ class Measurements:
         """`impl` forces an implementation for every op that has one of that name; `hint` ends
         the error for a shape that cannot be estimated (e.g. the command that measures it)."""
         self.docs = docs
-        own = SPECS.get(docs[0].spec) if docs[0].spec else None
+        own = spec_of(docs[0].device, docs[0].spec)
         self.spec: GpuSpec | None = target or own
         self.hint = hint
         self.best: dict[tuple, Point] = {}
         for doc in docs:
-            source = SPECS.get(doc.spec) if doc.spec else None
+            source = spec_of(doc.device, doc.spec)
             for case in doc.cases:
                 if case.op not in OPS or not case.comparable or not _wanted(case, impl):
                     continue
@@ -176,10 +176,10 @@ def _point(case: CaseResult, source: GpuSpec | None, target: GpuSpec | None) -> 
     if source is None:
         raise BenchError(f"cannot project {case.op} measured on a device without a spec entry")
     op = get_op(case.op)
-    scale = projection(
+    projected = projection(
         source, target, case.dtype, op.flops(case.shape), op.bytes(case.shape, case.dtype), op.tf32
     )
-    return None if scale is None else Point(case, seconds * scale.seconds, scale.seconds)
+    return None if projected is None else Point(case, seconds * projected.scale, projected.scale)
 
 
 def _wanted(case: CaseResult, impl: str | None) -> bool:

@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError
-from bench.ops.base import DTYPE_BYTES
-from bench.schema import Shape, shape_key
+from bench import BenchError, check_range
+from bench.ops.attention import attn
+from bench.ops.decode import dec
+from bench.ops.matmul import mm
+from bench.ops.rmsnorm import norm
+from bench.schema import DTYPE_BYTES, Shape, shape_key
 from bench.suites import CaseSpec
 
 PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
@@ -219,7 +222,7 @@ def check_config(config: ModelConfig, where: str) -> None:
 class OpUse:
     """A registry op at one shape and dtype, as one forward step uses it `count` times."""
 
-    part: str  # what it is in the model: "qkv", "o", "gate_up", "down", "attention", …
+    role: str  # what it is in the model: "qkv", "o", "gate_up", "down", "attention", …
     op: str
     shape: Shape
     dtype: str
@@ -231,8 +234,8 @@ class OpUse:
         return self.shape["N"] * self.shape["K"] if self.op == "matmul" else 0
 
 
-def _gemm(part: str, m: int, n: int, k: int, dtype: str, count: int) -> OpUse:
-    return OpUse(part, "matmul", {"M": m, "N": n, "K": k}, dtype, count)
+def _gemm(role: str, m: int, n: int, k: int, dtype: str, count: int) -> OpUse:
+    return OpUse(role, "matmul", mm(m, n, k), dtype, count)
 
 
 def moe_routing(config: ModelConfig, tokens: int) -> tuple[int, int]:
@@ -309,11 +312,10 @@ class Serving:
         check_precision(self.precision)
         if self.isl < 1 or self.osl < 1:
             raise BenchError(f"--isl and --osl must be at least 1, got {self.isl} and {self.osl}")
-        if not 0 <= self.workspace < 1:
-            raise BenchError(
-                f"--workspace is the fraction of GPU memory kept free and must be in [0, 1), "
-                f"got {self.workspace:g}"
-            )
+        check_range(
+            "--workspace", self.workspace, 0, 1, closed="low",
+            what=" is the fraction of GPU memory kept free and",
+        )  # fmt: skip
         if self.max_batch < 1:
             raise BenchError(f"--max-batch must be at least 1, got {self.max_batch}")
 
@@ -356,7 +358,7 @@ class Serving:
 
     def norms(self, tokens: int) -> OpUse:
         """The two residual add + RMSNorms of every layer (before attention, before the MLP)."""
-        shape = {"tokens": tokens, "hidden": self.model.hidden}
+        shape = norm(tokens, self.model.hidden)
         return OpUse("add_rmsnorm", "rmsnorm", shape, self.act, 2 * self.model.layers)
 
     def lm_head(self, rows: int) -> OpUse:
@@ -367,15 +369,8 @@ class Serving:
     def prefill_step(self, batch: int, isl: int | None = None) -> list[OpUse]:
         """Every registry op of a prefill of `batch` prompts of `isl` tokens, on one GPU."""
         isl = isl or self.isl
-        attention = {
-            "B": batch,
-            "H": self.model.heads // self.tp,
-            "Hkv": self.kv_heads,
-            "Sq": isl,
-            "Skv": isl,
-            "D": self.model.head_dim,
-            "causal": True,
-        }
+        heads, d = self.model.heads // self.tp, self.model.head_dim
+        attention = attn(batch, heads, self.kv_heads, isl, isl, d, causal=True)
         return [
             *self.layer_gemms(batch * isl),
             OpUse("attention", "attention", attention, self.act, self.model.layers),
@@ -385,14 +380,8 @@ class Serving:
 
     def decode_step(self, batch: int, context: int | None = None) -> list[OpUse]:
         """Every registry op of one decode step: one new token for each of `batch` sequences."""
-        attention = {
-            "B": batch,
-            "H": self.model.heads // self.tp,
-            "Hkv": self.kv_heads,
-            "D": self.model.head_dim,
-            "L": context or self.context,
-            "page": self.page,
-        }
+        heads, d = self.model.heads // self.tp, self.model.head_dim
+        attention = dec(batch, heads, self.kv_heads, context or self.context, d, self.page)
         return [
             *self.layer_gemms(batch),
             OpUse("attention", "decode", attention, self.act, self.model.layers),
@@ -479,7 +468,7 @@ def _weights(setup: Serving) -> list[tuple[int, str]]:
     c = setup.model
     weights = []
     for use in setup.layer_gemms(1):
-        count = c.layers * c.experts if use.part.startswith("expert_") else use.count
+        count = c.layers * c.experts if use.role.startswith("expert_") else use.count
         weights.append((use.weight_elements * count, use.dtype))
     vocab_shard = math.ceil(c.vocab / setup.tp) * c.hidden
     weights.append((vocab_shard * (1 if c.tied_embeddings else 2), setup.act))

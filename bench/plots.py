@@ -135,8 +135,11 @@ def _log_axes(ax, xlabel: str) -> None:
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    except OSError as e:
+        raise BenchError(f"cannot write the chart {path}: {e.strerror or e}") from None
     return path
 
 
@@ -151,6 +154,8 @@ def write_plots(runs: Sequence[tuple[str, ResultDoc]], out_dir: Path) -> list[Pa
     Files are named after the run name (the result file's stem), so runs on the same device
     do not overwrite each other.
     """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BenchError(f"{out_dir} is a file; plots are written into a directory")
     written = []
     for name, doc in runs:
         stem = _slug(name)

@@ -16,7 +16,13 @@ from datetime import datetime, timezone
 FORMAT = "tokbench.results"
 SCHEMA_VERSION = 1
 
-Shape = dict[str, int | bool]
+# Sizes and switches; a string value is kept for ops of newer versions that use one.
+Shape = dict[str, int | bool | str]
+
+# The dtypes cases are measured in, with their element sizes.
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+STATUSES = ("ok", "failed", "skipped")
+TIMING_MODES = ("cuda-events", "cuda-graph", "cpu", "interpreted")
 
 
 def shape_key(shape: Shape) -> tuple:
@@ -40,7 +46,7 @@ class Timing:
     mean_ms: float
     cv: float  # standard deviation / mean
     n: int
-    mode: str  # "cuda-events", "cuda-graph", "cpu" or "interpreted"
+    mode: str  # one of TIMING_MODES
 
 
 @dataclass
@@ -56,6 +62,7 @@ class DeviceInfo:
     driver: str | None = None
     cuda: str | None = None
     index: int = 0
+    rocm: bool = False  # an AMD GPU, which torch drives as "cuda" through ROCm (HIP)
 
     @property
     def slug(self) -> str:
@@ -110,7 +117,7 @@ class CaseResult:
     impl: str
     dtype: str
     shape: Shape
-    status: str  # "ok", "failed" (wrong result or error) or "skipped" (not supported here)
+    status: str  # STATUSES: "ok", "failed" (wrong result or error), "skipped" (cannot run here)
     flops: float
     bytes: float
     error: str | None = None

@@ -8,12 +8,13 @@ its own shapes for both. The `model` suite is derived from a model config instea
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from bench import BenchError
 from bench.ops import OPS, get_op
-from bench.ops.base import DTYPE_BYTES, Op
-from bench.schema import Shape
+from bench.ops.base import Op
+from bench.schema import DTYPE_BYTES, Shape
 
 
 @dataclass(frozen=True)
@@ -93,18 +94,27 @@ def _owned_shapes(given: list[Shape], ops: list[Op]) -> dict[str, list[Shape]]:
     return owned
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")  # ASCII digits: int() would also take "²" or "٣"
+
+
 def parse_shape(text: str) -> Shape:
     """ "M=64,N=128,K=256" -> {"M": 64, "N": 128, "K": 256}; true/false become booleans."""
+    shown = text if len(text) <= 60 else text[:57] + "..."
     shape: Shape = {}
     for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise BenchError(f"bad shape '{text}'; expected KEY=VALUE pairs like M=64,N=128,K=256")
-        value = value.strip()
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or not key:
+            raise BenchError(f"bad shape '{shown}'; expected KEY=VALUE pairs like M=64,N=128,K=256")
+        if key in shape:
+            raise BenchError(f"bad shape '{shown}': {key} is given twice")
         if value.lower() in ("true", "false"):
-            shape[key.strip()] = value.lower() == "true"
-        elif value.lstrip("-").isdigit():
-            shape[key.strip()] = int(value)
+            shape[key] = value.lower() == "true"
+        elif _INTEGER.fullmatch(value):
+            shape[key] = int(value)
         else:
-            shape[key.strip()] = value
+            value = value if len(value) <= 20 else value[:17] + "..."
+            raise BenchError(
+                f"bad shape '{shown}': {key}={value} is neither an integer (up to 18 digits) "
+                "nor true/false"
+            )
     return shape

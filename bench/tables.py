@@ -192,6 +192,27 @@ def _check_cell(c: CaseResult, notes: dict[str, int]) -> str:
     return f"[red]✗ failed {mark}[/red]"
 
 
+def case_line(c: CaseResult) -> str:
+    """One case as a log line: what it is and how it went."""
+    what = f"{c.op} {ops.label(c.op, c.shape)} {c.dtype} {c.impl}"
+    if c.status != "ok":
+        return f"{what}: {c.status}: {c.error}"
+    mark = " (interpreted)" if c.interpreted else ""
+    return f"{what}: ok {c.rel_error:.1e}, {fmt_ms(c.timing.median_ms)}{mark}"
+
+
+def ceilings_line(peaks: dict[str, float]) -> str:
+    """The measured ceilings, as `run` prints them before the cases."""
+    parts = []
+    for name, value in peaks.items():
+        if name == "copy_gbs":
+            parts.append(f"copy {value:,.1f} GB/s")
+        else:  # matmul_<dtype>_<n>_tflops
+            _, dtype, n, _ = name.split("_")
+            parts.append(f"{dtype} GEMM {n}³ {value:,.3g} TFLOP/s")
+    return "measured ceilings: " + ", ".join(parts)
+
+
 def ops_table() -> Table:
     """`tokbench ops`: every registered op, its shape keys, dtypes and implementations."""
     columns = ("op", "what", "shape keys", "dtypes", "implementations (baseline first)", "part")
@@ -234,8 +255,8 @@ def _legend(comparison: Comparison) -> Table:
         else:
             what = (
                 f"[italic]{escape(col.device)}: PROJECTION from {col.projected_from} through the "
-                "spec table (dense-peak ratio when compute-bound, bandwidth ratio when "
-                "memory-bound); not measured[/italic]"
+                "spec table (times scaled by the ratio of the two GPUs' rooflines); not "
+                "measured[/italic]"
             )
         table.add_row(col.tag, what)
     table.add_row("vs A", "speedup over A: A time / this time, above 1 is faster")
@@ -270,7 +291,7 @@ def _words(comparison: Comparison) -> list[tuple[str, str]]:
             ("regressed, improved", f"beyond noise and beyond the {gate:.0%} gate (either way)")
         )
     if any(not c.measured for c in comparison.columns):
-        out.append(("memory, compute", "the bound a projection scaled by"))
+        out.append(("memory, compute", "what bounds the case on the projected GPU's roofline"))
     problems = sorted({p.word for r in comparison.rows for p in r.problems if p})
     if problems:
         fails = "; fails the gate" if gate is not None else ""

@@ -1,6 +1,6 @@
 """Per-GPU token throughput of a model, from the kernel times in result files.
 
-One forward step on one GPU (DESIGN.md, "Estimating token throughput") is the sum of:
+One forward step on one GPU (docs/estimate.md) is the sum of:
 
 - its registry ops at the model's shapes (`Serving.prefill_step` / `decode_step`): the GEMMs of
   every layer, prefill or decode attention, the residual add + RMSNorms and the LM head, each
@@ -25,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 
 from bench import BenchError, results
-from bench.hardware import SPECS, GpuSpec, get_spec
+from bench.hardware import GpuSpec, get_spec, spec_of
 from bench.lookup import Measurements, Point, Timed
 from bench.models import DEFAULT_BATCHES, MemoryPlan, ModelConfig, OpUse, Serving
 from bench.ops import OPS, get_op
@@ -34,7 +34,7 @@ from bench.schema import EstimateRecord, EstimateRow, ResultDoc
 from bench.units import fmt_bytes, plural
 
 # A small all-reduce is latency-bound; this per-call latency is an assumption of the order of
-# NCCL's small-message all-reduce on NVLink (nccl-tests), used without a measured one.
+# NCCL's small-message all-reduce on NVLink (nccl-tests); tokbench measures no collective yet.
 ALLREDUCE_LATENCY_S = 10e-6
 # The parts of a step the tables show: the registry's parts of a model step, and the LM head
 # (a GEMM run once per step, not per layer) on its own.
@@ -66,19 +66,20 @@ def resolve_target(docs: list[ResultDoc], paths: list[str], gpu: str | None) -> 
                 f"result files from different devices ({detail}); estimate one device at a "
                 "time, or pass --gpu KEY to project them all onto one spec"
             )
-        spec = SPECS.get(first.spec) if first.spec else None
+        spec = spec_of(first.device, first.spec)
         return Target(first.device.name, spec, float(first.device.memory_bytes), False, names[0])
     try:
         spec = get_spec(gpu)
     except ValueError as e:
         raise BenchError(str(e)) from None
-    for path, doc in zip(paths, docs, strict=True):
-        if doc.spec is None:
+    specs = [spec_of(doc.device, doc.spec) for doc in docs]
+    for path, doc, own in zip(paths, docs, specs, strict=True):
+        if own is None:
             raise BenchError(
                 f"{path} was measured on {doc.device.name}, which has no spec-table entry to "
                 f"project from; --gpu {gpu} needs result files from GPUs in the spec table"
             )
-    if all(doc.spec == spec.key for doc in docs) and len(names) == 1:
+    if all(own.key == spec.key for own in specs) and len(names) == 1:
         return Target(first.device.name, spec, float(first.device.memory_bytes), False, names[0])
     return Target(spec.name, spec, spec.memory_gb * 1e9, True, ", ".join(names))
 
@@ -141,7 +142,7 @@ class StepModel:
     def _fill(self, step: Step, uses: list[OpUse]) -> Step:
         for use in uses:
             timed = self.op_time(use)
-            part = "lm_head" if use.part == "lm_head" else get_op(use.op).part
+            part = "lm_head" if use.role == "lm_head" else get_op(use.op).part
             step.add(part, timed.seconds * use.count, timed.source)
         kernels = self.setup.modelled_kernels(step.tokens)
         per_layer = sum(self._bytes_time(nbytes) for _, nbytes in kernels)
@@ -207,7 +208,7 @@ class StepModel:
         self.notes[
             f"all-reduce: 2 per layer, ring over {spec.name} spec interconnect "
             f"{spec.interconnect_gbs:.0f} GB/s ({per_direction:.0f} per direction) + "
-            f"{ALLREDUCE_LATENCY_S * 1e6:.0f} µs assumed latency each (no measured collective)"
+            f"{ALLREDUCE_LATENCY_S * 1e6:.0f} µs assumed latency each"
         ] = None
         return (ring + ALLREDUCE_LATENCY_S) * 2 * self.setup.model.layers
 
@@ -237,7 +238,7 @@ class Throughput:
     plan: MemoryPlan
     prefill: list[Step]
     decode: list[Step]
-    model: StepModel
+    step_model: StepModel
     budget_batch: int  # the prefill batch at the step's token budget: the serving mix's
 
     @property
@@ -399,14 +400,14 @@ def estimate_throughput(
     largest = setup.decode_cap(plan)
     chosen = _batches(batches, meas, setup, plan, largest)
     meas.hint += "".join(f" --batch {b}" for b in chosen if b != largest)
-    model = StepModel(setup, meas, target)
+    step_model = StepModel(setup, meas, target)
     budget = setup.budget_batch(largest)
-    prefill = [model.prefill(b) for b in setup.prefill_batches({*chosen, budget})]
-    decode = [model.decode(b) for b in sorted({*chosen, largest})]
+    prefill = [step_model.prefill(b) for b in setup.prefill_batches({*chosen, budget})]
+    decode = [step_model.decode(b) for b in sorted({*chosen, largest})]
     budget_step = next(s for s in prefill if s.batch == budget)
     record = _record(setup, target, plan, prefill, budget_step, decode, command)
-    record.notes = _notes(model, impl, plan, largest, target, budget)
-    return Throughput(record, setup, target, plan, prefill, decode, model, budget)
+    record.notes = _notes(step_model, impl, plan, largest, target, budget)
+    return Throughput(record, setup, target, plan, prefill, decode, step_model, budget)
 
 
 def serving_mix(
@@ -487,15 +488,15 @@ def _record(
 
 
 def _notes(
-    model: StepModel,
+    step_model: StepModel,
     impl: str | None,
     plan: MemoryPlan,
     largest: int,
     target: Target,
     budget: int,
 ) -> list[str]:
-    setup = model.setup
-    notes = list(model.notes)
+    setup = step_model.setup
+    notes = list(step_model.notes)
     if impl:
         notes.append(f"implementation forced to '{impl}' for every op that has one of that name")
     else:
@@ -533,11 +534,11 @@ def json_record(result: Throughput) -> dict:
 
 
 def save(path: str | Path, record: EstimateRecord) -> None:
-    """Add the estimate to a result file, replacing an earlier one with the same settings."""
-    doc = results.load(path)
+    """Add the estimate to a result file, locked while it changes, replacing an earlier one with
+    the same settings."""
     same = ("model", "gpu", "tp", "precision", "isl", "osl")
-    doc.estimates = [
-        e for e in doc.estimates if any(getattr(e, k) != getattr(record, k) for k in same)
-    ]
-    doc.estimates.append(record)
-    results.write_atomic(Path(path), doc.to_json())
+    with results.updating(path) as doc:
+        doc.estimates = [
+            e for e in doc.estimates if any(getattr(e, k) != getattr(record, k) for k in same)
+        ]
+        doc.estimates.append(record)

@@ -14,8 +14,12 @@ from __future__ import annotations
 import os
 import sys
 
-# Head dimensions the attention and decode kernels support.
-HEAD_DIMS = (16, 32, 64, 128, 256)
+# The largest head dimension the attention and decode kernels support; any from 1 up works, their
+# tiles padded to a power of two.
+MAX_HEAD_DIM = 256
+# The widest row the add + RMSNorm kernel takes: one program holds a whole row (with 16 warps,
+# 128 elements a thread); wider rows would need a loop over chunks. Llama-3.1-405B's is 16,384.
+MAX_HIDDEN = 65536
 # fp8 (e4m3) tensor-core GEMMs: Ada (8.9) and Hopper (9.0) onwards.
 FP8_MIN_CAPABILITY = (8, 9)
 # Shared memory the autotuning pruners let one config use: an H100 has 227 KiB per block, and
@@ -43,6 +47,31 @@ def use_interpreter_without_gpu() -> None:
 def interpreted() -> bool:
     """True when the kernels run in Triton's CPU interpreter rather than compiled for a GPU."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def interpreter_problem(triton: str | None = None, numpy: str | None = None) -> str | None:
+    """Why Triton's interpreter cannot run the kernels with these versions (default: the
+    installed ones), or None. Triton 3.6's interpreter fails under numpy 2.4 and later, which no
+    longer converts an array to a scalar implicitly (triton-lang/triton#9171, fixed after 3.6)."""
+    from importlib import metadata
+
+    try:
+        triton = triton or metadata.version("triton")
+        numpy = numpy or metadata.version("numpy")
+    except metadata.PackageNotFoundError:
+        return None
+    if _release(triton) < (3, 7) and _release(numpy) >= (2, 4):
+        return (
+            f"Triton {triton}'s interpreter fails under numpy {numpy}: install numpy<2.4 "
+            "(or Triton 3.9 or later) to check the kernels on a CPU"
+        )
+    return None
+
+
+def _release(version: str) -> tuple[int, int]:
+    """ "3.6.0+git1" -> (3, 6)."""
+    major, minor, *_ = (version.split("+")[0] + ".0").split(".")
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
 def fp8_unsupported(

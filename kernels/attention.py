@@ -6,22 +6,24 @@ and values of that head's kv head in ``BLOCK_N`` tiles, keeping a running row ma
 (online softmax). Scores are kept in the base-2 domain: ``log2(e)`` is folded into the scale so
 every exponential is a single ``exp2``.
 
-Supported: head_dim in {16, 32, 64, 128, 256}; float16, bfloat16 (GPU only: the CPU
-interpreter's bfloat16 dot is wrong, so it is rejected there) and float32 (TF32 dots on a GPU);
+Supported: any head_dim from 1 to 256 (tiles are padded to a power of two); float16, bfloat16
+(GPU only: the CPU interpreter's bfloat16 dot is wrong, so it is rejected there) and float32
+(TF32 dots on a GPU);
 grouped-query / multi-query attention; causal masks aligned to the bottom-right corner when
 ``seq_q != seq_k`` (chunked prefill); any strides.
 
 Hopper path: on compute capability 9.x, for float16/bfloat16 with head_dim 64 or 128 and
 16-byte-aligned strides with a unit last stride, tiles are moved by TMA through device-side
 tensor descriptors (``tl.make_tensor_descriptor``; Triton then needs a scratch allocator,
-installed with ``triton.set_allocator`` once, at the first such launch). Everything else takes
-the portable pointer path. This path was written without a GPU at hand: its results are checked
-in the CPU interpreter (where descriptors are emulated) and it compiles for sm_90, but it has
-not run on hardware. If it fails to compile or launch, the wrapper warns once and uses the
+installed with ``triton.set_allocator`` once in each context that launches it). Everything else
+takes the portable pointer path. This path was written without a GPU at hand: its results are
+checked in the CPU interpreter (where descriptors are emulated) and it compiles for sm_90, but
+it has not run on hardware. If it fails to compile or launch, the wrapper warns once and uses the
 portable path for the rest of the process (``tma_failure()`` says why). Setting
 ``TOKBENCH_ATTENTION_TMA=0`` turns it off, e.g. to benchmark the portable kernel on an H100.
 """
 
+import contextvars
 import functools
 import math
 import os
@@ -31,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import HEAD_DIMS, SMEM_BUDGET, interpreted, on_device
+from kernels import MAX_HEAD_DIM, SMEM_BUDGET, interpreted, on_device
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -72,7 +74,7 @@ def _prune_attention_configs(
     constexprs) in kwargs.
     """
     args = {**named_args, **kwargs}
-    head_dim = args["HEAD_DIM"]
+    head_dim = args["HEAD_PAD"]
     q_bucket = args["Q_BUCKET"]
     k_bucket = args["K_BUCKET"]
     elem = args["q_ptr"].element_size()
@@ -103,6 +105,7 @@ def _load_rows(
     stride_col,
     BLOCK: tl.constexpr,
     HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
     MASKED: tl.constexpr,
     USE_TMA: tl.constexpr,
 ):
@@ -115,16 +118,29 @@ def _load_rows(
         stride_row: Stride between rows, in elements (pointer path only).
         stride_col: Stride between head_dim elements (pointer path only).
         BLOCK: Rows in the tile.
-        HEAD_DIM: Columns in the tile.
+        HEAD_DIM: Columns of the matrix.
+        HEAD_PAD: Columns in the tile: HEAD_DIM rounded up to a power of two of at least 16;
+            the columns past HEAD_DIM read as zero.
         MASKED: Whether the tile may run past n_rows (pointer path; TMA always zero-fills).
-        USE_TMA: Whether src is a tensor descriptor.
+        USE_TMA: Whether src is a tensor descriptor (only when HEAD_PAD == HEAD_DIM).
     """
     if USE_TMA:
         tile = src.load([start, 0])
     else:
-        rows = start + tl.arange(0, BLOCK)
-        ptrs = src + rows[:, None] * stride_row + tl.arange(0, HEAD_DIM)[None, :] * stride_col
-        tile = tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0) if MASKED else tl.load(ptrs)
+        # int64: with a (batch, seq, heads, dim) layout the row stride is heads × dim, and row ×
+        # stride passes 2^31 at 262,144 tokens for 64 heads of 128.
+        rows = start + tl.arange(0, BLOCK).to(tl.int64)
+        cols = tl.arange(0, HEAD_PAD)
+        ptrs = src + rows[:, None] * stride_row + cols[None, :] * stride_col
+        if MASKED:
+            inside = rows[:, None] < n_rows
+            if HEAD_PAD != HEAD_DIM:
+                inside = inside & (cols[None, :] < HEAD_DIM)
+            tile = tl.load(ptrs, mask=inside, other=0.0)
+        elif HEAD_PAD != HEAD_DIM:
+            tile = tl.load(ptrs, mask=cols[None, :] < HEAD_DIM, other=0.0)
+        else:
+            tile = tl.load(ptrs)
     return tile
 
 
@@ -147,6 +163,7 @@ def _attend_tiles(
     diag_offset,
     qk_scale,
     HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
     BLOCK_N: tl.constexpr,
     MASKED: tl.constexpr,
     CAUSAL: tl.constexpr,
@@ -155,10 +172,10 @@ def _attend_tiles(
     """Fold key tiles [lo, hi) into the running softmax state of one query block.
 
     Args:
-        acc: Unnormalised output accumulator, (BLOCK_M, HEAD_DIM) float32.
+        acc: Unnormalised output accumulator, (BLOCK_M, HEAD_PAD) float32.
         m_i: Running row maximum of the base-2 scores, (BLOCK_M,) float32.
         l_i: Running row sum of exp2(score - m_i), (BLOCK_M,) float32.
-        q: Query tile, (BLOCK_M, HEAD_DIM) in the input dtype.
+        q: Query tile, (BLOCK_M, HEAD_PAD) in the input dtype, zero past HEAD_DIM.
         k_src: Key descriptor or pointer to key row 0 of the kv head.
         v_src: Value descriptor or pointer to value row 0 of the kv head.
         stride_kn: Key row stride.
@@ -172,6 +189,7 @@ def _attend_tiles(
         diag_offset: seq_k - seq_q; query i sees keys j <= i + diag_offset when causal.
         qk_scale: sm_scale * log2(e).
         HEAD_DIM: Head dimension.
+        HEAD_PAD: Tile columns (see _load_rows).
         BLOCK_N: Keys per tile.
         MASKED: Whether tiles need the key-bound and causal masks; False for tiles every row of
             the block sees in full, which is most of them.
@@ -181,10 +199,28 @@ def _attend_tiles(
     offs_n = tl.arange(0, BLOCK_N)
     for start_n in tl.range(lo, hi, BLOCK_N):
         k = _load_rows(
-            k_src, start_n, seq_k, stride_kn, stride_kd, BLOCK_N, HEAD_DIM, MASKED, USE_TMA
+            k_src,
+            start_n,
+            seq_k,
+            stride_kn,
+            stride_kd,
+            BLOCK_N,
+            HEAD_DIM,
+            HEAD_PAD,
+            MASKED,
+            USE_TMA,
         )
         v = _load_rows(
-            v_src, start_n, seq_k, stride_vn, stride_vd, BLOCK_N, HEAD_DIM, MASKED, USE_TMA
+            v_src,
+            start_n,
+            seq_k,
+            stride_vn,
+            stride_vd,
+            BLOCK_N,
+            HEAD_DIM,
+            HEAD_PAD,
+            MASKED,
+            USE_TMA,
         )
         s = tl.dot(q, tl.trans(k)) * qk_scale
         if MASKED:
@@ -241,6 +277,7 @@ def _flash_attention_kernel(
     Q_BUCKET,
     K_BUCKET,
     HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
     CAUSAL: tl.constexpr,
     RETURN_LSE: tl.constexpr,
     USE_TMA: tl.constexpr,
@@ -280,7 +317,9 @@ def _flash_attention_kernel(
         Q_BUCKET: Power-of-two bucket of seq_q; only an autotuning key, so close lengths share
             a tuned config instead of re-tuning for every length.
         K_BUCKET: Power-of-two bucket of seq_k; autotuning key only.
-        HEAD_DIM: Head dimension, a power of two.
+        HEAD_DIM: Head dimension, 1 to 256.
+        HEAD_PAD: HEAD_DIM rounded up to a power of two of at least 16 (tl.dot's minimum): the
+            width of every tile, whose extra columns are zeros that add nothing to the dots.
         CAUSAL: Bottom-right aligned causal mask.
         RETURN_LSE: Whether to write LSE.
         USE_TMA: Move tiles with TMA through tensor descriptors (Hopper).
@@ -316,7 +355,9 @@ def _flash_attention_kernel(
 
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    q = _load_rows(q_src, start_m, seq_q, stride_qm, stride_qd, BLOCK_M, HEAD_DIM, True, USE_TMA)
+    q = _load_rows(
+        q_src, start_m, seq_q, stride_qm, stride_qd, BLOCK_M, HEAD_DIM, HEAD_PAD, True, USE_TMA
+    )
 
     diag_offset = seq_k - seq_q
     if CAUSAL:
@@ -330,7 +371,7 @@ def _flash_attention_kernel(
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_PAD], dtype=tl.float32)
     acc, m_i, l_i = _attend_tiles(
         acc,
         m_i,
@@ -349,6 +390,7 @@ def _flash_attention_kernel(
         diag_offset,
         qk_scale,
         HEAD_DIM,
+        HEAD_PAD,
         BLOCK_N,
         False,
         CAUSAL,
@@ -372,6 +414,7 @@ def _flash_attention_kernel(
         diag_offset,
         qk_scale,
         HEAD_DIM,
+        HEAD_PAD,
         BLOCK_N,
         True,
         CAUSAL,
@@ -387,8 +430,9 @@ def _flash_attention_kernel(
         )
         o_desc.store([start_m, 0], out)
     else:
-        o_ptrs = o_base + offs_m[:, None] * stride_om + tl.arange(0, HEAD_DIM)[None, :] * stride_od
-        tl.store(o_ptrs, out, mask=offs_m[:, None] < seq_q)
+        cols = tl.arange(0, HEAD_PAD)
+        o_ptrs = o_base + offs_m.to(tl.int64)[:, None] * stride_om + cols[None, :] * stride_od
+        tl.store(o_ptrs, out, mask=(offs_m[:, None] < seq_q) & (cols[None, :] < HEAD_DIM))
     if RETURN_LSE:
         lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.math.log2(l_safe)) * _LN2)
         tl.store(lse_ptr + pid_bh.to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
@@ -424,8 +468,8 @@ def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         _fail(f"batch mismatch: q has {q.shape[0]}, k/v have {k.shape[0]}")
     if k.shape[3] != q.shape[3]:
         _fail(f"head_dim mismatch: q has {q.shape[3]}, k/v have {k.shape[3]}")
-    if q.shape[3] not in HEAD_DIMS:
-        _fail(f"head_dim {q.shape[3]} unsupported; allowed: {HEAD_DIMS}")
+    if not 1 <= q.shape[3] <= MAX_HEAD_DIM:
+        _fail(f"head_dim {q.shape[3]} unsupported; allowed: 1 to {MAX_HEAD_DIM}")
     heads, kv_heads = q.shape[1], k.shape[1]
     if kv_heads == 0 or heads % kv_heads:
         _fail(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
@@ -467,15 +511,24 @@ def tma_failure() -> str | None:
     return _tma_failure
 
 
-@functools.cache
-def _set_tma_allocator() -> None:
-    """Device-side descriptors live in a per-launch scratch buffer that Triton asks for; the
-    allocator is installed once, and allocates on the device the launch runs on."""
+# Triton keeps its allocator in a context variable (per thread and context), so ours is installed
+# once in each context that launches the TMA path, not at every launch.
+_allocator_installed: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "tokbench_tma_allocator", default=False
+)
+
+
+def _install_tma_allocator() -> None:
+    """Device-side descriptors live in a per-launch scratch buffer that Triton asks for; it is
+    allocated on the device the launch runs on."""
+    if _allocator_installed.get():
+        return
 
     def alloc(size: int, alignment: int, stream: int | None) -> torch.Tensor:
         return torch.empty(size, dtype=torch.int8, device=torch.cuda.current_device())
 
     triton.set_allocator(alloc)
+    _allocator_installed.set(True)
 
 
 def _launch(
@@ -498,7 +551,7 @@ def _launch(
     if out.numel() == 0:
         return out, lse
     if use_tma:
-        _set_tma_allocator()
+        _install_tma_allocator()
 
     def grid(meta: dict) -> tuple[int, int]:
         return triton.cdiv(seq_q, meta["BLOCK_M"]), batch * heads
@@ -522,6 +575,7 @@ def _launch(
             max(16, triton.next_power_of_2(seq_q)),
             max(16, triton.next_power_of_2(seq_k)),
             HEAD_DIM=head_dim,
+            HEAD_PAD=max(16, triton.next_power_of_2(head_dim)),
             CAUSAL=causal,
             RETURN_LSE=return_lse,
             USE_TMA=use_tma,

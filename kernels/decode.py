@@ -20,7 +20,8 @@ Design (flash-decoding):
   block table, which plain TMA tile loads cannot express.
 
 Dtypes: float16, bfloat16 (GPU only; the CPU interpreter's bfloat16 dot is wrong, so it is
-rejected there) and float32 (TF32 dots on a GPU). head_dim in {16, 32, 64, 128, 256}.
+rejected there) and float32 (TF32 dots on a GPU). Any head_dim from 1 to 256: tiles are padded
+to a power of two.
 
 Validation reads ``seq_lens`` (and the block table) on the host, which costs one device
 synchronisation per call and so cannot run inside CUDA-graph capture.
@@ -36,13 +37,17 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import HEAD_DIMS, SMEM_BUDGET, interpreted, on_device
+from kernels import MAX_HEAD_DIM, SMEM_BUDGET, interpreted, on_device
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 DEFAULT_PAGE_SIZE = 16
 # A split below this many tokens costs more in merge traffic than it gains in parallelism.
 MIN_TOKENS_PER_SPLIT = 256
 MAX_SPLITS = 32
+# A caller's own split count: the merge kernel holds every split's partial output (splits ×
+# head_dim fp32) in registers, and more splits spill them (4,096: 117 KB of spills and minutes to
+# compile).
+MAX_USER_SPLITS = 128
 
 _LOG2E = math.log2(math.e)
 # tl.dot needs at least 16 rows, so small query-head groups are padded up to this.
@@ -92,7 +97,7 @@ def _prune_decode_configs(
     """
     args = {**named_args, **kwargs}
     chunk = args["CHUNK_BUCKET"]
-    head_dim = args["HEAD_DIM"]
+    head_dim = args["HEAD_PAD"]
     rows_x_dim = args["BLOCK_H"] * head_dim
     elem = args["q_ptr"].element_size()
     kept = []
@@ -172,6 +177,7 @@ def _decode_split_kernel(
     qk_scale,
     CHUNK_BUCKET,
     HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
     BLOCK_H: tl.constexpr,
     PAGE_SIZE: tl.constexpr,
     PAGED: tl.constexpr,
@@ -213,7 +219,9 @@ def _decode_split_kernel(
         num_splits: Context splits per sequence (the grid's second axis).
         qk_scale: Softmax scale times log2(e).
         CHUNK_BUCKET: Power-of-two bucket of the longest split; only an autotuning key.
-        HEAD_DIM: Head dimension, a power of two.
+        HEAD_DIM: Head dimension, 1 to 256.
+        HEAD_PAD: HEAD_DIM rounded up to a power of two of at least 16: the tiles' width, whose
+            extra columns are zeros that add nothing to the dots.
         BLOCK_H: group_size padded to a power of two of at least 16 rows for tl.dot.
         PAGE_SIZE: Tokens per physical block (paged only).
         PAGED: Whether the cache is paged.
@@ -234,29 +242,31 @@ def _decode_split_kernel(
     rows = tl.arange(0, BLOCK_H)
     heads = kv_head * group_size + rows
     row_ok = rows < group_size
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, HEAD_PAD)
+    d_ok = offs_d < HEAD_DIM
     q_ptrs = (
         q_ptr
         + batch.to(tl.int64) * stride_qb
         + heads[:, None] * stride_qh
         + offs_d[None, :] * stride_qd
     )
-    q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
 
     table_row = table_ptr + batch.to(tl.int64) * stride_tb
     k_head = k_ptr + kv_head.to(tl.int64) * stride_kh
     v_head = v_ptr + kv_head.to(tl.int64) * stride_vh
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_H, HEAD_DIM], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_H, HEAD_PAD], dtype=tl.float32)
     for start_n in tl.range(start, end, BLOCK_N):
         toks = start_n + tl.arange(0, BLOCK_N)
         valid = toks < end
         block, slot = _token_slots(table_row, batch, toks, valid, stride_ti, PAGE_SIZE, PAGED)
         k_rows = k_head + block * stride_kp + slot * stride_ks
         v_rows = v_head + block * stride_vp + slot * stride_vs
-        k = tl.load(k_rows[:, None] + offs_d[None, :] * stride_kd, mask=valid[:, None], other=0.0)
-        v = tl.load(v_rows[:, None] + offs_d[None, :] * stride_vd, mask=valid[:, None], other=0.0)
+        inside = valid[:, None] & d_ok[None, :]
+        k = tl.load(k_rows[:, None] + offs_d[None, :] * stride_kd, mask=inside, other=0.0)
+        v = tl.load(v_rows[:, None] + offs_d[None, :] * stride_vd, mask=inside, other=0.0)
         s = tl.dot(q, tl.trans(k)) * qk_scale
         s = tl.where(valid[None, :], s, float("-inf"))
         # Every tile holds at least one valid token, so m_new is finite and needs no guard.
@@ -272,9 +282,8 @@ def _decode_split_kernel(
     out = acc / l_safe[:, None]
     if SPLIT:
         part = (batch * num_kv_heads * group_size + heads).to(tl.int64) * num_splits + split
-        tl.store(
-            part_out_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], out, mask=row_ok[:, None]
-        )
+        part_ptrs = part_out_ptr + part[:, None] * HEAD_DIM + offs_d[None, :]
+        tl.store(part_ptrs, out, mask=row_ok[:, None] & d_ok[None, :])
         lse = tl.where(l_i == 0.0, float("-inf"), m_i + tl.math.log2(l_safe))
         tl.store(part_lse_ptr + part, lse, mask=row_ok)
     else:
@@ -284,7 +293,7 @@ def _decode_split_kernel(
             + heads[:, None] * stride_oh
             + offs_d[None, :] * stride_od
         )
-        tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+        tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
 
 
 @triton.jit
@@ -298,6 +307,7 @@ def _decode_merge_kernel(
     num_heads,
     num_splits,
     HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
     BLOCK_S: tl.constexpr,
 ):
     """One program: combine the split partials of one (sequence, head).
@@ -313,6 +323,7 @@ def _decode_merge_kernel(
         num_heads: Query heads.
         num_splits: Splits per sequence.
         HEAD_DIM: Head dimension.
+        HEAD_PAD: HEAD_DIM rounded up to a power of two.
         BLOCK_S: num_splits rounded up to a power of two.
     """
     pid = tl.program_id(0)
@@ -320,12 +331,13 @@ def _decode_merge_kernel(
     head = pid % num_heads
     splits = tl.arange(0, BLOCK_S)
     split_ok = splits < num_splits
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, HEAD_PAD)
+    d_ok = offs_d < HEAD_DIM
     base = pid.to(tl.int64) * num_splits
     lse = tl.load(part_lse_ptr + base + splits, mask=split_ok, other=float("-inf"))
     parts = tl.load(
         part_out_ptr + (base + splits)[:, None] * HEAD_DIM + offs_d[None, :],
-        mask=split_ok[:, None],
+        mask=split_ok[:, None] & d_ok[None, :],
         other=0.0,
     )
     # A zero-length sequence has every lse at -inf; shifting by 0 keeps its weights at 0.
@@ -334,7 +346,7 @@ def _decode_merge_kernel(
     total = tl.sum(weights, 0)
     out = tl.sum(weights[:, None] * parts, 0) / tl.where(total == 0.0, 1.0, total)
     o_ptrs = out_ptr + batch.to(tl.int64) * stride_ob + head.to(tl.int64) * stride_oh
-    tl.store(o_ptrs + offs_d * stride_od, out.to(out_ptr.dtype.element_ty))
+    tl.store(o_ptrs + offs_d * stride_od, out.to(out_ptr.dtype.element_ty), mask=d_ok)
 
 
 def _fail(message: str) -> None:
@@ -395,8 +407,8 @@ def _validate_static(
     batch, heads, head_dim = q.shape
     if k_cache.shape[3] != head_dim:
         _fail(f"head_dim mismatch: q has {head_dim}, the caches have {k_cache.shape[3]}")
-    if head_dim not in HEAD_DIMS:
-        _fail(f"head_dim {head_dim} unsupported; allowed: {HEAD_DIMS}")
+    if not 1 <= head_dim <= MAX_HEAD_DIM:
+        _fail(f"head_dim {head_dim} unsupported; allowed: 1 to {MAX_HEAD_DIM}")
     kv_heads = k_cache.shape[2]
     if kv_heads == 0 or heads % kv_heads:
         _fail(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
@@ -406,8 +418,13 @@ def _validate_static(
         _fail(f"block_table has {block_table.shape[0]} rows for a batch of {batch}")
     if not paged and k_cache.shape[0] != batch:
         _fail(f"batch mismatch: q has {batch}, the contiguous caches have {k_cache.shape[0]}")
-    if num_splits is not None and (not isinstance(num_splits, int) or num_splits < 1):
-        _fail(f"num_splits must be a positive int, got {num_splits!r}")
+    if num_splits is not None and (
+        not isinstance(num_splits, int) or not 1 <= num_splits <= MAX_USER_SPLITS
+    ):
+        _fail(
+            f"num_splits must be an int in [1, {MAX_USER_SPLITS}], got {num_splits!r}: the merge "
+            "kernel keeps every split's partial output in registers"
+        )
 
 
 def _check_max_seq_len(
@@ -565,6 +582,7 @@ def _launch(
         scale * _LOG2E,
         triton.next_power_of_2(max(1, triton.cdiv(longest, num_splits))),
         HEAD_DIM=head_dim,
+        HEAD_PAD=max(16, triton.next_power_of_2(head_dim)),
         BLOCK_H=max(_MIN_DOT_ROWS, triton.next_power_of_2(group)),
         PAGE_SIZE=k_cache.shape[1] if paged else 1,
         PAGED=paged,
@@ -579,6 +597,7 @@ def _launch(
             heads,
             num_splits,
             HEAD_DIM=head_dim,
+            HEAD_PAD=max(16, triton.next_power_of_2(head_dim)),
             BLOCK_S=triton.next_power_of_2(num_splits),
         )
 

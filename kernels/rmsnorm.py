@@ -7,9 +7,10 @@ Reading both inputs and writing both outputs in one pass is the fusion serving e
 (vLLM's fused_add_rms_norm); unlike theirs, this kernel writes new tensors instead of updating
 its inputs in place, so repeated calls on the same inputs give the same result.
 
-One program per row holds the whole row in registers (a block of the hidden size rounded up to
-a power of two, at most ``MAX_HIDDEN``), sums the squares in fp32 and normalises the residual
-as rounded to the input dtype, which is what the next layer reads. Rows and columns may have any
+One program per row holds the whole row (a block of the hidden size rounded up to a power of
+two, at most ``kernels.MAX_HIDDEN``), sums the squares in fp32 and normalises the residual as
+rounded to the input dtype, which is what the next layer reads. No ``tl.dot``: it runs in
+Triton's interpreter in bf16 too. Rows and columns may have any
 strides; float16, bfloat16 and float32.
 """
 
@@ -19,11 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import on_device
+from kernels import MAX_HIDDEN, on_device
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-# Rows up to 64K elements fit one program's registers (Llama-3.1-405B's hidden size is 16,384).
-MAX_HIDDEN = 65536
 
 
 @triton.jit
@@ -120,7 +119,7 @@ def add_rmsnorm(
     if rows == 0:
         return y, h
     block = triton.next_power_of_2(hidden)
-    # Enough warps that each thread holds at most 16-32 elements of the row.
+    # One warp per 512 elements (16 a thread) up to 16 warps; wider rows give each thread more.
     warps = min(max(block // 512, 1), 16)
     with on_device(x):
         _add_rmsnorm_kernel[(rows,)](

@@ -33,3 +33,20 @@ def start(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [*COMMAND, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
     )
+
+
+def invoke(capsys, *args: str) -> subprocess.CompletedProcess:
+    """Run the console script's entry point in this process, for commands that do not measure
+    (no torch import to wait for): its exit status and output, as the script gives them."""
+    from bench.__main__ import main
+
+    argv, sys.argv = sys.argv, ["tokbench", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)

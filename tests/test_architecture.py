@@ -46,27 +46,37 @@ def _module(path: Path) -> str:
 
 
 def _layer(module: str) -> str:
-    """The layer of a module: its own entry, else its package's (bench.ops.matmul: bench.ops)."""
-    while module not in set().union(*LAYERS.values()):
-        module = module.rpartition(".")[0]
-    return next(name for name, modules in LAYERS.items() if module in modules)
+    """The layer of a module: its own entry, else its package's (bench.ops.matmul: bench.ops);
+    a module no layer lists is an error: a new module takes its place in LAYERS."""
+    listed = set().union(*LAYERS.values())
+    name = module
+    while name not in listed:
+        name = name.rpartition(".")[0]
+        assert name not in ("", "bench"), f"{module} is in no layer: add it to LAYERS"
+    return next(layer for layer, modules in LAYERS.items() if name in modules)
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
     """(imported module, at module level) for every import in a file; `from bench import x`
-    counts as bench.x."""
+    counts as bench.x when x is a module."""
     tree = ast.parse(path.read_text())
     top = {id(node) for node in tree.body}
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(alias.name, id(node) in top) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        elif isinstance(node, ast.ImportFrom):
+            assert not node.level, f"{path}: a relative import; the layer check reads absolute ones"
             for alias in node.names:
                 name = f"{node.module}.{alias.name}"
-                known = node.module in ("bench", "kernels") and alias.name != "BenchError"
-                found.append((name if known else node.module, id(node) in top))
+                found.append((name if _is_module(name) else node.module, id(node) in top))
     return found
+
+
+def _is_module(name: str) -> bool:
+    """Whether a dotted name is one of this project's modules (not a name a module defines)."""
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
 SOURCES = sorted((ROOT / "bench").rglob("*.py")) + sorted((ROOT / "kernels").rglob("*.py"))

@@ -1,5 +1,10 @@
 """Flash-attention forward kernel against the float64 reference (and torch SDPA on a GPU)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from kernelcheck import attention_tol, rel_err
@@ -79,8 +84,9 @@ def test_square(shape, causal, dtype, device):
     _check(*_inputs(shape, dtype, device), causal)
 
 
-@pytest.mark.parametrize("head_dim", [16, 32, 256])
+@pytest.mark.parametrize("head_dim", [1, 16, 32, 80, 96, 192, 256])
 def test_other_head_dims(head_dim, device):
+    """Powers of two, and dims whose tile is padded (Phi's 80, Qwen's 96, MLA prefill's 192)."""
     _check(*_inputs((1, 2, 1, 33, 47, head_dim), torch.float16, device), True)
 
 
@@ -110,6 +116,50 @@ def test_unequal_lengths(seqs, causal, dtype, device):
 
 def test_custom_scale(device):
     _check(*_inputs((1, 2, 1, 50, 70, 64), torch.float32, device), True, sm_scale=0.3)
+
+
+ROW_OFFSET_PAST_INT32 = """
+import torch
+import kernels
+kernels.use_interpreter_without_gpu()
+from kernels.attention import flash_attention
+from kernels.reference import attention_ref
+
+rows, d, stride = 16, 16, 2**28  # from row 8 on, row x stride passes 2^31
+storage = torch.empty(rows * stride, dtype=torch.float16)  # 8 GiB of address space, untouched
+gen = torch.Generator().manual_seed(0)
+for r in range(rows):
+    storage[r * stride : r * stride + d] = torch.randn(d, generator=gen).half()
+q = storage.as_strided((1, 1, rows, d), (0, 0, stride, 1))
+k, v = (torch.randn(1, 1, 32, d, generator=gen).half() for _ in range(2))
+ref = attention_ref(q, k, v)
+print(((flash_attention(q, k, v).double() - ref).norm() / ref.norm()).item())
+"""
+
+
+@pytest.mark.skipif(not kernels.interpreted(), reason="a CPU tensor's untouched address space")
+def test_row_offsets_past_int32(tmp_path):
+    """A query row stride of 2^28 elements, as a long sequence in a (batch, seq, heads, dim)
+    layout has: offsets computed in int32 wrap and read far outside the tensor (a crash)."""
+    done = subprocess.run(
+        [sys.executable, "-c", ROW_OFFSET_PAST_INT32],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-500:]}"
+    assert float(done.stdout) < 1e-3
+
+
+def test_launches_on_the_device_of_its_inputs(device, monkeypatch):
+    """Triton launches on the current CUDA device: the wrapper makes it the inputs' (cuda:1
+    under a multi-GPU run)."""
+    seen = []
+    monkeypatch.setattr(attention, "on_device", lambda t: seen.append(t) or kernels.on_device(t))
+    q, k, v = _inputs((1, 2, 2, 9, 9, 64), torch.float32, device)
+    flash_attention(q, k, v)
+    assert len(seen) == 1 and seen[0] is q
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
@@ -192,7 +242,7 @@ def _bad(
     ("case", "words"),
     [
         ("heads", "divisible by kv_heads"),
-        ("head_dim", "head_dim 48 unsupported"),
+        ("head_dim", "head_dim 288 unsupported; allowed: 1 to 256"),
         ("dtype", "dtype torch.float64 unsupported"),
         ("mixed_dtype", "share one dtype"),
         ("rank", "rank 4"),
@@ -211,7 +261,7 @@ def test_invalid_inputs(case, words, device):
     args = {
         "heads": lambda: _bad(device, k=rand(1, 3, 8, 64), v=rand(1, 3, 8, 64)),
         "head_dim": lambda: _bad(
-            device, q=rand(1, 4, 8, 48), k=rand(1, 2, 8, 48), v=rand(1, 2, 8, 48)
+            device, q=rand(1, 4, 8, 288), k=rand(1, 2, 8, 288), v=rand(1, 2, 8, 288)
         ),
         "dtype": lambda: tuple(t.double() for t in _bad(device)),
         "mixed_dtype": lambda: _bad(device, v=rand(1, 2, 8, 64, dtype=torch.float32)),

@@ -1,4 +1,5 @@
-"""CPU smoke benchmarks through pytest-benchmark, so CI can track the harness with its own flags:
+"""CPU smoke benchmarks through pytest-benchmark, so CI can track the harness with its own flags
+(the commands' start-up time among them):
 
     pytest tests/test_benchmarks.py --benchmark-autosave
     pytest tests/test_benchmarks.py --benchmark-compare --benchmark-compare-fail=median:10%
@@ -8,12 +9,18 @@ Each is capped at a fraction of a second; `--benchmark-disable` runs them once a
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from console import COMMAND, ENV
 
 from bench.ops import get_op
 from bench.timing import TimerConfig, summarize, time_cpu
+
+FIXTURE = Path(__file__).parent / "fixtures" / "schema1-cpu.json"
 
 pytestmark = pytest.mark.benchmark(group="cpu-smoke", max_time=0.3, min_rounds=5)
 
@@ -29,7 +36,7 @@ def test_torch_matmul_baseline_small(benchmark) -> None:
     inputs = op.inputs(shape, "fp32", torch.device("cpu"), torch.Generator().manual_seed(0))
     fn = op.impl("torch").prepare(inputs)
     out = benchmark(fn)
-    assert torch.allclose(out, inputs["a"] @ inputs["b"])
+    assert torch.allclose(out.double(), op.reference(inputs), rtol=1e-4, atol=1e-4)
 
 
 def test_cpu_timer_overhead(benchmark) -> None:
@@ -42,3 +49,27 @@ def test_summarize_1000_samples(benchmark) -> None:
     samples = list(np.random.default_rng(0).lognormal(0.0, 0.1, 1000))
     timing = benchmark(summarize, samples, "cpu")
     assert timing.p20_ms <= timing.median_ms <= timing.p80_ms
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--help",),
+        ("models",),
+        ("ops",),
+        ("capacity", "--model", "llama-3.1-8b", "--gpus", "8", "--tokens-per-gpu", "2000"),
+        ("export", str(FIXTURE), "--out", "-"),
+        ("compare", str(FIXTURE), str(FIXTURE)),
+    ],
+    ids=lambda a: a[0],
+)
+def test_start_up(benchmark, args: tuple[str, ...], tmp_path) -> None:
+    """Wall time of a command that does not measure, from process start to exit: these import
+    neither torch nor Triton (tests/test_architecture.py holds that), so they start at once."""
+    args = tuple(str(tmp_path / "out.json") if a == "-" else a for a in args)
+
+    def command() -> subprocess.CompletedProcess:
+        return subprocess.run([*COMMAND, *args], capture_output=True, env=ENV, check=False)
+
+    done = benchmark.pedantic(command, rounds=3, iterations=1)
+    assert done.returncode == 0, done.stderr

@@ -41,6 +41,9 @@ def test_run_writes_a_result_file_and_prints_a_table(tmp_path: Path) -> None:
                     "--out", str(out))  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "17×33×9" in done.stdout and "triton" in done.stdout
+    # Not a terminal: the ceilings, then one line per case instead of a progress bar.
+    assert "measured ceilings: copy" in done.stderr and "GEMM 1024³" in done.stderr
+    assert "] matmul 17×33×9 fp16 triton: ok" in done.stderr and "[2/2 " in done.stderr
     doc = load(out)
     assert doc.complete and doc.command.startswith("tokbench run")
     assert {c.impl for c in doc.cases} == {"triton", "torch"}

@@ -66,8 +66,21 @@ def test_contiguous(kv_heads, dtype, num_splits, device):
         (128, 16, torch.float32),
         (64, 8, torch.float32),
         (64, 64, torch.float16),
+        (80, 16, torch.float16),  # padded tiles: head dims off the powers of two
+        (96, 16, torch.float32),
+        (192, 16, torch.float16),
+        (8, 16, torch.float32),
     ],
-    ids=["d64-p16-fp16", "d128-p16-fp32", "d64-p8-fp32", "d64-p64-fp16"],
+    ids=[
+        "d64-p16-fp16",
+        "d128-p16-fp32",
+        "d64-p8-fp32",
+        "d64-p64-fp16",
+        "d80-p16-fp16",
+        "d96-p16-fp32",
+        "d192-p16-fp16",
+        "d8-p16-fp32",
+    ],
 )
 def test_paged(head_dim, page_size, dtype, num_splits, device):
     q, k, v, lens = _inputs([250, 1, 33, 16], 8, 2, head_dim, dtype, device)
@@ -181,6 +194,14 @@ def test_gpu_configs(device, monkeypatch):
     assert all(c.num_warps == 4 for c in kept)
 
 
+def test_launches_on_the_device_of_its_inputs(device, monkeypatch):
+    seen = []
+    monkeypatch.setattr(decode, "on_device", lambda t: seen.append(t) or kernels.on_device(t))
+    q, k, v, lens = _inputs([20, 9], 4, 2, 64, torch.float32, device)
+    decode_attention(q, k, v, lens)
+    assert len(seen) == 1 and seen[0] is q
+
+
 def test_choose_num_splits():
     # Enough (sequence, kv head) programs to fill the SMs: no split.
     assert choose_num_splits(64, 8, 32768, 132) == 1
@@ -211,7 +232,7 @@ def test_make_and_gather_paged_cache(device):
     ("case", "words"),
     [
         ("heads", "divisible by kv_heads"),
-        ("head_dim", "head_dim 80 unsupported"),
+        ("head_dim", "head_dim 320 unsupported; allowed: 1 to 256"),
         ("head_dim_mismatch", "head_dim mismatch"),
         ("dtype", "share one dtype"),
         ("lens_dtype", "seq_lens dtype must be torch.int32"),
@@ -225,7 +246,8 @@ def test_make_and_gather_paged_cache(device):
         ("table_negative", "block_table entries in use"),
         ("table_past_pool", "block_table entries in use"),
         ("negative_len", "seq_lens must be >= 0"),
-        ("splits", "num_splits must be a positive int"),
+        ("splits", r"num_splits must be an int in \[1, 128\], got 0"),
+        ("too_many_splits", r"num_splits must be an int in \[1, 128\], got 4096: the merge"),
     ],
 )
 def test_invalid_inputs(case, words, device):
@@ -241,7 +263,7 @@ def test_invalid_inputs(case, words, device):
     past_pool[1, 0] = k_pool.shape[0]
     call = {
         "heads": {"args": (q[:, :3], k, v, lens)},
-        "head_dim": {"args": _inputs([20, 9], 4, 2, 80, torch.float16, device)},
+        "head_dim": {"args": _inputs([20, 9], 4, 2, 320, torch.float16, device)},
         "head_dim_mismatch": {"args": (q[..., :32], k, v, lens)},
         "dtype": {"args": (q.float(), k, v, lens)},
         "lens_dtype": {"args": (q, k, v, lens.long())},
@@ -265,6 +287,7 @@ def test_invalid_inputs(case, words, device):
             "args": (q, k, v, torch.tensor([-1, 1], dtype=torch.int32, device=device))
         },
         "splits": {"args": (q, k, v, lens), "num_splits": 0},
+        "too_many_splits": {"args": (q, k, v, lens), "num_splits": 4096},
     }[case]
     kwargs = {key: value for key, value in call.items() if key != "args"}
     with pytest.raises(ValueError, match=words) as info:

@@ -287,6 +287,7 @@ def test_what_the_suite_measures_is_what_the_estimate_needs(options: dict) -> No
         result = run_estimate([doc], precision="fp32", batches=batches, **settings)
         sources = " ".join(r.source for r in result.record.rows)
         assert "interpolated" not in sources and "roofline" not in sources, sources
+        assert not any("not measured in the files" in n for n in result.record.notes)
 
 
 def test_tp_without_a_collective_or_a_spec_is_refused() -> None:
@@ -356,6 +357,7 @@ def test_model_suite_measures_every_shape_the_estimate_needs(cpu_results: Path) 
     result = run_estimate([doc], precision="fp32")
     assert all(row.source == "measured" or "modelled" in row.source for row in result.record.rows)
     assert "interpolated" not in " ".join(r.source for r in result.record.rows)
+    assert not any("not measured in the files" in n for n in result.record.notes)
 
 
 def test_estimate_prints_tables_and_saves(tmp_path: Path, cpu_results: Path) -> None:
@@ -490,6 +492,6 @@ def test_moe_layer_runs_from_the_same_ops() -> None:
     config = RunConfig(timer=timer, impls=["torch", "sdpa-flash"])
     run_cases(cases, device, None, ResultWriter(doc, None), config)
     result = run_estimate([doc], config=moe, precision="fp32", isl=16, osl=8, batches=[4])
-    assert {"expert_gate_up", "expert_down", "router"} <= {u.part for u in setup.decode_step(4)}
-    check = measure_layer(result.model, "decode", 4, 20, device, timer)
+    assert {"expert_gate_up", "expert_down", "router"} <= {u.role for u in setup.decode_step(4)}
+    check = measure_layer(result.step_model, "decode", 4, 20, device, timer)
     assert math.isfinite(check.ratio) and check.ratio > 0

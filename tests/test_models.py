@@ -58,7 +58,7 @@ def test_kv_bytes_per_token_with_gqa(name: str, tp: int, precision: str, expecte
 
 
 def test_llama_8b_gemm_shapes_per_gpu() -> None:
-    shapes = {u.part: (u.shape["N"], u.shape["K"]) for u in Serving(LLAMA_8B).layer_gemms(7)}
+    shapes = {u.role: (u.shape["N"], u.shape["K"]) for u in Serving(LLAMA_8B).layer_gemms(7)}
     assert shapes == {
         "qkv": (6144, 4096),
         "o": (4096, 4096),
@@ -66,7 +66,7 @@ def test_llama_8b_gemm_shapes_per_gpu() -> None:
         "down": (4096, 14336),
     }
     gemms = Serving(LLAMA_8B, tp=4).layer_gemms(7)
-    tp4 = {u.part: (u.shape["N"], u.shape["K"]) for u in gemms}
+    tp4 = {u.role: (u.shape["N"], u.shape["K"]) for u in gemms}
     assert tp4 == {
         "qkv": (1536, 4096),
         "o": (4096, 1024),
@@ -81,7 +81,7 @@ def test_decode_step_flops_are_twice_the_active_weights() -> None:
     gemm_flops = sum(get_op("matmul").flops(u.shape) * u.count for u in step if u.op == "matmul")
     # 2 FLOPs per weight per token: every GEMM weight and the LM head (not the input embedding).
     assert gemm_flops == 2 * (218_103_808 * 32 + 128_256 * 4096) == 15_009_316_864
-    attention = next(u for u in step if u.part == "attention")
+    attention = next(u for u in step if u.role == "attention")
     assert attention.shape == {"B": 1, "H": 32, "Hkv": 8, "D": 128, "L": 1000, "page": 16}
     assert get_op("decode").flops(attention.shape) == 4 * 32 * 1000 * 128
     norms = next(u for u in step if u.op == "rmsnorm")
@@ -90,9 +90,9 @@ def test_decode_step_flops_are_twice_the_active_weights() -> None:
 
 def test_prefill_step_shapes() -> None:
     step = Serving(LLAMA_8B, tp=2, precision="fp8").prefill_step(batch=3, isl=100)
-    by_part = {u.part: u for u in step}
-    assert by_part["qkv"].shape["M"] == 300 and by_part["qkv"].dtype == "fp8"
-    assert by_part["attention"].shape == {
+    by_role = {u.role: u for u in step}
+    assert by_role["qkv"].shape["M"] == 300 and by_role["qkv"].dtype == "fp8"
+    assert by_role["attention"].shape == {
         "B": 3,
         "H": 16,
         "Hkv": 4,
@@ -101,12 +101,12 @@ def test_prefill_step_shapes() -> None:
         "D": 128,
         "causal": True,
     }
-    assert by_part["attention"].dtype == "bf16"
+    assert by_role["attention"].dtype == "bf16"
     # Logits only for each prompt's last token, vocabulary split over TP, in bf16.
-    assert by_part["lm_head"].shape == {"M": 3, "N": 64_128, "K": 4096}
-    assert by_part["lm_head"].dtype == "bf16"
-    assert by_part["add_rmsnorm"].shape == {"tokens": 300, "hidden": 4096}
-    assert by_part["add_rmsnorm"].dtype == "bf16"
+    assert by_role["lm_head"].shape == {"M": 3, "N": 64_128, "K": 4096}
+    assert by_role["lm_head"].dtype == "bf16"
+    assert by_role["add_rmsnorm"].shape == {"tokens": 300, "hidden": 4096}
+    assert by_role["add_rmsnorm"].dtype == "bf16"
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_moe_routing(tokens: int, active: int, per_expert: int) -> None:
 
 
 def test_mixtral_expert_gemms_at_tokens_per_expert() -> None:
-    gemms = {u.part: u for u in Serving(get_model("mixtral-8x7b"), tp=2).layer_gemms(64)}
+    gemms = {u.role: u for u in Serving(get_model("mixtral-8x7b"), tp=2).layer_gemms(64)}
     assert gemms["expert_gate_up"].shape == {"M": 16, "N": 14336, "K": 4096}
     assert gemms["expert_gate_up"].count == 32 * 8
     assert gemms["expert_down"].shape == {"M": 16, "N": 4096, "K": 7168}

@@ -44,10 +44,19 @@ def _doc() -> ResultDoc:
     return ResultDoc(device, {"torch": "2.11"}, "tokbench run", "standard", cases=[case, failed])
 
 
+def _written(doc: ResultDoc, path: Path) -> None:
+    """doc as a run writes it: case by case, then complete."""
+    cases, doc.cases = doc.cases, []
+    with ResultWriter(doc, path) as writer:
+        for case in cases:
+            writer.add(case)
+        writer.finish()
+
+
 def test_round_trip(tmp_path: Path) -> None:
     doc = _doc()
     path = tmp_path / "r.json"
-    ResultWriter(doc, path).finish()
+    _written(doc, path)
     loaded = load(path)
     assert loaded == doc
     assert loaded.complete
@@ -59,12 +68,12 @@ def test_writer_keeps_every_case_on_disk(tmp_path: Path) -> None:
     doc = _doc()
     cases, doc.cases = doc.cases, []
     path = tmp_path / "r.json"
-    writer = ResultWriter(doc, path)
-    for i, case in enumerate(cases, 1):
-        writer.add(case)
-        on_disk = load(path)
-        assert len(on_disk.cases) == i and not on_disk.complete
-    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary files left
+    with ResultWriter(doc, path) as writer:
+        for i, case in enumerate(cases, 1):
+            writer.add(case)
+            on_disk = load(path)
+            assert len(on_disk.cases) == i and not on_disk.complete
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary or lock file left
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -124,9 +133,9 @@ def test_a_known_op_with_a_shape_it_does_not_take_is_named(tmp_path: Path, edit,
 
 def test_an_op_this_version_does_not_know_is_kept(tmp_path: Path) -> None:
     data = json.loads(_doc().to_json())
-    data["cases"][0].update(op="conv2d", shape={"N": 1, "C": 64, "kernel": 3})
+    data["cases"][0].update(op="conv2d", shape={"N": 1, "C": 64, "kernel": 3, "layout": "nhwc"})
     doc = load_results(_write(tmp_path, json.dumps(data)))
-    assert doc.cases[0].op == "conv2d" and doc.cases[0].shape["kernel"] == 3
+    assert doc.cases[0].op == "conv2d" and doc.cases[0].shape["layout"] == "nhwc"
 
 
 def test_a_schema_1_file_written_by_tokbench_0_1_stays_readable() -> None:
@@ -141,12 +150,12 @@ def test_a_schema_1_file_written_by_tokbench_0_1_stays_readable() -> None:
 
 def test_result_files_are_readable_by_others(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
-    ResultWriter(_doc(), path)
+    _written(_doc(), path)
     assert path.stat().st_mode & 0o044 == 0o044  # group and others may read (umask 022)
 
 
 def test_an_unwritable_result_file_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(BenchError, match="cannot write the result file"):
-        ResultWriter(_doc(), blocker / "r.json")
+    with pytest.raises(BenchError, match="cannot lock"):
+        _written(_doc(), blocker / "r.json")

@@ -4,13 +4,15 @@ import pytest
 import torch
 from kernelcheck import rel_err
 
+from kernels import MAX_HIDDEN
 from kernels.reference import add_rmsnorm_ref
-from kernels.rmsnorm import MAX_HIDDEN, add_rmsnorm
+from kernels.rmsnorm import add_rmsnorm
 
 # Both outputs are rounded once to the input dtype (2^-11 fp16, 2^-8 bf16); fp32 sums squares
 # of up to thousands of elements in fp32.
 TOL = {torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float32: 1e-6}
-CPU_DTYPES = [torch.float16, torch.float32]
+# No tl.dot in this kernel: the interpreter runs it in bf16 too.
+DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 
 # (rows, hidden): one element, hidden sizes off the power of two (a masked tail), a real one.
 SHAPES = [(1, 1), (3, 7), (5, 1000), (2, 4096), (17, 96)]
@@ -33,7 +35,7 @@ def _check(x, residual, weight, eps: float = 1e-5) -> None:
     assert rel_err(y, y_ref) < TOL[x.dtype]
 
 
-@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_matches_reference(shape: tuple[int, int], dtype: torch.dtype, device) -> None:
     _check(*_inputs(*shape, dtype, device))

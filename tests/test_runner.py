@@ -79,7 +79,6 @@ def test_unsupported_is_skipped_with_its_reason() -> None:
 def test_interrupted_run_keeps_its_cases(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     doc = ResultDoc(CPU, dev.software(), "test", "smoke")
-    writer = ResultWriter(doc, path)
     seen = []
 
     def interrupt_after_three(record) -> None:
@@ -89,7 +88,7 @@ def test_interrupted_run_keeps_its_cases(tmp_path: Path) -> None:
 
     cases = build("smoke", ops=["matmul"], dtypes=["fp32"])
     config = RunConfig(timer=FAST.timer, impls=["torch"])
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), ResultWriter(doc, path) as writer:
         run_cases(cases, CPU, None, writer, config, on_case=interrupt_after_three)
     kept = load(path)
     assert len(kept.cases) == 3 and not kept.complete

@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 Inputs = dict[str, Any]
 
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
-
 # Relative error ‖out − ref‖ / ‖ref‖ allowed per dtype: a few units of the output's rounding
 # (fp16 2^-11, bf16 2^-8) plus fp32-accumulation error over long reductions.
 TOLERANCE = {"fp32": 1e-4, "fp16": 3e-3, "bf16": 2e-2, "fp8": 2e-2}
@@ -205,24 +203,34 @@ def dtype_unsupported(dtype: str, device: DeviceInfo) -> str | None:
     """Why this device cannot compute in dtype at all, or None."""
     if dtype != "fp8":
         return None
-    return kernels.fp8_unsupported(device.kind, device.capability)
+    return kernels.fp8_unsupported(device.kind, device.capability, rocm=device.rocm)
 
 
 def triton_impl(
-    prepare: Callable[[Inputs], Callable[[], Any]], flops: Callable[[Shape], float]
+    prepare: Callable[[Inputs], Callable[[], Any]],
+    size: Callable[[Shape], float],
+    *,
+    limit: float = INTERPRETER_MAX_FLOPS,
+    unit: str = "FLOPs",
+    dots: bool = True,
+    refuses: Callable[[Shape], str | None] = lambda shape: None,
 ) -> Impl:
-    """An op's tokbench Triton kernel; without a GPU it runs interpreted, within the
-    interpreter's limits."""
+    """An op's tokbench Triton kernel. Without a GPU it runs interpreted, for cases whose `size`
+    (in `unit`) is within `limit`, and without bf16 if the kernel uses `tl.dot` (`dots`), which
+    the interpreter does not emulate in bf16. `refuses` says why the kernel cannot take a shape
+    its op allows, or None."""
 
     def unsupported(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
-        if reason := dtype_unsupported(dtype, device):
+        if reason := dtype_unsupported(dtype, device) or refuses(shape):
             return reason
         if not kernels.interpreted():
             return None
-        if dtype == "bf16":
+        if problem := kernels.interpreter_problem():
+            return problem
+        if dots and dtype == "bf16":
             return "bf16 tl.dot is not emulated by Triton's interpreter; checked on GPU only"
-        if flops(shape) > INTERPRETER_MAX_FLOPS:
-            return f"too large for Triton's interpreter ({flops(shape):.1e} FLOPs); run on a GPU"
+        if size(shape) > limit:
+            return f"too large for Triton's interpreter ({size(shape):.3g} {unit}); run on a GPU"
         return None
 
     return Impl("triton", prepare, triton=True, unsupported=unsupported)

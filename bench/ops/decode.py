@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bench.ops.attention import heads_rule
-from bench.ops.base import DTYPE_BYTES, TF32_TOLERANCE, Impl, Inputs, Key, Op, randn, triton_impl
+from bench.ops.base import TF32_TOLERANCE, Impl, Inputs, Key, Op, randn, triton_impl
 from bench.ops.sdpa import pinned, sdpa, sdpa_impls
-from bench.schema import DeviceInfo, Shape
+from bench.schema import DTYPE_BYTES, DeviceInfo, Shape
 
 if TYPE_CHECKING:
     import torch

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from bench.ops.base import DTYPE_BYTES, Impl, Inputs, Key, Op, dtype_unsupported, randn, triton_impl
-from bench.schema import DeviceInfo, Shape
+from bench.ops.base import Impl, Inputs, Key, Op, dtype_unsupported, randn, triton_impl
+from bench.schema import DTYPE_BYTES, DeviceInfo, Shape
 
 if TYPE_CHECKING:
     import torch

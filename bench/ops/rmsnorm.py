@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from bench.ops.base import DTYPE_BYTES, Impl, Inputs, Key, Op, randn, triton_impl
-from bench.schema import Shape
+import kernels
+from bench.ops.base import Impl, Inputs, Key, Op, randn, triton_impl
+from bench.schema import DTYPE_BYTES, Shape
 
 if TYPE_CHECKING:
     import torch
@@ -72,7 +73,22 @@ class RMSNorm(Op):
         return torch.stack(out)  # both outputs: the normalised rows and the updated residual
 
     def implementations(self) -> tuple[Impl, ...]:
-        return (triton_impl(_triton, self.flops), Impl("torch", _torch), Impl("eager", _eager))
+        # One program per row: the interpreter's time grows with the rows, and 1,024 take
+        # seconds there.
+        triton = triton_impl(
+            _triton, _rows, limit=1024, unit="rows", dots=False, refuses=_wider_than_the_kernel
+        )
+        return (triton, Impl("torch", _torch), Impl("eager", _eager))
+
+
+def _rows(shape: Shape) -> int:
+    return shape["tokens"]
+
+
+def _wider_than_the_kernel(shape: Shape) -> str | None:
+    if shape["hidden"] <= kernels.MAX_HIDDEN:
+        return None
+    return f"the Triton kernel holds rows of at most {kernels.MAX_HIDDEN} elements"
 
 
 Closure = Callable[[], "tuple[torch.Tensor, torch.Tensor]"]
