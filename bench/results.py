@@ -224,6 +224,7 @@ def check_output(path: Path, inputs: typing.Iterable[str | Path] = ()) -> None:
         raise BenchError(f"{path} is an input of this command; tokbench never writes over one")
     if path.is_file() and _is_result(path):
         raise BenchError(f"{path} is a tokbench result file; choose another file name")
+    _check_writable(path)
 
 
 def _is_result(path: Path) -> bool:

@@ -131,6 +131,9 @@ def test_export_never_writes_over_a_result(tmp_path: Path, capsys) -> None:
     assert (a.read_bytes(), b.read_bytes()) == before
     assert invoke(capsys, "export", str(a)).returncode == 0
     assert invoke(capsys, "export", str(a)).returncode == 0  # an earlier export is replaced
+    exported = tmp_path / "a.pytest-benchmark.json"
+    exported.chmod(0o444)
+    one_line(invoke(capsys, "export", str(a)), "is read-only")
 
 
 def test_writes_into_places_that_cannot_take_them_are_one_line(tmp_path: Path, capsys) -> None:
