@@ -7,8 +7,12 @@ choose how Triton runs (kernels.use_interpreter_without_gpu), before anything im
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import re
+import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import kernels
 from bench import (
@@ -34,11 +39,14 @@ from bench import (
 from bench.hardware import match_spec
 from bench.models import Serving
 from bench.ops.base import dtype_unsupported
-from bench.schema import CaseResult, ResultDoc
+from bench.schema import CaseResult, RankInfo, ResultDoc
 from bench.throughput import Throughput, Validation, estimate_throughput, json_record, save
 from bench.units import plural
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from bench.distributed import Ranks
     from bench.hardware import GpuSpec
     from bench.runner import RunConfig
     from bench.schema import DeviceInfo
@@ -152,13 +160,16 @@ def run(
         typer.Option(help="Model suite: output length (decode at prompt + output/2; default 256)."),
     ] = None,
 ) -> None:
-    """Run a suite: check every case against a reference, time it, write the result file."""
+    """Run a suite: check every case against a reference, time it, write the result file.
+    Under torchrun every rank runs it on its own GPU and rank 0 writes one file."""
     kernels.use_interpreter_without_gpu()
     from bench import device as dev
+    from bench import distributed
     from bench.runner import RunConfig
     from bench.timing import TimerConfig
 
-    device = dev.detect()
+    ranks = distributed.start()
+    device = dev.detect(ranks.local_rank if ranks else 0)
     suite = suite or (suites.MODEL_SUITE if model else suites.default_suite(device.kind == "cuda"))
     if model or suite == suites.MODEL_SUITE:
         if suite != suites.MODEL_SUITE:
@@ -173,7 +184,8 @@ def run(
         _check_dtypes(device, [precision])
     else:
         given = [suites.parse_shape(s) for s in shape or ()]
-        cases = suites.build(suite, ops=op, dtypes=dtype, given=given)
+        world = ranks.world if ranks else 1
+        cases = suites.build(suite, ops=op, dtypes=dtype, given=given, world=world)
         _check_dtypes(device, dtype or [])
     cases = _select_impls(cases, impl)
     if force and append:
@@ -190,23 +202,32 @@ def run(
         command=results.command_line(),
         suite=suite,
         spec=spec.key if spec else None,
+        ranks=_ranks(ranks, device),
     )
-    path = out or results.default_path(device)
+    leader = ranks is None or ranks.leader
+    path = (out or results.default_path(device)) if leader else None
     mode = "replace" if force else "append" if append else "new"
-    with results.ResultWriter(doc, path, mode) as writer:
+    with results.ResultWriter(doc, path, mode) as writer, _stopped_by_torchrun(ranks):
         try:
-            if ceilings and not writer.doc.measured_peaks:
+            if ceilings and leader and not writer.doc.measured_peaks:
                 from bench.ceilings import measure
 
                 writer.doc.measured_peaks = measure(device, timer)
                 err.print(tables.ceilings_line(writer.doc.measured_peaks), highlight=False)
-            _run_with_progress(cases, device, spec, writer, config)
+            _run_with_progress(cases, device, spec, writer, config, ranks)
         except KeyboardInterrupt:
             err.print(f"interrupted: {_kept(writer)}")
             raise typer.Exit(130) from None
         except BenchError as e:
             raise BenchError(f"{e} ({_kept(writer)})") from None
+        except RuntimeError as e:  # a collective whose peers are gone
+            if ranks is None:
+                raise
+            raise BenchError(f"lost the other ranks ({_why(e)}); {_kept(writer)}") from None
         writer.finish()
+    distributed.stop()
+    if not leader:
+        return
     if as_json:
         typer.echo(writer.doc.to_json())
     else:
@@ -214,7 +235,42 @@ def run(
     err.print(f"wrote {path}" if writer.measured else "measured no case: wrote nothing")
 
 
+def _ranks(ranks: Ranks | None, device: DeviceInfo) -> list[RankInfo]:
+    """Every rank's host and device, in rank order (on rank 0; this rank's alone elsewhere)."""
+    from bench import device as dev
+    from bench import distributed
+
+    mine = RankInfo(ranks.rank if ranks else 0, socket.gethostname(), device, dev.nvlinks(device))
+    return (distributed.gather(mine) or [mine]) if ranks else [mine]
+
+
+@contextlib.contextmanager
+def _stopped_by_torchrun(ranks: Ranks | None) -> Iterator[None]:
+    """torchrun stops the other ranks with SIGTERM when one fails: rank 0 then ends like an
+    interrupted run, keeping what it measured, instead of dying without a word."""
+    if ranks is None:
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise BenchError("torchrun stopped this run: another rank ended first")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _why(e: Exception) -> str:
+    """A backend's error in a few words: its first line, without gloo's source location."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", text)[:120]
+
+
 def _kept(writer: results.ResultWriter) -> str:
+    if writer.path is None:  # a rank other than 0: rank 0 keeps the file
+        return "rank 0 keeps the cases measured so far"
     if not writer.measured:
         return f"no case measured; {writer.path} not written"
     return f"{plural(writer.measured, 'case')} measured so far kept in {writer.path}"
@@ -261,6 +317,7 @@ def _run_with_progress(
     spec: GpuSpec | None,
     writer: results.ResultWriter,
     config: RunConfig,
+    ranks: Ranks | None,
 ) -> None:
     from rich.progress import (
         BarColumn,
@@ -276,6 +333,9 @@ def _run_with_progress(
         len([i for i in ops.get_op(c.op).impls if config.impls is None or i.name in config.impls])
         for c in cases
     )
+    if ranks is not None and not ranks.leader:  # rank 0 reports every rank's cases
+        run_cases(cases, device, spec, writer, config, ranks=ranks)
+        return
     if not err.is_terminal:  # a log: one line per case
         start, done = time.monotonic(), 0
 
@@ -287,7 +347,7 @@ def _run_with_progress(
                 f"[{done}/{total} {elapsed:.0f}s] {tables.case_line(record)}", highlight=False
             )
 
-        run_cases(cases, device, spec, writer, config, on_case=line)
+        run_cases(cases, device, spec, writer, config, on_case=line, ranks=ranks)
         return
     columns = (
         TextColumn("{task.description}"),
@@ -302,7 +362,7 @@ def _run_with_progress(
             label = ops.label(record.op, record.shape)
             progress.update(task, advance=1, description=f"{record.op} {label} {record.dtype}")
 
-        run_cases(cases, device, spec, writer, config, on_case=advance)
+        run_cases(cases, device, spec, writer, config, on_case=advance, ranks=ranks)
 
 
 @app.command("compare")
@@ -636,5 +696,5 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True, markup=True)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(2)

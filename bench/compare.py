@@ -393,6 +393,48 @@ def _notes(columns: list[Column]) -> list[str]:
     return notes
 
 
+# --- the ranks of one run ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RankSpread:
+    """One case as every rank of a run measured it, on its own GPU: the slow-GPU hunt done
+    before a deployment."""
+
+    cases: list[CaseResult]  # in rank order
+
+    @property
+    def timed(self) -> list[CaseResult]:
+        return sorted((c for c in self.cases if usable(c)), key=lambda c: c.timing.median_ms)
+
+    @property
+    def median(self) -> CaseResult:
+        """The rank with the median time (the lower middle one), else the first rank."""
+        timed = self.timed
+        return timed[(len(timed) - 1) // 2] if timed else self.cases[0]
+
+    @property
+    def spread(self) -> float | None:
+        """Slowest rank's median over the fastest's, less 1; None with fewer than two timed."""
+        timed = self.timed
+        if len(timed) < 2:
+            return None
+        return timed[-1].timing.median_ms / timed[0].timing.median_ms - 1
+
+    def slow(self) -> list[CaseResult]:
+        """The ranks slower than the median rank beyond noise: their [p20, p80] lies above its."""
+        middle = self.median
+        return [c for c in self.timed if c.timing.p20_ms > middle.timing.p80_ms]
+
+
+def rank_spreads(cases: list[CaseResult]) -> list[RankSpread]:
+    """Each (problem, implementation) measured on several ranks, in first-seen order."""
+    groups: dict[tuple, list[CaseResult]] = {}
+    for case in cases:
+        groups.setdefault((*case.problem, case.impl), []).append(case)
+    return [RankSpread(sorted(g, key=lambda c: c.rank)) for g in groups.values() if len(g) > 1]
+
+
 # --- estimates -----------------------------------------------------------------------------------
 
 

@@ -104,6 +104,8 @@ def software() -> dict[str, str]:
             break
     if torch.version.cuda:
         versions["cuda"] = torch.version.cuda
+    if torch.cuda.is_available() and torch.distributed.is_nccl_available():
+        versions["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
     commit = _git_commit()
     if commit:
         versions["git_commit"] = commit
@@ -142,6 +144,19 @@ def _nvml_driver() -> str | None:
     except pynvml.NVMLError:
         return None
     return driver.decode() if isinstance(driver, bytes) else driver
+
+
+def nvlinks(device: DeviceInfo) -> int | None:
+    """NVLink links NVML reports active on the GPU; None off NVIDIA GPUs or without NVML."""
+    if device.kind != "cuda" or (handle := _nvml_handle(device.index)) is None:
+        return None
+    active = 0
+    for link in range(getattr(pynvml, "NVML_NVLINK_MAX_LINKS", 18)):
+        try:
+            active += pynvml.nvmlDeviceGetNvLinkState(handle, link) == pynvml.NVML_FEATURE_ENABLED
+        except (pynvml.NVMLError, AttributeError):  # no such link, or no NVLink at all
+            break
+    return active
 
 
 def telemetry(device: DeviceInfo) -> Telemetry | None:

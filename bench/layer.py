@@ -57,9 +57,9 @@ class DecoderLayer:
         gen = torch.Generator(device=device).manual_seed(seed)
         self.calls: dict[str, _Call] = {}
         for use in uses:
-            if use.role == "lm_head":
-                continue
             op = get_op(use.op)
+            if use.role == "lm_head" or op.part == "communication":
+                continue
             inputs = op.inputs(use.shape, use.dtype, device, gen)
             if use.op == "matmul":
                 _scale_weight(inputs, use.shape["K"])

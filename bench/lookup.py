@@ -4,15 +4,17 @@ In order of preference, measured over assumed (docs/estimate.md):
 
 1. measured: the fastest correct, really timed implementation at exactly that shape and dtype
    (interpreted Triton runs and failed cases never count);
-2. interpolated: linear in the op's FLOPs between the nearest measured shapes on either side
-   along one of the op's axes (a GEMM's M, attention's batch or sequence, decode's batch or
-   context), every other shape key equal;
+2. interpolated: linear in the op's work (FLOPs; a collective's bytes) between the nearest
+   measured shapes on either side along one of the op's axes (a GEMM's M, attention's batch or
+   sequence, decode's batch or context, a collective's message size), every other shape key
+   equal;
 3. roofline: max(FLOPs / peak, bytes / bandwidth) on the device's spec-table entry, divided by
    the efficiency measured at the most similar shape of the same op and dtype.
 
-With no spec entry (a CPU result file) there is no roofline, and a shape that was neither
-measured nor bracketed is an error that says how to measure it. Cases of ops this version does
-not know are left out: no model step uses them.
+With no spec entry (a CPU result file) there is no roofline (nor ever for a collective), and a
+shape that was neither measured nor bracketed is an error that says how to measure it. A case
+measured on several ranks counts at its median rank's time. Cases of ops this version does not
+know are left out: no model step uses them.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class Point:
 
     @property
     def work(self) -> float:
-        return get_op(self.case.op).flops(self.case.shape)
+        return get_op(self.case.op).work(self.case.shape)
 
     def describe(self) -> str:
         c = self.case
@@ -95,16 +97,22 @@ class Measurements:
         own = spec_of(docs[0].device, docs[0].spec)
         self.spec: GpuSpec | None = target or own
         self.hint = hint
-        self.best: dict[tuple, Point] = {}
+        # Each implementation's time is its median over the ranks that measured it (a run
+        # under torchrun measures every case on every GPU); the fastest implementation wins.
+        per_rank: dict[tuple, list[Point]] = {}
         for doc in docs:
             source = spec_of(doc.device, doc.spec)
             for case in doc.cases:
                 if case.op not in OPS or not case.comparable or not _wanted(case, impl):
                     continue
-                point = _point(case, source, target)
-                held = self.best.get(case.problem)
-                if point and (held is None or point.seconds < held.seconds):
-                    self.best[case.problem] = point
+                if point := _point(case, source, target):
+                    per_rank.setdefault((*case.problem, case.impl), []).append(point)
+        self.best: dict[tuple, Point] = {}
+        for points in per_rank.values():
+            point = sorted(points, key=lambda p: p.seconds)[(len(points) - 1) // 2]
+            held = self.best.get(point.case.problem)
+            if held is None or point.seconds < held.seconds:
+                self.best[point.case.problem] = point
 
     def time(self, op: str, shape: Shape, dtype: str) -> Timed:
         """Measured, else interpolated, else roofline × measured efficiency, else an error."""
@@ -114,7 +122,7 @@ class Measurements:
         timed = self._interpolate(op, shape, dtype)
         if timed is not None:
             return timed
-        if self.spec is not None:
+        if self.spec is not None and get_op(op).part != "communication":
             return self._roofline(op, shape, dtype)
         where = ", ".join(sorted({d.device.name for d in self.docs}))
         raise BenchError(
@@ -127,7 +135,7 @@ class Measurements:
         return [p for (o, dt, _), p in self.best.items() if o == op and dt == dtype]
 
     def _interpolate(self, op: str, shape: Shape, dtype: str) -> Timed | None:
-        want = get_op(op).flops(shape)
+        want = get_op(op).work(shape)
         for axis in get_op(op).axes:
             fixed = {k: v for k, v in shape.items() if k not in axis}
             line = [
@@ -160,7 +168,7 @@ class Measurements:
         free = {k for group in get_op(op).axes for k in group}
         fixed = {k: v for k, v in shape.items() if k not in free}
         similar = [p for p in points if {k: p.shape.get(k) for k in fixed} == fixed] or points
-        want = math.log(max(get_op(op).flops(shape), 1.0))
+        want = math.log(max(get_op(op).work(shape), 1.0))
         nearest = min(similar, key=lambda p: abs(math.log(max(p.work, 1.0)) - want))
         efficiency = roofline_seconds(op, nearest.shape, dtype, self.spec) / nearest.seconds
         seconds = roofline_seconds(op, shape, dtype, self.spec) / efficiency
@@ -176,6 +184,8 @@ def _point(case: CaseResult, source: GpuSpec | None, target: GpuSpec | None) -> 
     if source is None:
         raise BenchError(f"cannot project {case.op} measured on a device without a spec entry")
     op = get_op(case.op)
+    if op.part == "communication":  # links do not scale with the GPU's roofline
+        return None
     projected = projection(
         source, target, case.dtype, op.flops(case.shape), op.bytes(case.shape, case.dtype), op.tf32
     )

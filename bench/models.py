@@ -361,6 +361,14 @@ class Serving:
         shape = norm(tokens, self.model.hidden)
         return OpUse("add_rmsnorm", "rmsnorm", shape, self.act, 2 * self.model.layers)
 
+    def allreduces(self, tokens: int) -> list[OpUse]:
+        """With TP > 1, the two all-reduces of every layer (after O and after down) of the
+        hidden state of every token."""
+        if self.tp == 1:
+            return []
+        shape = {"bytes": int(self.allreduce_bytes(tokens)), "world": self.tp}
+        return [OpUse("allreduce", "all_reduce", shape, self.act, 2 * self.model.layers)]
+
     def lm_head(self, rows: int) -> OpUse:
         """Logits for `rows` tokens (prefill computes them only for each sequence's last one)."""
         vocab_shard = math.ceil(self.model.vocab / self.tp)
@@ -375,6 +383,7 @@ class Serving:
             *self.layer_gemms(batch * isl),
             OpUse("attention", "attention", attention, self.act, self.model.layers),
             self.norms(batch * isl),
+            *self.allreduces(batch * isl),
             self.lm_head(batch),
         ]
 
@@ -386,6 +395,7 @@ class Serving:
             *self.layer_gemms(batch),
             OpUse("attention", "decode", attention, self.act, self.model.layers),
             self.norms(batch),
+            *self.allreduces(batch),
             self.lm_head(batch),
         ]
 

@@ -35,12 +35,14 @@ from bench import BenchError
 from bench.schema import (
     DTYPE_BYTES,
     FORMAT,
+    READABLE_VERSIONS,
     SCHEMA_VERSION,
     STATUSES,
     TIMING_MODES,
     CaseResult,
     DeviceInfo,
     EstimateRecord,
+    RankInfo,
     ResultDoc,
 )
 
@@ -256,17 +258,25 @@ def load(path: str | Path) -> ResultDoc:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BenchError(f'{path}: not a tokbench result file (no "format": "{FORMAT}")')
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise BenchError(
-            f"{path}: schema version {_short(version)} is not supported; "
-            f"this tokbench reads version {SCHEMA_VERSION}"
+            f"{path}: schema version {_short(version)} is not supported; this tokbench reads "
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     try:
         doc = _build(ResultDoc, data, "")
+        _migrate(doc)
         _check_doc(doc)
     except _FieldError as e:
         raise BenchError(f"{path}: field '{e.where}' {e.problem}") from None
     return doc
+
+
+def _migrate(doc: ResultDoc) -> None:
+    """A version-1 file as the current schema: a run of one rank, on its device."""
+    if doc.schema_version == 1:
+        doc.ranks = [RankInfo(0, "", doc.device)]
+        doc.schema_version = SCHEMA_VERSION
 
 
 def _read_json(path: Path) -> Any:
@@ -314,6 +324,10 @@ def _check_doc(doc: ResultDoc) -> None:
     """What types alone do not say: sizes, statuses, dtypes and statistics that agree."""
     _need(doc.device.memory_bytes > 0, "device.memory_bytes", "must be positive")
     _need(doc.device.cores > 0, "device.cores", "must be positive")
+    ranks = [r.rank for r in doc.ranks]
+    _need(ranks == list(range(len(ranks))), "ranks", "must list ranks 0, 1, … in order")
+    for i, case in enumerate(doc.cases):
+        _need(0 <= case.rank < max(len(ranks), 1), f"cases[{i}].rank", "must be a rank of the run")
     for name, value in doc.measured_peaks.items():
         _need(value > 0, f"measured_peaks.{name}", f"must be positive, got {value}")
     for i, case in enumerate(doc.cases):
@@ -326,7 +340,7 @@ def _check_case(case: CaseResult, where: str) -> None:
     _need(case.status in STATUSES, f"{where}.status", f"must be one of {', '.join(STATUSES)}")
     known = ", ".join(DTYPE_BYTES)
     _need(case.dtype in DTYPE_BYTES, f"{where}.dtype", f"must be one of {known}")
-    for name in ("flops", "bytes", "rel_error", "tflops", "gbps"):
+    for name in ("flops", "bytes", "rel_error", "tflops", "gbps", "bus_gbps"):
         value = getattr(case, name)
         _need(value is None or value >= 0, f"{where}.{name}", f"must not be negative, got {value}")
     _need(

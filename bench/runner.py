@@ -2,6 +2,8 @@
 
 suite → cases → inputs → check → timing → record: every timed case has first matched a
 high-precision reference; a case that fails is recorded as failed with its error and not timed.
+Under torchrun each rank runs every case on its own GPU and rank 0 writes all their records; a
+collective is checked on every rank and timed on all of them together.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from dataclasses import dataclass, field
 import torch
 
 import kernels
-from bench import BenchError
+from bench import BenchError, distributed
 from bench import device as dev
+from bench.distributed import Ranks
 from bench.hardware import GpuSpec, peak_tflops
 from bench.ops import get_op
 from bench.ops.base import Impl, Inputs, Op, Unsupported
@@ -90,8 +93,13 @@ def run_cases(
     writer: ResultWriter,
     config: RunConfig,
     on_case: Callable[[CaseResult], None] = lambda _: None,
+    ranks: Ranks | None = None,
 ) -> None:
-    """Run every case on the device, adding each record to the writer as soon as it exists."""
+    """Run every case on the device, adding each record to the writer as soon as it exists.
+
+    Under torchrun (`ranks`) every rank runs every case; after each, rank 0 gathers the
+    records of all ranks, and only rank 0's writer and `on_case` see them.
+    """
     tdev = dev.torch_device(device)
     gen = torch.Generator(device=tdev).manual_seed(config.seed)
     for case in cases:
@@ -99,14 +107,30 @@ def run_cases(
         require_room(op, case, device)
         inputs = op.inputs(case.shape, case.dtype, tdev, gen)
         ref = op.reference(inputs)
-        for impl in op.impls:
-            if config.impls is None or impl.name in config.impls:
-                record = run_one(op, impl, case, inputs, ref, device, spec, config)
-                writer.add(record)
-                on_case(record)
+        records = [
+            run_one(op, impl, case, inputs, ref, device, spec, config)
+            for impl in op.impls
+            if config.impls is None or impl.name in config.impls
+        ]
+        for record in _on_rank_0(records, op, ranks):
+            writer.add(record)
+            on_case(record)
         del inputs, ref
         if device.kind == "cuda":
             torch.cuda.empty_cache()
+
+
+def _on_rank_0(records: list[CaseResult], op: Op, ranks: Ranks | None) -> list[CaseResult]:
+    """A case's records as rank 0 writes them: every rank's, each with its rank; a collective's
+    once (its record already speaks for all ranks); none on the other ranks."""
+    if ranks is None:
+        return records
+    if op.part == "communication":
+        return records if ranks.leader else []
+    for record in records:
+        record.rank = ranks.rank
+    gathered = distributed.gather(records)
+    return [r for per_rank in gathered or () for r in per_rank]
 
 
 def run_one(
@@ -136,6 +160,8 @@ def run_one(
     )
     if record.error:
         return record
+    if op.part == "communication":
+        return _run_collective(record, op, impl, inputs, ref, device, config)
     record.status = "failed"
     try:
         fn = impl.prepare(inputs)
@@ -154,6 +180,37 @@ def run_one(
         return record
     record.status = "ok"
     _roofline(record, op, spec)
+    return record
+
+
+def _run_collective(
+    record: CaseResult,
+    op: Op,
+    impl: Impl,
+    inputs: Inputs,
+    ref: torch.Tensor,
+    device: DeviceInfo,
+    config: RunConfig,
+) -> CaseResult:
+    """Check a collective on every rank, then time it on all of them together: every rank
+    takes the same decisions from the same gathered facts, so none waits in a call the others
+    skipped."""
+    fn = impl.prepare(inputs)
+    try:
+        mine = check(fn(), ref, record.tolerance)
+    except Exception as e:  # a rank whose call fails reports it like a wrong result
+        mine = (None, f"{type(e).__name__}: {_first_line(e)}")
+    checks = distributed.all_gather(mine)
+    failed = [f"rank {r}: {error}" for r, (_, error) in enumerate(checks) if error]
+    if failed:
+        record.status, record.error = "failed", "; ".join(failed)
+        return record
+    record.rel_error = max(rel for rel, _ in checks)
+    record.timing, record.rank = distributed.time_collective(fn, config.timer, device)
+    record.status = "ok"
+    seconds = record.timing.median_ms / 1e3
+    record.gbps = record.bytes / seconds / 1e9
+    record.bus_gbps = record.gbps * op.bus_factor(record.shape["world"])
     return record
 
 

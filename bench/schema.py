@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 FORMAT = "tokbench.results"
-SCHEMA_VERSION = 1
+# 2 added the ranks of a run under torchrun (`ranks`, `cases[].rank`) and collectives' bus
+# bandwidth (`cases[].bus_gbps`); a version-1 file loads as a run of one rank.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 # Sizes and switches; a string value is kept for ops of newer versions that use one.
 Shape = dict[str, int | bool | str]
@@ -110,6 +113,16 @@ THROTTLING = frozenset(
 
 
 @dataclass
+class RankInfo:
+    """One process of a run: under torchrun, one per GPU; otherwise the only one."""
+
+    rank: int
+    host: str
+    device: DeviceInfo
+    nvlinks: int | None = None  # NVLink links NVML reports active on its GPU
+
+
+@dataclass
 class CaseResult:
     """One (op, implementation, shape, dtype) case: its check, its timing and its roofline."""
 
@@ -130,6 +143,8 @@ class CaseResult:
     peak_fraction: float | None = None  # of the device's dense peak for this dtype
     bandwidth_fraction: float | None = None  # of the device's memory bandwidth
     telemetry: Telemetry | None = None
+    rank: int = 0  # the rank that measured it; a collective's: its slowest rank
+    bus_gbps: float | None = None  # collectives: algorithm bandwidth × the nccl-tests factor
 
     @property
     def problem(self) -> tuple:
@@ -138,8 +153,9 @@ class CaseResult:
 
     @property
     def key(self) -> tuple:
-        """What identifies a case across files: the problem and the implementation."""
-        return (*self.problem, self.impl)
+        """What identifies a case across files: the problem, the implementation and the rank
+        (a run of several GPUs is compared GPU by GPU)."""
+        return (*self.problem, self.impl, self.rank)
 
     @property
     def comparable(self) -> bool:
@@ -201,7 +217,7 @@ class EstimateRecord:
 class ResultDoc:
     """A whole result file."""
 
-    device: DeviceInfo
+    device: DeviceInfo  # rank 0's
     software: dict[str, str]
     command: str
     suite: str
@@ -214,6 +230,7 @@ class ResultDoc:
     cases: list[CaseResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     estimates: list[EstimateRecord] = field(default_factory=list)
+    ranks: list[RankInfo] = field(default_factory=list)  # every rank of the run, rank 0 first
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, allow_nan=False)

@@ -39,10 +39,6 @@ def default_suite(has_gpu: bool) -> str:
     return "standard" if has_gpu else "smoke"
 
 
-def shapes(op: Op, suite: str) -> tuple[Shape, ...]:
-    return op.smoke if suite == "smoke" else op.standard
-
-
 def check_dtypes(dtypes: list[str]) -> None:
     for dtype in dtypes:
         if dtype not in DTYPE_BYTES:
@@ -55,9 +51,11 @@ def build(
     ops: list[str] | None = None,
     dtypes: list[str] | None = None,
     given: list[Shape] | None = None,
+    world: int = 1,
 ) -> list[CaseSpec]:
-    """The cases of a suite, narrowed to ops and dtypes; each of the `given` shapes replaces the
-    suite's shapes of the op whose shape keys it has."""
+    """The cases of a suite for a run of `world` ranks, narrowed to ops and dtypes; each of the
+    `given` shapes replaces the suite's shapes of the op whose shape keys it has. Ops with no
+    shapes at this world size (collectives without torchrun) are left out unless named."""
     if suite == MODEL_SUITE:
         raise BenchError("suite 'model' is derived from a model: pass --model NAME or FILE")
     if suite not in SUITES:
@@ -69,8 +67,14 @@ def build(
     for op in selected:
         if given and op.name not in owned:
             continue
+        shapes = owned.get(op.name) or op.suite_shapes(suite, world)
+        if not shapes and ops:
+            raise BenchError(
+                f"{op.name} needs several ranks: run it under torchrun, e.g. torchrun "
+                f"--nproc-per-node 2 -m bench run --op {op.name}"
+            )
         wanted = dtypes or DEFAULT_DTYPES[suite]
-        for shape in owned.get(op.name) or shapes(op, suite):
+        for shape in shapes:
             op.check_shape(shape)
             cases += [CaseSpec(op.name, shape, dt) for dt in wanted if dt in op.dtypes]
     if not cases:

@@ -16,9 +16,11 @@ from bench.compare import (
     Cell,
     Column,
     Comparison,
+    RankSpread,
     Row,
     Verdict,
     estimate_groups,
+    rank_spreads,
     tokens_per_dollar,
     tokens_per_watt,
 )
@@ -111,16 +113,17 @@ def _reading(t: Telemetry) -> str:
 
 
 def speedups(cases: list[CaseResult]) -> dict[tuple, float]:
-    """Speedup of each comparable case over its op's baseline at the same shape and dtype."""
+    """Speedup of each comparable case over its op's baseline at the same shape, dtype and
+    rank."""
     base = {
-        c.problem: c.timing.median_ms
+        (c.problem, c.rank): c.timing.median_ms
         for c in cases
         if c.comparable and c.impl == ops.get_op(c.op).baseline
     }
     return {
-        c.key: base[c.problem] / c.timing.median_ms
+        c.key: base[c.problem, c.rank] / c.timing.median_ms
         for c in cases
-        if c.comparable and c.problem in base
+        if c.comparable and (c.problem, c.rank) in base
     }
 
 
@@ -132,24 +135,37 @@ RESULT_COLUMNS = (
     "TFLOP/s",
     "% peak",
     "GB/s",
+    "bus GB/s",
     "speedup",
+    "rank spread",
+    "slow GPUs",
     "check",
 )
 INTERPRETED_NOTE = "* Triton's CPU interpreter: a correctness run; its time is not a speed figure"
+RANKS_NOTE = (
+    "each row: the median of the {n} ranks, each on its own GPU; rank spread: ± half the range "
+    "of their times; slow GPUs: ranks slower than the median beyond noise (their p20 above its "
+    "p80)"
+)
 
 
 def results_tables(doc: ResultDoc) -> list[Table]:
     """One table per op, one row per case: time, roofline, speedup over the baseline, check.
 
-    Columns empty for every row (no % of peak without a spec entry) are left out; reasons for
-    skipped and failed cases are footnoted under the table rather than squeezed into a cell.
+    A case every rank of a run measured is one row: the median rank's figures, the spread of
+    the ranks' times, and the GPUs slower than the median beyond noise. Columns empty for every
+    row (no % of peak without a spec entry) are left out; reasons for skipped and failed cases
+    are footnoted under the table rather than squeezed into a cell.
     """
     ups = speedups(doc.cases)
+    hosts = {r.rank: r.host for r in doc.ranks}
     tables = []
     for op_name in dict.fromkeys(c.op for c in doc.cases):
         op = ops.get_op(op_name)
         notes: dict[str, int] = {}
-        rows = [_row(c, op, ups, notes) for c in doc.cases if c.op == op_name]
+        mine = [c for c in doc.cases if c.op == op_name]
+        groups = rank_spreads(mine) or [RankSpread([c]) for c in mine]
+        rows = [_row(g, op, ups, notes, hosts) for g in groups]
         keep = [i for i, name in enumerate(RESULT_COLUMNS) if any(r[i] for r in rows)]
         table = new_table(f"{op.name}: {op.description}")
         for i in keep:
@@ -160,6 +176,8 @@ def results_tables(doc: ResultDoc) -> list[Table]:
         for row in rows:
             table.add_row(*(row[i] for i in keep))
         footnotes = [f"[{n}] {escape(why)}" for why, n in notes.items()]
+        if any(len(g.cases) > 1 for g in groups):
+            footnotes.insert(0, RANKS_NOTE.format(n=len(doc.ranks)))
         if any(c.interpreted and c.timing for c in doc.cases if c.op == op_name):
             footnotes.append(INTERPRETED_NOTE)
         table.caption = "  ".join(footnotes) or None
@@ -167,26 +185,48 @@ def results_tables(doc: ResultDoc) -> list[Table]:
     return tables
 
 
-def _row(c: CaseResult, op: ops.Op, ups: dict[tuple, float], notes: dict[str, int]) -> list[str]:
+def _row(
+    group: RankSpread,
+    op: ops.Op,
+    ups: dict[tuple, float],
+    notes: dict[str, int],
+    hosts: dict[int, str],
+) -> list[str]:
+    c = group.median
     timed = c.timing is not None and not c.interpreted
+    spread = group.spread
     return [
         op.label(c.shape),
         c.dtype,
         c.impl,
         "" if c.timing is None else fmt_ms(c.timing.median_ms) + ("*" if c.interpreted else ""),
-        f"{c.tflops:.3g}" if timed and c.tflops is not None else "",
+        f"{c.tflops:.3g}" if timed and c.tflops else "",
         f"{100 * c.peak_fraction:.0f}%" if c.peak_fraction is not None else "",
         f"{c.gbps:.3g}" if timed and c.gbps is not None else "",
+        f"{c.bus_gbps:.3g}" if timed and c.bus_gbps is not None else "",
         f"{ups[c.key]:.2f}×" if c.key in ups and c.impl != op.baseline else "",
-        _check_cell(c, notes),
+        f"±{spread / 2:.1%}" if spread is not None else "",
+        ", ".join(
+            f"[yellow]rank {s.rank} ({escape(hosts.get(s.rank, '?'))}) "
+            f"+{s.timing.median_ms / c.timing.median_ms - 1:.0%}[/yellow]"
+            for s in group.slow()
+        ),
+        _check_cell(_worst(group.cases), notes),
     ]
+
+
+def _worst(cases: list[CaseResult]) -> CaseResult:
+    """The case a check cell shows for several ranks: a failure, else a skip, else the first."""
+    order = {"failed": 0, "skipped": 1, "ok": 2}
+    return min(cases, key=lambda c: order.get(c.status, 0))
 
 
 def _check_cell(c: CaseResult, notes: dict[str, int]) -> str:
     if c.status == "ok":
         flag = " [yellow]throttled[/yellow]" if c.telemetry and c.telemetry.throttled else ""
         return f"[green]✓[/green] {c.rel_error:.1e}{flag}"
-    mark = f"[{notes.setdefault(c.error or '', len(notes) + 1)}]"
+    where = f"rank {c.rank}: " if c.rank else ""
+    mark = f"[{notes.setdefault(where + (c.error or ''), len(notes) + 1)}]"
     if c.status == "skipped":
         return f"[dim]skipped {mark}[/dim]"
     return f"[red]✗ failed {mark}[/red]"

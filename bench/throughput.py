@@ -3,13 +3,13 @@
 One forward step on one GPU (docs/estimate.md) is the sum of:
 
 - its registry ops at the model's shapes (`Serving.prefill_step` / `decode_step`): the GEMMs of
-  every layer, prefill or decode attention, the residual add + RMSNorms and the LM head, each
-  timed by bench.lookup (measured, interpolated or roofline × measured efficiency); a
-  memory-bound op the files cannot time is modelled instead, and the notes say so;
+  every layer, prefill or decode attention, the residual add + RMSNorms, with TP > 1 the two
+  all-reduces of the hidden state per layer, and the LM head, each timed by bench.lookup
+  (measured, interpolated or roofline × measured efficiency); a memory-bound op the files
+  cannot time is modelled from its bytes, an all-reduce as a ring over the spec sheet's
+  interconnect, and the notes say so;
 - the memory-bound kernels no op measures yet (rotary, KV-cache write, SiLU·mul): their minimum
   bytes over a bandwidth, measured where the file has one;
-- with TP > 1, two all-reduces of the hidden state per layer, a ring over the spec sheet's
-  interconnect.
 
 Ops are summed without overlap, as a serving engine without fusion would run them; the layer
 validation (bench.layer) measures how far that is from a real layer. Decode tokens/s per GPU is
@@ -34,7 +34,7 @@ from bench.schema import EstimateRecord, EstimateRow, ResultDoc
 from bench.units import fmt_bytes, plural
 
 # A small all-reduce is latency-bound; this per-call latency is an assumption of the order of
-# NCCL's small-message all-reduce on NVLink (nccl-tests); tokbench measures no collective yet.
+# NCCL's small-message all-reduce on NVLink (nccl-tests), used where no all_reduce is measured.
 ALLREDUCE_LATENCY_S = 10e-6
 # The parts of a step the tables show: the registry's parts of a model step, and the LM head
 # (a GEMM run once per step, not per layer) on its own.
@@ -128,16 +128,24 @@ class StepModel:
         return self._fill(step, self.setup.decode_step(batch, context))
 
     def op_time(self, use: OpUse) -> Timed:
-        """One op's time on the target GPU (projected already by the measurements if needed);
-        a memory-bound op the files cannot time is modelled from its bytes."""
+        """One op's time on the target GPU (projected already by the measurements if needed).
+        A memory-bound op the files cannot time is modelled from its bytes; a collective, as a
+        ring over the spec interconnect."""
         op = get_op(use.op)
         try:
-            return self.meas.time(use.op, use.shape, use.dtype)
+            timed = self.meas.time(use.op, use.shape, use.dtype)
         except BenchError:
-            if op.part != "memory":
-                raise
-        self.notes[f"{use.op} not measured in the files: modelled from its bytes, as below"] = None
-        return Timed(self._bytes_time(op.bytes(use.shape, use.dtype)), "modelled", "bytes")
+            if op.part == "memory":
+                note = f"{use.op} not measured in the files: modelled from its bytes, as below"
+                self.notes[note] = None
+                return Timed(self._bytes_time(op.bytes(use.shape, use.dtype)), "modelled", "bytes")
+            if op.part == "communication":
+                return Timed(self._ring(op.bytes(use.shape, use.dtype)), "modelled", "ring")
+            raise
+        if op.part == "communication":
+            world = use.shape["world"]
+            self.notes[f"{use.op}: from the one measured on {world} ranks ({timed.source})"] = None
+        return timed
 
     def _fill(self, step: Step, uses: list[OpUse]) -> Step:
         for use in uses:
@@ -151,8 +159,6 @@ class StepModel:
             f"{len(kernels)} memory-bound kernels per layer modelled "
             f"({', '.join(k for k, _ in kernels)}): {self._bytes_note()}"
         ] = None
-        if self.setup.tp > 1:
-            step.add("communication", self._allreduces(step.tokens), "modelled")
         return step
 
     def _bytes_time(self, nbytes: float) -> float:
@@ -191,26 +197,25 @@ class StepModel:
         best = max(p.case.gbps for p in self.meas.best.values() if p.case.gbps)
         return best, f"{best:.0f} GB/s, the most any measured case reached (no spec entry)"
 
-    def _allreduces(self, tokens: int) -> float:
-        """Two all-reduces per layer of every token's hidden state, as a ring over the spec
-        interconnect."""
+    def _ring(self, nbytes: float) -> float:
+        """One ring all-reduce of nbytes over the spec interconnect, plus an assumed latency."""
         tp, spec = self.setup.tp, self.target.spec
         if spec is None:
             raise BenchError(
-                f"TP {tp} needs all-reduce times, and {self.target.name} has no spec "
-                "interconnect to model them from"
+                f"TP {tp} needs all-reduce times: the files hold no all_reduce measured on {tp} "
+                f"ranks at this size, and {self.target.name} has no spec interconnect to model "
+                f"them from; measure one with torchrun --nproc-per-node {tp} -m bench run --op "
+                "all_reduce"
             )
         # Ring all-reduce: each GPU sends and receives 2(p−1)/p of the message, one direction
         # of the link at a time; spec sheets quote both directions together.
         per_direction = spec.interconnect_gbs / 2
-        nbytes = self.setup.allreduce_bytes(tokens)
-        ring = 2 * (tp - 1) / tp * nbytes / (per_direction * 1e9)
         self.notes[
-            f"all-reduce: 2 per layer, ring over {spec.name} spec interconnect "
+            f"all_reduce: a ring over {spec.name} spec interconnect "
             f"{spec.interconnect_gbs:.0f} GB/s ({per_direction:.0f} per direction) + "
-            f"{ALLREDUCE_LATENCY_S * 1e6:.0f} µs assumed latency each"
+            f"{ALLREDUCE_LATENCY_S * 1e6:.0f} µs assumed latency each (none measured on {tp} ranks)"
         ] = None
-        return (ring + ALLREDUCE_LATENCY_S) * 2 * self.setup.model.layers
+        return 2 * (tp - 1) / tp * nbytes / (per_direction * 1e9) + ALLREDUCE_LATENCY_S
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,12 @@ def fmt_ms(ms: float) -> str:
 
 
 def fmt_bytes(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+    """GiB with a decimal, MiB whole; below 1 MiB, KiB or bytes (a collective's message)."""
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.0f} MiB"
+    return f"{n / 2**10:.0f} KiB" if n >= 2**10 else f"{n:.0f} B"
 
 
 def fmt_rate(x: float) -> str:

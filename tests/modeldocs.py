@@ -64,14 +64,16 @@ def model_doc(
     osl: int = 16,
     skip: Callable[[str, Shape], bool] = lambda op, shape: False,
     gbps: float | None = None,
+    collectives: TimeFn | None = None,
 ) -> ResultDoc:
-    """A result file with every case the model suite would measure, timed by time_fn."""
+    """A result file with every case the model suite would measure, timed by time_fn; its
+    collectives (TP > 1) only with `collectives` to time them, as a run under torchrun has."""
     setups = [Serving(config, tp=tp, precision=precision, isl=isl, osl=osl) for tp in tps]
-    cases = [
-        record(c.op, c.shape, c.dtype, time_fn(c.op, c.shape, c.dtype), gbps=gbps)
-        for c in suite_cases(setups, batches, float(device.memory_bytes))
-        if not skip(c.op, c.shape)
-    ]
+    cases = []
+    for c in suite_cases(setups, batches, float(device.memory_bytes)):
+        timer = collectives if get_op(c.op).part == "communication" else time_fn
+        if timer is not None and not skip(c.op, c.shape):
+            cases.append(record(c.op, c.shape, c.dtype, timer(c.op, c.shape, c.dtype), gbps=gbps))
     return ResultDoc(
         device=device,
         software={},

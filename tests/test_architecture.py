@@ -25,6 +25,7 @@ LAYERS = {
         "bench.runner",
         "bench.ceilings",
         "bench.suites",
+        "bench.distributed",
         "kernels",
     },
     "plan": {

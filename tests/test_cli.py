@@ -81,13 +81,13 @@ def test_run_writes_into_results_by_default(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--op", "conv3d"], "unknown op 'conv3d'; known: attention, decode, matmul, rmsnorm"),
+        (["--op", "conv3d"], "unknown op 'conv3d'; known: all_gather, all_reduce, all_to_all"),
         (["--dtype", "int4"], "unknown dtype 'int4'"),
         (["--suite", "huge"], "unknown suite 'huge'"),
         (["--impl", "cutlass"], "unknown implementation 'cutlass'"),
         (["--shape", "M=8,N"], "bad shape 'M=8,N'"),
         (["--shape", "M=-1,N=4,K=4"], "M must be an integer >= 1"),
-        (["--shape", "M=64,N=128"], "match no selected op; the keys are: attention B,H,Hkv"),
+        (["--shape", "M=64,N=128"], "match no selected op; the keys are: all_gather bytes,world"),
         (
             ["--shape", "B=1,H=4,Hkv=3,Sq=16,Skv=16,D=64,causal=true"],
             "H (4) must be a multiple of Hkv (3)",

@@ -14,7 +14,7 @@ from modeldocs import CPU, H100, H200, at_half_roofline, model_doc, record
 from bench import BenchError
 from bench.hardware import SPECS
 from bench.lookup import Measurements, roofline_seconds
-from bench.models import Serving, get_model
+from bench.models import Serving, get_model, suite_cases
 from bench.ops import load_results
 from bench.results import load, write_atomic
 from bench.throughput import ALLREDUCE_LATENCY_S, estimate_throughput, save, serving_mix
@@ -123,6 +123,27 @@ def test_tensor_parallel_all_reduces_over_the_spec_interconnect() -> None:
     ring = 2 * (2 - 1) / 2 * message / 450e9  # NVLink 900 GB/s is 450 per direction
     assert step.parts["communication"] == pytest.approx(2 * 2 * (ring + ALLREDUCE_LATENCY_S))
     assert step.tokens_per_s == pytest.approx(4 / step.seconds / 2)
+
+
+def test_a_measured_all_reduce_replaces_the_spec_model() -> None:
+    """A file with the all_reduce measured on 2 ranks (a run under torchrun) at sizes around
+    the step's message: the estimate interpolates it, and says so."""
+    doc = model_doc(TINY, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm", tps=(2,))
+    for nbytes, ms in ((1024, 0.01), (1 << 20, 0.03)):
+        case = record("all_reduce", {"bytes": nbytes, "world": 2}, "bf16", ms / 1e3)
+        doc.cases.append(case)
+    result = run_estimate([doc], tp=2, batches=[4])
+    message = 4 * 256 * 2  # tokens × hidden × bf16
+    one = (0.01 + (0.03 - 0.01) * (message - 1024) / ((1 << 20) - 1024)) / 1e3
+    assert result.decode[0].parts["communication"] == pytest.approx(2 * 2 * one)
+    assert "all_reduce: from the one measured on 2 ranks (interpolated)" in result.record.notes
+    assert "interpolated" in result.record.rows[-2].source  # the decode row at the largest batch
+
+
+def test_the_model_suite_at_tp_2_measures_its_all_reduces() -> None:
+    cases = suite_cases([Serving(TINY, tp=2, isl=32, osl=16)], [4], 1e9)
+    sizes = {c.shape["bytes"] for c in cases if c.op == "all_reduce"}
+    assert 4 * 256 * 2 in sizes and {c.shape["world"] for c in cases if c.op == "all_reduce"} == {2}
 
 
 # --- where each number comes from -----------------------------------------------------------------

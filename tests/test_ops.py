@@ -54,9 +54,13 @@ def test_attention_and_decode_bytes() -> None:
     assert get_op("decode").flops(decode) == 4 * 2 * 8 * 33 * 4
 
 
-@pytest.mark.parametrize("op_name", sorted(OPS))
+KERNEL_OPS = sorted(name for name, op in OPS.items() if op.part != "communication")
+
+
+@pytest.mark.parametrize("op_name", KERNEL_OPS)
 def test_smoke_cases_pass_the_gate(op_name: str) -> None:
-    """Every implementation that runs here matches the reference on the op's smoke shapes."""
+    """Every implementation that runs here matches the reference on the op's smoke shapes
+    (collectives need several ranks: tests/test_distributed.py runs them under torchrun)."""
     op, cpu = get_op(op_name), dev.detect()
     config = RunConfig(timer=TimerConfig(max_time_s=0.01, min_reps=1))
     statuses = []
@@ -74,12 +78,14 @@ def test_smoke_cases_pass_the_gate(op_name: str) -> None:
 
 @pytest.mark.parametrize("op", OPS.values(), ids=str)
 def test_every_op_is_complete(op: Op) -> None:
-    """What the harness reads off every op: suites' shapes that pass its own rules, axes and
-    dtypes among its keys, a known part, and a baseline among its implementations."""
-    assert op.smoke and op.standard
-    for shape in (*op.smoke, *op.standard):
+    """What the harness reads off every op: suites' shapes (for a run of 4 ranks) that pass its
+    own rules, axes and dtypes among its keys, a known part, and a baseline among its
+    implementations."""
+    smoke, standard = op.suite_shapes("smoke", 4), op.suite_shapes("standard", 4)
+    assert smoke and standard
+    for shape in (*smoke, *standard):
         op.check_shape(shape)
-        assert op.flops(shape) > 0 and op.bytes(shape, op.dtypes[0]) > 0 and op.label(shape)
+        assert op.work(shape) > 0 and op.bytes(shape, op.dtypes[0]) > 0 and op.label(shape)
     assert {k for axis in op.axes for k in axis} <= set(op.key_names)
     assert op.part in PARTS
     assert op.baseline in [i.name for i in op.impls]
@@ -87,7 +93,9 @@ def test_every_op_is_complete(op: Op) -> None:
 
 
 def test_the_registry_holds_every_op_module() -> None:
-    assert list(OPS) == ["attention", "decode", "matmul", "rmsnorm"]
+    kernels_ = ["attention", "decode", "matmul", "rmsnorm"]
+    collectives = ["all_gather", "all_reduce", "all_to_all", "reduce_scatter", "send_recv"]
+    assert list(OPS) == sorted(kernels_ + collectives)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 from bench import BenchError
 from bench.ops import load_results
 from bench.results import ResultWriter, load
-from bench.schema import CaseResult, DeviceInfo, ResultDoc, Telemetry, Timing
+from bench.schema import SCHEMA_VERSION, CaseResult, DeviceInfo, ResultDoc, Telemetry, Timing
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema1-cpu.json"
 
@@ -140,8 +140,11 @@ def test_an_op_this_version_does_not_know_is_kept(tmp_path: Path) -> None:
 
 def test_a_schema_1_file_written_by_tokbench_0_1_stays_readable() -> None:
     """The fixture was written by `tokbench run --model tiny` and `estimate` at d29d9bd."""
-    doc = load_results(FIXTURE)
-    assert doc.schema_version == 1 and doc.complete and doc.device.kind == "cpu"
+    assert json.loads(FIXTURE.read_text())["schema_version"] == 1
+    doc = load_results(FIXTURE)  # migrated: a run of one rank
+    assert doc.schema_version == SCHEMA_VERSION == 2 and doc.complete and doc.device.kind == "cpu"
+    assert [(r.rank, r.device) for r in doc.ranks] == [(0, doc.device)]
+    assert {c.rank for c in doc.cases} == {0}
     assert {c.op for c in doc.cases} == {"matmul", "attention", "decode"}
     assert {c.status for c in doc.cases} >= {"ok"} and all(c.flops > 0 for c in doc.cases)
     (estimate,) = doc.estimates

@@ -232,6 +232,13 @@ def test_capacity_numbers_must_be_finite_and_in_range(capsys, flags: tuple[str, 
     assert "╭" not in done.stderr  # no boxed usage panel
 
 
+def test_an_error_message_with_brackets_is_printed_as_it_is(tmp_path: Path, capsys) -> None:
+    """Messages quote file names and library errors, which may hold what looks like markup."""
+    odd = tmp_path / "[bold]r.json"  # rich would take [bold] for a style and drop it
+    odd.write_text("{")
+    one_line(invoke(capsys, "export", str(odd)), f"{odd}: not valid JSON")
+
+
 def test_usage_errors_of_every_command_are_one_line(capsys) -> None:
     one_line(invoke(capsys, "compare"), "Missing argument")
     one_line(invoke(capsys, "estimate", "--model", "tiny", "--tp", "two"), "--tp")

@@ -1,4 +1,5 @@
-"""The op registry: every module in this package that defines ``OP`` is an op.
+"""The op registry: every module in this package that defines ``OP`` is an op (a family of ops
+that share all but a formula, as the collectives do, lists them in ``OPS``).
 
 Adding an op is one module here (plus its kernel in kernels/ and its tests): suites, the CLI's
 --shape help, lookups and the estimate's parts read it from the registry. CONTRIBUTING.md lists
@@ -20,8 +21,7 @@ def _discover() -> dict[str, Op]:
     ops = []
     for info in pkgutil.iter_modules(__path__):
         module = importlib.import_module(f"{__name__}.{info.name}")
-        if isinstance(getattr(module, "OP", None), Op):
-            ops.append(module.OP)
+        ops += [op for op in (getattr(module, "OP", None), *getattr(module, "OPS", ())) if op]
     return {op.name: op for op in sorted(ops, key=lambda op: op.name)}
 
 

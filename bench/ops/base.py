@@ -103,8 +103,8 @@ class Op:
     dtypes: ClassVar[tuple[str, ...]]
     baseline: ClassVar[str]  # the implementation speedups are measured against
     part: ClassVar[str]  # a PARTS key: what part of a model step it is
-    # Shape keys an estimate interpolates the op's time along, linear in FLOPs; keys grouped in
-    # a tuple move together (a prefill's query and key lengths are the same prompt).
+    # Shape keys an estimate interpolates the op's time along, linear in its `work`; keys grouped
+    # in a tuple move together (a prefill's query and key lengths are the same prompt).
     axes: ClassVar[tuple[tuple[str, ...], ...]] = ()
     smoke: ClassVar[tuple[Shape, ...]] = ()  # CPU-sized: torch on the CPU, Triton interpreted
     standard: ClassVar[tuple[Shape, ...]] = ()  # the GPU sweep
@@ -131,6 +131,14 @@ class Op:
 
     def label(self, shape: Shape) -> str:
         raise NotImplementedError
+
+    def work(self, shape: Shape) -> float:
+        """What its time grows with, for interpolating between measured shapes: FLOPs."""
+        return self.flops(shape)
+
+    def suite_shapes(self, suite: str, world: int) -> tuple[Shape, ...]:
+        """The shapes of the `smoke` or `standard` suite for a run of `world` ranks."""
+        return self.smoke if suite == "smoke" else self.standard
 
     # --- measuring a case (torch and the kernels, imported by each method) ---------------------
 
