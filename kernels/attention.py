@@ -12,6 +12,20 @@ Supported: any head_dim from 1 to 256 (tiles are padded to a power of two); floa
 grouped-query / multi-query attention; causal masks aligned to the bottom-right corner when
 ``seq_q != seq_k`` (chunked prefill); any strides.
 
+Sliding window (``window=W``, causal only; gpt-oss's and Mistral's sliding-window layers): query
+i sees the W keys ``i + seq_k - seq_q - W < j <= i + seq_k - seq_q``, itself and the W - 1 before
+it, which is FlashAttention's ``window_size=(W - 1, 0)``. Keys older than a block's window are
+skipped, not loaded and masked: the key loop of a query block starts at the tile that holds its
+first row's oldest visible key, so a block reads about ``W + BLOCK_M`` keys whatever seq_k is.
+Its tiles fall in three ranges: the first ones, which some row of the block sees only in part
+through the window, masked; then tiles every row sees in full, without masks; then the tiles on
+the causal diagonal, masked.
+
+Attention sinks (``sinks``, gpt-oss): one learned logit per query head, a virtual key with no
+value that only adds ``exp(sink_h)`` to the softmax denominator. The logit is used as it is, in
+natural-log units and not multiplied by sm_scale, as in gpt-oss's reference ``sdpa``. It is
+folded into the running softmax state once, after the key loop.
+
 Hopper path: on compute capability 9.x, for float16/bfloat16 with head_dim 64 or 128 and
 16-byte-aligned strides with a unit last stride, tiles are moved by TMA through device-side
 tensor descriptors (``tl.make_tensor_descriptor``; Triton then needs a scratch allocator,
@@ -34,11 +48,13 @@ import triton
 import triton.language as tl
 
 from kernels import MAX_HEAD_DIM, SMEM_BUDGET, interpreted, on_device
+from kernels.softmax import SINK_LOG2E, fold_sink
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 _LOG2E = math.log2(math.e)
 _LN2: tl.constexpr = tl.constexpr(math.log(2.0))
+# Converts a sink logit (natural log) to the kernel's base-2 score domain.
 _TMA_HEAD_DIMS = (64, 128)
 _TMA_DTYPES = (torch.float16, torch.bfloat16)
 # (batch, head) pairs run on the grid's second axis, which CUDA caps at 65535.
@@ -161,12 +177,14 @@ def _attend_tiles(
     offs_m,
     seq_k,
     diag_offset,
+    window,
     qk_scale,
     HEAD_DIM: tl.constexpr,
     HEAD_PAD: tl.constexpr,
     BLOCK_N: tl.constexpr,
     MASKED: tl.constexpr,
     CAUSAL: tl.constexpr,
+    WINDOW: tl.constexpr,
     USE_TMA: tl.constexpr,
 ):
     """Fold key tiles [lo, hi) into the running softmax state of one query block.
@@ -187,13 +205,16 @@ def _attend_tiles(
         offs_m: Query row indices of the block, (BLOCK_M,).
         seq_k: Number of keys.
         diag_offset: seq_k - seq_q; query i sees keys j <= i + diag_offset when causal.
+        window: Sliding-window length W; query i also needs j > i + diag_offset - W. Only read
+            when WINDOW.
         qk_scale: sm_scale * log2(e).
         HEAD_DIM: Head dimension.
         HEAD_PAD: Tile columns (see _load_rows).
         BLOCK_N: Keys per tile.
-        MASKED: Whether tiles need the key-bound and causal masks; False for tiles every row of
-            the block sees in full, which is most of them.
+        MASKED: Whether tiles need the key-bound, causal and window masks; False for tiles every
+            row of the block sees in full, which is most of them.
         CAUSAL: Whether the causal mask applies.
+        WINDOW: Whether the sliding-window mask applies (with CAUSAL only).
         USE_TMA: Whether k_src/v_src are tensor descriptors.
     """
     offs_n = tl.arange(0, BLOCK_N)
@@ -228,6 +249,8 @@ def _attend_tiles(
             visible = cols[None, :] < seq_k
             if CAUSAL:
                 visible = visible & (cols[None, :] <= offs_m[:, None] + diag_offset)
+            if WINDOW:
+                visible = visible & (cols[None, :] > offs_m[:, None] + diag_offset - window)
             s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         # Under a mask a row may have seen no visible key yet and keep m = -inf; shifting it by 0
@@ -243,7 +266,7 @@ def _attend_tiles(
 
 @triton.autotune(
     configs=_attention_configs(),
-    key=["Q_BUCKET", "K_BUCKET", "HEAD_DIM", "CAUSAL", "USE_TMA"],
+    key=["Q_BUCKET", "K_BUCKET", "HEAD_DIM", "CAUSAL", "WINDOW", "USE_TMA"],
     prune_configs_by={"early_config_prune": _prune_attention_configs},
 )
 @triton.jit
@@ -253,6 +276,7 @@ def _flash_attention_kernel(
     v_ptr,
     out_ptr,
     lse_ptr,
+    sinks_ptr,
     stride_qb,
     stride_qh,
     stride_qm,
@@ -273,12 +297,15 @@ def _flash_attention_kernel(
     group_size,
     seq_q,
     seq_k,
+    window,
     qk_scale,
     Q_BUCKET,
     K_BUCKET,
     HEAD_DIM: tl.constexpr,
     HEAD_PAD: tl.constexpr,
     CAUSAL: tl.constexpr,
+    WINDOW: tl.constexpr,
+    SINKS: tl.constexpr,
     RETURN_LSE: tl.constexpr,
     USE_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -291,8 +318,9 @@ def _flash_attention_kernel(
         k_ptr: Keys, (batch, kv_heads, seq_k, HEAD_DIM).
         v_ptr: Values, (batch, kv_heads, seq_k, HEAD_DIM).
         out_ptr: Output, (batch, heads, seq_q, HEAD_DIM), dtype of the queries.
-        lse_ptr: Natural-log log-sum-exp, contiguous (batch, heads, seq_q) float32; only written
-            when RETURN_LSE.
+        lse_ptr: Natural-log log-sum-exp of the softmax denominator (the sink's term included),
+            contiguous (batch, heads, seq_q) float32; only written when RETURN_LSE.
+        sinks_ptr: Sink logits, (heads,) float32, natural log and unscaled; only read when SINKS.
         stride_qb: Q batch stride.
         stride_qh: Q head stride.
         stride_qm: Q row stride.
@@ -313,14 +341,19 @@ def _flash_attention_kernel(
         group_size: Query heads per kv head; query head h reads kv head h // group_size.
         seq_q: Query rows.
         seq_k: Key rows.
+        window: Sliding-window length W >= 1: query i sees keys i + seq_k - seq_q - W < j; only
+            read when WINDOW.
         qk_scale: Softmax scale times log2(e).
         Q_BUCKET: Power-of-two bucket of seq_q; only an autotuning key, so close lengths share
             a tuned config instead of re-tuning for every length.
-        K_BUCKET: Power-of-two bucket of seq_k; autotuning key only.
+        K_BUCKET: Power-of-two bucket of the keys one query row sees: seq_k, or the window when
+            that is shorter; autotuning key only.
         HEAD_DIM: Head dimension, 1 to 256.
         HEAD_PAD: HEAD_DIM rounded up to a power of two of at least 16 (tl.dot's minimum): the
             width of every tile, whose extra columns are zeros that add nothing to the dots.
         CAUSAL: Bottom-right aligned causal mask.
+        WINDOW: Sliding window (with CAUSAL only): keys older than a block's window are skipped.
+        SINKS: Add each head's exp(sink) to its softmax denominator.
         RETURN_LSE: Whether to write LSE.
         USE_TMA: Move tiles with TMA through tensor descriptors (Hopper).
         BLOCK_M: Query rows per program.
@@ -372,56 +405,40 @@ def _flash_attention_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_PAD], dtype=tl.float32)
+    if WINDOW:
+        # The block's first row has the oldest window, from key start_m + diag_offset - window + 1
+        # on: the loop starts at the tile holding that key, and the tiles before it are skipped,
+        # never loaded. Keys from start_m + BLOCK_M + diag_offset - window on lie in every row's
+        # window: only the tiles before that bound need the window mask. When the window is
+        # shorter than the block, full_start meets full_end and every tile is masked.
+        lo = tl.maximum(start_m + diag_offset - window + 1, 0) // BLOCK_N * BLOCK_N
+        in_every_window = tl.maximum(start_m + BLOCK_M + diag_offset - window, 0)
+        full_end = tl.maximum(full_end, lo)
+        full_start = tl.minimum(
+            tl.maximum(tl.cdiv(in_every_window, BLOCK_N) * BLOCK_N, lo), full_end
+        )
+        acc, m_i, l_i = _attend_tiles(
+            acc, m_i, l_i, q, k_src, v_src, stride_kn, stride_kd, stride_vn, stride_vd,
+            lo, full_start, offs_m, seq_k, diag_offset, window, qk_scale,
+            HEAD_DIM, HEAD_PAD, BLOCK_N, True, CAUSAL, WINDOW, USE_TMA,
+        )  # fmt: skip
+    else:
+        full_start = 0
     acc, m_i, l_i = _attend_tiles(
-        acc,
-        m_i,
-        l_i,
-        q,
-        k_src,
-        v_src,
-        stride_kn,
-        stride_kd,
-        stride_vn,
-        stride_vd,
-        0,
-        full_end,
-        offs_m,
-        seq_k,
-        diag_offset,
-        qk_scale,
-        HEAD_DIM,
-        HEAD_PAD,
-        BLOCK_N,
-        False,
-        CAUSAL,
-        USE_TMA,
-    )
+        acc, m_i, l_i, q, k_src, v_src, stride_kn, stride_kd, stride_vn, stride_vd,
+        full_start, full_end, offs_m, seq_k, diag_offset, window, qk_scale,
+        HEAD_DIM, HEAD_PAD, BLOCK_N, False, CAUSAL, WINDOW, USE_TMA,
+    )  # fmt: skip
     acc, m_i, l_i = _attend_tiles(
-        acc,
-        m_i,
-        l_i,
-        q,
-        k_src,
-        v_src,
-        stride_kn,
-        stride_kd,
-        stride_vn,
-        stride_vd,
-        full_end,
-        hi,
-        offs_m,
-        seq_k,
-        diag_offset,
-        qk_scale,
-        HEAD_DIM,
-        HEAD_PAD,
-        BLOCK_N,
-        True,
-        CAUSAL,
-        USE_TMA,
-    )
+        acc, m_i, l_i, q, k_src, v_src, stride_kn, stride_kd, stride_vn, stride_vd,
+        full_end, hi, offs_m, seq_k, diag_offset, window, qk_scale,
+        HEAD_DIM, HEAD_PAD, BLOCK_N, True, CAUSAL, WINDOW, USE_TMA,
+    )  # fmt: skip
+    if SINKS:  # the sink as one more key, of score sink·log2(e) in base 2, with no value
+        acc, m_i, l_i = fold_sink(acc, m_i, l_i, tl.load(sinks_ptr + head) * SINK_LOG2E)
 
-    # Rows that see no key (causal, seq_q > seq_k) have l = 0 and must come out as zeros.
+    # Rows that see no key (causal, seq_q > seq_k) have acc = 0 and, without a sink, l = 0: they
+    # must come out as zeros.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = (acc / l_safe[:, None]).to(out_ptr.dtype.element_ty)
     if USE_TMA:
@@ -475,6 +492,28 @@ def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         _fail(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
     if q.shape[0] * heads > _MAX_GRID_Y:
         _fail(f"batch * heads = {q.shape[0] * heads} exceeds the grid limit {_MAX_GRID_Y}")
+
+
+def _validate_options(
+    q: torch.Tensor, causal: bool, window: int | None, sinks: torch.Tensor | None
+) -> None:
+    """Raise ValueError with one line naming the first problem with window or sinks."""
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            _fail(f"window must be None or an int >= 1 (keys a query sees), got {window!r}")
+        if not causal:
+            _fail("window needs causal=True: the sliding window is causal (keys up to the query)")
+    if sinks is not None:
+        heads = q.shape[1]
+        if not isinstance(sinks, torch.Tensor):
+            _fail(f"sinks must be a torch.Tensor, got {type(sinks).__name__}")
+        if sinks.shape != (heads,) or sinks.dtype != torch.float32:
+            _fail(
+                f"sinks must be a float32 tensor of shape ({heads},) (one logit per query head), "
+                f"got {sinks.dtype} of shape {tuple(sinks.shape)}"
+            )
+        if sinks.device != q.device:
+            _fail(f"sinks is on {sinks.device} but q is on {q.device}; all must share one device")
 
 
 @functools.lru_cache
@@ -539,6 +578,8 @@ def _launch(
     sm_scale: float,
     return_lse: bool,
     use_tma: bool,
+    window: int | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     batch, heads, seq_q, head_dim = q.shape
     kv_heads, seq_k = k.shape[1], k.shape[2]
@@ -563,6 +604,7 @@ def _launch(
             v,
             out,
             out if lse is None else lse,
+            out if sinks is None else sinks,
             *q.stride(),
             *k.stride(),
             *v.stride(),
@@ -571,12 +613,15 @@ def _launch(
             heads // kv_heads,
             seq_q,
             seq_k,
+            0 if window is None else window,
             sm_scale * _LOG2E,
             max(16, triton.next_power_of_2(seq_q)),
-            max(16, triton.next_power_of_2(seq_k)),
+            max(16, triton.next_power_of_2(seq_k if window is None else min(seq_k, window))),
             HEAD_DIM=head_dim,
             HEAD_PAD=max(16, triton.next_power_of_2(head_dim)),
             CAUSAL=causal,
+            WINDOW=window is not None,
+            SINKS=sinks is not None,
             RETURN_LSE=return_lse,
             USE_TMA=use_tma,
         )
@@ -591,6 +636,8 @@ def flash_attention(
     causal: bool = False,
     sm_scale: float | None = None,
     return_lse: bool = False,
+    window: int | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attention forward: softmax(q·kᵀ·sm_scale)·v.
 
@@ -602,8 +649,18 @@ def flash_attention(
         causal: Mask aligned to the bottom-right corner: query i sees keys
             j <= i + seq_k - seq_q. Rows that see no key output zeros.
         sm_scale: Score scale; 1/sqrt(head_dim) when None.
-        return_lse: Also return the natural-log log-sum-exp of the scaled scores,
-            (batch, heads, seq_q) float32, -inf on rows that see no key.
+        return_lse: Also return the natural-log log-sum-exp of the softmax denominator (the
+            scaled scores, and the sink when sinks is given), (batch, heads, seq_q) float32;
+            -inf on rows that see no key and have no sink.
+        window: Sliding-window length W >= 1, with causal only; None for none. Query i sees the
+            W keys i + seq_k - seq_q - W < j <= i + seq_k - seq_q (itself and the W - 1 before
+            it: FlashAttention's window_size=(W - 1, 0), gpt-oss's sliding_window=W). Older keys
+            are skipped, never read; a window at least seq_k long changes nothing.
+        sinks: (heads,) float32 sink logits (gpt-oss's learned sinks), or None: head h's
+            softmax denominator gains exp(sinks[h]), a key with no value, so
+            out = sum_j exp(s_j) v_j / (sum_j exp(s_j) + exp(sinks[h])) with s_j the scaled
+            scores. The logit is not multiplied by sm_scale. A row that sees no key outputs
+            zeros.
 
     Returns:
         The output, a new contiguous (batch, heads, seq_q, head_dim) tensor in q's dtype, and
@@ -611,17 +668,25 @@ def flash_attention(
     """
     global _tma_failure
     _validate(q, k, v)
+    _validate_options(q, causal, window, sinks)
+    if window is not None and window >= k.shape[2]:
+        # Every query's window reaches back past key 0: the plain causal kernel, no window masks.
+        window = None
     scale = q.shape[3] ** -0.5 if sm_scale is None else float(sm_scale)
     out = lse = None
     if k.shape[2] == 0:
-        # No keys at all: every row is an empty softmax.
+        # No keys at all: every row is an empty softmax, whose denominator holds the sink alone.
         out = torch.zeros(q.shape, dtype=q.dtype, device=q.device)
         lse = torch.full(q.shape[:3], float("-inf"), dtype=torch.float32, device=q.device)
+        if sinks is not None:
+            lse.copy_(sinks[None, :, None].expand(lse.shape))
     elif _want_tma(q, k, v):
         # TritonError: compile errors, and OutOfResources / PTXASError, which are not
         # CompilationErrors and surface here when no config of the TMA kernel can run.
         try:
-            out, lse = _launch(q, k, v, causal, scale, return_lse, use_tma=True)
+            out, lse = _launch(
+                q, k, v, causal, scale, return_lse, use_tma=True, window=window, sinks=sinks
+            )
         except (triton.TritonError, RuntimeError) as exc:
             _tma_failure = f"{type(exc).__name__}: {exc}".splitlines()[0]
             warnings.warn(
@@ -630,5 +695,7 @@ def flash_attention(
                 stacklevel=2,
             )
     if out is None:
-        out, lse = _launch(q, k, v, causal, scale, return_lse, use_tma=False)
+        out, lse = _launch(
+            q, k, v, causal, scale, return_lse, use_tma=False, window=window, sinks=sinks
+        )
     return (out, lse) if return_lse else out

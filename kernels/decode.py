@@ -23,6 +23,27 @@ Dtypes: float16, bfloat16 (GPU only; the CPU interpreter's bfloat16 dot is wrong
 rejected there) and float32 (TF32 dots on a GPU). Any head_dim from 1 to 256: tiles are padded
 to a power of two.
 
+Serving options (gpt-oss, fp8 KV caches):
+
+* Sliding window ``window=W``: the query, at position seq_len - 1, sees its last W cached
+  tokens [seq_len - W, seq_len), itself included (FlashAttention's ``window_size=(W - 1, 0)``,
+  gpt-oss's ``sliding_window=W``). The splits divide the window, not the sequence: the tokens
+  before it are never read, so a call reads min(seq_len, W) tokens per sequence. The split
+  count is chosen for the window's length too.
+* Attention sinks ``sinks`` (one float32 logit per query head, natural log, not multiplied by
+  sm_scale, as gpt-oss's reference): ``exp(sink_h)`` joins head h's softmax denominator as a key
+  with no value. It is folded in once per head: in the merge kernel with several splits (each
+  split's partial output and log-sum-exp leave it out), in the split kernel with one.
+* float8_e4m3fn caches with a float16/bfloat16 query and output, and dequantisation scales
+  ``k_scale``/``v_scale`` (fp32, per tensor or per kv head; also allowed on 16-bit caches). The
+  kernel loads one byte per cached element, converts the tile exactly to the query's dtype (every
+  e4m3 value is a float16 and a bfloat16) and leaves the scales out of the tiles: the key scale
+  is folded into the score scale that multiplies every score anyway (one multiply per program
+  instead of one per cached key element), and the value scale into the output after the
+  normalisation (one multiply per output element instead of one per cached value element).
+  Folding also keeps large scales from overflowing float16 tiles. Scores, softmax state and the
+  accumulator stay float32.
+
 Validation reads ``seq_lens`` (and the block table) on the host, which costs one device
 synchronisation per call and so cannot run inside CUDA-graph capture.
 
@@ -37,7 +58,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import MAX_HEAD_DIM, SMEM_BUDGET, interpreted, on_device
+from kernels import MAX_HEAD_DIM, SMEM_BUDGET, fp8_unsupported, interpreted, on_device
+from kernels.softmax import SINK_LOG2E, fold_sink
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 DEFAULT_PAGE_SIZE = 16
@@ -50,6 +72,10 @@ MAX_SPLITS = 32
 MAX_USER_SPLITS = 128
 
 _LOG2E = math.log2(math.e)
+# Converts a sink logit (natural log) to the kernels' base-2 score domain.
+# The window passed to the split kernel when there is none: no sequence is that long.
+_NO_WINDOW = 2**31 - 1
+FP8_CACHE_DTYPE = torch.float8_e4m3fn
 # tl.dot needs at least 16 rows, so small query-head groups are padded up to this.
 _MIN_DOT_ROWS = 16
 
@@ -99,14 +125,17 @@ def _prune_decode_configs(
     chunk = args["CHUNK_BUCKET"]
     head_dim = args["HEAD_PAD"]
     rows_x_dim = args["BLOCK_H"] * head_dim
-    elem = args["q_ptr"].element_size()
+    q_elem = args["q_ptr"].element_size()
+    # A float8 cache's tiles take one byte an element.
+    kv_elem = args["k_ptr"].element_size()
     kept = []
     for cfg in configs:
         bn = cfg.kwargs["BLOCK_N"]
         if bn > max(32, chunk):
             continue
         # Key and value tiles for every pipeline stage plus the query tile.
-        if (2 * cfg.num_stages * bn + args["BLOCK_H"]) * head_dim * elem > SMEM_BUDGET:
+        smem = (2 * cfg.num_stages * bn * kv_elem + args["BLOCK_H"] * q_elem) * head_dim
+        if smem > SMEM_BUDGET:
             continue
         # Eight warps only pay off once the (group rows × head_dim) accumulator is large.
         if (cfg.num_warps == 8) != (rows_x_dim >= 64 * 128):
@@ -155,6 +184,9 @@ def _decode_split_kernel(
     out_ptr,
     part_out_ptr,
     part_lse_ptr,
+    sinks_ptr,
+    k_scale_ptr,
+    v_scale_ptr,
     stride_qb,
     stride_qh,
     stride_qd,
@@ -171,9 +203,12 @@ def _decode_split_kernel(
     stride_ob,
     stride_oh,
     stride_od,
+    stride_k_scale,
+    stride_v_scale,
     num_kv_heads,
     group_size,
     num_splits,
+    window,
     qk_scale,
     CHUNK_BUCKET,
     HEAD_DIM: tl.constexpr,
@@ -182,6 +217,9 @@ def _decode_split_kernel(
     PAGE_SIZE: tl.constexpr,
     PAGED: tl.constexpr,
     SPLIT: tl.constexpr,
+    SINKS: tl.constexpr,
+    K_SCALED: tl.constexpr,
+    V_SCALED: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     """One program: the query-head group of one (sequence, kv head) over one context split.
@@ -189,8 +227,8 @@ def _decode_split_kernel(
     Args:
         q_ptr: Queries, (batch, heads, HEAD_DIM).
         k_ptr: Key cache, (num_blocks, PAGE_SIZE, kv_heads, HEAD_DIM) when PAGED, else
-            (batch, max_len, kv_heads, HEAD_DIM).
-        v_ptr: Value cache, same layout as the keys.
+            (batch, max_len, kv_heads, HEAD_DIM); the queries' dtype or float8_e4m3fn.
+        v_ptr: Value cache, same layout and dtype as the keys.
         table_ptr: Block table, (batch, max_blocks) int32; unused unless PAGED.
         lens_ptr: Sequence lengths, (batch,) int32.
         out_ptr: Output, (batch, heads, HEAD_DIM); written only when not SPLIT.
@@ -198,6 +236,10 @@ def _decode_split_kernel(
             HEAD_DIM) float32; written only when SPLIT.
         part_lse_ptr: Base-2 log-sum-exp of each split, contiguous (batch, heads, num_splits)
             float32, -inf for an empty split; written only when SPLIT.
+        sinks_ptr: Sink logits, (heads,) float32, natural log; read only when SINKS and not
+            SPLIT (with splits the merge kernel folds them in).
+        k_scale_ptr: Key dequantisation scale(s), float32; read only when K_SCALED.
+        v_scale_ptr: Value dequantisation scale(s), float32; read only when V_SCALED.
         stride_qb: Query batch stride.
         stride_qh: Query head stride.
         stride_qd: Query head_dim stride.
@@ -214,9 +256,13 @@ def _decode_split_kernel(
         stride_ob: Output batch stride.
         stride_oh: Output head stride.
         stride_od: Output head_dim stride.
+        stride_k_scale: Stride of k_scale between kv heads: 0 for one scale per tensor.
+        stride_v_scale: Stride of v_scale between kv heads: 0 for one scale per tensor.
         num_kv_heads: KV heads.
         group_size: Query heads per kv head; query head h reads kv head h // group_size.
         num_splits: Context splits per sequence (the grid's second axis).
+        window: Sliding-window length: the query sees the tokens [seq_len - window, seq_len);
+            2^31 - 1 for no window.
         qk_scale: Softmax scale times log2(e).
         CHUNK_BUCKET: Power-of-two bucket of the longest split; only an autotuning key.
         HEAD_DIM: Head dimension, 1 to 256.
@@ -226,6 +272,9 @@ def _decode_split_kernel(
         PAGE_SIZE: Tokens per physical block (paged only).
         PAGED: Whether the cache is paged.
         SPLIT: Whether there are several splits, i.e. partial outputs to merge.
+        SINKS: Fold the heads' sinks into the output here (only without SPLIT).
+        K_SCALED: Multiply the scores by the kv head's key scale.
+        V_SCALED: Multiply the output by the kv head's value scale.
         BLOCK_N: Tokens per tile.
     """
     pid = tl.program_id(0)
@@ -234,10 +283,15 @@ def _decode_split_kernel(
     kv_head = pid % num_kv_heads
 
     seq_len = tl.load(lens_ptr + batch)
-    # Slices are rounded up to whole tiles so only a sequence's last tile needs its mask.
-    chunk = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
-    start = split * chunk
+    # The splits cover the window [first, seq_len) only: older tokens are never read.
+    first = tl.maximum(seq_len - window, 0)
+    # Slices are rounded up to whole tiles so only a slice's last tile needs its mask.
+    chunk = tl.cdiv(tl.cdiv(seq_len - first, num_splits), BLOCK_N) * BLOCK_N
+    start = first + split * chunk
     end = tl.minimum(start + chunk, seq_len)
+    if K_SCALED:
+        # Dequantising the keys, (q·k)·scale, folded into the score scale.
+        qk_scale = qk_scale * tl.load(k_scale_ptr + kv_head * stride_k_scale)
 
     rows = tl.arange(0, BLOCK_H)
     heads = kv_head * group_size + rows
@@ -267,6 +321,9 @@ def _decode_split_kernel(
         inside = valid[:, None] & d_ok[None, :]
         k = tl.load(k_rows[:, None] + offs_d[None, :] * stride_kd, mask=inside, other=0.0)
         v = tl.load(v_rows[:, None] + offs_d[None, :] * stride_vd, mask=inside, other=0.0)
+        # No-ops unless the cache is float8, whose values the query's dtype holds exactly.
+        k = k.to(q.dtype)
+        v = v.to(q.dtype)
         s = tl.dot(q, tl.trans(k)) * qk_scale
         s = tl.where(valid[None, :], s, float("-inf"))
         # Every tile holds at least one valid token, so m_new is finite and needs no guard.
@@ -277,9 +334,18 @@ def _decode_split_kernel(
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_new
 
+    if SINKS:
+        # Only without splits (see _decode_merge_kernel): the sink as one more key of score
+        # sink·log2(e) and no value.
+        sink = tl.load(sinks_ptr + heads, mask=row_ok, other=float("-inf")) * SINK_LOG2E
+        acc, m_i, l_i = fold_sink(acc, m_i, l_i, sink)
     # An empty split or sequence has l = 0: its output is zero and its weight in the merge 0.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
+    if V_SCALED:
+        # Dequantising the values: sum_j p_j·(v_j·scale) = (sum_j p_j·v_j)·scale, once per
+        # output element instead of once per cached element.
+        out = out * tl.load(v_scale_ptr + kv_head * stride_v_scale)
     if SPLIT:
         part = (batch * num_kv_heads * group_size + heads).to(tl.int64) * num_splits + split
         part_ptrs = part_out_ptr + part[:, None] * HEAD_DIM + offs_d[None, :]
@@ -300,6 +366,7 @@ def _decode_split_kernel(
 def _decode_merge_kernel(
     part_out_ptr,
     part_lse_ptr,
+    sinks_ptr,
     out_ptr,
     stride_ob,
     stride_oh,
@@ -309,13 +376,18 @@ def _decode_merge_kernel(
     HEAD_DIM: tl.constexpr,
     HEAD_PAD: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    SINKS: tl.constexpr,
 ):
     """One program: combine the split partials of one (sequence, head).
+
+    The splits' partial outputs and log-sum-exps leave the sink out; with SINKS it joins the
+    merged denominator here, once per head, as one more weight with a zero output.
 
     Args:
         part_out_ptr: Normalised partial outputs, contiguous (batch, heads, num_splits,
             HEAD_DIM) float32.
         part_lse_ptr: Base-2 log-sum-exp per split, contiguous (batch, heads, num_splits).
+        sinks_ptr: Sink logits, (heads,) float32, natural log; read only when SINKS.
         out_ptr: Output, (batch, heads, HEAD_DIM).
         stride_ob: Output batch stride.
         stride_oh: Output head stride.
@@ -325,6 +397,7 @@ def _decode_merge_kernel(
         HEAD_DIM: Head dimension.
         HEAD_PAD: HEAD_DIM rounded up to a power of two.
         BLOCK_S: num_splits rounded up to a power of two.
+        SINKS: Add exp(sink) of the head to the denominator.
     """
     pid = tl.program_id(0)
     batch = pid // num_heads
@@ -342,8 +415,14 @@ def _decode_merge_kernel(
     )
     # A zero-length sequence has every lse at -inf; shifting by 0 keeps its weights at 0.
     top = tl.max(lse, 0)
-    weights = tl.math.exp2(lse - tl.where(top == float("-inf"), 0.0, top))
+    if SINKS:
+        sink = tl.load(sinks_ptr + head) * SINK_LOG2E
+        top = tl.maximum(top, sink)
+    shift = tl.where(top == float("-inf"), 0.0, top)
+    weights = tl.math.exp2(lse - shift)
     total = tl.sum(weights, 0)
+    if SINKS:
+        total += tl.math.exp2(sink - shift)
     out = tl.sum(weights[:, None] * parts, 0) / tl.where(total == 0.0, 1.0, total)
     o_ptrs = out_ptr + batch.to(tl.int64) * stride_ob + head.to(tl.int64) * stride_oh
     tl.store(o_ptrs + offs_d * stride_od, out.to(out_ptr.dtype.element_ty), mask=d_ok)
@@ -383,10 +462,13 @@ def _validate_static(
         _check_tensor("block_table", block_table, 2, "(batch, max_blocks)")
     if q.dtype not in SUPPORTED_DTYPES:
         _fail(f"dtype {q.dtype} unsupported; allowed: float16, bfloat16, float32")
-    if k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
+    fp8_cache = k_cache.dtype == FP8_CACHE_DTYPE and v_cache.dtype == FP8_CACHE_DTYPE
+    if fp8_cache and q.dtype == torch.float32:
+        _fail("a float8_e4m3fn cache needs a float16 or bfloat16 q, got torch.float32")
+    if not fp8_cache and (k_cache.dtype != q.dtype or v_cache.dtype != q.dtype):
         _fail(
-            f"q, k_cache, v_cache must share one dtype, got {q.dtype}, {k_cache.dtype}, "
-            f"{v_cache.dtype}"
+            f"q, k_cache, v_cache must share one dtype (or both caches be float8_e4m3fn), got "
+            f"{q.dtype}, {k_cache.dtype}, {v_cache.dtype}"
         )
     index_tensors = [("seq_lens", seq_lens)] + ([("block_table", block_table)] if paged else [])
     for name, t in index_tensors:
@@ -400,6 +482,12 @@ def _validate_static(
     if q.dtype == torch.bfloat16 and interpreted():
         # The interpreter's tl.dot multiplies bfloat16 bit patterns as integers.
         _fail("bfloat16 gives wrong results under the Triton CPU interpreter; use float16/float32")
+    if fp8_cache and q.device.type == "cuda":
+        # Triton converts float8_e4m3fn (fp8e4nv) only from compute capability 8.9 on.
+        capability = torch.cuda.get_device_capability(q.device)
+        problem = fp8_unsupported("cuda", capability, rocm=torch.version.hip is not None)
+        if problem:
+            _fail(f"float8_e4m3fn caches: {problem}")
     if k_cache.shape != v_cache.shape:
         _fail(
             f"k_cache and v_cache shapes differ: {tuple(k_cache.shape)} vs {tuple(v_cache.shape)}"
@@ -425,6 +513,43 @@ def _validate_static(
             f"num_splits must be an int in [1, {MAX_USER_SPLITS}], got {num_splits!r}: the merge "
             "kernel keeps every split's partial output in registers"
         )
+
+
+def _validate_options(
+    q: torch.Tensor,
+    kv_heads: int,
+    window: int | None,
+    sinks: torch.Tensor | None,
+    k_scale: torch.Tensor | None,
+    v_scale: torch.Tensor | None,
+) -> None:
+    """Checks of the window, the sinks and the dequantisation scales."""
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int) or window < 1
+    ):
+        _fail(f"window must be None or an int >= 1 (cached tokens the query sees), got {window!r}")
+    heads = q.shape[1]
+    if sinks is not None:
+        if not isinstance(sinks, torch.Tensor):
+            _fail(f"sinks must be a torch.Tensor, got {type(sinks).__name__}")
+        if sinks.shape != (heads,) or sinks.dtype != torch.float32:
+            _fail(
+                f"sinks must be a float32 tensor of shape ({heads},) (one logit per query head), "
+                f"got {sinks.dtype} of shape {tuple(sinks.shape)}"
+            )
+    for name, scale in (("k_scale", k_scale), ("v_scale", v_scale)):
+        if scale is None:
+            continue
+        if not isinstance(scale, torch.Tensor):
+            _fail(f"{name} must be a torch.Tensor, got {type(scale).__name__}")
+        if scale.dtype != torch.float32 or scale.shape not in ((), (1,), (kv_heads,)):
+            _fail(
+                f"{name} must be a float32 tensor of shape (), (1,) (per tensor) or "
+                f"({kv_heads},) (per kv head), got {scale.dtype} of shape {tuple(scale.shape)}"
+            )
+    for name, t in (("sinks", sinks), ("k_scale", k_scale), ("v_scale", v_scale)):
+        if t is not None and t.device != q.device:
+            _fail(f"{name} is on {t.device} but q is on {q.device}; all must share one device")
 
 
 def _check_max_seq_len(
@@ -492,6 +617,10 @@ def decode_attention(
     sm_scale: float | None = None,
     num_splits: int | None = None,
     max_seq_len: int | None = None,
+    window: int | None = None,
+    sinks: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of one query token per sequence over that sequence's cached keys and values.
 
@@ -499,7 +628,8 @@ def decode_attention(
         q: (batch, heads, head_dim), float16/bfloat16/float32, any strides.
         k_cache: Contiguous layout (batch, max_len, kv_heads, head_dim), or with block_table the
             paged pool (num_blocks, page_size, kv_heads, head_dim); any strides. kv_heads
-            divides heads; query head h uses kv head h // (heads // kv_heads).
+            divides heads; query head h uses kv head h // (heads // kv_heads). q's dtype, or
+            float8_e4m3fn with a float16/bfloat16 q.
         v_cache: Same shape, dtype and device as k_cache.
         seq_lens: (batch,) int32 tokens in each sequence's cache, 0 <= len <= capacity. A
             zero-length sequence outputs zeros.
@@ -512,11 +642,20 @@ def decode_attention(
             max_seqlen_k). It skips the checks of seq_lens and the block table's entries, which
             cost a device sync and a few small kernels per call, so that the call can be timed
             on its own and captured in a CUDA graph; the caller vouches for those values.
+        window: Sliding-window length W >= 1, or None for none: the query (the token at
+            position seq_len - 1) sees the tokens [seq_len - W, seq_len), itself and the W - 1
+            before it (FlashAttention's window_size=(W - 1, 0)). Older tokens are never read.
+        sinks: (heads,) float32 sink logits (gpt-oss), or None: head h's softmax denominator
+            gains exp(sinks[h]), a key with no value. Not multiplied by sm_scale.
+        k_scale: float32 key dequantisation scale, shape () or (1,) for the whole cache or
+            (kv_heads,) per kv head, or None for 1: the keys are k_cache · k_scale.
+        v_scale: Likewise for the values.
 
     Returns:
         A new contiguous (batch, heads, head_dim) tensor in q's dtype.
     """
     _validate_static(q, k_cache, v_cache, seq_lens, block_table, num_splits)
+    _validate_options(q, k_cache.shape[2], window, sinks, k_scale, v_scale)
     if max_seq_len is None:
         longest = _validate_lengths(k_cache, seq_lens, block_table)
     else:
@@ -526,12 +665,28 @@ def decode_attention(
     out = torch.empty((batch, heads, head_dim), dtype=q.dtype, device=q.device)
     if out.numel() == 0:
         return out
+    # The longest stretch of cache one query reads: its sequence, or the window when shorter.
+    span = longest if window is None else min(longest, window)
     if num_splits is None:
         sm_count = 1 if q.device.type != "cuda" else _sm_count(q.device.index or 0)
-        num_splits = choose_num_splits(batch, kv_heads, longest, sm_count)
+        num_splits = choose_num_splits(batch, kv_heads, span, sm_count)
     scale = head_dim**-0.5 if sm_scale is None else float(sm_scale)
     with on_device(q):
-        _launch(q, k_cache, v_cache, seq_lens, block_table, out, scale, longest, num_splits)
+        _launch(
+            q,
+            k_cache,
+            v_cache,
+            seq_lens,
+            block_table,
+            out,
+            scale,
+            span,
+            num_splits,
+            window=window,
+            sinks=sinks,
+            k_scale=k_scale,
+            v_scale=v_scale,
+        )
     return out
 
 
@@ -545,8 +700,13 @@ def _launch(
     scale: float,
     longest: int,
     num_splits: int,
+    window: int | None = None,
+    sinks: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> None:
-    """The split kernel into `out` and, with several splits, the merge kernel."""
+    """The split kernel into `out` and, with several splits, the merge kernel. longest: the most
+    tokens one sequence's query reads (its length, or the window when shorter)."""
     batch, heads, head_dim = q.shape
     kv_heads = k_cache.shape[2]
     split = num_splits > 1
@@ -562,6 +722,11 @@ def _launch(
     table = block_table if paged else seq_lens
     table_strides = block_table.stride() if paged else (0, 0)
     group = heads // kv_heads
+
+    def per_head_stride(t: torch.Tensor | None) -> int:
+        """0 for one scale for the whole cache, else the stride between kv heads."""
+        return 0 if t is None or t.numel() == 1 else t.stride(0)
+
     _decode_split_kernel[(batch * kv_heads, num_splits)](
         q,
         k_cache,
@@ -571,14 +736,20 @@ def _launch(
         out,
         part_out,
         part_lse,
+        out if sinks is None else sinks,
+        out if k_scale is None else k_scale,
+        out if v_scale is None else v_scale,
         *q.stride(),
         *k_cache.stride(),
         *v_cache.stride(),
         *table_strides,
         *out.stride(),
+        per_head_stride(k_scale),
+        per_head_stride(v_scale),
         kv_heads,
         group,
         num_splits,
+        _NO_WINDOW if window is None else min(window, _NO_WINDOW),
         scale * _LOG2E,
         triton.next_power_of_2(max(1, triton.cdiv(longest, num_splits))),
         HEAD_DIM=head_dim,
@@ -587,11 +758,15 @@ def _launch(
         PAGE_SIZE=k_cache.shape[1] if paged else 1,
         PAGED=paged,
         SPLIT=split,
+        SINKS=sinks is not None and not split,
+        K_SCALED=k_scale is not None,
+        V_SCALED=v_scale is not None,
     )
     if split:
         _decode_merge_kernel[(batch * heads,)](
             part_out,
             part_lse,
+            out if sinks is None else sinks,
             out,
             *out.stride(),
             heads,
@@ -599,6 +774,7 @@ def _launch(
             HEAD_DIM=head_dim,
             HEAD_PAD=max(16, triton.next_power_of_2(head_dim)),
             BLOCK_S=triton.next_power_of_2(num_splits),
+            SINKS=sinks is not None,
         )
 
 

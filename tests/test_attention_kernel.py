@@ -45,25 +45,33 @@ def _check(
     causal: bool,
     sm_scale: float | None = None,
     use_tma: bool | None = None,
-) -> None:
-    """Run the kernel with return_lse and compare output and log-sum-exp with the reference."""
+    window: int | None = None,
+    sinks: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Run the kernel with return_lse, compare output and log-sum-exp with the reference and
+    return the output."""
+    options = {"window": window, "sinks": sinks}
     if use_tma is None:
-        out, lse = flash_attention(q, k, v, causal=causal, sm_scale=sm_scale, return_lse=True)
+        out, lse = flash_attention(
+            q, k, v, causal=causal, sm_scale=sm_scale, return_lse=True, **options
+        )
     else:
         scale = q.shape[-1] ** -0.5 if sm_scale is None else sm_scale
-        out, lse = attention._launch(q, k, v, causal, scale, True, use_tma=use_tma)
-    ref = attention_ref(q, k, v, causal=causal, sm_scale=sm_scale)
-    lse_ref = attention_lse_ref(q, k, causal=causal, sm_scale=sm_scale)
+        out, lse = attention._launch(q, k, v, causal, scale, True, use_tma=use_tma, **options)
+    ref = attention_ref(q, k, v, causal=causal, sm_scale=sm_scale, **options)
+    lse_ref = attention_lse_ref(q, k, causal=causal, sm_scale=sm_scale, **options)
     assert out.shape == q.shape and out.dtype == q.dtype and out.is_contiguous()
     assert lse.shape == q.shape[:3] and lse.dtype == torch.float32
     err = rel_err(out, ref)
     assert err < attention_tol(q.dtype), f"relative error {err:.2e}"
-    # Rows that see no key must be exact zeros with lse -inf; the rest must match.
+    # Rows that see no key (and have no sink) must be exact zeros with lse -inf; the rest must
+    # match.
     empty = torch.isneginf(lse_ref)
     assert torch.equal(torch.isneginf(lse), empty)
     assert torch.all(out[empty] == 0)
     lse_err = (lse.double()[~empty] - lse_ref[~empty]).abs().max().item() if (~empty).any() else 0
     assert lse_err < _lse_atol(q.dtype), f"lse error {lse_err:.2e}"
+    return out
 
 
 CPU_DTYPES = [torch.float16, torch.float32]
@@ -116,6 +124,121 @@ def test_unequal_lengths(seqs, causal, dtype, device):
 
 def test_custom_scale(device):
     _check(*_inputs((1, 2, 1, 50, 70, 64), torch.float32, device), True, sm_scale=0.3)
+
+
+# Windows around the interpreter's tiles (BLOCK_M 64, BLOCK_N 32): one key, shorter than a tile,
+# a tile, a query block, neither, and longer than the context.
+WINDOW_CASES = [
+    ((1, 2, 2, 113, 113, 64), 1, torch.float32),
+    ((1, 2, 2, 113, 113, 64), 5, torch.float16),
+    ((1, 2, 2, 113, 113, 64), 32, torch.float32),
+    ((1, 2, 2, 113, 113, 64), 64, torch.float16),
+    ((1, 2, 2, 113, 113, 64), 97, torch.float16),
+    ((1, 2, 2, 113, 113, 64), 1000, torch.float16),
+    # Chunked prefill: the 40 queries are the last of 300 keys.
+    ((1, 4, 2, 40, 300, 64), 50, torch.float16),
+    # More queries than keys: the first 96 rows see no key.
+    ((1, 4, 2, 113, 17, 64), 8, torch.float16),
+    # Grouped-query heads and a padded head dim.
+    ((1, 4, 1, 70, 90, 80), 40, torch.float32),
+]
+
+
+@pytest.mark.parametrize(
+    ("shape", "window", "dtype"), WINDOW_CASES, ids=lambda c: str(c).replace("torch.", "")
+)
+def test_window(shape, window, dtype, device):
+    _check(*_inputs(shape, dtype, device), True, window=window)
+
+
+def test_window_matches_its_definition(device):
+    """The convention itself, on a small case: query i of 6 over 9 keys with window 3 sees keys
+    i + 1, i + 2, i + 3 (the last 3 up to its own position, i + 9 - 6), as gpt-oss's and
+    FlashAttention's window_size=(2, 0) do; all other keys get value 0 so the output shows it."""
+    q = torch.zeros(1, 1, 6, 16, device=device)
+    k = torch.zeros(1, 1, 9, 16, device=device)
+    v = torch.eye(9, 16, device=device)[None, None]  # key j's value is the unit vector e_j
+    out = flash_attention(q, k, v, causal=True, window=3)  # equal scores: a plain mean
+    expected = torch.zeros(6, 16, device=device)
+    for i in range(6):
+        expected[i, i + 1 : i + 4] = 1 / 3
+    assert torch.allclose(out[0, 0], expected, atol=1e-6)
+
+
+def test_window_longer_than_the_context_changes_nothing(device):
+    """A window of seq_k keys or more is no window; one key less already hides key 0 from the
+    last query row (and from it alone)."""
+    q, k, v = _inputs((1, 2, 1, 113, 150, 64), torch.float16, device)
+    plain = flash_attention(q, k, v, causal=True)
+    for window in (150, 10**12):
+        assert torch.equal(flash_attention(q, k, v, causal=True, window=window), plain), window
+    shorter = flash_attention(q, k, v, causal=True, window=149)
+    if kernels.interpreted():  # a GPU may tune the windowed kernel to other tiles
+        assert torch.equal(shorter[:, :, :-1], plain[:, :, :-1])
+    assert not torch.equal(shorter[:, :, -1], plain[:, :, -1])
+    assert rel_err(shorter, attention_ref(q, k, v, causal=True, window=149)) < attention_tol(
+        torch.float16
+    )
+
+
+def test_window_skips_the_keys_before_it(device):
+    """Keys before a query block's window are never loaded: NaN keys and values there leave the
+    output finite and right. A kernel that loaded them and masked the scores would spread the
+    NaNs through p·v (0·NaN is NaN), as the control below shows with one NaN value inside the
+    first tile the kernel does load."""
+    q, k, v = _inputs((1, 4, 2, 20, 300, 64), torch.float16, device)
+    window = 50
+    # The 20 queries end the 300 keys, so the oldest window starts at key 300 - 20 - 50 + 1 =
+    # 231. Whatever the tile (32 to 128 keys), the keys below 128 lie in tiles before it.
+    poisoned_k, poisoned_v = k.clone(), v.clone()
+    poisoned_k[:, :, :128] = float("nan")
+    poisoned_v[:, :, :128] = float("nan")
+    out = flash_attention(q, poisoned_k, poisoned_v, causal=True, window=window)
+    assert torch.isfinite(out).all()
+    ref = attention_ref(q, k, v, causal=True, window=window)
+    assert rel_err(out, ref) < attention_tol(torch.float16)
+    # Control: key 230 is outside every row's window but shares a tile with key 231.
+    control_v = v.clone()
+    control_v[:, :, 230] = float("nan")
+    assert torch.isnan(flash_attention(q, k, control_v, causal=True, window=window)).any()
+
+
+def _sinks(heads: int, device: torch.device) -> torch.Tensor:
+    """Sink logits from -inf (no sink) up to 5, about the log-sum-exp of a hundred N(0, 1)
+    scores, so that some heads give the sink most of their weight."""
+    sinks = torch.linspace(-1.0, 5.0, heads)
+    sinks[0] = float("-inf")
+    return sinks.to(device)
+
+
+@pytest.mark.parametrize(
+    ("shape", "causal", "window"),
+    [
+        ((1, 4, 2, 80, 80, 64), False, None),
+        ((1, 4, 2, 80, 80, 64), True, None),
+        ((1, 4, 2, 80, 80, 64), True, 20),
+        # Causal rows that see no key: zeros, with the sink alone in the log-sum-exp.
+        ((1, 4, 2, 113, 17, 64), True, None),
+        ((1, 4, 1, 40, 300, 80), True, 50),
+    ],
+    ids=["full", "causal", "causal-window", "causal-empty-rows", "chunk-window-d80"],
+)
+def test_sinks(shape, causal, window, device):
+    q, k, v = _inputs(shape, torch.float16, device)
+    sinks = _sinks(shape[1], device)
+    out = _check(q, k, v, causal, window=window, sinks=sinks)
+    # The sinks weigh: without them the answer is far off, so the check above can fail.
+    no_sinks = attention_ref(q, k, v, causal=causal, window=window)
+    assert rel_err(out, no_sinks) > 0.1
+    empty_rows = max(0, shape[3] - shape[4]) if causal else 0
+    assert torch.all(out[:, :, :empty_rows] == 0)
+
+
+def test_sinks_without_keys(device):
+    q, k, v = _inputs((1, 4, 4, 5, 0, 64), torch.float32, device)
+    sinks = _sinks(4, device)
+    out, lse = flash_attention(q, k, v, sinks=sinks, return_lse=True)
+    assert torch.all(out == 0) and torch.equal(lse, sinks[None, :, None].expand(1, 4, 5))
 
 
 ROW_OFFSET_PAST_INT32 = """
@@ -174,27 +297,34 @@ def test_strided_inputs(causal, device):
 
 
 @pytest.mark.parametrize(
-    ("shape", "causal"),
+    ("shape", "causal", "window"),
     [
-        ((1, 4, 2, 113, 113, 64), True),
-        ((1, 2, 1, 113, 17, 128), True),
-        ((2, 2, 2, 40, 70, 64), False),
+        ((1, 4, 2, 113, 113, 64), True, None),
+        ((1, 2, 1, 113, 17, 128), True, None),
+        ((2, 2, 2, 40, 70, 64), False, None),
+        ((1, 4, 2, 113, 150, 64), True, 40),
     ],
-    ids=["causal-gqa", "causal-empty-rows", "full"],
+    ids=["causal-gqa", "causal-empty-rows", "full", "window-sinks"],
 )
-def test_tma_path(shape, causal, device):
+def test_tma_path(shape, causal, window, device):
     """The Hopper TMA kernel, forced on: in the interpreter tensor descriptors act like TMA."""
     if not kernels.interpreted() and torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("TMA needs compute capability 9.0 or newer")
-    _check(*_inputs(shape, torch.float16, device), causal, use_tma=True)
+    sinks = None if window is None else _sinks(shape[1], device)
+    _check(*_inputs(shape, torch.float16, device), causal, use_tma=True, window=window, sinks=sinks)
 
 
 @pytest.mark.parametrize(
-    ("shape", "causal"),
-    [((1, 2, 1, 200, 300, 64), True), ((1, 2, 2, 20, 700, 128), False)],
-    ids=["causal", "short-queries"],
+    ("shape", "causal", "window"),
+    [
+        ((1, 2, 1, 200, 300, 64), True, None),
+        ((1, 2, 2, 20, 700, 128), False, None),
+        # A window shorter than the largest tiles.
+        ((1, 2, 1, 200, 300, 64), True, 50),
+    ],
+    ids=["causal", "short-queries", "causal-window"],
 )
-def test_gpu_configs(shape, causal, device, monkeypatch):
+def test_gpu_configs(shape, causal, window, device, monkeypatch):
     """The GPU autotuning space: pruning sees the real launch arguments, keeps sensible configs,
     and the largest kept tiles compute the right answer (in the interpreter too)."""
     kernel = attention._flash_attention_kernel
@@ -208,7 +338,7 @@ def test_gpu_configs(shape, causal, device, monkeypatch):
     monkeypatch.setattr(kernel, "configs", attention._gpu_attention_configs())
     monkeypatch.setattr(kernel, "early_config_prune", prune_then_pick_largest)
     monkeypatch.setattr(kernel, "cache", {})
-    _check(*_inputs(shape, torch.float16, device), causal)
+    _check(*_inputs(shape, torch.float16, device), causal, window=window)
     (kept,) = kept_lists
     seq_q = shape[3]
     assert kept and all(c.kwargs["BLOCK_M"] <= max(32, 2 * seq_q) for c in kept)
@@ -281,6 +411,45 @@ def test_invalid_inputs(case, words, device):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"causal": True, "window": 0}, r"window must be None or an int >= 1 .*, got 0$"),
+        ({"causal": True, "window": -3}, r"window must be None or an int >= 1 .*, got -3$"),
+        ({"causal": True, "window": 2.5}, r"window must be None or an int >= 1 .*, got 2\.5$"),
+        ({"causal": True, "window": True}, r"window must be None or an int >= 1 .*, got True$"),
+        ({"window": 8}, "window needs causal=True"),
+        ({"sinks": "shape"}, r"sinks must be a float32 tensor of shape \(4,\) .*shape \(2,\)"),
+        ({"sinks": "dtype"}, r"sinks must be a float32 tensor .*got torch.bfloat16"),
+        ({"sinks": "list"}, "sinks must be a torch.Tensor, got list"),
+        ({"sinks": "device"}, "sinks is on meta but q is on"),
+    ],
+    ids=[
+        "window-0",
+        "window-negative",
+        "window-float",
+        "window-bool",
+        "window-not-causal",
+        "sinks-shape",
+        "sinks-dtype",
+        "sinks-list",
+        "sinks-device",
+    ],
+)
+def test_invalid_options(options, words, device):
+    sinks = {
+        "shape": torch.zeros(2, device=device),
+        "dtype": torch.zeros(4, dtype=torch.bfloat16, device=device),
+        "list": [0.0] * 4,
+        "device": torch.zeros(4, device="meta"),
+    }
+    if "sinks" in options:
+        options = {**options, "sinks": sinks[options["sinks"]]}
+    with pytest.raises(ValueError, match=words) as info:
+        flash_attention(*_bad(device), **options)
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.skipif(not kernels.interpreted(), reason="only the interpreter rejects bfloat16")
 def test_interpreter_rejects_bfloat16(device):
     q, k, v = _inputs((1, 2, 2, 8, 8, 64), torch.bfloat16, device)
@@ -325,3 +494,20 @@ def test_gpu_tma_matches_portable(head_dim, device):
     tma, _ = attention._launch(q, k, v, True, head_dim**-0.5, False, use_tma=True)
     portable, _ = attention._launch(q, k, v, True, head_dim**-0.5, False, use_tma=False)
     assert rel_err(tma, portable.double()) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(
+    ("shape", "window"),
+    [
+        ((2, 32, 8, 2048, 2048, 128), 128),  # gpt-oss's 128-token sliding layers
+        ((1, 8, 1, 777, 1500, 80), 500),
+        ((1, 16, 4, 1024, 1024, 64), None),
+    ],
+    ids=str,
+)
+def test_gpu_window_and_sinks(shape, window, dtype, device):
+    q, k, v = _inputs(shape, dtype, device)
+    _check(q, k, v, True, window=window, sinks=_sinks(shape[1], device))
+    assert attention.tma_failure() is None

@@ -202,6 +202,168 @@ def test_launches_on_the_device_of_its_inputs(device, monkeypatch):
     assert len(seen) == 1 and seen[0] is q
 
 
+# Windows around the interpreter's tile (BLOCK_N 32): one token, shorter than a tile, a tile and
+# longer than every sequence; the 17-token sequence is shorter than the tile-long window.
+@pytest.mark.parametrize(
+    ("window", "num_splits"), [(1, 1), (5, 3), (32, 1), (1000, 3)], ids=lambda n: str(n)
+)
+def test_window(window, num_splits, device):
+    q, k, v, lens = _inputs([17, 130], 4, 1, 64, torch.float32, device)
+    out = decode_attention(q, k, v, lens, num_splits=num_splits, window=window)
+    err = rel_err(out, decode_ref(q, k, v, lens, window=window))
+    assert err < attention_tol(torch.float32), f"relative error {err:.2e}"
+
+
+def test_window_matches_its_definition(device):
+    """The query, the cache's last token, sees the last `window` tokens, itself included
+    (FlashAttention's window_size=(window - 1, 0)): with equal scores and value e_t for token t,
+    the output is their plain mean."""
+    lens = torch.tensor([9, 2], dtype=torch.int32, device=device)
+    q = torch.zeros(2, 1, 16, device=device)
+    k = torch.zeros(2, 9, 1, 16, device=device)
+    v = torch.eye(9, 16, device=device)[None, :, None].expand(2, 9, 1, 16).contiguous()
+    out = decode_attention(q, k, v, lens, window=3)
+    expected = torch.zeros(2, 1, 16, device=device)
+    expected[0, 0, 6:9] = 1 / 3  # tokens 6, 7, 8 of 9
+    expected[1, 0, 0:2] = 1 / 2  # a sequence shorter than the window: all of it
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_window_paged(device):
+    """A window that starts mid-page, split in 4, on a padded head dim."""
+    q, k, v, lens = _inputs([150, 1, 33], 4, 2, 80, torch.float16, device)
+    k_pool, v_pool, table = _paged(k, v, lens)
+    out = decode_attention(q, k_pool, v_pool, lens, block_table=table, num_splits=4, window=40)
+    err = rel_err(out, decode_ref(q, k, v, lens, window=40))
+    assert err < attention_tol(torch.float16), f"relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
+def test_window_skips_the_tokens_before_it(paged, device):
+    """The splits divide the window alone: NaN keys and values before it are never read and leave
+    the output finite and right (a kernel that read them and masked the scores would get NaN
+    from 0·NaN in p·v)."""
+    q, k, v, lens = _inputs([150, 30], 4, 1, 64, torch.float16, device)
+    window = 40
+    ref = decode_ref(q, k, v, lens, window=window)
+    k_bad, v_bad = k.clone(), v.clone()
+    for b, n in enumerate(lens.tolist()):
+        k_bad[b, : max(0, n - window)] = float("nan")
+        v_bad[b, : max(0, n - window)] = float("nan")
+    table = None
+    if paged:
+        k_bad, v_bad, table = _paged(k_bad, v_bad, lens)
+    out = decode_attention(q, k_bad, v_bad, lens, block_table=table, num_splits=3, window=window)
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref) < attention_tol(torch.float16)
+
+
+def test_window_sets_the_split_count(device, monkeypatch):
+    """Splits are chosen for the window's length, not the sequence's."""
+    seen = []
+    monkeypatch.setattr(decode, "choose_num_splits", lambda *args: seen.append(args) or 1)
+    q, k, v, lens = _inputs([70, 3], 2, 1, 16, torch.float16, device)
+    decode_attention(q, k, v, lens, window=40)
+    decode_attention(q, k, v, lens, window=1000)
+    assert [args[2] for args in seen] == [40, 70]
+
+
+def _sinks(heads: int, device: torch.device) -> torch.Tensor:
+    """Sink logits from -inf (no sink) up to 4, so that some heads give the sink much weight."""
+    sinks = torch.linspace(-2.0, 4.0, heads)
+    sinks[0] = float("-inf")
+    return sinks.to(device)
+
+
+@pytest.mark.parametrize(
+    ("window", "num_splits"), [(None, 4), (40, 1), (40, 3)], ids=["splits", "window", "both"]
+)
+def test_sinks(window, num_splits, device):
+    """Sinks with one split (folded in the split kernel) and several (folded once, in the
+    merge); a zero-length sequence still outputs zeros."""
+    q, k, v, lens = _inputs([150, 0, 33], 4, 2, 64, torch.float32, device)
+    k_pool, v_pool, table = _paged(k, v, lens)
+    sinks = _sinks(4, device)
+    out = decode_attention(
+        q,
+        k_pool,
+        v_pool,
+        lens,
+        block_table=table,
+        num_splits=num_splits,
+        window=window,
+        sinks=sinks,
+    )
+    err = rel_err(out, decode_ref(q, k, v, lens, window=window, sinks=sinks))
+    assert err < attention_tol(torch.float32), f"relative error {err:.2e}"
+    # The sinks weigh: without them the answer is far off, so the check above can fail.
+    assert rel_err(out, decode_ref(q, k, v, lens, window=window)) > 0.1
+    assert torch.all(out[1] == 0)
+
+
+@pytest.mark.parametrize(
+    ("k_scale", "v_scale", "num_splits"),
+    [([0.3], [3.0, 0.5], 1), ([2.5, 0.2], 0.7, 3)],
+    ids=["tensor-head", "head-0dim-split"],
+)
+def test_scales_on_a_16_bit_cache(k_scale, v_scale, num_splits, device):
+    """The folded scales (keys into the score scale, values into the output) against the
+    reference, which multiplies the cache itself: per tensor, 0-dim and per kv head."""
+    q, k, v, lens = _inputs([17, 100], 4, 2, 64, torch.float16, device)
+    k_scale, v_scale = torch.tensor(k_scale, device=device), torch.tensor(v_scale, device=device)
+    out = decode_attention(q, k, v, lens, num_splits=num_splits, k_scale=k_scale, v_scale=v_scale)
+    ref = decode_ref(q, k, v, lens, k_scale=k_scale, v_scale=v_scale)
+    assert rel_err(out, ref) < attention_tol(torch.float16)
+    # The scales weigh, so the check above can fail.
+    assert rel_err(out, decode_ref(q, k, v, lens)) > 0.1
+
+
+def _fp8_cache(
+    k: torch.Tensor, v: torch.Tensor, per_head: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float8_e4m3fn caches and their scales, amax / 448 per kv head or for the whole tensor."""
+
+    def quantise(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        amax = t.float().abs().amax(dim=(0, 1, 3)) if per_head else t.float().abs().amax()[None]
+        scale = amax / torch.finfo(decode.FP8_CACHE_DTYPE).max
+        return (t.float() / scale[:, None]).to(decode.FP8_CACHE_DTYPE), scale
+
+    (k8, k_scale), (v8, v_scale) = quantise(k), quantise(v)
+    return k8, v8, k_scale, v_scale
+
+
+@pytest.mark.parametrize(
+    ("head_dim", "per_head", "paged", "num_splits", "window"),
+    [
+        (64, False, False, 1, None),
+        (80, True, True, 3, None),
+        (128, True, False, 2, 40),
+        (80, False, True, 1, 40),
+    ],
+    ids=["d64-tensor", "d80-head-paged-split", "d128-head-window", "d80-tensor-paged-window"],
+)
+def test_fp8_cache(head_dim, per_head, paged, num_splits, window, device):
+    """float8 caches with a float16 query; the reference dequantises the same float8 values, so
+    only the kernel's own rounding counts. The last case adds sinks."""
+    q, k, v, lens = _inputs([150, 1, 33], 4, 2, head_dim, torch.float16, device)
+    k8, v8, k_scale, v_scale = _fp8_cache(k, v, per_head)
+    sinks = _sinks(4, device) if window and paged else None
+    table = None
+    if paged:
+        # Paging and quantising commute; float8 indexing is not on every device.
+        k_pool, v_pool, table = _paged(k8.half(), v8.half(), lens)
+        k8, v8 = k_pool.to(decode.FP8_CACHE_DTYPE), v_pool.to(decode.FP8_CACHE_DTYPE)
+    options = {"window": window, "sinks": sinks, "k_scale": k_scale, "v_scale": v_scale}
+    out = decode_attention(q, k8, v8, lens, block_table=table, num_splits=num_splits, **options)
+    assert out.dtype == torch.float16
+    ref = decode_ref(q, k8, v8, lens, block_table=table, **options)
+    err = rel_err(out, ref)
+    assert err < attention_tol(torch.float16), f"relative error {err:.2e}"
+    # Quantisation noise against the unquantised cache: a few percent, not more.
+    unquantised = decode_ref(q, k, v, lens, window=window, sinks=sinks)
+    assert rel_err(out, unquantised) < 0.1
+
+
 def test_choose_num_splits():
     # Enough (sequence, kv head) programs to fill the SMs: no split.
     assert choose_num_splits(64, 8, 32768, 132) == 1
@@ -248,6 +410,18 @@ def test_make_and_gather_paged_cache(device):
         ("negative_len", "seq_lens must be >= 0"),
         ("splits", r"num_splits must be an int in \[1, 128\], got 0"),
         ("too_many_splits", r"num_splits must be an int in \[1, 128\], got 4096: the merge"),
+        ("window_zero", r"window must be None or an int >= 1 .*, got 0$"),
+        ("window_negative", r"window must be None or an int >= 1 .*, got -2$"),
+        ("window_float", r"window must be None or an int >= 1 .*, got 8\.0$"),
+        ("sinks_shape", r"sinks must be a float32 tensor of shape \(4,\) .*shape \(2,\)"),
+        ("sinks_dtype", r"sinks must be a float32 tensor .*got torch.float16"),
+        ("sinks_device", "sinks is on meta but q is on"),
+        ("k_scale_shape", r"k_scale must be a float32 tensor of shape \(\), \(1,\) .*\(3,\)$"),
+        ("v_scale_shape", r"v_scale must be a float32 tensor .*shape \(1, 2\)$"),
+        ("v_scale_dtype", r"v_scale must be a float32 tensor .*got torch.float64"),
+        ("scale_type", "k_scale must be a torch.Tensor, got float"),
+        ("fp8_fp32_q", "a float8_e4m3fn cache needs a float16 or bfloat16 q, got torch.float32"),
+        ("fp8_one_cache", r"share one dtype \(or both caches be float8_e4m3fn\)"),
     ],
 )
 def test_invalid_inputs(case, words, device):
@@ -288,6 +462,26 @@ def test_invalid_inputs(case, words, device):
         },
         "splits": {"args": (q, k, v, lens), "num_splits": 0},
         "too_many_splits": {"args": (q, k, v, lens), "num_splits": 4096},
+        "window_zero": {"args": (q, k, v, lens), "window": 0},
+        "window_negative": {"args": (q, k, v, lens), "window": -2},
+        "window_float": {"args": (q, k, v, lens), "window": 8.0},
+        "sinks_shape": {"args": (q, k, v, lens), "sinks": torch.zeros(2, device=device)},
+        "sinks_dtype": {
+            "args": (q, k, v, lens),
+            "sinks": torch.zeros(4, dtype=torch.float16, device=device),
+        },
+        "sinks_device": {"args": (q, k, v, lens), "sinks": torch.zeros(4, device="meta")},
+        "k_scale_shape": {"args": (q, k, v, lens), "k_scale": torch.ones(3, device=device)},
+        "v_scale_shape": {"args": (q, k, v, lens), "v_scale": torch.ones(1, 2, device=device)},
+        "v_scale_dtype": {
+            "args": (q, k, v, lens),
+            "v_scale": torch.ones(2, dtype=torch.float64, device=device),
+        },
+        "scale_type": {"args": (q, k, v, lens), "k_scale": 0.5},
+        "fp8_fp32_q": {
+            "args": (q.float(), k.to(decode.FP8_CACHE_DTYPE), v.to(decode.FP8_CACHE_DTYPE), lens)
+        },
+        "fp8_one_cache": {"args": (q, k.to(decode.FP8_CACHE_DTYPE), v, lens)},
     }[case]
     kwargs = {key: value for key, value in call.items() if key != "args"}
     with pytest.raises(ValueError, match=words) as info:
@@ -326,3 +520,36 @@ def test_gpu_large(batch, heads, kv_heads, head_dim, dtype, device):
         q[:, :, None], k_dense, v_dense, attn_mask=pad[:, None, None, :], enable_gqa=True
     )[:, :, 0]
     assert rel_err(paged, ref) <= 2 * rel_err(sdpa, ref) + 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(
+    ("batch", "heads", "kv_heads", "head_dim", "per_head", "window"),
+    [
+        (8, 64, 8, 64, True, 128),  # gpt-oss-120b's attention: 64 heads of 64, 8 kv heads
+        (1, 32, 8, 128, False, None),
+        (4, 16, 2, 80, True, 1000),
+    ],
+    ids=str,
+)
+def test_gpu_fp8_window_sinks(batch, heads, kv_heads, head_dim, per_head, window, dtype, device):
+    """The serving combination on a GPU: float8 paged cache, scales, window and sinks, with the
+    default split count; bfloat16 queries only here."""
+    gen = torch.Generator().manual_seed(batch + heads)
+    lens = torch.randint(1, 4097, (batch,), generator=gen).tolist()
+    q, k, v, seq_lens = _inputs(lens, heads, kv_heads, head_dim, dtype, device, max_len=4096)
+    k8, v8, k_scale, v_scale = _fp8_cache(k, v, per_head)
+    k_pool, v_pool, table = _paged(k8.to(dtype), v8.to(dtype), seq_lens)
+    k_pool, v_pool = k_pool.to(decode.FP8_CACHE_DTYPE), v_pool.to(decode.FP8_CACHE_DTYPE)
+    options = {
+        "window": window,
+        "sinks": _sinks(heads, device),
+        "k_scale": k_scale,
+        "v_scale": v_scale,
+    }
+    out = decode_attention(q, k_pool, v_pool, seq_lens, block_table=table, **options)
+    contiguous = decode_attention(q, k8, v8, seq_lens, **options)
+    ref = decode_ref(q, k8, v8, seq_lens, **options)
+    assert rel_err(out, ref) < attention_tol(dtype)
+    assert rel_err(contiguous, ref) < attention_tol(dtype)

@@ -1,0 +1,109 @@
+"""SiLU·mul in Triton: the activation of a gated MLP (Llama's SwiGLU), fused.
+
+``silu_mul(gate_up)`` takes the output of the fused gate/up projection, (tokens, 2·I) with the
+gate in the first I columns and up in the last I, and returns the new (tokens, I) tensor
+``silu(gate) · up``, silu(g) = g / (1 + e^−g). This is vLLM's ``silu_and_mul``: one pass reads
+each input element once and writes each output element once, where the PyTorch form launches
+two kernels and writes and rereads the (tokens, I) silu(gate) in between.
+
+One program covers BLOCK columns (1,024, fewer for narrow rows) of one row: the gate columns and
+the up columns BLOCK apart by I. The sigmoid and the product are in fp32 and the output is
+rounded once to the input dtype (vLLM rounds silu(gate) to the input dtype first). I need not be
+a power of two: the last block is masked. No ``tl.dot``, so the interpreter runs bfloat16 too.
+float16, bfloat16 and float32; any strides; zero rows allowed. Rows go on grid axis 0 (up to
+2^31 − 1 of them), column blocks on axis 1; element offsets are int64.
+
+``silu_mul_torch`` is the plain-PyTorch baseline: ``F.silu(x[:, :I]) * x[:, I:]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import interpreted, on_device
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Columns per program: 4 warps, 8 elements of each half a thread.
+_BLOCK = 1024
+
+
+@triton.jit
+def _silu_mul_kernel(
+    x_ptr,
+    out_ptr,
+    stride_xm,
+    stride_xn,
+    inter,
+    BLOCK: tl.constexpr,
+):
+    """One program: columns [program_id(1)·BLOCK, +BLOCK) of row program_id(0).
+
+    Args:
+        x_ptr: gate_up, (rows, 2·inter): gate in columns [0, inter), up in [inter, 2·inter);
+            any strides.
+        out_ptr: silu(gate)·up, contiguous (rows, inter), in the input dtype.
+        stride_xm: Elements between rows of gate_up.
+        stride_xn: Elements between columns of gate_up.
+        inter: I, the intermediate size (columns of the output).
+        BLOCK: Columns per program, a power of two.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = cols < inter
+    gate_ptrs = x_ptr + row * stride_xm + cols * stride_xn
+    gate = tl.load(gate_ptrs, mask=inside, other=0.0).to(tl.float32)
+    up = tl.load(gate_ptrs + inter * stride_xn, mask=inside, other=0.0).to(tl.float32)
+    out = gate / (1.0 + tl.exp(-gate)) * up
+    tl.store(out_ptr + row * inter + cols, out.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+def _fail(message: str) -> None:
+    raise ValueError(f"silu_mul: {message}")
+
+
+def _validate(gate_up: torch.Tensor) -> None:
+    """Raise ValueError with one line naming the first problem with the input."""
+    if not isinstance(gate_up, torch.Tensor):
+        _fail(f"gate_up must be a torch.Tensor, got {type(gate_up).__name__}")
+    if gate_up.dim() != 2:
+        _fail(f"gate_up must be (tokens, 2 * intermediate), got {tuple(gate_up.shape)}")
+    width = gate_up.shape[1]
+    if width == 0 or width % 2:
+        _fail(f"gate_up's width must be even and >= 2 (gate then up), got {width}")
+    if gate_up.dtype not in SUPPORTED_DTYPES:
+        _fail(f"dtype {gate_up.dtype} unsupported; allowed: float16, bfloat16, float32")
+    if gate_up.device.type != "cuda" and not interpreted():
+        _fail(f"gate_up must be on a CUDA device, got {gate_up.device}")
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """silu(gate)·up for gate_up = [gate | up] (the fused gate/up projection's output).
+
+    Args:
+        gate_up: (tokens, 2·I) float16/bfloat16/float32, any strides; tokens may be 0. The gate
+            is columns [0, I), up columns [I, 2·I); I is any size from 1.
+
+    Returns:
+        A new contiguous (tokens, I) tensor in gate_up's dtype.
+    """
+    _validate(gate_up)
+    tokens, inter = gate_up.shape[0], gate_up.shape[1] // 2
+    out = torch.empty((tokens, inter), dtype=gate_up.dtype, device=gate_up.device)
+    if tokens == 0:
+        return out
+    block = min(_BLOCK, triton.next_power_of_2(inter))
+    warps = min(max(block // 256, 1), 4)
+    with on_device(gate_up):
+        _silu_mul_kernel[(tokens, triton.cdiv(inter, block))](
+            gate_up, out, *gate_up.stride(), inter, BLOCK=block, num_warps=warps
+        )
+    return out
+
+
+def silu_mul_torch(gate_up: torch.Tensor) -> torch.Tensor:
+    """Baseline: ``F.silu(gate) * up`` in plain PyTorch, two kernels with the silu output
+    written and read back in between, rounded to the input dtype after each."""
+    inter = gate_up.shape[-1] // 2
+    return torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:]

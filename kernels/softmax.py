@@ -1,0 +1,34 @@
+"""The online-softmax step the attention kernels share."""
+
+import math
+
+import triton
+import triton.language as tl
+
+# Sink logits are natural-log scores (gpt-oss); the kernels' scores are base 2.
+SINK_LOG2E: tl.constexpr = tl.constexpr(math.log2(math.e))
+
+
+@triton.jit
+def fold_sink(acc, m_i, l_i, sink):
+    """
+    Fold an attention sink into a running softmax: one more key, of base-2 score `sink`, with
+    no value, so it rescales acc and l like any key and adds its exp2 to l (gpt-oss's sinks).
+
+    A -inf sink adds nothing; shifting by 0 then keeps a row that saw no key either at
+    m = -inf, l = 0 instead of nan.
+
+    Args:
+        acc: Unnormalised output accumulator, (rows, head_dim) float32.
+        m_i: Running row maximum of the base-2 scores, (rows,) float32.
+        l_i: Running row sum of exp2(score - m_i), (rows,) float32.
+        sink: The sink's base-2 score per row, (rows,) or a scalar, float32.
+
+    Returns:
+        acc, m_i and l_i with the sink folded in.
+    """
+    m_new = tl.maximum(m_i, sink)
+    shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - shift)
+    l_i = l_i * alpha + tl.math.exp2(sink - shift)
+    return acc * alpha[:, None], m_new, l_i
