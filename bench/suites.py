@@ -76,7 +76,8 @@ def build(
         wanted = dtypes or DEFAULT_DTYPES[suite]
         for shape in shapes:
             op.check_shape(shape)
-            cases += [CaseSpec(op.name, shape, dt) for dt in wanted if dt in op.dtypes]
+            complete = op.complete(shape)
+            cases += [CaseSpec(op.name, complete, dt) for dt in wanted if dt in op.dtypes]
     if not cases:
         names = [op.name for op in selected]
         raise BenchError(f"suite '{suite}' has no cases for ops {names} and dtypes {dtypes}")
@@ -88,9 +89,9 @@ def _owned_shapes(given: list[Shape], ops: list[Op]) -> dict[str, list[Shape]]:
     error that lists every op's keys."""
     owned: dict[str, list[Shape]] = {}
     for shape in given:
-        owner = next((op for op in ops if set(op.key_names) == set(shape)), None)
+        owner = next((op for op in ops if op.takes(set(shape))), None)
         if owner is None:
-            keys = "; ".join(f"{op.name} {','.join(op.key_names)}" for op in ops)
+            keys = "; ".join(f"{op.name} {','.join(op.required)}" for op in ops)
             raise BenchError(
                 f"shape keys {','.join(shape)} match no selected op; the keys are: {keys}"
             )

@@ -100,6 +100,8 @@ def test_prefill_step_shapes() -> None:
         "Skv": 100,
         "D": 128,
         "causal": True,
+        "window": 0,
+        "sinks": False,
     }
     assert by_role["attention"].dtype == "bf16"
     # Logits only for each prompt's last token, vocabulary split over TP, in bf16.

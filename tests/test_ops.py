@@ -8,6 +8,7 @@ import kernels
 from bench import BenchError
 from bench import device as dev
 from bench.ops import OPS, get_op
+from bench.ops.attention import attn
 from bench.ops.base import PARTS, Op
 from bench.runner import RunConfig, run_one
 from bench.suites import CaseSpec
@@ -21,8 +22,8 @@ def test_matmul_formulas() -> None:
     assert op.bytes(shape, "fp8") == 10 + 15 + 6 * 2  # fp8 in, bf16 out
 
 
-def _attn(sq: int, skv: int, causal: bool) -> dict:
-    return {"B": 2, "H": 4, "Hkv": 2, "Sq": sq, "Skv": skv, "D": 8, "causal": causal}
+def _attn(sq: int, skv: int, causal: bool, window: int = 0) -> dict:
+    return attn(2, 4, 2, sq, skv, 8, causal, window)
 
 
 @pytest.mark.parametrize(
@@ -36,6 +37,15 @@ def _attn(sq: int, skv: int, causal: bool) -> dict:
 )
 def test_attention_flops_count_only_visible_pairs(sq, skv, causal, pairs) -> None:
     assert get_op("attention").flops(_attn(sq, skv, causal)) == 4 * 2 * 4 * pairs * 8
+
+
+def test_a_window_counts_and_reads_only_its_keys() -> None:
+    op = get_op("attention")
+    # 6 queries over 6 keys, window 2: the first row sees 1 key, the others 2 each.
+    assert op.flops(_attn(6, 6, True, window=2)) == 4 * 2 * 4 * (1 + 5 * 2) * 8
+    # A chunk of 2 queries after 8 keys of prefix, window 3: keys 6..9 are read, 0..5 are not.
+    assert op.bytes(_attn(2, 10, True, window=3), "fp16") == 2 * (2 * 2 * 8 * (4 * 2 + 2 * 4))
+    assert op.flops(_attn(4, 4, True, window=100)) == op.flops(_attn(4, 4, True))
 
 
 def test_rmsnorm_formulas() -> None:
@@ -102,7 +112,7 @@ def test_the_registry_holds_every_op_module() -> None:
     ("op_name", "shape", "words"),
     [
         ("matmul", {"M": 0, "N": 4, "K": 4}, "M must be an integer >= 1"),
-        ("matmul", {"M": 4, "N": 4}, "needs exactly the keys M,N,K"),
+        ("matmul", {"M": 4, "N": 4}, "needs the keys M,N,K"),
         ("decode", {"B": 1, "H": 8, "Hkv": 2, "D": 288, "L": 9, "page": 16}, "D must be at most"),
         ("decode", {"B": 1, "H": 8, "Hkv": 2, "D": 64, "L": 9, "page": -1}, "page must be"),
         ("rmsnorm", {"tokens": 1, "hidden": 0}, "hidden must be an integer >= 1"),

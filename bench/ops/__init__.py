@@ -45,13 +45,17 @@ def description(op: str) -> str:
 
 
 def shape_help() -> str:
-    """Every op's shape keys, for the CLI: 'matmul M,N,K; …'."""
-    return "; ".join(f"{op.name} {','.join(op.key_names)}" for op in OPS.values())
+    """Every op's shape keys, for the CLI: 'matmul M,N,K; …' (keys with a default in [])."""
+    return "; ".join(
+        f"{op.name} " + ",".join(k.name if k.default is None else f"[{k.name}]" for k in op.keys)
+        for op in OPS.values()
+    )
 
 
 def load_results(path: str | Path) -> ResultDoc:
     """A result file, loaded and validated (bench.results.load), whose cases of known ops each
-    have a shape their op takes; cases of ops this version does not know are kept as they are."""
+    have a shape their op takes, completed with the defaults of keys added since the file was
+    written; cases of ops this version does not know are kept as they are."""
     doc = results.load(path)
     for i, case in enumerate(doc.cases):
         if case.op in OPS:
@@ -59,4 +63,5 @@ def load_results(path: str | Path) -> ResultDoc:
                 OPS[case.op].check_shape(case.shape)
             except BenchError as e:
                 raise BenchError(f"{path}: field 'cases[{i}].shape' is wrong: {e}") from None
+            case.shape = OPS[case.op].complete(case.shape)
     return doc

@@ -1,7 +1,8 @@
-"""attention: prefill flash attention, Triton against each SDPA backend pinned and eager PyTorch.
+"""attention: prefill flash attention, Triton against each SDPA backend pinned and eager PyTorch,
+with an optional sliding window (Mistral, gpt-oss) and attention sinks (gpt-oss).
 
-FLOPs 4·B·H·D per (query, key) pair computed (under a causal mask only the visible pairs);
-minimum bytes: q, k and v read once, o written once.
+FLOPs 4·B·H·D per (query, key) pair computed (under a causal mask or a window only the visible
+pairs); minimum bytes: q read once, o written once, and of k and v the rows some query sees.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bench.ops.base import (
     triton_impl,
 )
 from bench.ops.sdpa import pinned, sdpa, sdpa_impls
-from bench.schema import DTYPE_BYTES, Shape
+from bench.schema import DTYPE_BYTES, DeviceInfo, Shape
 
 if TYPE_CHECKING:
     import torch
@@ -36,8 +37,47 @@ PREFILL_TOKENS = 16384
 PREFILL_SEQS = (512, 1024, 2048, 4096, 8192, 16384)
 
 
-def attn(b: int, h: int, hkv: int, sq: int, skv: int, d: int, causal: bool) -> Shape:
-    return {"B": b, "H": h, "Hkv": hkv, "Sq": sq, "Skv": skv, "D": d, "causal": causal}
+def attn(
+    b: int,
+    h: int,
+    hkv: int,
+    sq: int,
+    skv: int,
+    d: int,
+    causal: bool,
+    window: int = 0,
+    sinks: bool = False,
+) -> Shape:
+    return {
+        "B": b,
+        "H": h,
+        "Hkv": hkv,
+        "Sq": sq,
+        "Skv": skv,
+        "D": d,
+        "causal": causal,
+        "window": window,
+        "sinks": sinks,
+    }
+
+
+WINDOW = Key(
+    "window", "sliding window: the keys a query sees, itself included (0: all)", 0, False, 0
+)
+SINKS = Key(
+    "sinks", "a learned sink logit per head in the softmax (gpt-oss)", switch=True, default=False
+)
+
+
+def sinks_input(h: int, device: torch.device, gen: torch.Generator) -> torch.Tensor:
+    """One sink logit per query head, float32, as gpt-oss learns them."""
+    import torch
+
+    return torch.randn((h,), generator=gen, device=device, dtype=torch.float32)
+
+
+def no_sdpa_sinks(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
+    return "scaled_dot_product_attention has no attention sinks" if shape["sinks"] else None
 
 
 def heads_rule(shape: Shape) -> str | None:
@@ -60,6 +100,8 @@ class Attention(Op):
         Key("Skv", "key tokens"),
         Key("D", "head dim"),
         Key("causal", "bottom-right causal mask", switch=True),
+        WINDOW,
+        SINKS,
     )
     dtypes = ("fp32", "fp16", "bf16")
     baseline = "sdpa-flash"
@@ -71,25 +113,32 @@ class Attention(Op):
         attn(1, 4, 2, 128, 128, 64, causal=True),
         attn(1, 4, 2, 128, 128, 64, causal=False),
         attn(1, 4, 1, 48, 144, 64, causal=True),  # chunked prefill: a chunk after a prefix
+        attn(1, 4, 2, 100, 100, 64, causal=True, window=32, sinks=True),  # gpt-oss's layers
     )
-    standard = tuple(
-        attn(PREFILL_TOKENS // s, 2048 // d, 2048 // d, s, s, d, causal)
-        for d in (64, 128)
-        for causal in (False, True)
-        for s in PREFILL_SEQS
+    standard = (
+        *(
+            attn(PREFILL_TOKENS // s, 2048 // d, 2048 // d, s, s, d, causal)
+            for d in (64, 128)
+            for causal in (False, True)
+            for s in PREFILL_SEQS
+        ),
+        # gpt-oss-120b's sliding-window layers: 64 heads over 8 KV heads of 64, window 128.
+        *(attn(PREFILL_TOKENS // s, 64, 8, s, s, 64, True, 128, True) for s in PREFILL_SEQS),
     )
 
     def rule(self, shape: Shape) -> str | None:
         if shape["causal"] and shape["Sq"] > shape["Skv"]:
             # Bottom-right alignment would leave the first Sq - Skv queries no key at all.
             return "causal attention needs Sq <= Skv (a chunk of queries after its prefix)"
+        if shape["window"] and not shape["causal"]:
+            return "a sliding window needs causal=true"
         return heads_rule(shape)
 
     def flops(self, shape: Shape) -> float:
         return 4.0 * shape["B"] * shape["H"] * _visible_pairs(shape) * shape["D"]
 
     def bytes(self, shape: Shape, dtype: str) -> float:
-        return _elements(shape) * DTYPE_BYTES[dtype]
+        return _elements(shape) * DTYPE_BYTES[dtype] + 4 * shape["H"] * shape["sinks"]
 
     def footprint(self, shape: Shape, dtype: str) -> float:
         # Inputs and a few outputs, and the float64 reference's upcast copies.
@@ -98,7 +147,7 @@ class Attention(Op):
     def label(self, shape: Shape) -> str:
         mask = "causal" if shape["causal"] else "non-causal"
         b, h, hkv, sq, skv, d = (shape[k] for k in ("B", "H", "Hkv", "Sq", "Skv", "D"))
-        return f"{b}×{h}/{hkv}×{sq}×{skv}×{d} {mask}"
+        return f"{b}×{h}/{hkv}×{sq}×{skv}×{d} {mask}{extras(shape)}"
 
     def make_inputs(
         self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator
@@ -109,6 +158,8 @@ class Attention(Op):
             "k": randn((b, hkv, skv, d), dtype, device, gen),
             "v": randn((b, hkv, skv, d), dtype, device, gen),
             "causal": bool(shape["causal"]),
+            "window": shape["window"] or None,
+            "sinks": sinks_input(h, device, gen) if shape["sinks"] else None,
         }
 
     def reference(self, inputs: Inputs) -> torch.Tensor:
@@ -117,16 +168,16 @@ class Attention(Op):
         from kernels.reference import attention_ref
 
         q, k, v, causal = inputs["q"], inputs["k"], inputs["v"], inputs["causal"]
+        options = {"causal": causal, "window": inputs["window"], "sinks": inputs["sinks"]}
         sq, skv = q.shape[2], k.shape[2]
         if sq <= 2 * CHECK_ROWS:
-            return attention_ref(q, k, v, causal=causal)
+            return attention_ref(q, k, v, **options)
         scale = q.shape[-1] ** -0.5
         # The first rows see keys up to CHECK_ROWS + skv - sq when causal: keep exactly those.
         seen = max(CHECK_ROWS + skv - sq, 0) if causal else skv
-        head = attention_ref(
-            q[:, :, :CHECK_ROWS], k[:, :, :seen], v[:, :, :seen], causal=causal, sm_scale=scale
-        )
-        tail = attention_ref(q[:, :, -CHECK_ROWS:], k, v, causal=causal, sm_scale=scale)
+        first, last = q[:, :, :CHECK_ROWS], q[:, :, -CHECK_ROWS:]
+        head = attention_ref(first, k[:, :, :seen], v[:, :, :seen], sm_scale=scale, **options)
+        tail = attention_ref(last, k, v, sm_scale=scale, **options)
         return torch.cat([head, tail], dim=2)
 
     def check_view(self, out: torch.Tensor, inputs: Inputs) -> torch.Tensor:
@@ -139,24 +190,36 @@ class Attention(Op):
     def implementations(self) -> tuple[Impl, ...]:
         return (
             triton_impl(_triton, self.flops),
-            *sdpa_impls(_sdpa, scores=_scores),
+            *sdpa_impls(_sdpa, scores=_scores, unsupported=no_sdpa_sinks),
             Impl("eager", _eager, workspace=_scores),
         )
 
 
+def extras(shape: Shape) -> str:
+    """The label's words for a window and sinks."""
+    window = f" window {shape['window']}" if shape["window"] else ""
+    return window + (" sinks" if shape["sinks"] else "")
+
+
 def _visible_pairs(shape: Shape) -> int:
     """(query, key) pairs attention computes: all of them, or under a bottom-right causal mask
-    the row i sees min(Skv, max(0, i + Skv - Sq + 1)) keys."""
-    sq, skv = shape["Sq"], shape["Skv"]
+    row i sees the keys j <= i + Skv - Sq, and within a window W only the last W of them."""
+    sq, skv, window = shape["Sq"], shape["Skv"], shape["window"]
     if not shape["causal"]:
         return sq * skv
-    return sum(min(skv, max(0, i + skv - sq + 1)) for i in range(sq))
+    pairs = 0
+    for i in range(sq):
+        end = min(skv, i + skv - sq + 1)  # one past the last key row i sees
+        pairs += max(0, end - (max(0, end - window) if window else 0))
+    return pairs
 
 
 def _elements(shape: Shape) -> int:
-    """Elements of q, k, v and the output."""
-    b, d = shape["B"], shape["D"]
-    return 2 * b * d * (shape["H"] * shape["Sq"] + shape["Hkv"] * shape["Skv"])
+    """Elements of q and the output, and of the k and v rows some query sees (a window of W
+    leaves the Skv - Sq - W + 1 oldest keys unread)."""
+    b, d, sq, skv, window = shape["B"], shape["D"], shape["Sq"], shape["Skv"], shape["window"]
+    keys = min(skv, sq + window - 1) if window else skv
+    return 2 * b * d * (shape["H"] * sq + shape["Hkv"] * keys)
 
 
 def _scores(shape: Shape, dtype: str) -> float:
@@ -168,28 +231,38 @@ def _triton(inputs: Inputs) -> Callable[[], torch.Tensor]:
     from kernels.attention import flash_attention
 
     q, k, v, causal = inputs["q"], inputs["k"], inputs["v"], inputs["causal"]
-    return lambda: flash_attention(q, k, v, causal=causal)
+    window, sinks = inputs["window"], inputs["sinks"]
+    return lambda: flash_attention(q, k, v, causal=causal, window=window, sinks=sinks)
 
 
 def _sdpa(name: str) -> Callable[[Inputs], Callable[[], torch.Tensor]]:
     def prepare(inputs: Inputs) -> Callable[[], torch.Tensor]:
-        return pinned(name, sdpa(inputs["q"], inputs["k"], inputs["v"], inputs["causal"]))
+        q, k, v, causal = inputs["q"], inputs["k"], inputs["v"], inputs["causal"]
+        if inputs["window"]:  # a boolean mask: backends that take none (flash) refuse it
+            mask = _visible(q.shape[2], k.shape[2], inputs["window"], q.device)
+            return pinned(name, sdpa(q, k, v, causal=False, mask=mask))
+        return pinned(name, sdpa(q, k, v, causal))
 
     return prepare
 
 
-def _eager(inputs: Inputs) -> Callable[[], torch.Tensor]:
-    """softmax(q·kᵀ/√d)·v the plain way: every score materialised, softmax in fp32."""
+def _visible(sq: int, skv: int, window: int | None, device: torch.device) -> torch.Tensor:
+    """True where query i sees key j: bottom-right causal, and within the window if any."""
     import torch
 
-    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    rows = torch.arange(sq, device=device)[:, None] + (skv - sq)
+    cols = torch.arange(skv, device=device)[None, :]
+    return (cols <= rows) & (cols > rows - window) if window else cols <= rows
+
+
+def _eager(inputs: Inputs) -> Callable[[], torch.Tensor]:
+    """softmax(q·kᵀ/√d)·v the plain way: every score materialised, softmax in fp32."""
+
+    q, k, v, sinks = inputs["q"], inputs["k"], inputs["v"], inputs["sinks"]
     group = q.shape[1] // k.shape[1]
     mask = None
     if inputs["causal"]:
-        # True where query i may see key j under the bottom-right aligned causal mask.
-        sq, skv = q.shape[2], k.shape[2]
-        rows = torch.arange(sq, device=q.device)[:, None]
-        mask = torch.arange(skv, device=q.device)[None, :] <= rows + (skv - sq)
+        mask = _visible(q.shape[2], k.shape[2], inputs["window"], q.device)
 
     def fn() -> torch.Tensor:
         # Each KV head repeated for its query-head group, as an eager model does per call.
@@ -197,9 +270,20 @@ def _eager(inputs: Inputs) -> Callable[[], torch.Tensor]:
         scores = (q @ keys.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        return torch.softmax(scores, dim=-1).to(q.dtype) @ values
+        return softmax_with_sinks(scores, sinks).to(q.dtype) @ values
 
     return fn
+
+
+def softmax_with_sinks(scores: torch.Tensor, sinks: torch.Tensor | None) -> torch.Tensor:
+    """softmax over the last dim of (B, H, rows, keys) scores; with sinks, each head's logit as
+    one more column that takes probability and is then dropped (gpt-oss's eager attention)."""
+    import torch
+
+    if sinks is None:
+        return torch.softmax(scores, dim=-1)
+    column = sinks.float()[None, :, None, None].expand(*scores.shape[:-1], 1)
+    return torch.softmax(torch.cat([scores, column], dim=-1), dim=-1)[..., :-1]
 
 
 OP = Attention()

@@ -48,12 +48,15 @@ INTERPRETER_MAX_FLOPS = 2e8
 
 @dataclass(frozen=True)
 class Key:
-    """One shape key: a size, an integer from `least` up, or a switch (true or false)."""
+    """One shape key: a size, an integer from `least` up, or a switch (true or false). A key
+    with a default may be left out of a shape (keys added to an op later have one, so that
+    files written before still read)."""
 
     name: str
     help: str
     least: int = 1
     switch: bool = False
+    default: int | bool | None = None
 
     def problem(self, value: object) -> str | None:
         """What is wrong with a value for this key, or None."""
@@ -176,13 +179,29 @@ class Op:
     def key_names(self) -> tuple[str, ...]:
         return tuple(k.name for k in self.keys)
 
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The keys a shape must give: those without a default."""
+        return tuple(k.name for k in self.keys if k.default is None)
+
+    def takes(self, keys: set[str]) -> bool:
+        """Whether a shape with these keys is one of this op's (defaults may be left out)."""
+        return set(self.required) <= keys <= set(self.key_names)
+
+    def complete(self, shape: Shape) -> Shape:
+        """The shape with every key, in the op's order, defaults filled in."""
+        return {k.name: shape.get(k.name, k.default) for k in self.keys}
+
     def check_shape(self, shape: Shape) -> None:
         """Raise a BenchError naming what is wrong with a shape and what is allowed."""
-        if set(shape) != set(self.key_names):
+        if not self.takes(set(shape)):
+            optional = [k for k in self.key_names if k not in self.required]
+            also = f" (and optionally {','.join(optional)})" if optional else ""
             raise BenchError(
-                f"{self.name} shape {shape_text(shape)} needs exactly the keys "
-                f"{','.join(self.key_names)}"
+                f"{self.name} shape {shape_text(shape)} needs the keys "
+                f"{','.join(self.required)}{also}"
             )
+        shape = self.complete(shape)
         for key in self.keys:
             if problem := key.problem(shape[key.name]):
                 raise BenchError(f"{self.name} shape {shape_text(shape)}: {problem}")

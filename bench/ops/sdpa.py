@@ -23,14 +23,20 @@ BACKENDS = {
 
 
 def sdpa(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    mask: torch.Tensor | None = None,
 ) -> Callable[[], torch.Tensor]:
-    """SDPA with FlashAttention's bottom-right causal alignment; is_causal aligns top-left,
-    which differs when Sq != Skv."""
+    """SDPA with FlashAttention's bottom-right causal alignment (is_causal aligns top-left,
+    which differs when Sq != Skv), or with a boolean `mask` of the keys each query sees."""
     import torch.nn.functional as F
     from torch.nn.attention.bias import causal_lower_right
 
     gqa = q.shape[1] != k.shape[1]
+    if mask is not None:
+        return lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
     if causal and q.shape[2] != k.shape[2]:
         mask = causal_lower_right(q.shape[2], k.shape[2])
         return lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
@@ -56,25 +62,37 @@ def pinned(name: str, run: Callable[[], torch.Tensor]) -> Callable[[], torch.Ten
     return fn
 
 
-def _needs_cuda(name: str) -> Callable[[Shape, str, DeviceInfo], str | None]:
-    def unsupported(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
-        return None if device.kind == "cuda" else f"{name} needs a CUDA device"
+Refusal = Callable[[Shape, str, DeviceInfo], str | None]
 
-    return unsupported
+
+def _runs_everywhere(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
+    return None
 
 
 def sdpa_impls(
     prepare: Callable[[str], Callable[[Inputs], Callable[[], torch.Tensor]]],
     scores: Callable[[Shape, str], float] = no_workspace,
+    unsupported: Refusal = _runs_everywhere,
 ) -> tuple[Impl, ...]:
-    """One implementation per backend, each prepared by `prepare(name)`. math and flash
-    (PyTorch has a fused CPU kernel behind the flash backend) also run on the CPU; efficient
-    and cuDNN need CUDA. The math backend materialises the `scores`."""
-    return (
-        Impl("sdpa-flash", prepare("sdpa-flash")),
+    """One implementation per backend, each prepared by `prepare(name)`, refusing the cases
+    `unsupported` names. math and flash (PyTorch has a fused CPU kernel behind the flash
+    backend) also run on the CPU; efficient and cuDNN need CUDA. The math backend materialises
+    the `scores`."""
+
+    def refusal(name: str) -> Refusal:
+        def why(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
+            if name in ("sdpa-efficient", "sdpa-cudnn") and device.kind != "cuda":
+                return f"{name} needs a CUDA device"
+            return unsupported(shape, dtype, device)
+
+        return why
+
+    return tuple(
         Impl(
-            "sdpa-efficient", prepare("sdpa-efficient"), unsupported=_needs_cuda("sdpa-efficient")
-        ),
-        Impl("sdpa-cudnn", prepare("sdpa-cudnn"), unsupported=_needs_cuda("sdpa-cudnn")),
-        Impl("sdpa-math", prepare("sdpa-math"), workspace=scores),
+            name,
+            prepare(name),
+            workspace=scores if name == "sdpa-math" else no_workspace,
+            unsupported=refusal(name),
+        )
+        for name in BACKENDS
     )
