@@ -58,10 +58,18 @@ def test_attention_and_decode_bytes() -> None:
     assert get_op("attention").bytes(_attn(3, 5, False), "fp16") == 2 * (
         2 * 2 * 8 * (4 * 3 + 2 * 5)
     )
-    decode = {"B": 2, "H": 8, "Hkv": 2, "D": 4, "L": 33, "page": 16}
+    op = get_op("decode")
+    decode = op.complete({"B": 2, "H": 8, "Hkv": 2, "D": 4, "L": 33, "page": 16})
     cache = 2 * 2 * 2 * 33 * 4 * 2
-    assert get_op("decode").bytes(decode, "bf16") == cache + 2 * 2 * 8 * 4 * 2 + 4 * 2 * 3
-    assert get_op("decode").flops(decode) == 4 * 2 * 8 * 33 * 4
+    assert op.bytes(decode, "bf16") == cache + 2 * 2 * 8 * 4 * 2 + 4 * 2 * 3
+    assert op.flops(decode) == 4 * 2 * 8 * 33 * 4
+    # A window of 20 reads 20 tokens (2 pages' entries), an fp8 cache a byte each, sinks 4·H.
+    windowed = {**decode, "window": 20, "fp8kv": True, "sinks": True}
+    assert op.bytes(windowed, "bf16") == 2 * 2 * 2 * 20 * 4 + 2 * 2 * 8 * 4 * 2 + 4 * 2 * 2 + 32
+    assert op.flops(windowed) == 4 * 2 * 8 * 20 * 4
+    # The whole cache is still held: a window shrinks the traffic, not the footprint.
+    whole = {**windowed, "window": 0, "fp8kv": False}
+    assert op.footprint(windowed, "bf16") == op.footprint(whole, "bf16")
 
 
 KERNEL_OPS = sorted(name for name, op in OPS.items() if op.part != "communication")

@@ -45,11 +45,14 @@ def description(op: str) -> str:
 
 
 def shape_help() -> str:
-    """Every op's shape keys, for the CLI: 'matmul M,N,K; …' (keys with a default in [])."""
-    return "; ".join(
-        f"{op.name} " + ",".join(k.name if k.default is None else f"[{k.name}]" for k in op.keys)
-        for op in OPS.values()
-    )
+    """Every op's shape keys, for the CLI: 'matmul M,N,K; decode B,…,page (+window,sinks)'
+    (keys with a default in parentheses: a shape may leave them out)."""
+
+    def keys(op: Op) -> str:
+        optional = [k for k in op.key_names if k not in op.required]
+        return ",".join(op.required) + (f" (+{','.join(optional)})" if optional else "")
+
+    return "; ".join(f"{op.name} {keys(op)}" for op in OPS.values())
 
 
 def load_results(path: str | Path) -> ResultDoc:

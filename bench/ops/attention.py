@@ -260,6 +260,8 @@ def _eager(inputs: Inputs) -> Callable[[], torch.Tensor]:
 
     q, k, v, sinks = inputs["q"], inputs["k"], inputs["v"], inputs["sinks"]
     group = q.shape[1] // k.shape[1]
+    if sinks is not None:
+        sinks = sinks[None, :, None, None]  # (1, H, 1, 1) against (B, H, Sq, Skv) scores
     mask = None
     if inputs["causal"]:
         mask = _visible(q.shape[2], k.shape[2], inputs["window"], q.device)
@@ -276,13 +278,14 @@ def _eager(inputs: Inputs) -> Callable[[], torch.Tensor]:
 
 
 def softmax_with_sinks(scores: torch.Tensor, sinks: torch.Tensor | None) -> torch.Tensor:
-    """softmax over the last dim of (B, H, rows, keys) scores; with sinks, each head's logit as
-    one more column that takes probability and is then dropped (gpt-oss's eager attention)."""
+    """softmax over the last dim of scores; with sinks (shaped to broadcast against a column of
+    scores), each head's logit as one more column that takes probability and is then dropped
+    (gpt-oss's eager attention)."""
     import torch
 
     if sinks is None:
         return torch.softmax(scores, dim=-1)
-    column = sinks.float()[None, :, None, None].expand(*scores.shape[:-1], 1)
+    column = sinks.float().expand(*scores.shape[:-1], 1)
     return torch.softmax(torch.cat([scores, column], dim=-1), dim=-1)[..., :-1]
 
 

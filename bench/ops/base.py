@@ -240,7 +240,7 @@ def triton_impl(
     limit: float = INTERPRETER_MAX_FLOPS,
     unit: str = "FLOPs",
     dots: bool = True,
-    refuses: Callable[[Shape], str | None] = lambda shape: None,
+    refuses: Callable[[Shape, str, DeviceInfo], str | None] = _runs_anywhere,
 ) -> Impl:
     """An op's tokbench Triton kernel. Without a GPU it runs interpreted, for cases whose `size`
     (in `unit`) is within `limit`, and without bf16 if the kernel uses `tl.dot` (`dots`), which
@@ -248,7 +248,7 @@ def triton_impl(
     its op allows, or None."""
 
     def unsupported(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
-        if reason := dtype_unsupported(dtype, device) or refuses(shape):
+        if reason := dtype_unsupported(dtype, device) or refuses(shape, dtype, device):
             return reason
         if not kernels.interpreted():
             return None
@@ -283,3 +283,12 @@ def randn(
 
     x = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
     return x.to(torch_dtype(dtype))
+
+
+def quantize_fp8(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """t as float8_e4m3fn with one float32 scale for the whole tensor (amax / 448, as serving
+    engines calibrate), so that t ≈ fp8 · scale."""
+    import torch
+
+    scale = (t.abs().amax().float() / torch.finfo(torch.float8_e4m3fn).max).clamp(min=1e-12)
+    return (t.float() / scale).to(torch.float8_e4m3fn), scale

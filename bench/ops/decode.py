@@ -1,8 +1,12 @@
 """decode: one query token per sequence over a KV cache, paged (vLLM-style block table) or
-contiguous; Triton against each SDPA backend pinned, gather + SDPA and eager PyTorch.
+contiguous, with an optional sliding window and attention sinks (gpt-oss) and an fp8 cache with
+per-tensor scales; Triton against each SDPA backend pinned, gather + SDPA and eager PyTorch.
 
 SDPA and eager read a pre-gathered unpaged cache (the gather untimed); gather+sdpa pays for it.
-FLOPs 4·B·H·L·D; minimum bytes: the KV cache read once, q and o, and the block table.
+Under a window every baseline reads only the window (each sequence's length is L). An fp8 cache
+is dequantised inside the timed call by eager and gather+sdpa (SDPA reads no fp8).
+FLOPs 4·B·H·min(L, window)·D; minimum bytes: the KV cache a query sees read once, q and o, the
+block table's entries for those pages, and the sinks.
 """
 
 from __future__ import annotations
@@ -10,8 +14,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from bench.ops.attention import heads_rule
-from bench.ops.base import TF32_TOLERANCE, Impl, Inputs, Key, Op, randn, triton_impl
+from bench.ops.attention import (
+    SINKS,
+    WINDOW,
+    extras,
+    heads_rule,
+    no_sdpa_sinks,
+    sinks_input,
+    softmax_with_sinks,
+)
+from bench.ops.base import (
+    TF32_TOLERANCE,
+    Impl,
+    Inputs,
+    Key,
+    Op,
+    dtype_unsupported,
+    quantize_fp8,
+    randn,
+    triton_impl,
+)
 from bench.ops.sdpa import pinned, sdpa, sdpa_impls
 from bench.schema import DTYPE_BYTES, DeviceInfo, Shape
 
@@ -19,8 +41,29 @@ if TYPE_CHECKING:
     import torch
 
 
-def dec(b: int, h: int, hkv: int, length: int, d: int = 128, page: int = 16) -> Shape:
-    return {"B": b, "H": h, "Hkv": hkv, "D": d, "L": length, "page": page}
+def dec(
+    b: int,
+    h: int,
+    hkv: int,
+    length: int,
+    d: int = 128,
+    page: int = 16,
+    *,
+    window: int = 0,
+    sinks: bool = False,
+    fp8kv: bool = False,
+) -> Shape:
+    return {
+        "B": b,
+        "H": h,
+        "Hkv": hkv,
+        "D": d,
+        "L": length,
+        "page": page,
+        "window": window,
+        "sinks": sinks,
+        "fp8kv": fp8kv,
+    }
 
 
 # Batch × context pairs whose KV cache (one layer) stays within 2^20 tokens.
@@ -45,6 +88,14 @@ class Decode(Op):
         Key("D", "head dim"),
         Key("L", "context tokens per sequence"),
         Key("page", "tokens per KV-cache page; 0: a contiguous cache", least=0),
+        WINDOW,
+        SINKS,
+        Key(
+            "fp8kv",
+            "the cache in float8_e4m3fn with a scale per tensor (q and o in dtype)",
+            switch=True,
+            default=False,
+        ),
     )
     dtypes = ("fp32", "fp16", "bf16")
     baseline = "sdpa-flash"
@@ -56,34 +107,50 @@ class Decode(Op):
         dec(3, 8, 2, 100, d=64),  # the last page of each sequence part-filled
         dec(2, 4, 4, 37, d=64, page=0),
         dec(4, 8, 1, 1, d=64),
+        dec(2, 8, 2, 100, d=64, window=40, sinks=True),  # gpt-oss's sliding layers
+        dec(2, 4, 2, 50, d=64, fp8kv=True),
     )
     standard = (
         *(dec(b, h, 8, ctx) for h in (32, 64) for b, ctx in BATCH_CONTEXT),
         *(dec(b, 32, 8, 4096, page=0) for b in (1, 64)),
+        # fp8 caches at the long contexts where the cache read dominates.
+        *(dec(b, 32, 8, ctx, fp8kv=True) for b, ctx in BATCH_CONTEXT if ctx >= 16384),
+        # gpt-oss-120b at TP 1: 64 heads over 8 KV heads of 64, sinks, full and 128-token layers.
+        *(
+            dec(b, 64, 8, ctx, 64, window=window, sinks=True)
+            for b, ctx in BATCH_CONTEXT
+            if ctx in (4096, 32768)
+            for window in (0, 128)
+        ),
     )
 
     def rule(self, shape: Shape) -> str | None:
         return heads_rule(shape)
 
     def flops(self, shape: Shape) -> float:
-        return 4.0 * shape["B"] * shape["H"] * shape["L"] * shape["D"]
+        return 4.0 * shape["B"] * shape["H"] * _span(shape) * shape["D"]
 
     def bytes(self, shape: Shape, dtype: str) -> float:
-        b, d, length, page = shape["B"], shape["D"], shape["L"], shape["page"]
-        cache = 2 * b * shape["Hkv"] * length * d * DTYPE_BYTES[dtype]
+        b, d, page, span = shape["B"], shape["D"], shape["page"], _span(shape)
+        cache_dtype = "fp8" if shape["fp8kv"] else dtype
+        cache = 2 * b * shape["Hkv"] * span * d * DTYPE_BYTES[cache_dtype]
         q_and_o = 2 * b * shape["H"] * d * DTYPE_BYTES[dtype]
-        table = 4 * b * -(-length // page) if page else 0
-        return cache + q_and_o + table
+        table = 4 * b * -(-span // page) if page else 0
+        return cache + q_and_o + table + 4 * shape["H"] * shape["sinks"]
 
     def footprint(self, shape: Shape, dtype: str) -> float:
-        # The cache three times (kernel's, SDPA's gathered copy, one more gathered while
-        # timing), plus one sequence's float64 keys and values repeated over the query heads.
+        # The whole cache (a window reads less but all of it is held) three times: the kernel's,
+        # SDPA's gathered copy and one more gathered while timing; plus one sequence's float64
+        # keys and values repeated over the query heads.
+        whole = self.bytes({**shape, "window": 0, "fp8kv": False}, dtype)
         per_seq_ref = 2 * 8 * shape["H"] * shape["L"] * shape["D"]
-        return 3 * self.bytes(shape, dtype) + per_seq_ref
+        return 3 * whole + per_seq_ref
 
     def label(self, shape: Shape) -> str:
         cache = f"page {shape['page']}" if shape["page"] else "contiguous"
-        return f"{shape['B']}×{shape['H']}/{shape['Hkv']}×{shape['L']}×{shape['D']} {cache}"
+        fp8 = " fp8 KV" if shape["fp8kv"] else ""
+        b, h, hkv, length, d = (shape[k] for k in ("B", "H", "Hkv", "L", "D"))
+        return f"{b}×{h}/{hkv}×{length}×{d} {cache}{extras(shape)}{fp8}"
 
     def make_inputs(
         self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator
@@ -95,10 +162,15 @@ class Decode(Op):
         b, h, hkv, d, length, page = (shape[k] for k in ("B", "H", "Hkv", "D", "L", "page"))
         k = randn((b, length, hkv, d), dtype, device, gen)
         v = randn((b, length, hkv, d), dtype, device, gen)
+        inputs = {"k_scale": None, "v_scale": None}
+        if shape["fp8kv"]:
+            (k, inputs["k_scale"]), (v, inputs["v_scale"]) = quantize_fp8(k), quantize_fp8(v)
         seq_lens = torch.full((b,), length, dtype=torch.int32, device=device)
-        inputs = {
+        inputs |= {
             "q": randn((b, h, d), dtype, device, gen),
             "seq_lens": seq_lens,
+            "window": shape["window"] or None,
+            "sinks": sinks_input(h, device, gen) if shape["sinks"] else None,
             # The SDPA baselines read an unpaged (B, Hkv, L, D) cache, gathered here, untimed.
             "k_sdpa": k.permute(0, 2, 1, 3).contiguous(),
             "v_sdpa": v.permute(0, 2, 1, 3).contiguous(),
@@ -122,66 +194,116 @@ class Decode(Op):
             inputs["v_cache"],
             inputs["seq_lens"],
             block_table=inputs.get("block_table"),
+            **_options(inputs),
         )
 
     def implementations(self) -> tuple[Impl, ...]:
         return (
-            triton_impl(_triton, self.flops),
-            *sdpa_impls(_sdpa),
-            Impl("gather+sdpa", _gather_sdpa, unsupported=_needs_pages),
+            triton_impl(_triton, self.flops, refuses=_fp8_cache_unsupported),
+            *sdpa_impls(_sdpa, unsupported=_sdpa_unsupported),
+            Impl("gather+sdpa", _gather_sdpa, unsupported=_gather_unsupported),
             Impl("eager", _eager),
         )
 
 
-def _needs_pages(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
-    return None if shape["page"] else "the cache is not paged"
+def _span(shape: Shape) -> int:
+    """The cached tokens one query reads: its sequence, or the window when shorter."""
+    return min(shape["L"], shape["window"]) if shape["window"] else shape["L"]
+
+
+def _options(inputs: Inputs) -> dict:
+    return {k: inputs[k] for k in ("window", "sinks", "k_scale", "v_scale")}
+
+
+def _fp8_cache_unsupported(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
+    if not shape["fp8kv"]:
+        return None
+    if dtype == "fp32":
+        return "an fp8 KV cache is read with fp16 or bf16 queries, not fp32"
+    # The interpreter reads float8 on any device; compiled, Triton needs an fp8-capable GPU.
+    return dtype_unsupported("fp8", device) if device.kind == "cuda" else None
+
+
+def _sdpa_unsupported(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
+    if shape["fp8kv"]:
+        return "scaled_dot_product_attention reads no fp8 cache (gather+sdpa dequantises)"
+    return no_sdpa_sinks(shape, dtype, device)
+
+
+def _gather_unsupported(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
+    if not shape["page"]:
+        return "the cache is not paged"
+    return no_sdpa_sinks(shape, dtype, device)
+
+
+def _window(inputs: Inputs, t: torch.Tensor) -> torch.Tensor:
+    """The last `window` tokens of an unpaged (B, Hkv, L, D) cache (every sequence is L long)."""
+    return t if inputs["window"] is None else t[:, :, -inputs["window"] :]
+
+
+def _dequantised(t: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    return t if scale is None else (t.to(dtype) * scale).to(dtype)
 
 
 def _triton(inputs: Inputs) -> Callable[[], torch.Tensor]:
     from kernels.decode import decode_attention
 
     q, k, v, lens = inputs["q"], inputs["k_cache"], inputs["v_cache"], inputs["seq_lens"]
-    table, longest = inputs.get("block_table"), inputs["k_sdpa"].shape[2]
+    table, longest, options = inputs.get("block_table"), inputs["k_sdpa"].shape[2], _options(inputs)
     # The lengths are known here: passing the longest spares each timed call the host-side
     # checks of the lengths and block table (a sync and a few small kernels).
-    return lambda: decode_attention(q, k, v, lens, block_table=table, max_seq_len=longest)
+    return lambda: decode_attention(
+        q, k, v, lens, block_table=table, max_seq_len=longest, **options
+    )
 
 
 def _sdpa(name: str) -> Callable[[Inputs], Callable[[], torch.Tensor]]:
     def prepare(inputs: Inputs) -> Callable[[], torch.Tensor]:
         q = inputs["q"][:, :, None, :]
-        run = sdpa(q, inputs["k_sdpa"], inputs["v_sdpa"], causal=False)
+        k, v = _window(inputs, inputs["k_sdpa"]), _window(inputs, inputs["v_sdpa"])
+        run = sdpa(q, k, v, causal=False)
         return pinned(name, lambda: run().squeeze(2))
 
     return prepare
 
 
 def _gather_sdpa(inputs: Inputs) -> Callable[[], torch.Tensor]:
-    """What a paged cache costs a kernel that needs it contiguous: gather, then SDPA."""
+    """What a paged (or fp8) cache costs a kernel that needs it contiguous in 16 bits: gather
+    the pages holding the window (all, without one), dequantise, then SDPA."""
     from kernels.decode import gather_paged_kv
 
     q, k, v = inputs["q"][:, :, None, :], inputs["k_cache"], inputs["v_cache"]
-    lens, table = inputs["seq_lens"], inputs["block_table"]
+    lens, table, window = inputs["seq_lens"], inputs["block_table"], inputs["window"]
+    skip, page = 0, k.shape[1]
+    if window is not None:
+        skip = max(0, inputs["k_sdpa"].shape[2] - window) // page  # whole pages before it
+        lens, table = lens - skip * page, table[:, skip:]
+    k_scale, v_scale = inputs["k_scale"], inputs["v_scale"]
 
     def fn() -> torch.Tensor:
         k_flat, v_flat = gather_paged_kv(k, v, table, lens)
-        return sdpa(q, k_flat, v_flat, causal=False)().squeeze(2)
+        keys = _window(inputs, _dequantised(k_flat, k_scale, q.dtype))
+        values = _window(inputs, _dequantised(v_flat, v_scale, q.dtype))
+        return sdpa(q, keys, values, causal=False)().squeeze(2)
 
     return fn
 
 
 def _eager(inputs: Inputs) -> Callable[[], torch.Tensor]:
-    import torch
 
-    q, k, v = inputs["q"], inputs["k_sdpa"], inputs["v_sdpa"]
+    q, sinks, k_scale, v_scale = inputs["q"], inputs["sinks"], inputs["k_scale"], inputs["v_scale"]
+    k, v = _window(inputs, inputs["k_sdpa"]), _window(inputs, inputs["v_sdpa"])
     b, h, d = q.shape
     hkv = k.shape[1]
     # Each kv head's query group as rows of one matrix product: no repeated cache.
     grouped = q.view(b, hkv, h // hkv, d)
+    if sinks is not None:
+        sinks = sinks.view(1, hkv, h // hkv, 1)  # against (B, Hkv, group, L) scores
 
     def fn() -> torch.Tensor:
-        scores = (grouped @ k.transpose(-1, -2)).float() * d**-0.5
-        return (torch.softmax(scores, dim=-1).to(q.dtype) @ v).view(b, h, d)
+        keys, values = _dequantised(k, k_scale, q.dtype), _dequantised(v, v_scale, q.dtype)
+        scores = (grouped @ keys.transpose(-1, -2)).float() * d**-0.5
+        return (softmax_with_sinks(scores, sinks).to(q.dtype) @ values).view(b, h, d)
 
     return fn
 

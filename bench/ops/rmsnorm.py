@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import kernels
 from bench.ops.base import Impl, Inputs, Key, Op, randn, triton_impl
-from bench.schema import DTYPE_BYTES, Shape
+from bench.schema import DTYPE_BYTES, DeviceInfo, Shape
 
 if TYPE_CHECKING:
     import torch
@@ -85,7 +85,7 @@ def _rows(shape: Shape) -> int:
     return shape["tokens"]
 
 
-def _wider_than_the_kernel(shape: Shape) -> str | None:
+def _wider_than_the_kernel(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
     if shape["hidden"] <= kernels.MAX_HIDDEN:
         return None
     return f"the Triton kernel holds rows of at most {kernels.MAX_HIDDEN} elements"
