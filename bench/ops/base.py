@@ -37,6 +37,7 @@ TF32_TOLERANCE = {**TOLERANCE, "fp32": 5e-3}
 PARTS = {
     "gemm": "GEMM",
     "attention": "attn",
+    "moe": "MoE",
     "memory": "mem.-bound",
     "communication": "comm.",
 }
@@ -263,6 +264,20 @@ def triton_impl(
     return Impl("triton", prepare, triton=True, unsupported=unsupported)
 
 
+def row_kernel_impl(
+    prepare: Callable[[Inputs], Callable[[], Any]],
+    refuses: Callable[[Shape, str, DeviceInfo], str | None] = _runs_anywhere,
+) -> Impl:
+    """The Triton kernel of a memory-bound op over a step's `tokens`, with no tl.dot (bf16 runs
+    interpreted too). It runs a program or a few per token, so the interpreter's time grows
+    with the tokens and 1,024 take seconds there: larger cases are left to a GPU."""
+    return triton_impl(prepare, _tokens, limit=1024, unit="tokens", dots=False, refuses=refuses)
+
+
+def _tokens(shape: Shape) -> int:
+    return shape["tokens"]
+
+
 def torch_dtype(dtype: str) -> torch.dtype:
     """The torch dtype of a harness dtype name."""
     import torch
@@ -285,10 +300,14 @@ def randn(
     return x.to(torch_dtype(dtype))
 
 
-def quantize_fp8(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """t as float8_e4m3fn with one float32 scale for the whole tensor (amax / 448, as serving
-    engines calibrate), so that t ≈ fp8 · scale."""
+def quantize_fp8(t: torch.Tensor, per_first_dim: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """t as float8_e4m3fn with float32 scales (amax / 448, as serving engines calibrate), so that
+    t ≈ fp8 · scale: one scale for the tensor (shape ()), or one per index of its first dim
+    (an expert's weights: shape (t.shape[0],))."""
     import torch
 
-    scale = (t.abs().amax().float() / torch.finfo(torch.float8_e4m3fn).max).clamp(min=1e-12)
-    return (t.float() / scale).to(torch.float8_e4m3fn), scale
+    dims = tuple(range(1, t.dim())) if per_first_dim else tuple(range(t.dim()))
+    amax = t.abs().amax(dim=dims, keepdim=True).float()
+    scale = (amax / torch.finfo(torch.float8_e4m3fn).max).clamp(min=1e-12)
+    fp8 = (t.float() / scale).to(torch.float8_e4m3fn)
+    return fp8, scale.reshape(t.shape[0]) if per_first_dim else scale.reshape(())

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import kernels
-from bench.ops.base import Impl, Inputs, Key, Op, randn, triton_impl
+from bench.ops.base import Impl, Inputs, Key, Op, randn, row_kernel_impl
 from bench.schema import DTYPE_BYTES, DeviceInfo, Shape
 
 if TYPE_CHECKING:
@@ -73,16 +73,8 @@ class RMSNorm(Op):
         return torch.stack(out)  # both outputs: the normalised rows and the updated residual
 
     def implementations(self) -> tuple[Impl, ...]:
-        # One program per row: the interpreter's time grows with the rows, and 1,024 take
-        # seconds there.
-        triton = triton_impl(
-            _triton, _rows, limit=1024, unit="rows", dots=False, refuses=_wider_than_the_kernel
-        )
+        triton = row_kernel_impl(_triton, refuses=_wider_than_the_kernel)
         return (triton, Impl("torch", _torch), Impl("eager", _eager))
-
-
-def _rows(shape: Shape) -> int:
-    return shape["tokens"]
 
 
 def _wider_than_the_kernel(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
