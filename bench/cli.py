@@ -147,6 +147,9 @@ def run(
     precision: Annotated[
         str, typer.Option(help="Model suite: GEMM precision, bf16, fp16, fp8 or fp32.")
     ] = "bf16",
+    kv_precision: Annotated[
+        str, typer.Option(help="Model suite: KV-cache precision, auto or fp8.")
+    ] = "auto",
     batch: Annotated[
         list[int] | None,
         typer.Option(help="Model suite: batch size; repeatable (default 1, 8, 32, 128)."),
@@ -176,7 +179,9 @@ def run(
             raise BenchError(f"--model runs the model suite, not --suite {suite}")
         if dtype or shape:
             raise BenchError("--dtype and --shape do not apply to the model suite; use --precision")
-        setups = _setups(model, tp or [1], precision, isl or [models.DEFAULT_ISL], osl)
+        setups = _setups(
+            model, tp or [1], precision, kv_precision, isl or [models.DEFAULT_ISL], osl
+        )
         cases = models.suite_cases(
             setups, batch or models.DEFAULT_BATCHES, float(device.memory_bytes)
         )
@@ -277,14 +282,19 @@ def _kept(writer: results.ResultWriter) -> str:
 
 
 def _setups(
-    model: str | None, tps: list[int], precision: str, isls: list[int], osls: list[int] | None
+    model: str | None,
+    tps: list[int],
+    precision: str,
+    kv_precision: str,
+    isls: list[int],
+    osls: list[int] | None,
 ) -> list[Serving]:
     """The model suite's serving set-ups: one per TP degree and request length."""
     if model is None:
         raise BenchError("suite 'model' needs --model NAME or a config file")
     config = models.get_model(model)
     return [
-        Serving(config, tp=t, precision=precision, isl=i, osl=o)
+        Serving(config, tp=t, precision=precision, kv_precision=kv_precision, isl=i, osl=o)
         for t in tps
         for i in isls
         for o in osls or [models.DEFAULT_OSL]
@@ -466,6 +476,12 @@ ResultsOpt = Annotated[
 ]
 TpOpt = Annotated[int, typer.Option(help="Tensor-parallel degree: GPUs per model copy.")]
 PrecisionOpt = Annotated[str, typer.Option(help="GEMM precision: bf16, fp16, fp8 or fp32.")]
+KvPrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        help="KV-cache precision: auto (the activations' dtype) or fp8 (e4m3, a scale per tensor)."
+    ),
+]
 IslOpt = Annotated[int, typer.Option(help="Prompt (input) tokens per request.")]
 OslOpt = Annotated[int, typer.Option(help="Output tokens per request.")]
 GpuOpt = Annotated[
@@ -489,12 +505,20 @@ MaxBatchOpt = Annotated[int, typer.Option(help="Scheduler cap on sequences decod
 
 
 def _serving(
-    model: str, tp: int, precision: str, isl: int, osl: int, workspace: float, max_batch: int
+    model: str,
+    tp: int,
+    precision: str,
+    kv_precision: str,
+    isl: int,
+    osl: int,
+    workspace: float,
+    max_batch: int,
 ) -> Serving:
     return Serving(
         models.get_model(model),
         tp=tp,
         precision=precision,
+        kv_precision=kv_precision,
         isl=isl,
         osl=osl,
         workspace=workspace,
@@ -532,6 +556,7 @@ def estimate_cmd(
     results_files: ResultsOpt = None,
     tp: TpOpt = 1,
     precision: PrecisionOpt = "bf16",
+    kv_precision: KvPrecisionOpt = "auto",
     batch: Annotated[
         list[int] | None,
         typer.Option(help="Decode batch size; repeatable (default: those measured in the file)."),
@@ -552,7 +577,7 @@ def estimate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
 ) -> None:
     """Per-GPU prefill and decode tokens/s, TTFT and TPOT, memory fit and a serving mix."""
-    setup = _serving(model, tp, precision, isl, osl, workspace, max_batch)
+    setup = _serving(model, tp, precision, kv_precision, isl, osl, workspace, max_batch)
     paths = results_files or []
     result = _throughput(setup, model, paths, batch, gpu, impl)
     checks = _measure_layers(result, paths[0]) if validate else []
@@ -622,6 +647,7 @@ def capacity_cmd(
     ] = None,
     tp: TpOpt = 1,
     precision: PrecisionOpt = "bf16",
+    kv_precision: KvPrecisionOpt = "auto",
     isl: IslOpt = models.DEFAULT_ISL,
     osl: OslOpt = models.DEFAULT_OSL,
     gpu: GpuOpt = None,
@@ -633,7 +659,7 @@ def capacity_cmd(
     """Fleet tokens/day and requests/day, GPUs for a target, cost per million tokens, claims."""
     capacity.check_fleet(gpus, tp, utilization, price)
     capacity.check_targets(target_tokens_s, target_tokens_day, claim_tokens_s)
-    setup = _serving(model, tp, precision, isl, osl, workspace, max_batch)
+    setup = _serving(model, tp, precision, kv_precision, isl, osl, workspace, max_batch)
     if tokens_per_gpu is not None:
         check_range("--tokens-per-gpu", tokens_per_gpu)
         if results_files:
@@ -665,7 +691,7 @@ def capacity_cmd(
         return
     name = setup.model.name
     title = (
-        f"{name} on {gpus} × {where}, TP {tp}, {precision}: "
+        f"{name} on {gpus} × {where}, TP {tp}, {precision}, {setup.kv_dtype} KV cache: "
         f"{isl} input + {osl} output tokens per request"
     )
     out = tables.console()

@@ -1,16 +1,17 @@
 """A decoder layer actually run, to check the estimate's op sum against the real thing.
 
-The layer is a Llama-style block with random weights at the model's per-GPU shapes: add +
-RMSNorm, fused QKV GEMM, rotary embedding, KV-cache write, prefill or decode attention, O GEMM,
-add + RMSNorm, fused gate/up GEMM, SiLU·mul, down GEMM (MoE: router GEMM, top-k softmax weights,
-tokens split evenly over the experts a step activates, expert GEMMs, weighted sum). Every
-registry op (GEMMs, attention, add + RMSNorm) goes through the same implementation
-(`Impl.prepare`) whose measured time the estimate used, on inputs made by the op's own
-`inputs` (weights, KV cache), with the layer's activations copied in. With TP > 1 it runs one
-GPU's shard without the all-reduces, which the estimate models separately.
+The layer is a Llama-style block with random weights at the model's per-GPU shapes, every
+kernel a registry op: add + RMSNorm, fused QKV GEMM, rotary on q and k, KV-cache write, prefill
+or decode attention (the layer's window and sinks), O GEMM, add + RMSNorm, then a dense MLP
+(gate/up GEMM, SiLU·mul, down GEMM) or a MoE (router GEMM, softmax and top-k in torch, the fused
+expert MLP on the router's choices). Each op goes through the same implementation
+(`Impl.prepare`) whose measured time the estimate used, on inputs made by the op's own `inputs`
+(weights, KV cache), with the layer's activations copied in. With TP > 1 it runs one GPU's shard
+without the all-reduces, which the estimate models separately.
 
-`measure_layer` times the layer and divides by the estimate's time for one layer (every part but
-the LM head and the all-reduces).
+`measure_layer` times one layer of each attention kind the model has (full, sliding-window),
+weights them by their layer counts, and divides by the estimate's time for one layer (every part
+but the LM head and the all-reduces).
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from bench import device as dev
-from bench.models import OpUse, Serving, moe_routing
+from bench.models import OpUse, Serving
 from bench.ops import get_op
 from bench.ops.base import torch_dtype
 from bench.schema import DeviceInfo
 from bench.throughput import StepModel, Validation
 from bench.timing import TimerConfig, time_on
+
+ATTENTION_ROLES = ("attention", "sliding_attention")
 
 
 @dataclass
@@ -37,6 +39,12 @@ class _Call:
 
     inputs: dict
     run: Callable[[], torch.Tensor]
+
+    def __call__(self, **activations: torch.Tensor) -> torch.Tensor:
+        """Copy the activations into their input buffers and run the op."""
+        for name, value in activations.items():
+            self.inputs[name].copy_(value)
+        return self.run()
 
 
 class DecoderLayer:
@@ -50,8 +58,9 @@ class DecoderLayer:
         device: torch.device,
         seed: int = 0,
     ) -> None:
-        """`uses`: the step's ops (Serving.prefill_step/decode_step; the LM head is ignored);
-        `impls`: implementation name per role, as the estimate's times came from."""
+        """`uses`: the ops of one layer (Serving.prefill_step/decode_step, one attention use;
+        the LM head and collectives are ignored); `impls`: implementation name per role, as the
+        estimate's times came from."""
         self.config, self.device = setup.model, device
         self.act = torch_dtype(setup.act)
         gen = torch.Generator(device=device).manual_seed(seed)
@@ -66,100 +75,52 @@ class DecoderLayer:
             if use.op == "rmsnorm":
                 inputs["weight"].fill_(1.0)
             self.calls[use.role] = _Call(inputs, op.impl(impls[use.role]).prepare(inputs))
-        self.attention = next(u for u in uses if u.role == "attention")
+        self.attention = next(u for u in uses if u.role in ATTENTION_ROLES)
         self.heads, self.kv_heads = self.attention.shape["H"], self.attention.shape["Hkv"]
-        self.cos = self.sin = torch.empty(0)
 
     def set_positions(self, positions: torch.Tensor) -> None:
-        """Rotary tables for the tokens' positions, computed once as engines cache them, in the
-        rotate-half form: out = x·cos + swap_halves(x)·sin with the sign folded into sin."""
-        half = self.config.head_dim // 2
-        freqs = 10000.0 ** (-torch.arange(half, device=self.device, dtype=torch.float32) / half)
-        angles = positions.float()[:, None, None] * freqs[None, None, :]
-        cos, sin = angles.cos(), angles.sin()
-        self.cos = torch.cat([cos, cos], dim=-1).to(self.act)
-        self.sin = torch.cat([-sin, sin], dim=-1).to(self.act)
+        """The tokens' positions, which the rotary op reads (within its cos/sin table)."""
+        buffer = self.calls["rotary"].inputs["positions"]
+        buffer.copy_(positions.clamp(max=self.calls["rotary"].inputs["cos_sin"].shape[0] - 1))
 
-    def _gemm(self, role: str, a: torch.Tensor | None = None) -> torch.Tensor:
-        """Run a GEMM on `a`, or on what is already in its input buffer when `a` is None."""
-        call = self.calls[role]
-        if a is not None:
-            call.inputs["a"].copy_(a)
-        out = call.run()
-        return out if out.dtype == self.act else out.to(self.act)
-
-    def _add_norm(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(RMSNorm(x + residual), x + residual) through the add + RMSNorm op."""
-        call = self.calls["add_rmsnorm"]
-        call.inputs["x"].copy_(x)
-        call.inputs["residual"].copy_(residual)
-        return call.run()
+    def _gemm(self, role: str, a: torch.Tensor) -> torch.Tensor:
+        out = self.calls[role](a=a)
+        return out if out.dtype == self.act else out.to(self.act)  # fp8 GEMMs write bf16
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: the previous layer's output and residual: its residual stream, (tokens, hidden)
         in the activation dtype; returns this layer's (output, residual), as vLLM's layers do."""
-        d = self.config.head_dim
-        h, residual = self._add_norm(x, residual)
-        qkv = self._gemm("qkv", h)
-        q_and_k = qkv[:, : (self.heads + self.kv_heads) * d].view(qkv.shape[0], -1, d)
-        q_and_k = _rotary(q_and_k, self.cos, self.sin)
-        q, k = q_and_k[:, : self.heads], q_and_k[:, self.heads :]
-        v = qkv[:, (self.heads + self.kv_heads) * d :].view(-1, self.kv_heads, d)
-        h, residual = self._add_norm(self._gemm("o", self._attend(q, k, v)), residual)
-        return (self._moe(h) if self.config.moe else self._mlp(h, "gate_up", "down")), residual
+        d, heads, kv_heads = self.config.head_dim, self.heads, self.kv_heads
+        h, residual = self.calls["add_rmsnorm"](x=x, residual=residual)
+        qkv = self._gemm("qkv", h).view(h.shape[0], -1, d)
+        q, k = self.calls["rotary"](q=qkv[:, :heads], k=qkv[:, heads : heads + kv_heads])
+        v = qkv[:, heads + kv_heads :]
+        self.calls["kv_write"](k=k, v=v)
+        h, residual = self.calls["add_rmsnorm"](
+            x=self._gemm("o", self._attend(q, k, v)), residual=residual
+        )
+        return (self._moe(h) if self.config.moe else self._mlp(h)), residual
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Attention over (tokens, heads, head_dim) q, k, v; returns (tokens, heads·head_dim)."""
-        call = self.calls["attention"]
+        """Attention over (tokens, heads, head_dim) q, k, v; returns (tokens, heads·head_dim).
+        Decode reads its cache (the new token written by kv_write into the op's own pool)."""
+        call = self.calls[self.attention.role]
         if self.attention.op == "decode":
-            _write_last_token(call.inputs, k, v)
-            call.inputs["q"].copy_(q)
-            return call.run().reshape(q.shape[0], -1)
+            return call(q=q).reshape(q.shape[0], -1)
         b, s = self.attention.shape["B"], self.attention.shape["Sq"]
-        for name, t in (("q", q), ("k", k), ("v", v)):
-            call.inputs[name].copy_(t.view(b, s, t.shape[1], -1).transpose(1, 2))
-        return call.run().transpose(1, 2).reshape(b * s, -1)
+        q, k, v = (t.view(b, s, t.shape[1], -1).transpose(1, 2) for t in (q, k, v))
+        return call(q=q, k=k, v=v).transpose(1, 2).reshape(b * s, -1)
 
-    def _mlp(self, h: torch.Tensor, gate_up: str, down: str) -> torch.Tensor:
-        gate, up = self._gemm(gate_up, h).chunk(2, dim=-1)
-        buffer = self.calls[down].inputs["a"]
-        if buffer.dtype != self.act:  # fp8: the product is quantized on the way in
-            return self._gemm(down, F.silu(gate) * up)
-        torch.mul(F.silu(gate), up, out=buffer)  # straight into the down GEMM's input
-        return self._gemm(down)
+    def _mlp(self, h: torch.Tensor) -> torch.Tensor:
+        gate_up = self._gemm("gate_up", h)
+        return self._gemm("down", self.calls["silu_mul"](gate_up=gate_up))
 
     def _moe(self, h: torch.Tensor) -> torch.Tensor:
-        """Top-k routing with the tokens spread evenly over the experts a step activates, as
-        the estimate assumes (bench.models.moe_routing); the last expert may get fewer."""
-        tokens, top_k = h.shape[0], self.config.top_k
+        """The router's top-k (renormalised, as Mixtral and Qwen3-MoE do) into the fused MoE."""
         logits = self._gemm("router", h)
-        weights, _ = torch.topk(torch.softmax(logits.float(), dim=-1), top_k, dim=-1)
-        active, per_expert = moe_routing(self.config, tokens)
-        outs = []
-        for chunk in h.repeat_interleave(top_k, dim=0).split(per_expert)[:active]:
-            padded = torch.zeros(per_expert, h.shape[1], dtype=h.dtype, device=h.device)
-            padded[: chunk.shape[0]] = chunk
-            outs.append(self._mlp(padded, "expert_gate_up", "expert_down")[: chunk.shape[0]])
-        routed = torch.cat(outs).view(tokens, top_k, -1)
-        return (routed * weights.to(self.act).unsqueeze(-1)).sum(dim=1)
-
-
-def _write_last_token(inputs: dict, k: torch.Tensor, v: torch.Tensor) -> None:
-    """The KV-cache write: each sequence's new (kv_heads, head_dim) key and value go to its last
-    position, in every copy of the cache the decode op's inputs hold (the paged or contiguous
-    cache the Triton kernel reads, and the unpaged copy SDPA and eager read)."""
-    last = inputs["k_sdpa"].shape[2] - 1
-    inputs["k_sdpa"][:, :, last] = k
-    inputs["v_sdpa"][:, :, last] = v
-    table = inputs.get("block_table")
-    if table is None:  # contiguous (batch, L, kv_heads, head_dim)
-        inputs["k_cache"][:, last] = k
-        inputs["v_cache"][:, last] = v
-        return
-    page = inputs["k_cache"].shape[1]
-    blocks = table[:, last // page].long()
-    inputs["k_cache"][blocks, last % page] = k
-    inputs["v_cache"][blocks, last % page] = v
+        weights, ids = torch.topk(torch.softmax(logits.float(), dim=-1), self.config.top_k)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        return self.calls["experts"](x=h, topk_weights=weights, topk_ids=ids)
 
 
 def _scale_weight(inputs: dict, k: int) -> None:
@@ -169,12 +130,6 @@ def _scale_weight(inputs: dict, k: int) -> None:
         inputs["scale_b"] = inputs["scale_b"] * k**-0.5
     else:
         inputs["b"].mul_(k**-0.5)
-
-
-def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding on (tokens, heads, head_dim) with set_positions' tables."""
-    a, b = x.chunk(2, dim=-1)
-    return torch.addcmul(x * cos, torch.cat([b, a], dim=-1), sin)
 
 
 def run_layer(
@@ -224,5 +179,10 @@ def measure_layer(
         for u in uses
         if u.role != "lm_head"
     }
-    measured = run_layer(setup, uses, impls, device, timer or TimerConfig())
+    # One layer of each attention kind, weighted by how many layers have it.
+    measured = 0.0
+    for attention in (u for u in uses if u.role in ATTENTION_ROLES):
+        layer = [u for u in uses if u.role not in ATTENTION_ROLES or u is attention]
+        seconds = run_layer(setup, layer, impls, device, timer or TimerConfig())
+        measured += seconds * attention.count / setup.model.layers
     return Validation(phase, batch, seq, measured, per_layer / setup.model.layers)

@@ -1,12 +1,13 @@
 """LLM configs and what one forward step of a model is made of.
 
 A config is a Llama-style decoder (RMSNorm, rotary attention with grouped KV heads, gated MLP;
-optionally mixture-of-experts). From a config and how it is served (`Serving`: tensor-parallel
-degree, precision, request lengths, memory and scheduler limits), this module derives every
-registry op a GPU runs in one forward step (GEMMs, prefill or decode attention, add + RMSNorm),
-the memory-bound kernels no op measures yet, the weight and KV-cache bytes per GPU, and the
-largest batch that fits memory. The model suite measures exactly these ops and the estimate sums
-them, so the two always agree.
+optionally mixture-of-experts, sliding-window layers and attention sinks). From a config and how
+it is served (`Serving`: tensor-parallel degree, precision, KV-cache precision, request lengths,
+memory and scheduler limits), this module derives every registry op a GPU runs in one forward
+step (add + RMSNorm, GEMMs, rotary, KV-cache write, prefill or decode attention with the layer's
+window, SiLU·mul or the fused MoE, all-reduces, LM head), the kernels no op measures (the MoE
+router's top-k), the weight and KV-cache bytes per GPU, and the largest batch that fits memory.
+The model suite measures exactly these ops and the estimate sums them, so the two always agree.
 
 Tensor parallelism follows Megatron/vLLM: QKV and gate/up split by output columns, O and down by
 input rows, one all-reduce after each; KV heads are replicated when TP exceeds their count; the
@@ -26,12 +27,19 @@ from typing import Any
 from bench import BenchError, check_range
 from bench.ops.attention import attn
 from bench.ops.decode import dec
+from bench.ops.kv_write import kvw
 from bench.ops.matmul import mm
+from bench.ops.moe import moe as moe_shape
 from bench.ops.rmsnorm import norm
+from bench.ops.rotary import rope
+from bench.ops.silu_mul import act as silu_shape
 from bench.schema import DTYPE_BYTES, Shape, shape_key
 from bench.suites import CaseSpec
 
 PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
+# The KV cache's precision: "auto" stores it in the activations' dtype; "fp8" as float8_e4m3fn
+# with a scale per tensor, as serving engines' fp8 KV caches do (half the bytes of bf16).
+KV_PRECISIONS = ("auto", "fp8")
 DEFAULT_ISL = 1024  # prompt tokens per request
 DEFAULT_OSL = 256  # output tokens per request
 DEFAULT_BATCHES = (1, 8, 32, 128)
@@ -49,7 +57,9 @@ DEFAULT_MAX_BATCH = 1024
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A Llama-style decoder; for MoE, `intermediate` is per expert."""
+    """A Llama-style decoder; for MoE, `intermediate` is per expert. `sliding_layers` of the
+    layers attend within a window of `sliding_window` tokens (gpt-oss: every other layer, 128;
+    Mistral-7B-v0.1: all, 4096); `sinks`: a learned sink logit per head (gpt-oss)."""
 
     name: str
     hidden: int
@@ -62,13 +72,25 @@ class ModelConfig:
     experts: int = 1
     top_k: int = 1
     tied_embeddings: bool = False
+    sliding_window: int = 0
+    sliding_layers: int = 0
+    sinks: bool = False
     params: float | None = None  # the published parameter count, for checking the derivation
     source: str = ""
+    # Features of the architecture the step model leaves out; every estimate lists them.
+    unmodelled: tuple[str, ...] = ()
 
     @property
     def moe(self) -> bool:
         return self.experts > 1
 
+
+# gpt-oss's checkpoints store the experts in MXFP4; here they take the --precision given.
+GPT_OSS_UNMODELLED = (
+    "MXFP4 expert weights (the experts run in the precision given)",
+    "attention and expert biases",
+    "the clamped SwiGLU (as SiLU·mul)",
+)
 
 # fmt: off
 MODELS: dict[str, ModelConfig] = {
@@ -96,6 +118,23 @@ MODELS: dict[str, ModelConfig] = {
             source="HF mistralai/Mixtral-8x7B-v0.1 config.json (46.7B total, 12.9B active)",
         ),
         ModelConfig(
+            "Qwen3-30B-A3B", 2048, 48, 32, 4, 128, 768, 151936, experts=128, top_k=8,
+            params=30.5e9, unmodelled=("per-head QK RMSNorm",),
+            source="HF Qwen/Qwen3-30B-A3B config.json (30.5B total, 3.3B active)",
+        ),
+        ModelConfig(
+            "gpt-oss-120b", 2880, 36, 64, 8, 64, 2880, 201088, experts=128, top_k=4,
+            sliding_window=128, sliding_layers=18, sinks=True, params=116.8e9,
+            unmodelled=GPT_OSS_UNMODELLED,
+            source="HF openai/gpt-oss-120b config.json; OpenAI gpt-oss model card (116.8B total)",
+        ),
+        ModelConfig(
+            "gpt-oss-20b", 2880, 24, 64, 8, 64, 2880, 201088, experts=32, top_k=4,
+            sliding_window=128, sliding_layers=12, sinks=True, params=20.9e9,
+            unmodelled=GPT_OSS_UNMODELLED,
+            source="HF openai/gpt-oss-20b config.json; OpenAI gpt-oss model card (20.9B total)",
+        ),
+        ModelConfig(
             "tiny", 256, 2, 4, 2, 64, 512, 2048,
             source="tokbench: a made-up Llama-style config sized for CPU runs, not a real model",
         ),
@@ -103,12 +142,19 @@ MODELS: dict[str, ModelConfig] = {
             "tiny-moe", 256, 2, 4, 2, 64, 256, 2048, experts=4, top_k=2,
             source="tokbench: a made-up Mixtral-style config sized for CPU runs, not a real model",
         ),
+        ModelConfig(
+            "tiny-oss", 256, 2, 4, 2, 64, 256, 2048, experts=8, top_k=2,
+            sliding_window=16, sliding_layers=1, sinks=True,
+            source="tokbench: a made-up gpt-oss-style config (MoE, a windowed layer, sinks) "
+            "sized for CPU runs, not a real model",
+        ),
     )
 }
 # fmt: on
 
-# Hugging Face model types that are Llama-style decoders with a gated MLP (Mixtral: with MoE).
-HF_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3")
+# Hugging Face model types that are Llama-style decoders with a gated MLP (Mixtral, Qwen3-MoE,
+# gpt-oss: with MoE; gpt-oss also with sliding-window layers and attention sinks).
+HF_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gpt_oss")
 
 
 def model_names() -> list[str]:
@@ -164,6 +210,10 @@ def _from_own(data: dict[str, Any], path: Path) -> ModelConfig:
     values = {"name": path.stem, "source": str(path), **data}
     for name in [*required, "experts", "top_k"]:
         _check_int(values.get(name, 1), name, path)
+    for name in ("sliding_window", "sliding_layers"):
+        if values.get(name, 0):
+            _check_int(values[name], name, path)
+    values["unmodelled"] = tuple(str(u) for u in values.get("unmodelled", ()))
     return ModelConfig(**values)
 
 
@@ -183,20 +233,53 @@ def _from_hf(data: dict[str, Any], path: Path) -> ModelConfig:
 
     heads = get("num_attention_heads")
     hidden = get("hidden_size")
+    layers = get("num_hidden_layers")
+    experts = get("num_local_experts", data.get("num_experts", 1))
+    mlp = "moe_intermediate_size" if experts > 1 and "moe_intermediate_size" in data else None
+    window, sliding = _hf_window(data, layers, path)
     return ModelConfig(
         name=str(data.get("_name_or_path") or path.parent.name or path.stem).split("/")[-1],
         hidden=hidden,
-        layers=get("num_hidden_layers"),
+        layers=layers,
         heads=heads,
         kv_heads=get("num_key_value_heads", heads),
         head_dim=get("head_dim", hidden // heads if heads else 0),
-        intermediate=get("intermediate_size"),
+        intermediate=get(mlp or "intermediate_size"),
         vocab=get("vocab_size"),
-        experts=get("num_local_experts", 1),
-        top_k=get("num_experts_per_tok", 1),
+        experts=experts,
+        top_k=get("num_experts_per_tok", data.get("experts_per_token", 1)),
         tied_embeddings=bool(data.get("tie_word_embeddings", False)),
+        sliding_window=window,
+        sliding_layers=sliding,
+        sinks=kind == "gpt_oss",
         source=f"Hugging Face config.json read from {path}",
+        unmodelled=_hf_unmodelled(data),
     )
+
+
+def _hf_window(data: dict[str, Any], layers: int, path: Path) -> tuple[int, int]:
+    """(window, layers using it) of a config.json: `layer_types` names each layer's attention
+    (gpt-oss alternates); without it a `sliding_window` applies to every layer, unless
+    `use_sliding_window` is false (Qwen's configs carry an unused window)."""
+    window = data.get("sliding_window")
+    if window is None or data.get("use_sliding_window", True) is False:
+        return 0, 0
+    window = _check_int(window, "sliding_window", path)
+    types = data.get("layer_types")
+    if isinstance(types, list):
+        return window, sum(t == "sliding_attention" for t in types)
+    return window, layers
+
+
+def _hf_unmodelled(data: dict[str, Any]) -> tuple[str, ...]:
+    """The features of a config.json that cost time and the step model leaves out, named for the
+    estimate (rotary scaling only changes the cached cos/sin table, so it costs nothing)."""
+    missing = []
+    if data.get("attention_bias"):
+        missing.append("attention biases")
+    if data.get("shared_expert_intermediate_size") or data.get("n_shared_experts"):
+        missing.append("shared experts")
+    return tuple(missing)
 
 
 def _check_int(value: Any, key: str, path: Path) -> int:
@@ -213,6 +296,12 @@ def check_config(config: ModelConfig, where: str) -> None:
         )
     if config.top_k > config.experts:
         raise BenchError(f"{where}: top_k {config.top_k} exceeds experts {config.experts}")
+    if not 0 <= config.sliding_layers <= config.layers:
+        raise BenchError(
+            f"{where}: sliding_layers {config.sliding_layers} must be within 0..{config.layers}"
+        )
+    if config.sliding_layers and config.sliding_window < 1:
+        raise BenchError(f"{where}: sliding_layers {config.sliding_layers} needs a sliding_window")
 
 
 # --- one forward step ---------------------------------------------------------------------------
@@ -230,23 +319,17 @@ class OpUse:
 
     @property
     def weight_elements(self) -> int:
-        """Elements of the weight matrix behind a GEMM (0 for other ops)."""
-        return self.shape["N"] * self.shape["K"] if self.op == "matmul" else 0
+        """Elements of the weights behind one use: a GEMM's matrix, every expert's gate, up and
+        down matrices of a MoE (however many a step routes to), else 0."""
+        if self.op == "matmul":
+            return self.shape["N"] * self.shape["K"]
+        if self.op == "moe":
+            return self.shape["E"] * 3 * self.shape["H"] * self.shape["I"]
+        return 0
 
 
 def _gemm(role: str, m: int, n: int, k: int, dtype: str, count: int) -> OpUse:
     return OpUse(role, "matmul", mm(m, n, k), dtype, count)
-
-
-def moe_routing(config: ModelConfig, tokens: int) -> tuple[int, int]:
-    """(experts that receive tokens, tokens each receives) for `tokens` routed top-k.
-
-    With uniform random routing the expected number of distinct experts hit is
-    E·(1 − (1 − k/E)^T); both figures are rounded up, so the expert GEMMs are never undercounted.
-    """
-    e, k = config.experts, config.top_k
-    active = min(e, math.ceil(e * (1 - (1 - k / e) ** tokens) - 1e-9))
-    return active, math.ceil(tokens * k / active)
 
 
 def decode_context(isl: int, osl: int) -> int:
@@ -297,7 +380,8 @@ class Serving:
 
     model: ModelConfig
     tp: int = 1
-    precision: str = "bf16"  # the GEMMs'; activations, attention and KV cache in act_dtype
+    precision: str = "bf16"  # the GEMMs'; activations and attention in act_dtype
+    kv_precision: str = "auto"  # a KV_PRECISIONS entry
     isl: int = DEFAULT_ISL  # prompt tokens per request
     osl: int = DEFAULT_OSL  # output tokens per request
     workspace: float = DEFAULT_WORKSPACE  # fraction of memory kept out of weights + KV cache
@@ -310,6 +394,11 @@ class Serving:
             raise BenchError(f"tensor-parallel degree must be at least 1, got {self.tp}")
         _check_tp(self.model, self.tp)
         check_precision(self.precision)
+        if self.kv_precision not in KV_PRECISIONS:
+            raise BenchError(
+                f"unknown KV-cache precision '{self.kv_precision}'; known: auto (the "
+                "activations' dtype), fp8"
+            )
         if self.isl < 1 or self.osl < 1:
             raise BenchError(f"--isl and --osl must be at least 1, got {self.isl} and {self.osl}")
         check_range(
@@ -324,6 +413,15 @@ class Serving:
         return act_dtype(self.precision)
 
     @property
+    def fp8_kv(self) -> bool:
+        """Whether the KV cache is fp8 (the activations never are: act_dtype)."""
+        return self.kv_precision == "fp8"
+
+    @property
+    def kv_dtype(self) -> str:
+        return "fp8" if self.fp8_kv else self.act
+
+    @property
     def context(self) -> int:
         """The mean decode context of a request."""
         return decode_context(self.isl, self.osl)
@@ -336,7 +434,8 @@ class Serving:
     # --- one forward step -----------------------------------------------------------------------
 
     def layer_gemms(self, tokens: int) -> list[OpUse]:
-        """The GEMMs of one decoder layer on one GPU, counted over all layers."""
+        """The GEMMs of one decoder layer on one GPU, counted over all layers (a MoE layer's
+        experts are the `moe` op of `mlp`; its router is a GEMM)."""
         c, tp, precision = self.model, self.tp, self.precision
         h, d, n_layers = c.hidden, c.head_dim, c.layers
         q_width = c.heads // tp * d
@@ -346,15 +445,45 @@ class Serving:
             _gemm("qkv", tokens, q_width + 2 * kv_width, h, precision, n_layers),
             _gemm("o", tokens, h, q_width, precision, n_layers),
         ]
-        if not c.moe:
-            gemms.append(_gemm("gate_up", tokens, 2 * mlp, h, precision, n_layers))
-            gemms.append(_gemm("down", tokens, h, mlp, precision, n_layers))
-            return gemms
-        active, per_expert = moe_routing(c, tokens)
-        gemms.append(_gemm("router", tokens, c.experts, h, self.act, n_layers))
-        gemms.append(_gemm("expert_gate_up", per_expert, 2 * mlp, h, precision, n_layers * active))
-        gemms.append(_gemm("expert_down", per_expert, h, mlp, precision, n_layers * active))
+        if c.moe:
+            return [*gemms, _gemm("router", tokens, c.experts, h, self.act, n_layers)]
+        gemms.append(_gemm("gate_up", tokens, 2 * mlp, h, precision, n_layers))
+        gemms.append(_gemm("down", tokens, h, mlp, precision, n_layers))
         return gemms
+
+    def mlp(self, tokens: int) -> OpUse:
+        """Between a dense MLP's GEMMs, SiLU·mul; a MoE layer's whole expert MLP, fused."""
+        c, n_layers = self.model, self.model.layers
+        if c.moe:
+            shape = moe_shape(tokens, c.hidden, c.intermediate // self.tp, c.experts, c.top_k)
+            return OpUse("experts", "moe", shape, self.precision, n_layers)
+        return OpUse("silu_mul", "silu_mul", silu_shape(tokens, c.intermediate // self.tp),
+                     self.act, n_layers)  # fmt: skip
+
+    def layer_ops(self, tokens: int) -> list[OpUse]:
+        """Every op of a layer but attention, counted over all layers: add + RMSNorms, GEMMs,
+        rotary on q and k, the KV-cache write, the MLP's activation or the MoE."""
+        c, n_layers = self.model, self.model.layers
+        rotary = rope(tokens, c.heads // self.tp, self.kv_heads, c.head_dim)
+        write = kvw(tokens, self.kv_heads, c.head_dim, self.page, self.fp8_kv)
+        return [
+            self.norms(tokens),
+            *self.layer_gemms(tokens),
+            OpUse("rotary", "rotary", rotary, self.act, n_layers),
+            OpUse("kv_write", "kv_write", write, self.act, n_layers),
+            self.mlp(tokens),
+        ]
+
+    def attention_layers(self, context: int) -> list[tuple[str, int, int]]:
+        """(role, window, layers) for the layers' attention at a context: full layers (window
+        0), and sliding-window ones; a window at least the context is no window."""
+        c = self.model
+        window = c.sliding_window if c.sliding_window < context else 0
+        groups = [
+            ("attention", 0, c.layers - c.sliding_layers),
+            ("sliding_attention", window, c.sliding_layers),
+        ]
+        return [g for g in groups if g[2]]
 
     def norms(self, tokens: int) -> OpUse:
         """The two residual add + RMSNorms of every layer (before attention, before the MLP)."""
@@ -377,44 +506,46 @@ class Serving:
     def prefill_step(self, batch: int, isl: int | None = None) -> list[OpUse]:
         """Every registry op of a prefill of `batch` prompts of `isl` tokens, on one GPU."""
         isl = isl or self.isl
-        heads, d = self.model.heads // self.tp, self.model.head_dim
-        attention = attn(batch, heads, self.kv_heads, isl, isl, d, causal=True)
+        c = self.model
+        heads, d = c.heads // self.tp, c.head_dim
+        attention = [
+            OpUse(role, "attention", attn(batch, heads, self.kv_heads, isl, isl, d, causal=True,
+                  window=window, sinks=c.sinks), self.act, layers)
+            for role, window, layers in self.attention_layers(isl)
+        ]  # fmt: skip
         return [
-            *self.layer_gemms(batch * isl),
-            OpUse("attention", "attention", attention, self.act, self.model.layers),
-            self.norms(batch * isl),
+            *self.layer_ops(batch * isl),
+            *attention,
             *self.allreduces(batch * isl),
             self.lm_head(batch),
         ]
 
     def decode_step(self, batch: int, context: int | None = None) -> list[OpUse]:
         """Every registry op of one decode step: one new token for each of `batch` sequences."""
-        heads, d = self.model.heads // self.tp, self.model.head_dim
-        attention = dec(batch, heads, self.kv_heads, context or self.context, d, self.page)
+        context = context or self.context
+        c = self.model
+        heads, d = c.heads // self.tp, c.head_dim
+        attention = [
+            OpUse(role, "decode", dec(batch, heads, self.kv_heads, context, d, self.page,
+                  window=window, sinks=c.sinks, fp8kv=self.fp8_kv), self.act, layers)
+            for role, window, layers in self.attention_layers(context)
+        ]  # fmt: skip
         return [
-            *self.layer_gemms(batch),
-            OpUse("attention", "decode", attention, self.act, self.model.layers),
-            self.norms(batch),
+            *self.layer_ops(batch),
+            *attention,
             *self.allreduces(batch),
             self.lm_head(batch),
         ]
 
     def modelled_kernels(self, tokens: int) -> list[tuple[str, float]]:
-        """(name, minimum bytes) of each memory-bound kernel of one layer that no registry op
-        measures yet, as a serving engine fuses them (vLLM: rotary, KV-cache write, SiLU·mul;
-        MoE: the gather and scatter of routed tokens). Run once per layer."""
+        """(name, minimum bytes) of each kernel of one layer that no registry op measures, run
+        once per layer: a MoE router's softmax and top-k (the logits read, each token's k
+        weights and ids written)."""
         c = self.model
-        e = DTYPE_BYTES[self.act]
-        q, kv = c.heads // self.tp * c.head_dim, self.kv_heads * c.head_dim
-        routed = c.top_k if c.moe else 1  # tokens each MLP row is computed for
-        kernels = [
-            ("rotary on q and k", 2 * (q + kv)),
-            ("KV-cache write", 2 * kv),
-            ("SiLU·mul", 3 * c.intermediate // self.tp * routed),  # read gate and up, write
-        ]
-        if c.moe:
-            kernels.append(("MoE gather + weighted scatter", 2 * 2 * c.hidden * routed))
-        return [(name, float(per_token * tokens * e)) for name, per_token in kernels]
+        if not c.moe:
+            return []
+        per_token = c.experts * DTYPE_BYTES[self.act] + c.top_k * (4 + 8)
+        return [("router softmax + top-k", float(per_token * tokens))]
 
     def allreduce_bytes(self, tokens: int) -> float:
         """Bytes of one TP all-reduce: the hidden state of every token of the step."""
@@ -427,9 +558,11 @@ class Serving:
         return float(sum(n * DTYPE_BYTES[dtype] for n, dtype in _weights(self)))
 
     def kv_bytes_per_token(self) -> float:
-        """KV cache one GPU holds per token: 2 (K and V) · layers · KV heads · head_dim · bytes."""
+        """KV cache one GPU holds per token: 2 (K and V) · layers · KV heads · head_dim · bytes.
+        A sliding-window layer holds its whole context too (engines page the window out only
+        with hybrid allocators), so this is the bound a plain paged cache needs."""
         c = self.model
-        return float(2 * c.layers * self.kv_heads * c.head_dim * DTYPE_BYTES[self.act])
+        return float(2 * c.layers * self.kv_heads * c.head_dim * DTYPE_BYTES[self.kv_dtype])
 
     def memory_plan(self, memory: float) -> MemoryPlan:
         """Weights + KV cache for `max_batch` sequences of isl + osl tokens ≤ memory less the
@@ -476,10 +609,7 @@ def _weights(setup: Serving) -> list[tuple[int, str]]:
     activation dtype (fp8 checkpoints keep them in bf16).
     """
     c = setup.model
-    weights = []
-    for use in setup.layer_gemms(1):
-        count = c.layers * c.experts if use.role.startswith("expert_") else use.count
-        weights.append((use.weight_elements * count, use.dtype))
+    weights = [(u.weight_elements * u.count, u.dtype) for u in setup.layer_ops(1)]
     vocab_shard = math.ceil(c.vocab / setup.tp) * c.hidden
     weights.append((vocab_shard * (1 if c.tied_embeddings else 2), setup.act))
     weights.append(((2 * c.layers + 1) * c.hidden, setup.act))

@@ -168,13 +168,11 @@ def write_plots(runs: Sequence[tuple[str, ResultDoc]], out_dir: Path) -> list[Pa
             groups.setdefault(e.setup, []).append((name, e, doc.created[:10]))
     for key, entries in groups.items():
         stem = _slug("-".join(map(str, key)))
-        written.append(tokens_chart(key[0], entries, out_dir / f"tokens-{stem}.png"))
+        written.append(tokens_chart(entries, out_dir / f"tokens-{stem}.png"))
     return [p for p in written if p is not None]
 
 
-def tokens_chart(
-    model: str, entries: Sequence[tuple[str, EstimateRecord, str]], path: Path
-) -> Path | None:
+def tokens_chart(entries: Sequence[tuple[str, EstimateRecord, str]], path: Path) -> Path | None:
     """Prefill and decode tokens/s per GPU, one pair of bars per (run name, estimate, date);
     projected estimates are hatched and say so in their label."""
     if not entries:
@@ -183,10 +181,7 @@ def tokens_chart(
     dates = sorted({date for _, _, date in entries})
     span = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
     gpus = ", ".join(dict.fromkeys(e.gpu for _, e, _ in entries))
-    fig = _figure(
-        f"{model} TP{e0.tp} {e0.precision}, {e0.isl}→{e0.osl} tokens: per-GPU throughput\n"
-        f"{gpus}; {span}"
-    )
+    fig = _figure(f"{e0.setup_label} tokens: per-GPU throughput\n{gpus}; {span}")
     ax = fig.add_subplot()
     labels = [f"{e.gpu}{' (projection)' if e.projected else ''}\n{name}" for name, e, _ in entries]
     xs = range(len(entries))

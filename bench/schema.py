@@ -200,11 +200,18 @@ class EstimateRecord:
     validation: dict[str, float] = field(default_factory=dict)  # measured / estimated layer time
     created: str = field(default_factory=_now)
     command: str = ""
+    kv_precision: str = ""  # the KV cache's dtype; "" in files before it was a setting
 
     @property
     def setup(self) -> tuple:
         """What identifies an estimate across files: the model and how it is served."""
-        return (self.model, self.tp, self.precision, self.isl, self.osl)
+        return (self.model, self.tp, self.precision, self.kv_precision, self.isl, self.osl)
+
+    @property
+    def setup_label(self) -> str:
+        """The setup in words: 'Llama-3.1-8B TP1 fp8 fp8 KV 1024→256'."""
+        kv = " fp8 KV" if self.kv_precision == "fp8" else ""
+        return f"{self.model} TP{self.tp} {self.precision}{kv} {self.isl}→{self.osl}"
 
     @property
     def serving_output_tokens_per_s(self) -> float:

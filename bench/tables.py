@@ -476,11 +476,11 @@ def _estimates_table(comparison: Comparison) -> Table:
     heads = ["model", "file", "GPU", "prefill tok/s", "decode tok/s", "vs first", "max batch"]
     heads += ["req/s"] + ["per W"] * per_watt + ["serving out Mtok/$"] * per_dollar
     table = new_table(title, heads, left=heads[:3])
-    for (model, tp, precision, isl, osl), group in groups.items():
+    for group in groups.values():
         first = group[0][1].decode_tokens_per_s
         for col, e in group:
             cells = [
-                escape(f"{model} TP{tp} {precision} {isl}→{osl}"),
+                escape(e.setup_label),
                 col.tag,
                 escape(e.gpu) + (" [italic](projection)[/italic]" if e.projected else ""),
                 f"{e.prefill_tokens_per_s:,.0f}",
@@ -538,14 +538,17 @@ def models_table(configs: list[ModelConfig]) -> Table:
         "head dim",
         "MLP",
         "vocab",
-        "experts",
+        "top-k/E",
+        "window",
         "params",
         "source",
     )
     table = new_table("models", columns, left={"model"})
+    table.columns[0].no_wrap = True  # names are what a user types: never cut
     sources: dict[str, int] = {}
     for c in configs:
-        experts = f"top-{c.top_k} of {c.experts}" if c.moe else ""
+        experts = f"{c.top_k}/{c.experts}" if c.moe else ""
+        window = f"{c.sliding_window} in {c.sliding_layers} layers" if c.sliding_layers else ""
         ref = sources.setdefault(c.source, len(sources) + 1)
         table.add_row(
             c.name,
@@ -556,6 +559,7 @@ def models_table(configs: list[ModelConfig]) -> Table:
             str(c.intermediate),
             str(c.vocab),
             experts,
+            window + (" sinks" if c.sinks else ""),
             fmt_params(param_count(c)),
             f"[{ref}]",
         )
@@ -579,7 +583,8 @@ def _summary(result: Throughput) -> Table:
     )
     table.add_row(
         "parallelism / precision",
-        f"TP {r.tp}, {r.precision} GEMMs, {result.setup.act} attention and KV cache",
+        f"TP {r.tp}, {r.precision} GEMMs, {result.setup.act} activations, "
+        f"{result.setup.kv_dtype} KV cache",
     )
     table.add_row("weights per GPU", fmt_bytes(plan.weights))
     table.add_row("KV cache per token per GPU", f"{plan.kv_per_token:,.0f} B")
@@ -597,8 +602,8 @@ def _summary(result: Throughput) -> Table:
 SOURCE_KEY = (
     f"source: share of the step's time measured ({SOURCES['measured']}), interpolated between "
     f"measured shapes ({SOURCES['interpolated']}), roofline × measured efficiency "
-    f"({SOURCES['roofline']}), or modelled ({SOURCES['modelled']}: memory-bound kernels, "
-    "all-reduces)"
+    f"({SOURCES['roofline']}), or modelled ({SOURCES['modelled']}: from bytes or the "
+    "interconnect, for what no case in the files times)"
 )
 
 

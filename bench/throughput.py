@@ -3,13 +3,14 @@
 One forward step on one GPU (docs/estimate.md) is the sum of:
 
 - its registry ops at the model's shapes (`Serving.prefill_step` / `decode_step`): the GEMMs of
-  every layer, prefill or decode attention, the residual add + RMSNorms, with TP > 1 the two
+  every layer, rotary, the KV-cache write, prefill or decode attention (windowed where the
+  layer is), SiLU·mul or the fused MoE, the residual add + RMSNorms, with TP > 1 the two
   all-reduces of the hidden state per layer, and the LM head, each timed by bench.lookup
   (measured, interpolated or roofline × measured efficiency); a memory-bound op the files
   cannot time is modelled from its bytes, an all-reduce as a ring over the spec sheet's
   interconnect, and the notes say so;
-- the memory-bound kernels no op measures yet (rotary, KV-cache write, SiLU·mul): their minimum
-  bytes over a bandwidth, measured where the file has one;
+- the kernels no op measures (a MoE router's softmax + top-k): their minimum bytes over a
+  bandwidth, measured where the file has one.
 
 Ops are summed without overlap, as a serving engine without fusion would run them; the layer
 validation (bench.layer) measures how far that is from a real layer. Decode tokens/s per GPU is
@@ -153,12 +154,13 @@ class StepModel:
             part = "lm_head" if use.role == "lm_head" else get_op(use.op).part
             step.add(part, timed.seconds * use.count, timed.source)
         kernels = self.setup.modelled_kernels(step.tokens)
-        per_layer = sum(self._bytes_time(nbytes) for _, nbytes in kernels)
-        step.add("memory", per_layer * self.setup.model.layers, "modelled")
-        self.notes[
-            f"{len(kernels)} memory-bound kernels per layer modelled "
-            f"({', '.join(k for k, _ in kernels)}): {self._bytes_note()}"
-        ] = None
+        if kernels:
+            per_layer = sum(self._bytes_time(nbytes) for _, nbytes in kernels)
+            step.add("memory", per_layer * self.setup.model.layers, "modelled")
+            self.notes[
+                f"modelled per layer, no op measures it ({', '.join(k for k, _ in kernels)}): "
+                f"{self._bytes_note()}"
+            ] = None
         return step
 
     def _bytes_time(self, nbytes: float) -> float:
@@ -477,6 +479,7 @@ def _record(
         projected=target.projected,
         tp=setup.tp,
         precision=setup.precision,
+        kv_precision=setup.kv_dtype,
         isl=isl,
         osl=osl,
         weights_bytes=plan.weights,
@@ -502,6 +505,8 @@ def _notes(
 ) -> list[str]:
     setup = step_model.setup
     notes = list(step_model.notes)
+    if setup.model.unmodelled:
+        notes.append(f"not modelled: {'; '.join(setup.model.unmodelled)}")
     if impl:
         notes.append(f"implementation forced to '{impl}' for every op that has one of that name")
     else:
@@ -541,7 +546,7 @@ def json_record(result: Throughput) -> dict:
 def save(path: str | Path, record: EstimateRecord) -> None:
     """Add the estimate to a result file, locked while it changes, replacing an earlier one with
     the same settings."""
-    same = ("model", "gpu", "tp", "precision", "isl", "osl")
+    same = ("model", "gpu", "tp", "precision", "kv_precision", "isl", "osl")
     with results.updating(path) as doc:
         doc.estimates = [
             e for e in doc.estimates if any(getattr(e, k) != getattr(record, k) for k in same)

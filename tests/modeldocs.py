@@ -65,10 +65,14 @@ def model_doc(
     skip: Callable[[str, Shape], bool] = lambda op, shape: False,
     gbps: float | None = None,
     collectives: TimeFn | None = None,
+    kv_precision: str = "auto",
 ) -> ResultDoc:
     """A result file with every case the model suite would measure, timed by time_fn; its
     collectives (TP > 1) only with `collectives` to time them, as a run under torchrun has."""
-    setups = [Serving(config, tp=tp, precision=precision, isl=isl, osl=osl) for tp in tps]
+    setups = [
+        Serving(config, tp=tp, precision=precision, kv_precision=kv_precision, isl=isl, osl=osl)
+        for tp in tps
+    ]
     cases = []
     for c in suite_cases(setups, batches, float(device.memory_bytes)):
         timer = collectives if get_op(c.op).part == "communication" else time_fn

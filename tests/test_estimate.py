@@ -20,13 +20,16 @@ from bench.results import load, write_atomic
 from bench.throughput import ALLREDUCE_LATENCY_S, estimate_throughput, save, serving_mix
 
 TINY = get_model("tiny")
-SETTINGS = ("tp", "precision", "isl", "osl", "workspace", "max_batch")
+SETTINGS = ("tp", "precision", "kv_precision", "isl", "osl", "workspace", "max_batch")
+
+
+MEMORY_OPS = ("rmsnorm", "rotary", "kv_write", "silu_mul")
 
 
 def flat(op: str, shape: dict, dtype: str) -> float:
-    """Every GEMM 1 ms, every prefill attention 2 ms, every decode attention and add + RMSNorm
-    0.5 ms."""
-    return {"matmul": 1e-3, "attention": 2e-3, "decode": 0.5e-3, "rmsnorm": 0.5e-3}[op]
+    """Every GEMM 1 ms, every prefill attention and MoE 2 ms, every decode attention and
+    memory-bound op (add + RMSNorm, rotary, KV-cache write, SiLU·mul) 0.5 ms."""
+    return {"matmul": 1e-3, "attention": 2e-3, "moe": 2e-3, "decode": 0.5e-3}.get(op, 0.5e-3)
 
 
 def run_estimate(docs, **kwargs):
@@ -41,9 +44,6 @@ def run_estimate(docs, **kwargs):
 
 
 def test_steps_are_the_sum_of_their_parts() -> None:
-    # 10 GB/s for the 3 modelled memory-bound kernels, whose bytes at these sizes take less than
-    # the 0.5 ms floor (the shortest measured case), so each per layer costs 0.5 ms; the two
-    # add + RMSNorms per layer are measured, at 0.5 ms each.
     doc = model_doc(TINY, flat, gbps=10.0)
     result = run_estimate([doc], batches=[1])
     # prefill at batch 1 and at the step budget: 16,384 tokens / 32 = 512 prompts
@@ -51,33 +51,42 @@ def test_steps_are_the_sum_of_their_parts() -> None:
     assert (prefill.batch, budget.batch, result.budget_batch) == (1, 512, 512)
     decode = result.decode[0]
     layers = 2
-    norms, modelled = layers * 2 * 0.5e-3, layers * 3 * 0.5e-3
-    # decode: 4 GEMMs, one decode attention and 2 norms per layer, the LM head once.
-    assert decode.seconds == pytest.approx(layers * (4 * 1e-3 + 0.5e-3) + norms + 1e-3 + modelled)
+    # Per layer: 2 add + RMSNorms, rotary, the KV-cache write and SiLU·mul at 0.5 ms each.
+    memory = layers * 5 * 0.5e-3
+    # decode: 4 GEMMs and one decode attention per layer, the LM head once.
+    assert decode.seconds == pytest.approx(layers * (4 * 1e-3 + 0.5e-3) + memory + 1e-3)
     assert decode.seconds == pytest.approx(15e-3)
     assert decode.tokens_per_s == pytest.approx(1 / 15e-3)
-    assert prefill.seconds == pytest.approx(layers * (4 * 1e-3 + 2e-3) + norms + 1e-3 + modelled)
+    assert prefill.seconds == pytest.approx(layers * (4 * 1e-3 + 2e-3) + memory + 1e-3)
     assert prefill.tokens_per_s == pytest.approx(32 / 18e-3)
-    assert decode.sources == pytest.approx({"measured": 12e-3, "modelled": 3e-3})
+    # A dense model's every kernel is an op: nothing is modelled.
+    assert decode.sources == pytest.approx({"measured": 15e-3})
     assert decode.parts == pytest.approx(
-        {"gemm": 8e-3, "attention": 1e-3, "memory": norms + modelled, "lm_head": 1e-3}
+        {"gemm": 8e-3, "attention": 1e-3, "memory": memory, "lm_head": 1e-3}
     )
     # The largest batch that fits 16 GiB less 10%: the scheduler cap of 1024.
     plan = Serving(TINY, isl=32, osl=16).memory_plan(CPU.memory_bytes)
     assert result.record.max_batch == plan.max_batch > 1024
     assert [s.batch for s in result.decode] == [1, 1024] and result.capped
-    # every op takes the same time whatever the shape: only the modelled memory-bound rest grows
-    assert budget.sources["measured"] == pytest.approx(15e-3)
+    # every op takes the same time whatever the shape
+    assert budget.sources == pytest.approx({"measured": 18e-3})
     rps = 1 / (32 / (512 * 32 / budget.seconds) + 16 / (1024 / 15e-3))
     assert result.record.requests_per_s == pytest.approx(rps)
     assert result.record.decode_tokens_per_s == pytest.approx(1024 / 15e-3)
 
 
-def test_memory_bound_kernels_use_bandwidth_above_the_floor() -> None:
-    doc = model_doc(TINY, flat, gbps=0.001)  # 1 MB/s: bandwidth-bound, far above the floor
-    step = run_estimate([doc], batches=[1]).decode[0]
-    kernels = Serving(TINY).modelled_kernels(1)
-    assert step.sources["modelled"] == pytest.approx(2 * sum(b for _, b in kernels) / 1e6)
+def test_a_moe_step_measures_its_experts_and_models_only_the_router_top_k() -> None:
+    tiny_moe = get_model("tiny-moe")
+    doc = model_doc(tiny_moe, flat, gbps=0.001)  # 1 MB/s: bandwidth-bound, far above the floor
+    step = run_estimate([doc], config=tiny_moe, batches=[1]).decode[0]
+    layers = 2
+    # Per layer: qkv, o and router GEMMs, decode attention, the fused MoE, 4 memory-bound ops.
+    measured = layers * (3 * 1e-3 + 0.5e-3 + 2e-3 + 4 * 0.5e-3) + 1e-3
+    kernels = Serving(tiny_moe).modelled_kernels(1)
+    assert [name for name, _ in kernels] == ["router softmax + top-k"]
+    # The router's few bytes take less than the floor: the shortest measured case, 0.5 ms.
+    assert step.sources == pytest.approx({"measured": measured, "modelled": layers * 0.5e-3})
+    assert step.parts["moe"] == pytest.approx(layers * 2e-3)
 
 
 def test_serving_mix() -> None:
@@ -171,8 +180,11 @@ def test_roofline_times_measured_efficiency_where_a_shape_is_missing() -> None:
 def test_rows_say_where_their_time_comes_from() -> None:
     doc = model_doc(TINY, flat, gbps=10.0)
     rows = run_estimate([doc], batches=[1]).record.rows
-    assert rows[0].source == "measured 83% · modelled 17%"  # 15 ms of 18 measured
-    assert all("measured" in r.source and "interpolated" not in r.source for r in rows)
+    assert all(r.source == "measured" for r in rows)  # a dense model's every kernel is an op
+    moe = get_model("tiny-moe")
+    rows = run_estimate([model_doc(moe, flat, gbps=10.0)], config=moe, batches=[1]).record.rows
+    # Decode at batch 1: 16 ms measured, the router's top-k at the 0.5 ms floor in 2 layers.
+    assert rows[2].phase == "decode" and rows[2].source == "measured 94% · modelled 6%"
 
 
 def test_fastest_correct_real_implementation_unless_one_is_forced() -> None:
@@ -373,11 +385,11 @@ def cpu_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_model_suite_measures_every_shape_the_estimate_needs(cpu_results: Path) -> None:
     doc = load(cpu_results)
     assert doc.suite == "model" and doc.complete
-    assert {c.op for c in doc.cases} == {"matmul", "attention", "decode", "rmsnorm"}
+    kernels = {"matmul", "attention", "decode", "rmsnorm", "rotary", "kv_write", "silu_mul"}
+    assert {c.op for c in doc.cases} == kernels
     assert all(c.status == "ok" for c in doc.cases)
     result = run_estimate([doc], precision="fp32")
-    assert all(row.source == "measured" or "modelled" in row.source for row in result.record.rows)
-    assert "interpolated" not in " ".join(r.source for r in result.record.rows)
+    assert all(row.source == "measured" for row in result.record.rows)
     assert not any("not measured in the files" in n for n in result.record.notes)
 
 
@@ -490,29 +502,50 @@ def test_a_file_from_another_device_needs_gpu(tmp_path: Path, cpu_results: Path)
     assert "--validate runs a layer on this machine" in validate.stderr
 
 
-def test_moe_layer_runs_from_the_same_ops() -> None:
-    """tiny-moe through the runner in-process, then its layer: the routed expert GEMMs run."""
+def test_moe_window_sinks_and_fp8_kv_layer_runs_from_the_same_ops() -> None:
+    """tiny-oss (MoE, a windowed layer, sinks) with an fp8 KV cache through the runner
+    in-process: every part of its step is measured, and its layers run from the same ops."""
     from bench import device as dev
     from bench.layer import measure_layer
-    from bench.models import suite_cases
     from bench.results import ResultWriter
     from bench.runner import RunConfig, run_cases
     from bench.schema import ResultDoc
     from bench.timing import TimerConfig
 
-    moe = get_model("tiny-moe")
+    oss = get_model("tiny-oss")
     if dev.detect().kind == "cuda":
         pytest.skip("sized for the CPU")
-    # 14 MB of "memory": about 10 sequences fit beside the 12 MB of weights, which keeps the
+    # 30 MB of "memory": about 10 sequences fit beside the 18 MB of weights, which keeps the
     # largest decode batch (and this test) small.
-    device = dataclasses.replace(dev.detect(), memory_bytes=14_000_000)
-    setup = Serving(moe, precision="fp32", isl=16, osl=8)
+    device = dataclasses.replace(dev.detect(), memory_bytes=30_000_000)
+    setup = Serving(oss, precision="fp32", kv_precision="fp8", isl=32, osl=8)
     cases = suite_cases([setup], [4], float(device.memory_bytes))
     doc = ResultDoc(device=device, software={}, command="test", suite="model")
     timer = TimerConfig(max_time_s=0.05, min_reps=3)
-    config = RunConfig(timer=timer, impls=["torch", "sdpa-flash"])
+    config = RunConfig(timer=timer, impls=["torch", "sdpa-flash", "grouped_mm", "eager"])
     run_cases(cases, device, None, ResultWriter(doc, None), config)
-    result = run_estimate([doc], config=moe, precision="fp32", isl=16, osl=8, batches=[4])
-    assert {"expert_gate_up", "expert_down", "router"} <= {u.role for u in setup.decode_step(4)}
-    check = measure_layer(result.step_model, "decode", 4, 20, device, timer)
+    assert {c.op for c in doc.cases if c.status == "ok"} >= {"moe", "rotary", "kv_write"}
+    result = run_estimate(
+        [doc], config=oss, precision="fp32", kv_precision="fp8", isl=32, osl=8, batches=[4]
+    )
+    for step in (*result.prefill, *result.decode):
+        assert {"gemm", "attention", "moe", "memory", "lm_head"} <= set(step.parts)
+        assert step.sources["measured"] / step.seconds > 0.95  # the router's top-k is modelled
+    decode_roles = {u.role for u in setup.decode_step(4)}
+    assert {"experts", "router", "attention", "sliding_attention"} <= decode_roles
+    check = measure_layer(result.step_model, "decode", 4, 36, device, timer)
     assert math.isfinite(check.ratio) and check.ratio > 0
+
+
+@pytest.mark.parametrize(("name", "precision"), [("gpt-oss-120b", "fp8"), ("mixtral-8x7b", "bf16")])
+def test_moe_models_estimate_every_part_from_measurements(name: str, precision: str) -> None:
+    """Synthetic H200 files at half of each op's roofline: gpt-oss-120b's (fp8 weights and KV
+    cache, windows, sinks) and Mixtral's every part, fused MoE included, is a measured case."""
+    config, settings = get_model(name), {"precision": precision, "kv_precision": "fp8"}
+    doc = model_doc(config, at_half_roofline("h200"), device=H200, spec="h200", **settings)
+    result = run_estimate([doc], config=config, batches=[1, 4], **settings)
+    for step in (*result.prefill, *result.decode):
+        assert {"gemm", "attention", "moe", "memory", "lm_head"} <= set(step.parts)
+        assert step.sources["measured"] / step.seconds > 0.99
+    notes = " ".join(result.record.notes)
+    assert ("not modelled: MXFP4 expert weights" in notes) == (name == "gpt-oss-120b")

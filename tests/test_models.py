@@ -11,7 +11,6 @@ from bench.models import (
     ModelConfig,
     Serving,
     get_model,
-    moe_routing,
     param_count,
     suite_cases,
 )
@@ -82,7 +81,10 @@ def test_decode_step_flops_are_twice_the_active_weights() -> None:
     # 2 FLOPs per weight per token: every GEMM weight and the LM head (not the input embedding).
     assert gemm_flops == 2 * (218_103_808 * 32 + 128_256 * 4096) == 15_009_316_864
     attention = next(u for u in step if u.role == "attention")
-    assert attention.shape == {"B": 1, "H": 32, "Hkv": 8, "D": 128, "L": 1000, "page": 16}
+    assert attention.shape == {
+        "B": 1, "H": 32, "Hkv": 8, "D": 128, "L": 1000, "page": 16,
+        "window": 0, "sinks": False, "fp8kv": False,
+    }  # fmt: skip
     assert get_op("decode").flops(attention.shape) == 4 * 32 * 1000 * 128
     norms = next(u for u in step if u.op == "rmsnorm")
     assert norms.shape == {"tokens": 1, "hidden": 4096} and norms.count == 2 * 32
@@ -111,21 +113,41 @@ def test_prefill_step_shapes() -> None:
     assert by_role["add_rmsnorm"].dtype == "bf16"
 
 
-@pytest.mark.parametrize(
-    ("tokens", "active", "per_expert"),
-    [(1, 2, 1), (4, 6, 2), (64, 8, 16), (1000, 8, 250)],
-)
-def test_moe_routing(tokens: int, active: int, per_expert: int) -> None:
-    # Mixtral: top-2 of 8; expected distinct experts 8·(1 − (3/4)^T), rounded up.
-    assert moe_routing(get_model("mixtral-8x7b"), tokens) == (active, per_expert)
+def test_mixtral_layer_runs_the_fused_moe_on_its_experts() -> None:
+    uses = {u.role: u for u in Serving(get_model("mixtral-8x7b"), tp=2).decode_step(64)}
+    assert uses["experts"].op == "moe" and uses["experts"].count == 32
+    # Each expert's intermediate split over TP; every token to 2 of the 8 experts.
+    assert uses["experts"].shape == {"T": 64, "H": 4096, "I": 7168, "E": 8, "k": 2, "skew": 0}
+    assert uses["router"].shape == {"M": 64, "N": 8, "K": 4096}
+    assert "gate_up" not in uses and "silu_mul" not in uses
 
 
-def test_mixtral_expert_gemms_at_tokens_per_expert() -> None:
-    gemms = {u.role: u for u in Serving(get_model("mixtral-8x7b"), tp=2).layer_gemms(64)}
-    assert gemms["expert_gate_up"].shape == {"M": 16, "N": 14336, "K": 4096}
-    assert gemms["expert_gate_up"].count == 32 * 8
-    assert gemms["expert_down"].shape == {"M": 16, "N": 4096, "K": 7168}
-    assert gemms["router"].shape == {"M": 64, "N": 8, "K": 4096}
+def test_dense_layer_ops() -> None:
+    uses = {u.role: u for u in Serving(LLAMA_8B, tp=2, kv_precision="fp8").prefill_step(2, 100)}
+    assert uses["silu_mul"].shape == {"tokens": 200, "I": 7168}
+    assert uses["rotary"].shape == {"tokens": 200, "H": 16, "Hkv": 4, "D": 128}
+    assert uses["kv_write"].shape == {"tokens": 200, "Hkv": 4, "D": 128, "page": 16, "fp8kv": True}
+    assert all(uses[r].count == 32 for r in ("silu_mul", "rotary", "kv_write"))
+
+
+def test_gpt_oss_alternates_windowed_and_full_attention_with_sinks() -> None:
+    setup = Serving(get_model("gpt-oss-120b"), kv_precision="fp8")
+    decode = [u for u in setup.decode_step(8, context=4096) if u.op == "decode"]
+    assert [(u.role, u.shape["window"], u.count) for u in decode] == [
+        ("attention", 0, 18),
+        ("sliding_attention", 128, 18),
+    ]
+    assert all(u.shape["sinks"] and u.shape["fp8kv"] for u in decode)
+    # A window at least the prompt is no window: the same shape as the full layers'.
+    prefill = [u for u in setup.prefill_step(1, isl=100) if u.op == "attention"]
+    assert {u.shape["window"] for u in prefill} == {0}
+    # fp8 halves the KV cache's bytes per token.
+    assert setup.kv_bytes_per_token() == Serving(setup.model).kv_bytes_per_token() / 2
+
+
+def test_unknown_kv_precision_is_one_line() -> None:
+    with pytest.raises(BenchError, match=r"unknown KV-cache precision 'int4'; known: auto"):
+        Serving(LLAMA_8B, kv_precision="int4")
 
 
 def test_memory_fit_by_hand() -> None:
@@ -226,6 +248,37 @@ def test_a_hugging_face_mixtral_config_is_moe(tmp_path: Path) -> None:
     config = get_model(str(path))
     assert (config.experts, config.top_k) == (8, 2)
     assert param_count(config) == param_count(get_model("mixtral-8x7b"))
+
+
+def test_hugging_face_gpt_oss_and_qwen3_moe_configs_read_like_the_built_ins(
+    tmp_path: Path,
+) -> None:
+    """The fields of openai/gpt-oss-120b's and Qwen/Qwen3-30B-A3B's config.json that matter."""
+    gpt_oss = {
+        "model_type": "gpt_oss", "hidden_size": 2880, "num_hidden_layers": 36,
+        "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64,
+        "intermediate_size": 2880, "vocab_size": 201088, "num_local_experts": 128,
+        "experts_per_token": 4, "sliding_window": 128, "attention_bias": True,
+        "layer_types": ["sliding_attention", "full_attention"] * 18,
+        "rope_scaling": {"rope_type": "yarn", "factor": 32.0},
+    }  # fmt: skip
+    qwen3_moe = {
+        "model_type": "qwen3_moe", "hidden_size": 2048, "num_hidden_layers": 48,
+        "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+        "intermediate_size": 6144, "moe_intermediate_size": 768, "num_experts": 128,
+        "num_experts_per_tok": 8, "vocab_size": 151936, "use_sliding_window": False,
+        "sliding_window": None, "tie_word_embeddings": False,
+    }  # fmt: skip
+    for hf, built_in in ((gpt_oss, "gpt-oss-120b"), (qwen3_moe, "qwen3-30b-a3b")):
+        path = tmp_path / hf["model_type"] / "config.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(hf))
+        config, known = get_model(str(path)), get_model(built_in)
+        shape = ("experts", "top_k", "intermediate", "sliding_window", "sliding_layers", "sinks")
+        assert [getattr(config, f) for f in shape] == [getattr(known, f) for f in shape]
+        assert param_count(config) == param_count(known)
+    # Biases cost time and are not modelled; YaRN only changes the cached cos/sin table.
+    assert get_model(str(tmp_path / "gpt_oss" / "config.json")).unmodelled == ("attention biases",)
 
 
 def test_own_json_config(tmp_path: Path) -> None:
