@@ -135,6 +135,7 @@ RESULT_COLUMNS = (
     "TFLOP/s",
     "% peak",
     "GB/s",
+    "% copy",
     "bus GB/s",
     "speedup",
     "rank spread",
@@ -165,7 +166,8 @@ def results_tables(doc: ResultDoc) -> list[Table]:
         notes: dict[str, int] = {}
         mine = [c for c in doc.cases if c.op == op_name]
         groups = rank_spreads(mine) or [RankSpread([c]) for c in mine]
-        rows = [_row(g, op, ups, notes, hosts) for g in groups]
+        copy = doc.measured_peaks.get("copy_gbs") if op.memory_bound else None
+        rows = [_row(g, op, ups, notes, hosts, copy) for g in groups]
         keep = [i for i, name in enumerate(RESULT_COLUMNS) if any(r[i] for r in rows)]
         table = new_table(f"{op.name}: {op.description}")
         for i in keep:
@@ -191,7 +193,9 @@ def _row(
     ups: dict[tuple, float],
     notes: dict[str, int],
     hosts: dict[int, str],
+    copy_gbs: float | None,
 ) -> list[str]:
+    """A case's cells; `copy_gbs`, the measured copy bandwidth, for a memory-bound op."""
     c = group.median
     timed = c.timing is not None and not c.interpreted
     spread = group.spread
@@ -203,6 +207,7 @@ def _row(
         f"{c.tflops:.3g}" if timed and c.tflops else "",
         f"{100 * c.peak_fraction:.0f}%" if c.peak_fraction is not None else "",
         f"{c.gbps:.3g}" if timed and c.gbps is not None else "",
+        f"{c.gbps / copy_gbs:.0%}" if timed and c.gbps and copy_gbs else "",
         f"{c.bus_gbps:.3g}" if timed and c.bus_gbps is not None else "",
         f"{ups[c.key]:.2f}×" if c.key in ups and c.impl != op.baseline else "",
         f"±{spread / 2:.1%}" if spread is not None else "",

@@ -115,6 +115,9 @@ class Op:
     tolerance: ClassVar[dict[str, float]] = TOLERANCE
     # fp32 peak to judge it against: "tf32" where its kernels' fp32 dots run as tf32 on GPUs.
     fp32_peak: ClassVar[str] = "fp32"
+    # True for ops bound by memory traffic at every size (judged by their GB/s against the
+    # measured copy bandwidth), False where the FLOPs can bind.
+    memory_bound: ClassVar[bool] = False
 
     # --- describing a case (no torch) ----------------------------------------------------------
 

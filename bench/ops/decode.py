@@ -100,6 +100,7 @@ class Decode(Op):
     dtypes = ("fp32", "fp16", "bf16")
     baseline = "sdpa-flash"
     part = "attention"
+    memory_bound = True
     axes = (("B",), ("L",))
     tolerance = TF32_TOLERANCE
     fp32_peak = "tf32"

@@ -52,6 +52,7 @@ class KVWrite(Op):
     dtypes = ("fp32", "fp16", "bf16")
     baseline = "torch"
     part = "memory"
+    memory_bound = True
     axes = (("tokens",),)
     smoke = (kvw(1, 2, 64), kvw(37, 4, 64, page=8), kvw(20, 2, 96, fp8kv=True))
     standard = tuple(

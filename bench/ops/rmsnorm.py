@@ -32,6 +32,7 @@ class RMSNorm(Op):
     dtypes = ("fp32", "fp16", "bf16")
     baseline = "torch"
     part = "memory"
+    memory_bound = True
     axes = (("tokens",),)
     smoke = (norm(1, 256), norm(7, 1000), norm(64, 4096))
     standard = tuple(norm(t, h) for h in (4096, 8192) for t in (1, 16, 64, 256, 1024, 4096, 16384))

@@ -39,6 +39,7 @@ class Rotary(Op):
     dtypes = ("fp32", "fp16", "bf16")
     baseline = "torch"
     part = "memory"
+    memory_bound = True
     axes = (("tokens",),)
     smoke = (rope(1, 4, 2, 64), rope(37, 8, 2, 64), rope(16, 6, 6, 96))
     # Llama-3-8B, Llama-3-70B and gpt-oss-120b, each on one GPU.

@@ -30,6 +30,7 @@ class SiluMul(Op):
     dtypes = ("fp32", "fp16", "bf16")
     baseline = "torch"
     part = "memory"
+    memory_bound = True
     axes = (("tokens",),)
     smoke = (act(1, 64), act(37, 1000), act(64, 1536))
     # Llama-3-8B and Llama-3-70B on one GPU, Llama-3-70B over 8.
