@@ -9,11 +9,16 @@ served at tensor-parallel degree TP runs on whole groups of TP GPUs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bench import BenchError, check_range
-from bench.hardware import get_spec
+from bench.hardware import GpuSpec, get_spec
+from bench.models import Serving
+from bench.ops import get_op
 from bench.schema import EstimateRecord
+from bench.simulate import Simulation
 from bench.units import plural
 
 SECONDS_PER_DAY = 86_400
@@ -111,10 +116,12 @@ def figures(
 
 def gpu_name(key: str | None) -> str:
     """The spec-table name of `--gpu KEY` (a clear error for an unknown key), or 'GPU'."""
-    if key is None:
-        return "GPU"
+    return "GPU" if key is None else _spec(key).name
+
+
+def _spec(key: str) -> GpuSpec:
     try:
-        return get_spec(key).name
+        return get_spec(key)
     except ValueError as e:
         raise BenchError(str(e)) from None
 
@@ -161,11 +168,11 @@ def gpus_needed(
 
 @dataclass(frozen=True)
 class Claim:
-    """'`gpus` GPUs serve `claimed` output tokens/s' against what they can at most."""
+    """'`gpus` GPUs serve `claimed` output tokens/s' against what they serve."""
 
     claimed: float
     gpus: int
-    estimate: float  # output tokens/s of `gpus` GPUs decoding at the largest batch, fully busy
+    estimate: float  # output tokens/s of `gpus` GPUs at the serving rate, fully busy
 
     @property
     def ratio(self) -> float:
@@ -179,8 +186,118 @@ class Claim:
 
 
 def check_claim(claimed: float, gpus: int, tp: int, per_gpu: PerGpu) -> Claim:
-    """Compare a claimed output rate with the most the fleet can decode: every GPU busy, at the
-    largest batch that fits, without prefill. The most generous reading of a claim."""
+    """Compare a claimed output rate with what the fleet serves with every GPU busy: the
+    serving rate (prefill and decode both, or the highest rate meeting an SLO), not decode
+    alone at its peak, which no request stream sustains."""
     if claimed <= 0:
         raise BenchError(f"the claimed rate must be positive, got {claimed}")
-    return Claim(claimed, gpus, per_gpu.peak_output_tokens_per_s * whole_groups(gpus, tp))
+    return Claim(claimed, gpus, per_gpu.output_tokens_per_s * whole_groups(gpus, tp))
+
+
+# --- choosing the layout ------------------------------------------------------------------------
+
+Result = TypeVar("Result")
+
+# Tensor-parallel degrees tried by --tp auto: within one 8-GPU NVLink node.
+TP_CHOICES = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One tensor-parallel degree tried: its per-GPU output rate, or why it cannot serve."""
+
+    tp: int
+    rate: float | None  # output tokens/s per GPU
+    why: str = ""
+
+
+def best_layout(
+    build: Callable[[int], Result], rate: Callable[[Result], float]
+) -> tuple[Result, list[Layout]]:
+    """The result of `build(tp)` for the TP degree whose per-GPU output rate is highest, and
+    every degree tried; a degree that cannot serve (does not fit, does not divide the heads,
+    misses the SLO) says why. Data-parallel replicas fill the rest of a fleet."""
+    results: dict[int, Result] = {}
+    tried = []
+    for tp in TP_CHOICES:
+        try:
+            results[tp] = build(tp)
+        except BenchError as e:
+            tried.append(Layout(tp, None, str(e)))
+            continue
+        tried.append(Layout(tp, rate(results[tp])))
+    rated = [t for t in tried if t.rate]
+    if not rated:
+        raise BenchError(
+            "no tensor-parallel degree serves it: "
+            + "; ".join(f"TP {t.tp}: {t.why or 'no output'}" for t in tried)
+        )
+    best = max(rated, key=lambda t: t.rate)
+    return results[best.tp], tried
+
+
+# --- rates from a simulation, deals, bounds -----------------------------------------------------
+
+HOURS_PER_YEAR = 365.25 * 24
+
+
+def deal_price(deal_usd: float, years: float, gpus: int) -> float:
+    """USD per GPU-hour of a deal paying `deal_usd` for `gpus` GPUs over `years`."""
+    check_range("--deal-usd", deal_usd, what=" (USD for the whole deal)")
+    check_range("--years", years)
+    return deal_usd / (gpus * years * HOURS_PER_YEAR)
+
+
+def slo_per_gpu(sim: Simulation) -> PerGpu:
+    """The sustained rate of a replica at the highest Poisson arrival rate meeting an SLO,
+    per GPU; the offline run's output rate is the peak."""
+    setup = sim.step_model.setup
+    if not sim.met:
+        raise BenchError(
+            f"{setup.model.name} at TP {setup.tp} on {sim.step_model.target.name} misses "
+            f"{sim.slo.describe()} at every arrival rate tried"
+        )
+    lengths = sim.workload.lengths
+    mean_in = sum(i for i, _ in lengths) / len(lengths)
+    mean_out = sum(o for _, o in lengths) / len(lengths)
+    rps = sim.rate / setup.tp
+    return PerGpu(
+        output_tokens_per_s=rps * mean_out,
+        total_tokens_per_s=rps * (mean_in + mean_out),
+        requests_per_s=rps,
+        peak_output_tokens_per_s=sim.search.offline.output_tokens_per_s,
+        source=f"simulated at {sim.slo.describe()}",
+    )
+
+
+def roofline_rate(setup: Serving, spec: GpuSpec) -> float:
+    """The most output tokens/s one GPU could make of the model: every token's weight FLOPs
+    (GEMMs, experts, LM head; attention left out) at the dense peak of the precision, however
+    large the batch."""
+    uses = [u for u in Serving(setup.model, precision=setup.precision).decode_step(1)]
+    flops = sum(
+        get_op(u.op).flops(u.shape) * u.count for u in uses if get_op(u.op).part != "attention"
+    )
+    peak = spec.peak_tflops.get(setup.precision) or spec.peak_tflops["bf16"]
+    return peak * 1e12 / flops
+
+
+def check_given_rate(setup: Serving, tokens_per_gpu: float, gpu: str | None) -> None:
+    """A rate given by hand must be one the named GPU could reach, for a model it can hold."""
+    check_range("--tokens-per-gpu", tokens_per_gpu)
+    if gpu is None:
+        return
+    spec = _spec(gpu)
+    plan = setup.memory_plan(spec.memory_gb * 1e9)
+    if plan.max_batch < 1:
+        raise BenchError(
+            f"{setup.model.name} at TP {setup.tp} in {setup.precision} does not fit {spec.name}: "
+            f"{plan.weights / 1e9:.0f} GB of weights per GPU beside {spec.memory_gb:.0f} GB"
+        )
+    bound = roofline_rate(setup, spec)
+    if tokens_per_gpu > bound:
+        raise BenchError(
+            f"--tokens-per-gpu {tokens_per_gpu:,.0f} exceeds what a {spec.name} can make of "
+            f"{setup.model.name} in {setup.precision}: at most {bound:,.0f} output tok/s per GPU "
+            "(each token's weight FLOPs at the dense peak)"
+        )

@@ -15,8 +15,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -33,6 +34,7 @@ from bench import (
     ops,
     plots,
     results,
+    simulate,
     suites,
     tables,
 )
@@ -40,8 +42,16 @@ from bench.hardware import match_spec
 from bench.models import Serving
 from bench.ops.base import dtype_unsupported
 from bench.schema import CaseResult, RankInfo, ResultDoc
-from bench.throughput import Throughput, Validation, estimate_throughput, json_record, save
-from bench.units import plural
+from bench.throughput import (
+    StepModel,
+    Throughput,
+    Validation,
+    estimate_throughput,
+    json_record,
+    save,
+    step_model_for,
+)
+from bench.units import fmt_big, plural
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -179,6 +189,11 @@ def run(
             raise BenchError(f"--model runs the model suite, not --suite {suite}")
         if dtype or shape:
             raise BenchError("--dtype and --shape do not apply to the model suite; use --precision")
+        if precision == "fp4":
+            raise BenchError(
+                "no op here runs fp4 GEMMs; estimate fp4 from spec peaks: tokbench estimate "
+                f"--model {model} --gpu b200 --precision fp4"
+            )
         setups = _setups(
             model, tp or [1], precision, kv_precision, isl or [models.DEFAULT_ISL], osl
         )
@@ -472,10 +487,29 @@ ModelOpt = Annotated[
 ]
 ResultsOpt = Annotated[
     list[Path] | None,
-    typer.Option("--results", help="Result file of the model suite; repeatable."),
+    typer.Option(
+        "--results",
+        help="Result file of the model suite; repeatable. Without one, --gpu's spec sheet "
+        "and default efficiencies answer, labelled.",
+    ),
 ]
-TpOpt = Annotated[int, typer.Option(help="Tensor-parallel degree: GPUs per model copy.")]
-PrecisionOpt = Annotated[str, typer.Option(help="GEMM precision: bf16, fp16, fp8 or fp32.")]
+TpOpt = Annotated[
+    str,
+    typer.Option(
+        help="Tensor-parallel degree: GPUs per model copy, or auto: the degree (1, 2, 4, 8) "
+        "that serves the most output tokens/s per GPU; replicas fill the rest."
+    ),
+]
+# Reference result files from real hardware, committed with the code.
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results"
+
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        help="Weights' precision (GEMMs, MoE experts): bf16, fp16, fp8, fp4 (GPUs with fp4 "
+        "tensor cores; from spec peaks) or fp32."
+    ),
+]
 KvPrecisionOpt = Annotated[
     str,
     typer.Option(
@@ -498,6 +532,17 @@ ImplOpt = Annotated[
         "name (default: the fastest correct implementation per shape)."
     ),
 ]
+SloOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Latency targets, e.g. ttft=2s,tpot=200ms: the highest Poisson rate meeting them "
+        "at --percentile is found by simulation."
+    ),
+]
+PercentileOpt = Annotated[float, typer.Option(help="Percentile of requests the SLO holds for.")]
+MaxTokensOpt = Annotated[
+    int, typer.Option(help="Tokens one engine step may hold (prefill chunks and decodes).")
+]
 WorkspaceOpt = Annotated[
     float, typer.Option(help="Fraction of GPU memory kept out of weights + KV cache.")
 ]
@@ -513,12 +558,14 @@ def _serving(
     osl: int,
     workspace: float,
     max_batch: int,
+    max_tokens: int = models.DEFAULT_MAX_PREFILL_TOKENS,
 ) -> Serving:
     return Serving(
         models.get_model(model),
         tp=tp,
         precision=precision,
         kv_precision=kv_precision,
+        prefill_budget=max_tokens,
         isl=isl,
         osl=osl,
         workspace=workspace,
@@ -534,9 +581,8 @@ def _throughput(
     gpu: str | None,
     impl: str | None,
 ) -> Throughput:
-    """Load the result files and estimate the model's per-GPU throughput from them."""
-    if not paths:
-        raise BenchError("--results FILE is needed: a result file of the model suite")
+    """Load the result files and estimate the model's per-GPU throughput from them (from the
+    GPU's spec sheet alone without files), lent efficiencies by the reference files."""
     docs = [ops.load_results(p) for p in paths]
     return estimate_throughput(
         setup,
@@ -547,14 +593,40 @@ def _throughput(
         impl=impl,
         command=results.command_line(),
         model_arg=model,
+        references=_references(),
     )
+
+
+def _step_model(
+    setup: Serving, model: str, paths: list[Path], gpu: str | None, impl: str | None
+) -> StepModel:
+    """The step-time model from the result files (or --gpu's spec sheet alone)."""
+    docs = [ops.load_results(p) for p in paths]
+    return step_model_for(
+        setup, docs, [str(p) for p in paths], gpu=gpu, impl=impl, model_arg=model,
+        references=_references(),
+    )  # fmt: skip
+
+
+def _references() -> list[ResultDoc]:
+    """The GPU result files in tokbench's results/ folder, whose measured efficiencies stand in
+    for shapes the files given lack; one that does not load is left out."""
+    found = []
+    for path in sorted(REFERENCE_DIR.glob("*.json")):
+        try:
+            doc = ops.load_results(path)
+        except BenchError:
+            continue
+        if doc.device.kind == "cuda":
+            found.append(doc)
+    return found
 
 
 @app.command("estimate")
 def estimate_cmd(
     model: ModelOpt,
     results_files: ResultsOpt = None,
-    tp: TpOpt = 1,
+    tp: TpOpt = "1",
     precision: PrecisionOpt = "bf16",
     kv_precision: KvPrecisionOpt = "auto",
     batch: Annotated[
@@ -577,9 +649,13 @@ def estimate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
 ) -> None:
     """Per-GPU prefill and decode tokens/s, TTFT and TPOT, memory fit and a serving mix."""
-    setup = _serving(model, tp, precision, kv_precision, isl, osl, workspace, max_batch)
     paths = results_files or []
-    result = _throughput(setup, model, paths, batch, gpu, impl)
+
+    def build(degree: int) -> Throughput:
+        setup = _serving(model, degree, precision, kv_precision, isl, osl, workspace, max_batch)
+        return _throughput(setup, model, paths, batch, gpu, impl)
+
+    result, layouts = _layout(tp, build, lambda r: r.record.serving_output_tokens_per_s)
     checks = _measure_layers(result, paths[0]) if validate else []
     for check in checks:
         where = f"{check.phase}_batch{check.batch}"
@@ -591,9 +667,11 @@ def estimate_cmd(
     else:
         out = tables.console()
         out.print(*tables.estimate_tables(result))
+        if layouts:
+            out.print(tables.layout_table(layouts, result.setup.tp, "serving mix"))
         if checks:
             out.print(tables.validation_table(checks))
-    if save_to_file:  # after printing: a file that cannot take it loses nothing shown
+    if save_to_file and paths:  # after printing: a file that cannot take it loses nothing shown
         save(paths[0], result.record)
         err.print(f"saved the estimate into {paths[0]}", soft_wrap=True)
 
@@ -616,6 +694,86 @@ def _measure_layers(result: Throughput, path: Path) -> list[Validation]:
     return [measure_layer(result.step_model, *key, device) for key in steps]
 
 
+@app.command("simulate")
+def simulate_cmd(
+    model: ModelOpt,
+    results_files: ResultsOpt = None,
+    gpu: GpuOpt = None,
+    tp: TpOpt = "1",
+    precision: PrecisionOpt = "bf16",
+    kv_precision: KvPrecisionOpt = "auto",
+    workload: Annotated[
+        str,
+        typer.Option(
+            help="fixed (every request --isl + --osl), lognormal (those as means), or a JSONL "
+            'trace of {"arrival": s, "input": n, "output": n} per line.'
+        ),
+    ] = "fixed",
+    requests: Annotated[int, typer.Option(help="Requests to simulate (not for a trace).")] = 1000,
+    isl: IslOpt = models.DEFAULT_ISL,
+    osl: OslOpt = models.DEFAULT_OSL,
+    sigma: Annotated[float, typer.Option(help="lognormal: the spread of log lengths.")] = 1.0,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Poisson arrivals, requests/s at one replica (default: all at once, offline)."
+        ),
+    ] = None,
+    slo: SloOpt = None,
+    percentile: PercentileOpt = 99.0,
+    seed: Annotated[int, typer.Option(help="Seed for lengths and arrivals.")] = 0,
+    impl: ImplOpt = None,
+    workspace: WorkspaceOpt = models.DEFAULT_WORKSPACE,
+    max_batch: MaxBatchOpt = models.DEFAULT_MAX_BATCH,
+    max_tokens: MaxTokensOpt = models.DEFAULT_MAX_PREFILL_TOKENS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Serve a workload through a continuous-batching scheduler on the step-time model: output
+    tokens/s, TTFT and TPOT percentiles, batch over time; with --slo, at the highest rate that
+    meets it."""
+    if rate is not None and slo is not None:
+        raise BenchError("--rate and --slo exclude each other: --slo searches for the rate")
+    target = simulate.parse_slo(slo, percentile) if slo else None
+    load = simulate.workload(workload, requests, isl, osl, sigma, seed)
+
+    def build(degree: int) -> simulate.Simulation:
+        setup = _serving(
+            model, degree, precision, kv_precision, isl, osl, workspace, max_batch, max_tokens
+        )
+        step_model = _step_model(setup, model, results_files or [], gpu, impl)
+        return simulate.run(step_model, load, rate=rate, slo=target, seed=seed)
+
+    sim, layouts = _layout(tp, build, _served)
+    if as_json:
+        typer.echo(json.dumps(simulate.figures(sim), indent=1))
+        return
+    out = tables.console()
+    out.print(*tables.simulation_tables(sim))
+    if layouts:
+        out.print(tables.layout_table(layouts, sim.step_model.setup.tp, "simulated"))
+
+
+def _served(sim: simulate.Simulation) -> float:
+    """Output tokens/s per GPU a simulated replica serves: under an SLO, the sustained rate
+    (0 when missed)."""
+    if sim.search is None:
+        return sim.result.output_tokens_per_s
+    return capacity.slo_per_gpu(sim).output_tokens_per_s if sim.met else 0.0
+
+
+Result = TypeVar("Result")
+
+
+def _layout(
+    tp: str, build: Callable[[int], Result], rate: Callable[[Result], float]
+) -> tuple[Result, list[capacity.Layout]]:
+    """`build` at the --tp given, or at the degree serving the most per GPU (--tp auto) with
+    every degree tried."""
+    if tp.strip().lower() == "auto":
+        return capacity.best_layout(build, rate)
+    return build(_degree(tp)), []
+
+
 @app.command("capacity")
 def capacity_cmd(
     model: ModelOpt,
@@ -625,13 +783,18 @@ def capacity_cmd(
         float | None,
         typer.Option(
             help="Output tokens per second per GPU to plan with, instead of estimating it "
-            "from --results (taken as both the serving and the peak rate)."
+            "(checked against --gpu's roofline when given)."
         ),
     ] = None,
     utilization: Annotated[
         float, typer.Option(help="Average share of the day the fleet serves at full batch.")
     ] = capacity.DEFAULT_UTILIZATION,
     price: Annotated[float | None, typer.Option(help="USD per GPU-hour, for the cost.")] = None,
+    deal_usd: Annotated[
+        float | None,
+        typer.Option(help="A deal's total USD for the --gpus GPUs over --years: sets the price."),
+    ] = None,
+    years: Annotated[float | None, typer.Option(help="The deal's term in years.")] = None,
     target_tokens_s: Annotated[
         float | None, typer.Option(help="Output tokens/s to serve: how many GPUs are needed.")
     ] = None,
@@ -645,7 +808,7 @@ def capacity_cmd(
             "output tokens/s of the model."
         ),
     ] = None,
-    tp: TpOpt = 1,
+    tp: TpOpt = "1",
     precision: PrecisionOpt = "bf16",
     kv_precision: KvPrecisionOpt = "auto",
     isl: IslOpt = models.DEFAULT_ISL,
@@ -654,33 +817,60 @@ def capacity_cmd(
     impl: ImplOpt = None,
     workspace: WorkspaceOpt = models.DEFAULT_WORKSPACE,
     max_batch: MaxBatchOpt = models.DEFAULT_MAX_BATCH,
+    slo: SloOpt = None,
+    percentile: PercentileOpt = 99.0,
+    requests: Annotated[int, typer.Option(help="Requests each --slo simulation serves.")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """Fleet tokens/day and requests/day, GPUs for a target, cost per million tokens, claims."""
-    capacity.check_fleet(gpus, tp, utilization, price)
+    """Fleet tokens/day and requests/day, GPUs for a target, cost per million tokens (from a
+    price or a deal's terms), and claims checked against the serving rate (at an SLO with
+    --slo)."""
+    if deal_usd is not None or years is not None:
+        if deal_usd is None or years is None or price is not None:
+            raise BenchError("a deal needs --deal-usd and --years together, and no --price")
+        price = capacity.deal_price(deal_usd, years, gpus)
+    capacity.check_fleet(gpus, 1 if tp == "auto" else _degree(tp), utilization, price)
     capacity.check_targets(target_tokens_s, target_tokens_day, claim_tokens_s)
-    setup = _serving(model, tp, precision, kv_precision, isl, osl, workspace, max_batch)
     if tokens_per_gpu is not None:
-        check_range("--tokens-per-gpu", tokens_per_gpu)
-        if results_files:
+        if results_files or slo or tp == "auto":
             raise BenchError(
-                "--results and --tokens-per-gpu exclude each other: give the rate, or the "
-                "result files to estimate it from"
+                "--tokens-per-gpu is the rate to plan with: it excludes --results, --slo and "
+                "--tp auto, which estimate one"
             )
-        where = capacity.gpu_name(gpu)
+        setup = _serving(
+            model, _degree(tp), precision, kv_precision, isl, osl, workspace, max_batch
+        )
+        capacity.check_given_rate(setup, tokens_per_gpu, gpu)
         rps = tokens_per_gpu / osl
         per_gpu = capacity.PerGpu(
             tokens_per_gpu, rps * (isl + osl), rps, tokens_per_gpu, "given with --tokens-per-gpu"
         )
+        where, layouts = capacity.gpu_name(gpu), []
     else:
-        result = _throughput(setup, model, results_files or [], None, gpu, impl)
-        per_gpu = capacity.per_gpu(result.record)
-        where = result.target.name
-    fleet = capacity.Fleet(gpus, tp, utilization, per_gpu, price)
+        slo_target = simulate.parse_slo(slo, percentile) if slo else None
+
+        def build(degree: int) -> tuple[Serving, capacity.PerGpu, str]:
+            setup = _serving(model, degree, precision, kv_precision, isl, osl, workspace, max_batch)
+            if slo_target is None:
+                result = _throughput(setup, model, results_files or [], None, gpu, impl)
+                return setup, capacity.per_gpu(result.record), result.target.name
+            step_model = _step_model(setup, model, results_files or [], gpu, impl)
+            load = simulate.workload("fixed", requests, isl, osl)
+            sim = simulate.run(step_model, load, slo=slo_target)
+            return setup, capacity.slo_per_gpu(sim), step_model.target.name
+
+        (setup, per_gpu, where), layouts = _layout(
+            tp, build, lambda built: built[1].output_tokens_per_s
+        )
+    fleet = capacity.Fleet(gpus, setup.tp, utilization, per_gpu, price)
     figures = capacity.figures(fleet, target_tokens_s, target_tokens_day)
+    figures.update(model=setup.model.name, gpu=where, tp=setup.tp, precision=setup.precision,
+                   kv_precision=setup.kv_dtype, isl=isl, osl=osl)  # fmt: skip
+    if deal_usd is not None:
+        figures.update(deal_usd=deal_usd, years=years, usd_per_gpu_hour=price)
     claim = None
     if claim_tokens_s is not None:
-        claim = capacity.check_claim(claim_tokens_s, gpus, tp, per_gpu)
+        claim = capacity.check_claim(claim_tokens_s, gpus, setup.tp, per_gpu)
         figures.update(
             claim_ratio=claim.ratio,
             claim_verdict=claim.verdict,
@@ -690,17 +880,76 @@ def capacity_cmd(
         typer.echo(json.dumps(figures, indent=1))
         return
     name = setup.model.name
+    replicas = gpus // setup.tp
     title = (
-        f"{name} on {gpus} × {where}, TP {tp}, {precision}, {setup.kv_dtype} KV cache: "
-        f"{isl} input + {osl} output tokens per request"
+        f"{name} on {gpus:,} × {where}: TP {setup.tp} × {replicas:,} replicas, "
+        f"{setup.precision} weights, {setup.kv_dtype} KV cache, {isl} input + {osl} output "
+        "tokens per request"
     )
     out = tables.console()
+    if deal_usd is not None:
+        out.print(
+            f"deal: ${fmt_big(deal_usd)} over {years:g} years for {gpus:,} GPUs = "
+            f"${price:.3g} per GPU-hour",
+            highlight=False,
+        )
     out.print(tables.fleet_table(fleet, title))
     for line in tables.target_lines(figures):
         out.print(line, highlight=False)
+    if layouts:
+        out.print(tables.layout_table(layouts, setup.tp, "per GPU"))
     if claim is not None:
-        what = f"{gpus} × {where} serve {claim_tokens_s:,.0f} output tok/s of {name}"
+        what = f"{gpus:,} × {where} serve {claim_tokens_s:,.0f} output tok/s of {name}"
         out.print(tables.claim_table(claim, what))
+
+
+def _degree(tp: str) -> int:
+    try:
+        return int(tp)
+    except ValueError:
+        raise BenchError(f"--tp must be a whole number of GPUs or auto, got '{tp}'") from None
+
+
+@app.command("validate")
+def validate_cmd(
+    published: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV of published results: model, gpu, precision, kv_precision, tp, isl, osl, "
+            "scenario (throughput, offline, server), tokens_per_s_per_gpu (output), source; an "
+            "slo column for server rows.",
+            show_default=False,
+        ),
+    ],
+    results_files: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--results",
+            help="Result files measured on GPUs the rows name: those rows use them; the rest "
+            "their GPU's spec sheet. Repeatable.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+) -> None:
+    """Each published row's estimate ÷ its published output tokens/s per GPU, and the
+    geometric mean: how far the estimator is from the published figures."""
+    from bench import validate
+
+    rows = validate.read_published(published)
+    docs = [(str(p), ops.load_results(p)) for p in results_files or []]
+    references = _references()
+
+    def step_model_of(setup: Serving, gpu: str) -> StepModel:
+        mine = [(p, d) for p, d in docs if d.spec == gpu]
+        return step_model_for(
+            setup, [d for _, d in mine], [p for p, _ in mine], gpu=gpu, references=references
+        )
+
+    checks = [validate.check_row(row, step_model_of) for row in rows]
+    if as_json:
+        typer.echo(json.dumps(validate.as_dicts(checks), indent=1))
+        return
+    tables.console().print(tables.validate_table(checks, published.name))
 
 
 def main() -> None:

@@ -36,7 +36,8 @@ from bench.ops.silu_mul import act as silu_shape
 from bench.schema import DTYPE_BYTES, Shape, shape_key
 from bench.suites import CaseSpec
 
-PRECISIONS = ("bf16", "fp16", "fp8", "fp32")
+# Weights' precisions: the GEMMs' and the MoE experts' (fp4: NVFP4, on GPUs with fp4 tensor cores).
+PRECISIONS = ("bf16", "fp16", "fp8", "fp4", "fp32")
 # The KV cache's precision: "auto" stores it in the activations' dtype; "fp8" as float8_e4m3fn
 # with a scale per tensor, as serving engines' fp8 KV caches do (half the bytes of bf16).
 KV_PRECISIONS = ("auto", "fp8")
@@ -79,6 +80,8 @@ class ModelConfig:
     source: str = ""
     # Features of the architecture the step model leaves out; every estimate lists them.
     unmodelled: tuple[str, ...] = ()
+    # A feature too large to leave out: no estimate is made rather than a guess.
+    unsupported: str = ""
 
     @property
     def moe(self) -> bool:
@@ -90,6 +93,13 @@ GPT_OSS_UNMODELLED = (
     "MXFP4 expert weights (the experts run in the precision given)",
     "attention and expert biases",
     "the clamped SwiGLU (as SiLU·mul)",
+)
+
+# DeepSeek-V3/R1's attention caches one 576-wide latent per token instead of per-head keys and
+# values: modelling it as grouped-query attention would misstate its KV cache ~60-fold.
+DEEPSEEK_MLA = (
+    "multi-head latent attention (MLA: a compressed KV cache, absorbed projections), its shared "
+    "expert and its first three dense layers"
 )
 
 # fmt: off
@@ -109,6 +119,10 @@ MODELS: dict[str, ModelConfig] = {
             source="meta-llama/llama-models sku_list; HF meta-llama/Llama-3.1-405B config.json",
         ),
         ModelConfig(
+            "Llama-3.3-70B", 8192, 80, 64, 8, 128, 28672, 128256, params=70.6e9,
+            source="HF meta-llama/Llama-3.3-70B-Instruct config.json (Llama-3.1-70B's shapes)",
+        ),
+        ModelConfig(
             "Llama-2-70B", 8192, 80, 64, 8, 128, 28672, 32000, params=69e9,
             source="HF meta-llama/Llama-2-70b-hf config.json",
         ),
@@ -116,6 +130,19 @@ MODELS: dict[str, ModelConfig] = {
             "Mixtral-8x7B", 4096, 32, 32, 8, 128, 14336, 32000, experts=8, top_k=2,
             params=46.7e9,
             source="HF mistralai/Mixtral-8x7B-v0.1 config.json (46.7B total, 12.9B active)",
+        ),
+        ModelConfig(
+            "Qwen3-8B", 4096, 36, 32, 8, 128, 12288, 151936, params=8.2e9,
+            unmodelled=("per-head QK RMSNorm",), source="HF Qwen/Qwen3-8B config.json (8.2B)",
+        ),
+        ModelConfig(
+            "Qwen3-32B", 5120, 64, 64, 8, 128, 25600, 151936, params=32.8e9,
+            unmodelled=("per-head QK RMSNorm",), source="HF Qwen/Qwen3-32B config.json (32.8B)",
+        ),
+        ModelConfig(
+            "Qwen3-235B-A22B", 4096, 94, 64, 4, 128, 1536, 151936, experts=128, top_k=8,
+            params=235e9, unmodelled=("per-head QK RMSNorm",),
+            source="HF Qwen/Qwen3-235B-A22B config.json (235B total, 22B active)",
         ),
         ModelConfig(
             "Qwen3-30B-A3B", 2048, 48, 32, 4, 128, 768, 151936, experts=128, top_k=8,
@@ -133,6 +160,11 @@ MODELS: dict[str, ModelConfig] = {
             sliding_window=128, sliding_layers=12, sinks=True, params=20.9e9,
             unmodelled=GPT_OSS_UNMODELLED,
             source="HF openai/gpt-oss-20b config.json; OpenAI gpt-oss model card (20.9B total)",
+        ),
+        ModelConfig(
+            "DeepSeek-V3", 7168, 61, 128, 128, 128, 2048, 129280, experts=256, top_k=8,
+            params=671e9, unsupported=DEEPSEEK_MLA,
+            source="HF deepseek-ai/DeepSeek-V3 config.json (671B total, 37B active; R1: same)",
         ),
         ModelConfig(
             "tiny", 256, 2, 4, 2, 64, 512, 2048,
@@ -154,7 +186,9 @@ MODELS: dict[str, ModelConfig] = {
 
 # Hugging Face model types that are Llama-style decoders with a gated MLP (Mixtral, Qwen3-MoE,
 # gpt-oss: with MoE; gpt-oss also with sliding-window layers and attention sinks).
-HF_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gpt_oss")
+HF_MODEL_TYPES = (
+    "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gpt_oss", "deepseek_v3",
+)  # fmt: skip
 
 
 def model_names() -> list[str]:
@@ -234,7 +268,7 @@ def _from_hf(data: dict[str, Any], path: Path) -> ModelConfig:
     heads = get("num_attention_heads")
     hidden = get("hidden_size")
     layers = get("num_hidden_layers")
-    experts = get("num_local_experts", data.get("num_experts", 1))
+    experts = get("num_local_experts", data.get("num_experts", data.get("n_routed_experts", 1)))
     mlp = "moe_intermediate_size" if experts > 1 and "moe_intermediate_size" in data else None
     window, sliding = _hf_window(data, layers, path)
     return ModelConfig(
@@ -254,6 +288,7 @@ def _from_hf(data: dict[str, Any], path: Path) -> ModelConfig:
         sinks=kind == "gpt_oss",
         source=f"Hugging Face config.json read from {path}",
         unmodelled=_hf_unmodelled(data),
+        unsupported=DEEPSEEK_MLA if kind == "deepseek_v3" else "",
     )
 
 
@@ -344,8 +379,9 @@ def check_precision(precision: str) -> None:
 
 
 def act_dtype(precision: str) -> str:
-    """Activations, attention, KV cache, router and LM head: fp8 models keep these in bf16."""
-    return "bf16" if precision == "fp8" else precision
+    """Activations, attention, KV cache, router and LM head: fp8 and fp4 models keep these in
+    bf16."""
+    return "bf16" if precision in ("fp8", "fp4") else precision
 
 
 @dataclass(frozen=True)
@@ -390,6 +426,11 @@ class Serving:
     prefill_budget: int = DEFAULT_MAX_PREFILL_TOKENS  # tokens one prefill step may hold
 
     def __post_init__(self) -> None:
+        if self.model.unsupported:
+            raise BenchError(
+                f"{self.model.name}: {self.model.unsupported} are not modelled here; tokbench "
+                "gives no estimate rather than a guess"
+            )
         if self.tp < 1:
             raise BenchError(f"tensor-parallel degree must be at least 1, got {self.tp}")
         _check_tp(self.model, self.tp)
@@ -407,6 +448,8 @@ class Serving:
         )  # fmt: skip
         if self.max_batch < 1:
             raise BenchError(f"--max-batch must be at least 1, got {self.max_batch}")
+        if self.prefill_budget < 1:
+            raise BenchError(f"--max-tokens must be at least 1, got {self.prefill_budget}")
 
     @property
     def act(self) -> str:
@@ -616,8 +659,11 @@ def _weights(setup: Serving) -> list[tuple[int, str]]:
     return weights
 
 
-def param_count(config: ModelConfig) -> int:
-    """Parameters of the whole model, derived from its shapes (checked against `params`)."""
+def param_count(config: ModelConfig) -> float:
+    """Parameters of the whole model, derived from its shapes (checked against `params`); the
+    published count for a model whose architecture is not modelled."""
+    if config.unsupported:
+        return config.params or 0.0
     return sum(elements for elements, _ in _weights(Serving(config)))
 
 

@@ -22,8 +22,9 @@ READABLE_VERSIONS = (1, 2)
 # Sizes and switches; a string value is kept for ops of newer versions that use one.
 Shape = dict[str, int | bool | str]
 
-# The dtypes cases are measured in, with their element sizes.
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+# The dtypes cases are measured or estimated in, with their element sizes in bytes; fp4 is
+# NVFP4, Blackwell's: 4-bit values with one fp8 scale per 16 (4.5 bits an element).
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "fp4": 0.5625}
 STATUSES = ("ok", "failed", "skipped")
 TIMING_MODES = ("cuda-events", "cuda-graph", "cpu", "interpreted")
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench import ops
-from bench.capacity import OPTIMISTIC, PLAUSIBLE, Claim, Fleet
+from bench.capacity import OPTIMISTIC, PLAUSIBLE, Claim, Fleet, Layout
 from bench.compare import (
     Cell,
     Column,
@@ -27,6 +27,7 @@ from bench.compare import (
 from bench.hardware import GpuSpec
 from bench.models import ModelConfig, param_count
 from bench.schema import CaseResult, DeviceInfo, ResultDoc, Telemetry
+from bench.simulate import PERCENTILES, SimResult, Simulation, occupancy_series
 from bench.throughput import (
     SOURCES,
     STEP_PARTS,
@@ -34,8 +35,10 @@ from bench.throughput import (
     Validation,
     projection_prefix,
     shares,
+    source_notes,
 )
 from bench.units import fmt_big, fmt_bytes, fmt_ms, fmt_params, fmt_rate, fmt_ratio, plural
+from bench.validate import Check, geometric_mean, worst
 
 
 def console() -> Console:
@@ -55,7 +58,7 @@ def new_table(title: str, columns: Iterable[str] = (), left: Collection[str] = (
 
 def key_value_table(title: str, no_wrap_keys: bool = False) -> Table:
     """A headerless two-column table: a bold key, then its value."""
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = Table(title=title, show_header=False, title_justify="left", caption_justify="left")
     table.add_column(style="bold", no_wrap=no_wrap_keys)
     table.add_column()
     return table
@@ -554,7 +557,10 @@ def models_table(configs: list[ModelConfig]) -> Table:
     for c in configs:
         experts = f"{c.top_k}/{c.experts}" if c.moe else ""
         window = f"{c.sliding_window} in {c.sliding_layers} layers" if c.sliding_layers else ""
-        ref = sources.setdefault(c.source, len(sources) + 1)
+        source = c.source + (
+            f"; no estimates: {c.unsupported} not modelled" if c.unsupported else ""
+        )
+        ref = sources.setdefault(source, len(sources) + 1)
         table.add_row(
             c.name,
             str(c.hidden),
@@ -581,11 +587,13 @@ def _summary(result: Throughput) -> Table:
     r, plan, cfg = result.record, result.plan, result.setup.model
     table = key_value_table(f"{cfg.name} on {r.gpu}: per GPU")
     table.add_row("model", f"{cfg.name} ({cfg.source})")
-    table.add_row(
-        "device",
-        r.gpu
-        + (" [yellow](projection from spec sheets)[/yellow]" if r.projected else " (measured)"),
-    )
+    if r.projected:
+        device = " [yellow](projection from spec sheets)[/yellow]"
+    elif not result.target.measured_on:
+        device = " [yellow](its spec sheet: nothing measured)[/yellow]"
+    else:
+        device = " (measured)"
+    table.add_row("device", r.gpu + device)
     table.add_row(
         "parallelism / precision",
         f"TP {r.tp}, {r.precision} GEMMs, {result.setup.act} activations, "
@@ -606,9 +614,10 @@ def _summary(result: Throughput) -> Table:
 
 SOURCE_KEY = (
     f"source: share of the step's time measured ({SOURCES['measured']}), interpolated between "
-    f"measured shapes ({SOURCES['interpolated']}), roofline × measured efficiency "
-    f"({SOURCES['roofline']}), or modelled ({SOURCES['modelled']}: from bytes or the "
-    "interconnect, for what no case in the files times)"
+    f"measured shapes ({SOURCES['interpolated']}), roofline × the efficiency measured in the "
+    f"files ({SOURCES['roofline']}), in a reference file ({SOURCES['reference']}) or by default "
+    f"({SOURCES['default']}, with its source below), or modelled ({SOURCES['modelled']}: from "
+    "bytes or the interconnect, for what no case in the files times)"
 )
 
 
@@ -736,8 +745,8 @@ def claim_table(claim: Claim, what: str) -> Table:
         f"[{colour}]{claim.verdict}[/{colour}]",
     )
     table.caption = (
-        f"estimate: {_gpus(claim.gpus)} all busy decoding at the largest batch that fits, no "
-        f"prefill (the most generous reading). Verdict: ratio ≤ {PLAUSIBLE} plausible (fusion, "
+        f"estimate: {_gpus(claim.gpus)} all busy at the serving rate (prefill and decode, or "
+        f"the highest rate meeting the SLO). Verdict: ratio ≤ {PLAUSIBLE} plausible (fusion, "
         f"overlap, better kernels); ≤ {OPTIMISTIC} optimistic (needs speculative decoding, lower "
         f"precision or caching not modelled); above, implausible"
     )
@@ -795,4 +804,130 @@ def validation_table(checks: list[Validation]) -> Table:
         f"one layer, without the LM head and all-reduces; green: within [{low}, {high}] of "
         "the op sum"
     )
+    return table
+
+
+# --- serving simulation ------------------------------------------------------------------------
+
+
+def simulation_tables(sim: Simulation) -> list[Table]:
+    """What the simulated replica served, its latencies, and its batch over time."""
+    setup, r = sim.step_model.setup, sim.result
+    target = sim.step_model.target
+    title = f"{setup.model.name} on {target.name}: simulated serving, per GPU"
+    summary = key_value_table(title)
+    summary.add_row(
+        "set-up",
+        f"TP {setup.tp}, {setup.precision} weights, {setup.kv_dtype} KV cache, at most "
+        f"{setup.max_batch:,} sequences and {setup.prefill_budget:,} tokens a step, "
+        f"{sim.kv_pages:,} KV pages of {setup.page} tokens",
+    )
+    summary.add_row("workload", escape(sim.workload.name))
+    summary.add_row("arrivals", _arrivals(sim))
+    if sim.search is not None:
+        summary.add_row("SLO", _slo_line(sim))
+    summary.add_row(
+        "served",
+        f"{fmt_rate(r.output_tokens_per_s)} output tok/s per GPU, "
+        f"{fmt_rate(r.requests_per_s)} requests/s per GPU",
+    )
+    for metric, values in (("TTFT", r.ttft), ("TPOT", r.tpot)):
+        if values:
+            cells = [f"p{q} {fmt_ms(r.percentile(metric.lower(), q) * 1e3)}" for q in PERCENTILES]
+            summary.add_row(metric, ", ".join(cells))
+    summary.add_row(
+        "batch",
+        f"{r.mean_occupancy:,.1f} sequences running on average; "
+        f"{plural(r.preemptions, 'preemption')} (KV cache full); {r.steps:,} steps over "
+        f"{fmt_ms(r.seconds * 1e3)}",
+    )
+    summary.caption = bullets(source_notes(sim.step_model))
+    return [summary, _occupancy(r)]
+
+
+def _arrivals(sim: Simulation) -> str:
+    if sim.search is not None:
+        return f"Poisson, {sim.rate:.3g} requests/s per replica (the highest meeting the SLO)"
+    if sim.rate is not None:
+        return f"Poisson, {sim.rate:.3g} requests/s per replica"
+    if sim.workload.trace is not None:
+        return "the trace's own times"
+    return "all at once (offline: throughput)"
+
+
+def _slo_line(sim: Simulation) -> str:
+    search, slo = sim.search, sim.slo
+    offline = search.offline
+    bound = (
+        f"offline bound {fmt_rate(offline.output_tokens_per_s)} output tok/s per GPU at "
+        f"p{slo.percentile:g} TTFT {fmt_ms(offline.percentile('ttft', slo.percentile) * 1e3)}"
+    )
+    if not sim.met:
+        return f"[red]{slo.describe()}: not met at any arrival rate tried[/red]; {bound}"
+    return f"{slo.describe()}: met up to {search.rate:.3g} requests/s per replica; {bound}"
+
+
+def _occupancy(r: SimResult) -> Table:
+    table = new_table("batch over time: sequences running", ("time", "running"))
+    for t, n in occupancy_series(r):
+        table.add_row(fmt_ms(t * 1e3), f"{n:,}")
+    return table
+
+
+def layout_table(layouts: list[Layout], chosen: int, what: str) -> Table:
+    """The tensor-parallel degrees --tp auto tried, and the one chosen."""
+    columns = ("TP", f"output tok/s/GPU, {what}", "note")
+    table = new_table("--tp auto: each degree tried", columns, left={"note"})
+    for layout in layouts:
+        mark = "[green]chosen[/green]" if layout.tp == chosen else escape(layout.why)
+        rate = fmt_rate(layout.rate) if layout.rate else "—"
+        table.add_row(str(layout.tp), rate, mark)
+    table.caption = "replicas of the chosen degree fill the fleet (data parallel)"
+    return table
+
+
+# --- validation against published figures -----------------------------------------------------
+
+
+def validate_table(checks: list[Check], name: str) -> Table:
+    """Estimate ÷ published per row, the geometric mean and the worst rows."""
+    columns = (
+        "model",
+        "GPU",
+        "weights/KV",
+        "TP",
+        "in→out",
+        "published",
+        "estimate",
+        "est/pub",
+        "note",
+    )
+    table = new_table(
+        f"{name}: estimate ÷ published output tok/s per GPU", columns, left={"model", "GPU", "note"}
+    )
+    for c in checks:
+        r = c.row
+        ratio = c.ratio
+        colour = "green" if ratio and 0.8 <= ratio <= 1.25 else "yellow" if ratio else "red"
+        table.add_row(
+            escape(r.model), r.gpu, f"{r.precision}/{r.kv_precision}", str(r.tp),
+            f"{r.isl}→{r.osl}", fmt_rate(r.published),
+            fmt_rate(c.estimate) if c.estimate is not None else "—",
+            f"[{colour}]{ratio:.2f}[/{colour}]" if ratio else "—",
+            escape(c.note),
+        )  # fmt: skip
+    mean = geometric_mean(checks)
+    rated = [c for c in checks if c.ratio]
+    notes = [
+        f"geometric mean of est/pub over {plural(len(rated), 'row')}: "
+        + (f"{mean:.2f}" if mean else "none"),
+        "furthest: "
+        + "; ".join(
+            f"{c.row.model} {c.row.gpu} TP{c.row.tp} {c.row.isl}→{c.row.osl} {c.ratio:.2f}"
+            for c in worst(checks)
+        ),
+        "sources: line by line in the file; the estimates are from spec sheets and default "
+        "efficiencies unless result files were given, never fitted to these rows",
+    ]
+    table.caption = bullets(notes)
     return table

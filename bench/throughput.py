@@ -26,8 +26,9 @@ from functools import cached_property
 from pathlib import Path
 
 from bench import BenchError, results
-from bench.hardware import GpuSpec, get_spec, spec_of
-from bench.lookup import Measurements, Point, Timed
+from bench.efficiency import KERNEL_FLOOR_S, MEMORY_BOUND
+from bench.hardware import SPECS, GpuSpec, get_spec, spec_of
+from bench.lookup import Measurements, Timed
 from bench.models import DEFAULT_BATCHES, MemoryPlan, ModelConfig, OpUse, Serving
 from bench.ops import OPS, get_op
 from bench.ops.base import PARTS, dtype_unsupported
@@ -41,7 +42,14 @@ ALLREDUCE_LATENCY_S = 10e-6
 # (a GEMM run once per step, not per layer) on its own.
 STEP_PARTS = {**PARTS, "lm_head": "LM head"}
 # Provenances of a step's time, with their short names for table cells.
-SOURCES = {"measured": "meas.", "interpolated": "interp.", "roofline": "roofl.", "modelled": "mod."}
+SOURCES = {
+    "measured": "meas.",
+    "interpolated": "interp.",
+    "roofline": "roofl.",
+    "reference": "ref.",
+    "default": "def.",
+    "modelled": "mod.",
+}
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,17 @@ class Target:
 
 def resolve_target(docs: list[ResultDoc], paths: list[str], gpu: str | None) -> Target:
     """The measured device, or with `gpu` a spec-table GPU (a projection unless every file was
-    measured on it). Files from different devices only combine when projected onto one GPU."""
+    measured on it; from its spec sheet alone without files). Files from different devices
+    only combine when projected onto one GPU."""
     names = list(dict.fromkeys(doc.device.name for doc in docs))
+    if not docs:
+        if gpu is None:
+            raise BenchError(
+                "name a GPU (--gpu KEY, e.g. h100-sxm) to estimate from its spec sheet, or give "
+                "result files (--results FILE) measured on it"
+            )
+        spec = _spec(gpu)
+        return Target(spec.name, spec, spec.memory_gb * 1e9, False, "")
     first = docs[0]
     if gpu is None:
         if len(names) > 1:
@@ -69,20 +86,25 @@ def resolve_target(docs: list[ResultDoc], paths: list[str], gpu: str | None) -> 
             )
         spec = spec_of(first.device, first.spec)
         return Target(first.device.name, spec, float(first.device.memory_bytes), False, names[0])
-    try:
-        spec = get_spec(gpu)
-    except ValueError as e:
-        raise BenchError(str(e)) from None
+    spec = _spec(gpu)
     specs = [spec_of(doc.device, doc.spec) for doc in docs]
     for path, doc, own in zip(paths, docs, specs, strict=True):
         if own is None:
             raise BenchError(
                 f"{path} was measured on {doc.device.name}, which has no spec-table entry to "
-                f"project from; --gpu {gpu} needs result files from GPUs in the spec table"
+                f"project from; --gpu {gpu} needs result files from GPUs in the spec table, or "
+                f"none (drop --results to estimate {spec.name} from its spec sheet)"
             )
     if all(own.key == spec.key for own in specs) and len(names) == 1:
         return Target(first.device.name, spec, float(first.device.memory_bytes), False, names[0])
     return Target(spec.name, spec, spec.memory_gb * 1e9, True, ", ".join(names))
+
+
+def _spec(gpu: str) -> GpuSpec:
+    try:
+        return get_spec(gpu)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
 
 
 @dataclass
@@ -117,6 +139,9 @@ class StepModel:
     def __init__(self, setup: Serving, measurements: Measurements, target: Target) -> None:
         self.setup, self.meas, self.target = setup, measurements, target
         self.notes: dict[str, None] = {}  # ordered, without duplicates
+        # The efficiencies not measured in the files (a reference file's, the defaults), each
+        # with the ops that rest on it.
+        self.assumed: dict[str, dict[str, None]] = {}
 
     def prefill(self, batch: int, isl: int | None = None) -> Step:
         isl = isl or self.setup.isl
@@ -146,13 +171,24 @@ class StepModel:
         if op.part == "communication":
             world = use.shape["world"]
             self.notes[f"{use.op}: from the one measured on {world} ranks ({timed.source})"] = None
+        if timed.source in ("default", "reference"):
+            self.assumed.setdefault(timed.detail, {})[use.op] = None
         return timed
 
     def _fill(self, step: Step, uses: list[OpUse]) -> Step:
+        self.add_ops(step, uses)
+        self.add_modelled(step)
+        return step
+
+    def add_ops(self, step: Step, uses: list[OpUse]) -> None:
+        """Add each op's time, `count` times, to the step's parts."""
         for use in uses:
             timed = self.op_time(use)
             part = "lm_head" if use.role == "lm_head" else get_op(use.op).part
             step.add(part, timed.seconds * use.count, timed.source)
+
+    def add_modelled(self, step: Step) -> None:
+        """Add the kernels no op measures, for the step's tokens, to its memory-bound part."""
         kernels = self.setup.modelled_kernels(step.tokens)
         if kernels:
             per_layer = sum(self._bytes_time(nbytes) for _, nbytes in kernels)
@@ -161,41 +197,46 @@ class StepModel:
                 f"modelled per layer, no op measures it ({', '.join(k for k, _ in kernels)}): "
                 f"{self._bytes_note()}"
             ] = None
-        return step
 
     def _bytes_time(self, nbytes: float) -> float:
         """A memory-bound kernel's time: its minimum bytes over the bandwidth, but no less than
-        the shortest time any measured case took (a measured floor for one kernel launch)."""
+        the floor for one kernel (bench.efficiency.KERNEL_FLOOR_S, or with measurements the
+        shortest time any measured case took)."""
         gbs, _ = self._bandwidth
-        floor = self._shortest.case.timing.median_ms / 1e3
-        return max(nbytes / (gbs * 1e9), floor)
+        return max(nbytes / (gbs * 1e9), self._floor[0])
 
     def _bytes_note(self) -> str:
         _, where = self._bandwidth
-        floor = self._shortest.case.timing.median_ms * 1e3
+        floor, why = self._floor
+        return f"bytes / {where}, each at least {floor * 1e6:.1f} µs ({why})"
+
+    @cached_property
+    def _floor(self) -> tuple[float, str]:
+        """The least time a kernel takes, and why."""
+        if not self.meas.best:
+            return KERNEL_FLOOR_S, "assumed: one kernel's launch and tail"
+        shortest = min(self.meas.best.values(), key=lambda p: p.case.timing.median_ms)
         return (
-            f"bytes / {where}, each at least {floor:.1f} µs (the shortest measured case, "
-            f"{self._shortest.describe()})"
+            shortest.case.timing.median_ms / 1e3,
+            f"the shortest measured case, {shortest.describe()}",
         )
 
     @cached_property
-    def _shortest(self) -> Point:
-        return min(self.meas.best.values(), key=lambda p: p.case.timing.median_ms)
-
-    @cached_property
     def _bandwidth(self) -> tuple[float, str]:
-        """GB/s for the memory-bound kernels: measured copy bandwidth, else the spec sheet's,
-        else (no spec: a CPU) the highest GB/s any measured case reached."""
-        if self.target.projected:
-            return self.target.spec.bandwidth_gbs, f"{self.target.spec.name} spec bandwidth"
+        """GB/s for the memory-bound kernels: measured copy bandwidth, else the spec sheet's at
+        the default memory-bound efficiency, else (no spec: a CPU) the highest GB/s any
+        measured case reached."""
         copies = [
             d.measured_peaks["copy_gbs"] for d in self.meas.docs if "copy_gbs" in d.measured_peaks
         ]
-        if copies:
+        if copies and not self.target.projected:
             return max(copies), f"measured copy bandwidth {max(copies):.0f} GB/s"
         if self.target.spec is not None:
-            gbs = self.target.spec.bandwidth_gbs
-            return gbs, f"spec bandwidth {gbs:.0f} GB/s (no measured copy in the file)"
+            gbs, share = self.target.spec.bandwidth_gbs, MEMORY_BOUND.share
+            return (
+                gbs * share,
+                f"{share:.0%} of {self.target.spec.name} spec bandwidth {gbs:.0f} GB/s",
+            )
         best = max(p.case.gbps for p in self.meas.best.values() if p.case.gbps)
         return best, f"{best:.0f} GB/s, the most any measured case reached (no spec entry)"
 
@@ -361,12 +402,26 @@ def measured_summary(config: ModelConfig, docs: list[ResultDoc], paths: list[str
     )
 
 
+def _check_precision(setup: Serving, target: Target) -> None:
+    """A precision the target GPU has no tensor-core peak for is refused in one line."""
+    spec = target.spec
+    if spec is None or setup.precision == "fp32" or spec.peak_tflops.get(setup.precision):
+        return
+    having = [s.key for s in SPECS.values() if s.peak_tflops.get(setup.precision)]
+    raise BenchError(
+        f"{spec.name} has no {setup.precision} tensor cores in the spec table; "
+        f"--precision {setup.precision} needs one of: {', '.join(having)}"
+    )
+
+
 def _hint(model_arg: str, setup: Serving, docs: list[ResultDoc], paths: list[str]) -> str:
     """The end of a missing-shape error: what the files have, and how to measure what is not."""
     run = (
         f"tokbench run --model {model_arg} --tp {setup.tp} --precision {setup.precision} "
         f"--isl {setup.isl} --osl {setup.osl}"
     )
+    if not docs:
+        return f"measure them with: {run}"
     have = measured_summary(setup.model, docs, paths)
     if setup.precision == "fp8" and all(dtype_unsupported("fp8", d.device) for d in docs):
         devices = ", ".join(sorted({d.device.name for d in docs}))
@@ -375,6 +430,37 @@ def _hint(model_arg: str, setup: Serving, docs: list[ResultDoc], paths: list[str
             f"measure on one with: {run}"
         )
     return f"{have}; measure them with: {run}"
+
+
+def step_model_for(
+    setup: Serving,
+    docs: list[ResultDoc],
+    paths: list[str],
+    *,
+    gpu: str | None = None,
+    impl: str | None = None,
+    model_arg: str | None = None,
+    references: list[ResultDoc] | None = None,
+) -> StepModel:
+    """The step-time model of a served model on the files' device (or `gpu`), once the model
+    is known to fit it and the precision to run there."""
+    _check_impl(impl, docs, paths)
+    target = resolve_target(docs, paths, gpu)
+    _check_precision(setup, target)
+    plan = setup.memory_plan(target.memory)
+    if plan.max_batch < 1:
+        raise BenchError(
+            f"{setup.model.name} at TP {setup.tp} in {setup.precision} does not fit "
+            f"{target.name}: {fmt_bytes(plan.weights)} of weights per GPU and one sequence's KV "
+            f"cache ({fmt_bytes(plan.seq_tokens * plan.kv_per_token)}) exceed "
+            f"{fmt_bytes(plan.usable)} usable ({setup.workspace:.0%} kept for workspace); "
+            "raise --tp or lower --precision"
+        )
+    hint = _hint(model_arg or setup.model.name, setup, docs, paths)
+    meas = Measurements(
+        docs, target=target.spec if gpu else None, impl=impl, hint=hint, references=references
+    )
+    return StepModel(setup, meas, target)
 
 
 def estimate_throughput(
@@ -387,27 +473,20 @@ def estimate_throughput(
     impl: str | None = None,
     command: str = "",
     model_arg: str | None = None,
+    references: list[ResultDoc] | None = None,
 ) -> Throughput:
     """Prefill and decode throughput per GPU, the memory fit and a serving mix.
 
-    `model_arg` is the model as the user named it (a name or a config path), for the hint."""
-    _check_impl(impl, docs, paths)
-    target = resolve_target(docs, paths, gpu)
+    `model_arg` is the model as the user named it (a name or a config path), for the hint;
+    `references`, reference result files whose efficiencies stand in for shapes no file has."""
+    step_model = step_model_for(
+        setup, docs, paths, gpu=gpu, impl=impl, model_arg=model_arg, references=references
+    )
+    meas, target = step_model.meas, step_model.target
     plan = setup.memory_plan(target.memory)
-    if plan.max_batch < 1:
-        raise BenchError(
-            f"{setup.model.name} at TP {setup.tp} in {setup.precision} does not fit "
-            f"{target.name}: {fmt_bytes(plan.weights)} of weights per GPU and one sequence's KV "
-            f"cache ({fmt_bytes(plan.seq_tokens * plan.kv_per_token)}) exceed "
-            f"{fmt_bytes(plan.usable)} usable ({setup.workspace:.0%} kept for workspace); "
-            "raise --tp or lower --precision"
-        )
-    hint = _hint(model_arg or setup.model.name, setup, docs, paths)
-    meas = Measurements(docs, target=target.spec if gpu else None, impl=impl, hint=hint)
     largest = setup.decode_cap(plan)
     chosen = _batches(batches, meas, setup, plan, largest)
     meas.hint += "".join(f" --batch {b}" for b in chosen if b != largest)
-    step_model = StepModel(setup, meas, target)
     budget = setup.budget_batch(largest)
     prefill = [step_model.prefill(b) for b in setup.prefill_batches({*chosen, budget})]
     decode = [step_model.decode(b) for b in sorted({*chosen, largest})]
@@ -504,12 +583,10 @@ def _notes(
     budget: int,
 ) -> list[str]:
     setup = step_model.setup
-    notes = list(step_model.notes)
-    if setup.model.unmodelled:
-        notes.append(f"not modelled: {'; '.join(setup.model.unmodelled)}")
+    notes = source_notes(step_model)
     if impl:
         notes.append(f"implementation forced to '{impl}' for every op that has one of that name")
-    else:
+    elif step_model.meas.docs:
         notes.append("each op at each shape: the fastest implementation that passed its check")
     if largest < plan.max_batch:
         notes.append(
@@ -526,6 +603,18 @@ def _notes(
         f"budget, at most the decode batch), decode at batch {largest}"
     )
     notes.append("ops summed without overlap; prefill and decode share the GPU in turn")
+    return notes
+
+
+def source_notes(step_model: StepModel) -> list[str]:
+    """Where the step model's op times came from, what it assumed, and what it leaves out."""
+    notes = list(step_model.notes)
+    for detail, op_names in step_model.assumed.items():
+        notes.append(f"{', '.join(op_names)} at {detail}")
+    if step_model.setup.model.unmodelled:
+        notes.append(f"not modelled: {'; '.join(step_model.setup.model.unmodelled)}")
+    if not step_model.meas.docs:
+        notes.append(f"no result file: every op from {step_model.target.name}'s spec sheet")
     return notes
 
 

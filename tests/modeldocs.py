@@ -89,6 +89,11 @@ def model_doc(
     )
 
 
+def at_fraction(spec_key: str, share: float):
+    """Times at `share` of a spec's roofline for each op."""
+    return lambda op, shape, dtype: roofline_seconds(op, shape, dtype, SPECS[spec_key]) / share
+
+
 def at_half_roofline(spec_key: str):
     """Times at 50% of a spec's roofline for each op."""
-    return lambda op, shape, dtype: roofline_seconds(op, shape, dtype, SPECS[spec_key]) / 0.5
+    return at_fraction(spec_key, 0.5)

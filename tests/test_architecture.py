@@ -31,6 +31,9 @@ LAYERS = {
     "plan": {
         "bench.models",
         "bench.lookup",
+        "bench.efficiency",
+        "bench.simulate",
+        "bench.validate",
         "bench.throughput",
         "bench.capacity",
         "bench.compare",

@@ -73,3 +73,22 @@ def test_start_up(benchmark, args: tuple[str, ...], tmp_path) -> None:
 
     done = benchmark.pedantic(command, rounds=3, iterations=1)
     assert done.returncode == 0, done.stderr
+
+
+def test_simulate_10k_requests(benchmark) -> None:
+    """The serving simulator on 10,000 Poisson requests of lognormal lengths (Llama-3.1-8B on
+    an H100 from its spec sheet): one round, recorded, not asserted on (docs/simulate.md)."""
+    from bench.lookup import Measurements
+    from bench.models import Serving, get_model
+    from bench.simulate import StepCost, arrivals, kv_pages, lognormal_lengths, simulate
+    from bench.throughput import StepModel, resolve_target
+
+    setup = Serving(get_model("llama-3.1-8b"), isl=1024, osl=256)
+    target = resolve_target([], [], "h100-sxm")
+    model = StepModel(setup, Measurements([], target=target.spec), target)
+    lengths = lognormal_lengths(10_000, 1024, 256, seed=0)
+    cost = StepCost(model, max(i + o for i, o in lengths))
+    requests = arrivals(lengths, rate=20.0, seed=0)
+    pages = kv_pages(setup, target.memory)
+    result = benchmark.pedantic(simulate, (requests, cost, pages), rounds=1, iterations=1)
+    assert result.requests == 10_000 and result.output_tokens == sum(o for _, o in lengths)

@@ -17,13 +17,17 @@ from bench.capacity import (
     PerGpu,
     check_claim,
     check_fleet,
+    check_given_rate,
     cost_per_million,
+    deal_price,
     figures,
     gpus_needed,
     per_gpu,
+    roofline_rate,
 )
 from bench.cli import app
-from bench.models import get_model
+from bench.hardware import SPECS
+from bench.models import Serving, get_model
 from bench.results import write_atomic
 from bench.units import fmt_rate
 
@@ -78,22 +82,24 @@ def test_gpus_needed_for_a_daily_target() -> None:
     ("claimed", "verdict"),
     [
         (6000, "plausible"),
-        (15_000, "plausible"),  # exactly 1.25
-        (15_001, "optimistic"),
-        (24_000, "optimistic"),
-        (24_001, "implausible"),
+        (10_000, "plausible"),  # exactly 1.25
+        (10_001, "optimistic"),
+        (16_000, "optimistic"),
+        (16_001, "implausible"),
     ],
 )
 def test_claim_verdicts_and_thresholds(claimed: float, verdict: str) -> None:
     claim = check_claim(claimed, gpus=8, tp=1, per_gpu=GPU)
-    assert claim.estimate == 8 * 1500  # all 8 decoding at the peak rate
-    assert claim.ratio == pytest.approx(claimed / 12_000)
+    # All 8 busy at the serving rate, not decoding alone at its 1,500 tok/s peak: a claim
+    # judged against the peak would read plausible at 1.5× what the GPUs serve.
+    assert claim.estimate == 8 * 1000
+    assert claim.ratio == pytest.approx(claimed / 8000)
     assert claim.verdict == verdict
     assert (PLAUSIBLE, OPTIMISTIC) == (1.25, 2.0)
 
 
 def test_claim_on_whole_tp_groups() -> None:
-    assert check_claim(1000, gpus=6, tp=4, per_gpu=GPU) == Claim(1000, 6, 4 * 1500)
+    assert check_claim(1000, gpus=6, tp=4, per_gpu=GPU) == Claim(1000, 6, 4 * 1000)
 
 
 def test_per_gpu_from_an_estimate() -> None:
@@ -131,7 +137,10 @@ def test_bad_fleets(args: tuple, message: str) -> None:
     [
         (("--tp", "3"), "TP 3 does not divide Llama-3.1-70B's 64 attention heads"),
         (("--gpu", "nope"), "unknown GPU 'nope'"),
-        (("--results", "x.json"), "--results and --tokens-per-gpu exclude each other"),
+        (
+            ("--results", "x.json"),
+            "--tokens-per-gpu is the rate to plan with: it excludes --results",
+        ),
         (("--target-tokens-day", "-5"), "--target-tokens-day must be positive, got -5"),
         (("--target-tokens-s", "0"), "--target-tokens-s must be positive, got 0"),
         (("--utilization", "2"), "--utilization must be in (0, 1], got 2"),
@@ -236,5 +245,44 @@ def test_capacity_and_claim_from_a_result_file(tmp_path: Path) -> None:
 def test_capacity_without_a_rate_is_a_clear_error() -> None:
     done = tokbench("capacity", "--model", "tiny", "--gpus", "4")
     assert done.returncode == 2
-    assert "--results FILE is needed" in done.stderr
+    assert "name a GPU (--gpu KEY" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_deal_sets_the_price_per_gpu_hour() -> None:
+    # $38 B for 300,000 GPUs over 7 years: 300,000 × 7 × 8,766 GPU-hours.
+    assert deal_price(38e9, 7, 300_000) == pytest.approx(38e9 / (300_000 * 7 * 365.25 * 24))
+    with pytest.raises(BenchError, match=r"--years must be positive"):
+        deal_price(38e9, 0, 8)
+
+
+def test_a_given_rate_beyond_the_gpus_roofline_is_refused() -> None:
+    setup = Serving(get_model("llama-3.1-8b"), precision="fp8")
+    bound = roofline_rate(setup, SPECS["h100-sxm"])
+    # fp8 peak over two FLOPs per weight of every token, the embedding table aside (a lookup):
+    # 1,978.9 TFLOP/s / (2 × (8.03 B − 128,256 × 4,096)).
+    assert bound == pytest.approx(1978.9e12 / (2 * (8.03e9 - 128_256 * 4096)), rel=0.01)
+    check_given_rate(setup, bound * 0.9, "h100-sxm")
+    with pytest.raises(BenchError, match=r"exceeds what a H100 SXM can make of Llama-3.1-8B"):
+        check_given_rate(setup, bound * 1.1, "h100-sxm")
+    with pytest.raises(BenchError, match=r"Llama-3.1-405B at TP 1 in fp8 does not fit H100"):
+        check_given_rate(Serving(get_model("llama-3.1-405b"), precision="fp8"), 10, "h100-sxm")
+
+
+def test_capacity_under_an_slo_from_the_spec_sheet_with_a_deal() -> None:
+    done = tokbench(
+        "capacity", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--precision", "fp8",
+        "--gpus", "64", "--deal-usd", "10e6", "--years", "3", "--isl", "512", "--osl", "128",
+        "--slo", "ttft=2s,tpot=50ms", "--requests", "200", "--claim-tokens-s", "1e7", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["usd_per_gpu_hour"] == pytest.approx(10e6 / (64 * 3 * 365.25 * 24))
+    assert out["source"].startswith("simulated at p99 TTFT ≤ 2 s and TPOT ≤ 50 ms")
+    assert out["claim_verdict"] == "implausible"
+    assert (out["model"], out["gpu"], out["tp"], out["kv_precision"]) == (
+        "Llama-3.1-8B",
+        "H100 SXM",
+        1,
+        "bf16",
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from console import tokbench
-from modeldocs import CPU, H100, H200, at_half_roofline, model_doc, record
+from modeldocs import CPU, H100, H200, at_fraction, at_half_roofline, model_doc, record
 
 from bench import BenchError
 from bench.hardware import SPECS
@@ -549,3 +549,57 @@ def test_moe_models_estimate_every_part_from_measurements(name: str, precision: 
         assert step.sources["measured"] / step.seconds > 0.99
     notes = " ".join(result.record.notes)
     assert ("not modelled: MXFP4 expert weights" in notes) == (name == "gpt-oss-120b")
+
+
+# --- without a result file: spec sheets, reference files, default efficiencies ------------------
+
+
+def test_an_estimate_from_the_spec_sheet_alone_says_what_it_assumed() -> None:
+    setup = Serving(get_model("llama-3.1-70b"), precision="fp8", kv_precision="fp8", isl=1000,
+                    osl=1000)  # fmt: skip
+    result = estimate_throughput(setup, [], [], gpu="h200")
+    assert all(row.source == "default" for row in result.record.rows)
+    notes = " ".join(result.record.notes)
+    assert "matmul at 80% of roofline: cuBLAS" in notes
+    assert "decode at 75% of roofline" in notes and "no result file" in notes
+    # The memory fit comes from the spec: 141 GB less 10%, fp8 weights and KV cache.
+    assert result.plan.memory == 141e9 and result.record.kv_precision == "fp8"
+    # Every op is its roofline over the default efficiency (or the kernel floor).
+    decode = result.decode[-1]
+    assert decode.tokens_per_s > 0 and decode.sources == {"default": pytest.approx(decode.seconds)}
+
+
+def test_a_reference_file_lends_its_efficiency_before_the_default() -> None:
+    """A GEMM measured at 40% of an H100's roofline in a reference file: an H200 estimate
+    with no file of its own uses 40% for its GEMMs, and the default for the rest."""
+    reference = model_doc(TINY, at_fraction("h100-sxm", 0.4), device=H100, spec="h100-sxm")
+    reference.cases = [c for c in reference.cases if c.op == "matmul"]
+    meas = Measurements([], target=SPECS["h200"], references=[reference])
+    shape = {"M": 777, "N": 512, "K": 256}
+    timed = meas.time("matmul", shape, "bf16")
+    assert (
+        timed.source == "reference"
+        and "on NVIDIA H100 80GB HBM3 (a reference file)" in timed.detail
+    )
+    bound = roofline_seconds("matmul", shape, "bf16", SPECS["h200"])
+    assert timed.seconds == pytest.approx(max(bound / 0.4, 3e-6))
+    assert meas.time("rmsnorm", {"tokens": 7, "hidden": 256}, "bf16").source == "default"
+
+
+def test_fp4_needs_fp4_tensor_cores() -> None:
+    setup = Serving(get_model("llama-3.1-70b"), precision="fp4")
+    with pytest.raises(BenchError, match=r"H200 SXM has no fp4 tensor cores .* b200, gb200"):
+        estimate_throughput(setup, [], [], gpu="h200")
+    fp4 = estimate_throughput(setup, [], [], gpu="b200")
+    fp8 = estimate_throughput(dataclasses.replace(setup, precision="fp8"), [], [], gpu="b200")
+    # Half the weight bytes and twice the peak: more sequences fit and each step is faster.
+    assert fp4.record.weights_bytes < 0.6 * fp8.record.weights_bytes
+    assert fp4.record.decode_tokens_per_s > fp8.record.decode_tokens_per_s
+
+
+def test_estimate_tp_auto_picks_the_best_degree() -> None:
+    done = tokbench("estimate", "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--precision",
+                    "fp8", "--tp", "auto", "--isl", "512", "--osl", "128")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "--tp auto: each degree tried" in text and "chosen" in text

@@ -207,11 +207,14 @@ def _visible_pairs(shape: Shape) -> int:
     sq, skv, window = shape["Sq"], shape["Skv"], shape["window"]
     if not shape["causal"]:
         return sq * skv
-    pairs = 0
-    for i in range(sq):
-        end = min(skv, i + skv - sq + 1)  # one past the last key row i sees
-        pairs += max(0, end - (max(0, end - window) if window else 0))
-    return pairs
+
+    # Row i sees x = i + Skv - Sq + 1 keys (none when x <= 0), at most W of them: the sum of
+    # min(x, W) over x from Skv - Sq + 1 to Skv, in closed form.
+    def seen(n: int) -> int:  # sum of min(x, W) for x = 1..n
+        cap = window or n
+        return n * (n + 1) // 2 if n <= cap else cap * (cap + 1) // 2 + (n - cap) * cap
+
+    return seen(skv) - seen(max(skv - sq, 0))
 
 
 def _elements(shape: Shape) -> int:

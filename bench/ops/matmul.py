@@ -1,6 +1,7 @@
 """matmul: C = A·B, the GEMMs of every linear layer; Triton against cuBLAS (torch.matmul).
 
-FLOPs 2·M·N·K; minimum bytes: A and B read once, C written once (fp8 GEMMs write bf16).
+FLOPs 2·M·N·K; minimum bytes: A and B read once, C written once (fp8 and fp4 GEMMs write bf16;
+fp4 is estimated from spec peaks only: no implementation here runs it).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Matmul(Op):
 
     def bytes(self, shape: Shape, dtype: str) -> float:
         m, n, k = shape["M"], shape["N"], shape["K"]
-        out_bytes = 2 if dtype == "fp8" else DTYPE_BYTES[dtype]  # fp8 GEMMs write bf16
+        out_bytes = 2 if dtype in ("fp8", "fp4") else DTYPE_BYTES[dtype]  # these write bf16
         return (m * k + k * n) * DTYPE_BYTES[dtype] + m * n * out_bytes
 
     def footprint(self, shape: Shape, dtype: str) -> float:

@@ -159,8 +159,8 @@ def active_experts(shape: Shape) -> float:
 
 
 def _activation(dtype: str) -> str:
-    """The activations' dtype: fp8 MoE keeps them in bf16."""
-    return "bf16" if dtype == "fp8" else dtype
+    """The activations' dtype: fp8 (and fp4, estimated only) MoE keeps them in bf16."""
+    return "bf16" if dtype in ("fp8", "fp4") else dtype
 
 
 def _args(inputs: Inputs) -> tuple[torch.Tensor, ...]:

@@ -1,0 +1,78 @@
+"""`tokbench validate`: published rows against the estimator, and bad files named line by line."""
+
+import json
+from pathlib import Path
+
+import pytest
+from console import tokbench
+
+from bench import BenchError
+from bench.validate import COLUMNS, Check, Row, geometric_mean, kv_for, read_published, worst
+
+HEADER = ",".join(COLUMNS)
+ROWS = [
+    "Llama-3.1-8B,h100-sxm,fp8,fp8,1,512,128,throughput,10000,https://example.org/a",
+    "Llama-3.1-405B,h100-sxm,fp8,fp8,1,512,128,throughput,100,https://example.org/b",
+    "Llama-3.1-8B,h100-sxm,fp8,unknown,1,512,128,server,8000,https://example.org/c",
+]
+
+
+def write(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "published.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def row(published: float, line: int = 2) -> Row:
+    return Row(line, "m", "h100-sxm", "fp8", "fp8", 1, 1, 1, "throughput", published, "s")
+
+
+def test_geometric_mean_and_the_furthest_rows() -> None:
+    checks = [Check(row(100), 200.0), Check(row(100), 50.0), Check(row(100), 100.0),
+              Check(row(100), None, "did not fit")]  # fmt: skip
+    assert geometric_mean(checks) == pytest.approx(1.0)
+    assert [c.ratio for c in worst(checks, 2)] == [2.0, 0.5]
+
+
+def test_an_unstated_kv_cache_is_assumed_and_said() -> None:
+    assert kv_for(row(1)) == ("fp8", "")
+    unknown = Row(2, "m", "g", "fp16", "unknown", 1, 1, 1, "offline", 1.0, "s")
+    assert kv_for(unknown) == ("auto", "KV cache not stated: as the activations assumed")
+
+
+def test_validate_command(tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + ",slo", *(r + "," for r in ROWS[:2]), ROWS[2] + ",ttft=2s")
+    done = tokbench("validate", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    first, unfit, server = out["rows"]
+    assert first["estimate"] > 0 and first["ratio"] == pytest.approx(first["estimate"] / 10000)
+    assert unfit["estimate"] is None and "does not fit H100 SXM" in unfit["note"]
+    assert server["estimate"] > 0 and server["note"].startswith("KV cache not stated")
+    assert out["geometric_mean"] == pytest.approx((first["ratio"] * server["ratio"]) ** 0.5)
+    table = tokbench("validate", str(path))
+    assert "geometric mean of est/pub over 2 rows" in " ".join(table.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (("model,gpu",), r"missing column\(s\) precision, kv_precision"),
+        (
+            (HEADER, ROWS[0].replace(",1,512,", ",two,512,")),
+            r"published\.csv:2: tp must be a number",
+        ),
+        ((HEADER, ROWS[0].replace("throughput", "peak")), r"published\.csv:2: scenario 'peak'"),
+        ((HEADER, ROWS[0].replace(",10000,", ",-5,")), r"tokens_per_s_per_gpu must be positive"),
+        ((HEADER,), r"published\.csv: no rows"),
+    ],
+)
+def test_bad_files_are_one_line(tmp_path: Path, lines: tuple, message: str) -> None:
+    with pytest.raises(BenchError, match=message):
+        read_published(write(tmp_path, *lines))
+
+
+def test_the_shipped_file_reads_and_every_row_has_its_source() -> None:
+    rows = read_published(Path(__file__).parent.parent / "docs" / "published.csv")
+    assert len(rows) >= 20
+    assert all(r.source.startswith("https://") for r in rows)
