@@ -48,7 +48,7 @@ import triton
 import triton.language as tl
 
 from kernels import MAX_HEAD_DIM, SMEM_BUDGET, interpreted, on_device
-from kernels.softmax import SINK_LOG2E, fold_sink
+from kernels.softmax import SINK_LOG2E, fold_sink, sinks_problem
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -503,17 +503,8 @@ def _validate_options(
             _fail(f"window must be None or an int >= 1 (keys a query sees), got {window!r}")
         if not causal:
             _fail("window needs causal=True: the sliding window is causal (keys up to the query)")
-    if sinks is not None:
-        heads = q.shape[1]
-        if not isinstance(sinks, torch.Tensor):
-            _fail(f"sinks must be a torch.Tensor, got {type(sinks).__name__}")
-        if sinks.shape != (heads,) or sinks.dtype != torch.float32:
-            _fail(
-                f"sinks must be a float32 tensor of shape ({heads},) (one logit per query head), "
-                f"got {sinks.dtype} of shape {tuple(sinks.shape)}"
-            )
-        if sinks.device != q.device:
-            _fail(f"sinks is on {sinks.device} but q is on {q.device}; all must share one device")
+    if sinks is not None and (problem := sinks_problem(sinks, q)):
+        _fail(problem)
 
 
 @functools.lru_cache

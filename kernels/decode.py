@@ -59,7 +59,7 @@ import triton
 import triton.language as tl
 
 from kernels import MAX_HEAD_DIM, SMEM_BUDGET, fp8_unsupported, interpreted, on_device
-from kernels.softmax import SINK_LOG2E, fold_sink
+from kernels.softmax import SINK_LOG2E, fold_sink, sinks_problem
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 DEFAULT_PAGE_SIZE = 16
@@ -528,15 +528,8 @@ def _validate_options(
         isinstance(window, bool) or not isinstance(window, int) or window < 1
     ):
         _fail(f"window must be None or an int >= 1 (cached tokens the query sees), got {window!r}")
-    heads = q.shape[1]
-    if sinks is not None:
-        if not isinstance(sinks, torch.Tensor):
-            _fail(f"sinks must be a torch.Tensor, got {type(sinks).__name__}")
-        if sinks.shape != (heads,) or sinks.dtype != torch.float32:
-            _fail(
-                f"sinks must be a float32 tensor of shape ({heads},) (one logit per query head), "
-                f"got {sinks.dtype} of shape {tuple(sinks.shape)}"
-            )
+    if sinks is not None and (problem := sinks_problem(sinks, q)):
+        _fail(problem)
     for name, scale in (("k_scale", k_scale), ("v_scale", v_scale)):
         if scale is None:
             continue
@@ -547,7 +540,7 @@ def _validate_options(
                 f"{name} must be a float32 tensor of shape (), (1,) (per tensor) or "
                 f"({kv_heads},) (per kv head), got {scale.dtype} of shape {tuple(scale.shape)}"
             )
-    for name, t in (("sinks", sinks), ("k_scale", k_scale), ("v_scale", v_scale)):
+    for name, t in (("k_scale", k_scale), ("v_scale", v_scale)):
         if t is not None and t.device != q.device:
             _fail(f"{name} is on {t.device} but q is on {q.device}; all must share one device")
 

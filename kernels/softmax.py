@@ -1,7 +1,8 @@
-"""The online-softmax step the attention kernels share."""
+"""The online-softmax step the attention kernels share, and the check of their sinks."""
 
 import math
 
+import torch
 import triton
 import triton.language as tl
 
@@ -32,3 +33,19 @@ def fold_sink(acc, m_i, l_i, sink):
     alpha = tl.math.exp2(m_i - shift)
     l_i = l_i * alpha + tl.math.exp2(sink - shift)
     return acc * alpha[:, None], m_new, l_i
+
+
+def sinks_problem(sinks: object, q: torch.Tensor) -> str | None:
+    """What is wrong with an attention's sinks for queries q (heads in dim 1), or None: one
+    float32 logit per query head, on q's device."""
+    heads = q.shape[1]
+    if not isinstance(sinks, torch.Tensor):
+        return f"sinks must be a torch.Tensor, got {type(sinks).__name__}"
+    if sinks.shape != (heads,) or sinks.dtype != torch.float32:
+        return (
+            f"sinks must be a float32 tensor of shape ({heads},) (one logit per query head), "
+            f"got {sinks.dtype} of shape {tuple(sinks.shape)}"
+        )
+    if sinks.device != q.device:
+        return f"sinks is on {sinks.device} but q is on {q.device}; all must share one device"
+    return None

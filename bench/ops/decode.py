@@ -34,6 +34,7 @@ from bench.ops.base import (
     randn,
     triton_impl,
 )
+from bench.ops.kv_write import FP8_KV
 from bench.ops.sdpa import pinned, sdpa, sdpa_impls
 from bench.schema import DTYPE_BYTES, DeviceInfo, Shape
 
@@ -90,12 +91,7 @@ class Decode(Op):
         Key("page", "tokens per KV-cache page; 0: a contiguous cache", least=0),
         WINDOW,
         SINKS,
-        Key(
-            "fp8kv",
-            "the cache in float8_e4m3fn with a scale per tensor (q and o in dtype)",
-            switch=True,
-            default=False,
-        ),
+        FP8_KV,
     )
     dtypes = ("fp32", "fp16", "bf16")
     baseline = "sdpa-flash"

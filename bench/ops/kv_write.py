@@ -30,6 +30,14 @@ if TYPE_CHECKING:
     import torch
 
 
+FP8_KV = Key(
+    "fp8kv",
+    "the KV cache in float8_e4m3fn with a scale per tensor (the rest in dtype)",
+    switch=True,
+    default=False,
+)
+
+
 def kvw(tokens: int, hkv: int, d: int = 128, page: int = 16, fp8kv: bool = False) -> Shape:
     return {"tokens": tokens, "Hkv": hkv, "D": d, "page": page, "fp8kv": fp8kv}
 
@@ -42,12 +50,7 @@ class KVWrite(Op):
         Key("Hkv", "key/value heads (per GPU under TP)"),
         Key("D", "head dim"),
         Key("page", "tokens per KV-cache page", default=16),
-        Key(
-            "fp8kv",
-            "the cache in float8_e4m3fn with a scale per tensor (k and v in dtype)",
-            switch=True,
-            default=False,
-        ),
+        FP8_KV,
     )
     dtypes = ("fp32", "fp16", "bf16")
     baseline = "torch"
