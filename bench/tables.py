@@ -864,6 +864,8 @@ def _slo_line(sim: Simulation) -> str:
     )
     if not sim.met:
         return f"[red]{slo.describe()}: not met at any arrival rate tried[/red]; {bound}"
+    if search.rate >= 0.99 * offline.requests / offline.seconds:
+        return f"{slo.describe()}: met at every rate up to the offline bound; {bound}"
     return f"{slo.describe()}: met up to {search.rate:.3g} requests/s per replica; {bound}"
 
 
