@@ -120,7 +120,8 @@ def run(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Result file (default results/<device>-<date>-<id>.json).")
+        Path | None,
+        typer.Option(help="Result file (default: a new one in results/ named by device and date)."),
     ] = None,
     force: Annotated[
         bool, typer.Option(help="Replace an existing --out file (from the first case on).")
@@ -172,6 +173,13 @@ def run(
         list[int] | None,
         typer.Option(help="Model suite: output length (decode at prompt + output/2; default 256)."),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="List the cases and the configs each Triton kernel would autotune over on a "
+            "Hopper GPU; measure and write nothing (plan a GPU run from any machine)."
+        ),
+    ] = False,
 ) -> None:
     """Run a suite: check every case against a reference, time it, write the result file.
     Under torchrun every rank runs it on its own GPU and rank 0 writes one file."""
@@ -201,13 +209,17 @@ def run(
             setups, batch or models.DEFAULT_BATCHES, float(device.memory_bytes)
         )
         cases = [c for c in cases if not op or c.op in [ops.get_op(name).name for name in op]]
-        _check_dtypes(device, [precision])
+        asked = [precision]
     else:
         given = [suites.parse_shape(s) for s in shape or ()]
         world = ranks.world if ranks else 1
         cases = suites.build(suite, ops=op, dtypes=dtype, given=given, world=world)
-        _check_dtypes(device, dtype or [])
+        asked = dtype or []
     cases = _select_impls(cases, impl)
+    if dry_run:
+        tables.console().print(tables.plan_table(suites.plan(cases, impl)))
+        return
+    _check_dtypes(device, asked)
     if force and append:
         raise BenchError("--force and --append exclude each other")
     check_range("--noise", noise)
@@ -754,11 +766,10 @@ def simulate_cmd(
 
 
 def _served(sim: simulate.Simulation) -> float:
-    """Output tokens/s per GPU a simulated replica serves: under an SLO, the sustained rate
-    (0 when missed)."""
+    """Output tokens/s per GPU a simulated replica serves: under an SLO, the sustained rate."""
     if sim.search is None:
         return sim.result.output_tokens_per_s
-    return capacity.slo_per_gpu(sim).output_tokens_per_s if sim.met else 0.0
+    return capacity.slo_per_gpu(sim).output_tokens_per_s
 
 
 Result = TypeVar("Result")
@@ -950,6 +961,8 @@ def validate_cmd(
         typer.echo(json.dumps(validate.as_dicts(checks), indent=1))
         return
     tables.console().print(tables.validate_table(checks, published.name))
+    if not any(c.ratio for c in checks):
+        raise BenchError(f"{published}: no row could be estimated (the table says why)")
 
 
 def main() -> None:

@@ -432,7 +432,10 @@ class Slo:
 
 
 def fmt_s(seconds: float) -> str:
-    return f"{seconds * 1e3:.0f} ms" if seconds < 1 else f"{seconds:.3g} s"
+    """A latency target as given: 2 s, 200 ms, 150 µs."""
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.3g} µs"
 
 
 _DURATION = {"ms": 1e-3, "s": 1.0, "us": 1e-6, "µs": 1e-6}
@@ -444,15 +447,14 @@ def parse_slo(text: str, percentile: float = 99.0) -> Slo:
     for part in text.split(","):
         key, _, value = (p.strip() for p in part.partition("="))
         number = value.rstrip("msuµ")
-        unit = value[len(number) :] or "s"
         try:
-            seconds = float(number) * _DURATION[unit]
+            seconds = float(number) * _DURATION[value[len(number) :]]
         except (ValueError, KeyError):
             seconds = -1.0
-        if key not in ("ttft", "tpot") or not seconds > 0:
+        if key not in ("ttft", "tpot") or key in limits or not 0 < seconds < math.inf:
             raise BenchError(
-                f"bad --slo '{text}': expected ttft=DURATION and/or tpot=DURATION, each a "
-                "positive number with a unit (s, ms, us), e.g. ttft=2s,tpot=200ms"
+                f"bad --slo '{text}': expected ttft=DURATION and/or tpot=DURATION, each once "
+                "and a positive number with a unit (s, ms, us), e.g. ttft=2s,tpot=200ms"
             )
         limits[key] = seconds
     if not 0 < percentile <= 100:
@@ -546,6 +548,8 @@ def workload(kind: str, n: int, isl: int, osl: int, sigma: float = 1.0, seed: in
     if kind == "fixed":
         return Workload(f"{n:,} requests of {isl} + {osl} tokens", fixed_lengths(n, isl, osl))
     if kind == "lognormal":
+        if not 0 <= sigma < math.inf:
+            raise BenchError(f"--sigma must be a finite number of at least 0, got {sigma}")
         lengths = lognormal_lengths(n, isl, osl, sigma, seed)
         name = f"{n:,} requests, lognormal lengths (means {isl} + {osl}, σ {sigma:g})"
         return Workload(name, lengths)
@@ -569,11 +573,6 @@ class Simulation:
     search: RateSearch | None = None
     slo: Slo | None = None
 
-    @property
-    def met(self) -> bool:
-        """Whether some arrival rate met the SLO (always, without one)."""
-        return self.search is None or self.search.result is not None
-
 
 def run(
     step_model: StepModel,
@@ -584,7 +583,7 @@ def run(
     seed: int = 0,
 ) -> Simulation:
     """Simulate `load` on the step model's target; with an SLO, at the highest Poisson rate
-    that meets it."""
+    that meets it (an SLO that no rate meets is an error)."""
     setup = step_model.setup
     longest = max(i + o for i, o in load.lengths)
     cost = StepCost(step_model, longest, grid_exact(load.lengths))
@@ -593,8 +592,12 @@ def run(
         result = simulate(load.requests(rate, seed), cost, pages)
         return Simulation(step_model, load, rate, result, pages)
     search = highest_rate(load.lengths, cost, pages, slo, seed)
-    result = search.result or search.offline
-    return Simulation(step_model, load, search.rate, result, pages, search, slo)
+    if search.result is None:
+        raise BenchError(
+            f"{setup.model.name} at TP {setup.tp} on {step_model.target.name} misses "
+            f"{slo.describe()} at every arrival rate tried, down to a trickle of requests"
+        )
+    return Simulation(step_model, load, search.rate, search.result, pages, search, slo)
 
 
 def figures(sim: Simulation) -> dict[str, object]:
@@ -620,7 +623,6 @@ def figures(sim: Simulation) -> dict[str, object]:
             out[f"{metric}_p{q}_s"] = r.percentile(metric, q)
     if sim.search is not None:
         out["slo"] = sim.slo.describe()
-        out["slo_met"] = sim.met
         out["offline_output_tokens_s_per_gpu"] = sim.search.offline.output_tokens_per_s
     out["notes"] = source_notes(sim.step_model)
     return out

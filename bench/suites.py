@@ -40,9 +40,11 @@ def default_suite(has_gpu: bool) -> str:
 
 
 def check_dtypes(dtypes: list[str]) -> None:
+    """Each dtype asked for is one some op runs (fp4 is for estimates only)."""
+    known = sorted({d for op in OPS.values() for d in op.dtypes}, key=list(DTYPE_BYTES).index)
     for dtype in dtypes:
-        if dtype not in DTYPE_BYTES:
-            raise BenchError(f"unknown dtype '{dtype}'; known: {', '.join(DTYPE_BYTES)}")
+        if dtype not in known:
+            raise BenchError(f"unknown dtype '{dtype}'; known: {', '.join(known)}")
 
 
 def build(
@@ -123,3 +125,25 @@ def parse_shape(text: str) -> Shape:
                 "nor true/false"
             )
     return shape
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A case as `tokbench run --dry-run` shows it: the implementations that would run it, and
+    the configs its Triton kernel autotunes over on a Hopper GPU (None: none is autotuned)."""
+
+    case: CaseSpec
+    impls: tuple[str, ...]
+    configs: int | None
+
+
+def plan(cases: list[CaseSpec], impls: list[str] | None) -> list[Planned]:
+    """What a run of these cases would do, before any device is touched."""
+    planned = []
+    for case in cases:
+        chosen = [i for i in get_op(case.op).impls if not impls or i.name in impls]
+        counts = [i.tuning(case.shape, case.dtype) for i in chosen if i.tuning]
+        planned.append(
+            Planned(case, tuple(i.name for i in chosen), sum(counts) if counts else None)
+        )
+    return planned

@@ -28,6 +28,7 @@ from bench.hardware import GpuSpec
 from bench.models import ModelConfig, param_count
 from bench.schema import CaseResult, DeviceInfo, ResultDoc, Telemetry
 from bench.simulate import PERCENTILES, SimResult, Simulation, occupancy_series
+from bench.suites import Planned
 from bench.throughput import (
     SOURCES,
     STEP_PARTS,
@@ -273,6 +274,30 @@ def ops_table() -> Table:
         table.add_row(
             op.name, op.description, keys, ", ".join(op.dtypes), ", ".join(impls), op.part
         )
+    return table
+
+
+def plan_table(planned: list[Planned]) -> Table:
+    """`tokbench run --dry-run`: each case, what runs it, what its Triton kernel autotunes."""
+    tuned = [p.configs for p in planned if p.configs is not None]
+    table = new_table(
+        "dry run: the cases this run would measure",
+        ("op", "shape", "dtype", "implementations", "autotune configs"),
+        left=("op", "shape", "dtype", "implementations"),
+    )
+    for p in planned:
+        op = ops.get_op(p.case.op)
+        configs = "" if p.configs is None else str(p.configs)
+        table.add_row(op.name, op.label(p.case.shape), p.case.dtype, ", ".join(p.impls), configs)
+    table.caption = bullets(
+        [
+            f"{plural(len(planned), 'case')}, {plural(sum(len(p.impls) for p in planned), 'run')}"
+            " (each implementation checked, then timed, where the device supports it)",
+            f"autotune configs: those the Triton kernel compiles and times at the case's first "
+            f"call on a Hopper GPU (H100, H200), {sum(tuned):,} in all at most (shapes that share "
+            "an autotuning key share them)",
+        ]
+    )
     return table
 
 
@@ -556,7 +581,8 @@ def models_table(configs: list[ModelConfig]) -> Table:
     sources: dict[str, int] = {}
     for c in configs:
         experts = f"{c.top_k}/{c.experts}" if c.moe else ""
-        window = f"{c.sliding_window} in {c.sliding_layers} layers" if c.sliding_layers else ""
+        layers = plural(c.sliding_layers, "layer")
+        window = f"{c.sliding_window} in {layers}" if c.sliding_layers else ""
         source = c.source + (
             f"; no estimates: {c.unsupported} not modelled" if c.unsupported else ""
         )
@@ -862,8 +888,6 @@ def _slo_line(sim: Simulation) -> str:
         f"offline bound {fmt_rate(offline.output_tokens_per_s)} output tok/s per GPU at "
         f"p{slo.percentile:g} TTFT {fmt_ms(offline.percentile('ttft', slo.percentile) * 1e3)}"
     )
-    if not sim.met:
-        return f"[red]{slo.describe()}: not met at any arrival rate tried[/red]; {bound}"
     if search.rate >= 0.99 * offline.requests / offline.seconds:
         return f"{slo.describe()}: met at every rate up to the offline bound; {bound}"
     return f"{slo.describe()}: met up to {search.rate:.3g} requests/s per replica; {bound}"
@@ -920,14 +944,14 @@ def validate_table(checks: list[Check], name: str) -> Table:
         )  # fmt: skip
     mean = geometric_mean(checks)
     rated = [c for c in checks if c.ratio]
+    furthest = "; ".join(
+        f"{c.row.model} {c.row.gpu} TP{c.row.tp} {c.row.isl}→{c.row.osl} {c.ratio:.2f}"
+        for c in worst(checks)
+    )
     notes = [
         f"geometric mean of est/pub over {plural(len(rated), 'row')}: "
         + (f"{mean:.2f}" if mean else "none"),
-        "furthest: "
-        + "; ".join(
-            f"{c.row.model} {c.row.gpu} TP{c.row.tp} {c.row.isl}→{c.row.osl} {c.ratio:.2f}"
-            for c in worst(checks)
-        ),
+        f"furthest: {furthest or 'none'}",
         "sources: line by line in the file; the estimates are from spec sheets and default "
         "efficiencies unless result files were given, never fitted to these rows",
     ]

@@ -141,11 +141,9 @@ def check_row(row: Row, step_model_of: Callable[[Serving, str], StepModel]) -> C
 
 def served(sim: Simulation) -> float:
     """Output tokens/s per GPU: offline, what the run served; under an SLO, the sustained
-    arrival rate's (0 when missed)."""
+    arrival rate's."""
     if sim.search is None:
         return sim.result.output_tokens_per_s
-    if not sim.met:
-        return 0.0
     lengths = sim.workload.lengths
     return sim.rate * sum(o for _, o in lengths) / len(lengths) / sim.step_model.setup.tp
 

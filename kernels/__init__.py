@@ -25,6 +25,9 @@ FP8_MIN_CAPABILITY = (8, 9)
 # Shared memory the autotuning pruners let one config use: an H100 has 227 KiB per block, and
 # the compiler needs some of it for layout conversions.
 SMEM_BUDGET = 160 * 1024
+# An H100's or H200's shared memory per block: what matmul's pruner reads off such a device,
+# and what a plan for one made without it assumes.
+HOPPER_SMEM = 227 * 1024
 
 
 def use_interpreter_without_gpu() -> None:

@@ -84,16 +84,42 @@ def _attention_configs() -> list[triton.Config]:
 def _prune_attention_configs(
     configs: list[triton.Config], named_args: dict, **kwargs: object
 ) -> list[triton.Config]:
-    """Drop configs that waste rows on short sequences or overflow shared memory.
-
-    The autotuner passes positional kernel arguments in named_args and keyword ones (the
-    constexprs) in kwargs.
-    """
+    """The autotuner's early_config_prune hook. It passes positional kernel arguments in
+    named_args and keyword ones (the constexprs) in kwargs."""
     args = {**named_args, **kwargs}
-    head_dim = args["HEAD_PAD"]
-    q_bucket = args["Q_BUCKET"]
-    k_bucket = args["K_BUCKET"]
     elem = args["q_ptr"].element_size()
+    return _kept_configs(configs, args["HEAD_PAD"], args["Q_BUCKET"], args["K_BUCKET"], elem)
+
+
+def tuning_configs(
+    seq_q: int, seq_k: int, head_dim: int, elem_bytes: int, window: int | None = None
+) -> list[triton.Config]:
+    """The configs the GPU autotuner compiles and times for this problem: what sizes a GPU run
+    before it starts, also from a machine without one."""
+    return _kept_configs(
+        _gpu_attention_configs(),
+        _bucket(head_dim),
+        _bucket(seq_q),
+        _bucket(_keys_seen(seq_k, window)),
+        elem_bytes,
+    )
+
+
+def _bucket(n: int) -> int:
+    """A length's power-of-two tile bucket, at least 16 (tl.dot's smallest tile)."""
+    return max(16, triton.next_power_of_2(n))
+
+
+def _keys_seen(seq_k: int, window: int | None) -> int:
+    """The most keys one query row sees: all of them, or the window when shorter."""
+    return seq_k if window is None else min(seq_k, window)
+
+
+def _kept_configs(
+    configs: list[triton.Config], head_dim: int, q_bucket: int, k_bucket: int, elem: int
+) -> list[triton.Config]:
+    """Drop configs that waste rows on short sequences or overflow shared memory (head_dim: the
+    padded one)."""
     kept = []
     for cfg in configs:
         bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
@@ -606,10 +632,10 @@ def _launch(
             seq_k,
             0 if window is None else window,
             sm_scale * _LOG2E,
-            max(16, triton.next_power_of_2(seq_q)),
-            max(16, triton.next_power_of_2(seq_k if window is None else min(seq_k, window))),
+            _bucket(seq_q),
+            _bucket(_keys_seen(seq_k, window)),
             HEAD_DIM=head_dim,
-            HEAD_PAD=max(16, triton.next_power_of_2(head_dim)),
+            HEAD_PAD=_bucket(head_dim),
             CAUSAL=causal,
             WINDOW=window is not None,
             SINKS=sinks is not None,

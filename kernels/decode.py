@@ -115,26 +115,66 @@ def _decode_configs() -> list[triton.Config]:
 def _prune_decode_configs(
     configs: list[triton.Config], named_args: dict, **kwargs: object
 ) -> list[triton.Config]:
-    """Drop tiles longer than a split, configs over the shared-memory budget and warp counts that
-    do not match the tile size.
-
-    The autotuner passes positional kernel arguments in named_args and keyword ones (the
-    constexprs) in kwargs.
-    """
+    """The autotuner's early_config_prune hook. It passes positional kernel arguments in
+    named_args and keyword ones (the constexprs) in kwargs."""
     args = {**named_args, **kwargs}
-    chunk = args["CHUNK_BUCKET"]
-    head_dim = args["HEAD_PAD"]
-    rows_x_dim = args["BLOCK_H"] * head_dim
-    q_elem = args["q_ptr"].element_size()
     # A float8 cache's tiles take one byte an element.
-    kv_elem = args["k_ptr"].element_size()
+    elems = args["q_ptr"].element_size(), args["k_ptr"].element_size()
+    return _kept_configs(configs, args["CHUNK_BUCKET"], args["HEAD_PAD"], args["BLOCK_H"], *elems)
+
+
+def tuning_configs(
+    batch: int,
+    kv_heads: int,
+    group: int,
+    span: int,
+    head_dim: int,
+    q_bytes: int,
+    kv_bytes: int,
+    sm_count: int,
+) -> list[triton.Config]:
+    """The configs the GPU autotuner compiles and times for a decode step over ``span`` cached
+    tokens on a device of ``sm_count`` SMs: what sizes a GPU run before it starts, also from a
+    machine without one."""
+    splits = choose_num_splits(batch, kv_heads, span, sm_count)
+    chunk = _chunk_bucket(span, splits)
+    return _kept_configs(
+        _gpu_decode_configs(), chunk, _head_pad(head_dim), _block_h(group), q_bytes, kv_bytes
+    )
+
+
+def _chunk_bucket(span: int, num_splits: int) -> int:
+    """The power-of-two bucket of the tokens one split reads."""
+    return triton.next_power_of_2(max(1, triton.cdiv(span, num_splits)))
+
+
+def _head_pad(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _block_h(group: int) -> int:
+    """The query heads of one kv head, padded to a tl.dot tile."""
+    return max(_MIN_DOT_ROWS, triton.next_power_of_2(group))
+
+
+def _kept_configs(
+    configs: list[triton.Config],
+    chunk: int,
+    head_dim: int,
+    block_h: int,
+    q_elem: int,
+    kv_elem: int,
+) -> list[triton.Config]:
+    """Drop tiles longer than a split, configs over the shared-memory budget and warp counts that
+    do not match the tile size (head_dim: the padded one)."""
+    rows_x_dim = block_h * head_dim
     kept = []
     for cfg in configs:
         bn = cfg.kwargs["BLOCK_N"]
         if bn > max(32, chunk):
             continue
         # Key and value tiles for every pipeline stage plus the query tile.
-        smem = (2 * cfg.num_stages * bn * kv_elem + args["BLOCK_H"] * q_elem) * head_dim
+        smem = (2 * cfg.num_stages * bn * kv_elem + block_h * q_elem) * head_dim
         if smem > SMEM_BUDGET:
             continue
         # Eight warps only pay off once the (group rows × head_dim) accumulator is large.
@@ -744,10 +784,10 @@ def _launch(
         num_splits,
         _NO_WINDOW if window is None else min(window, _NO_WINDOW),
         scale * _LOG2E,
-        triton.next_power_of_2(max(1, triton.cdiv(longest, num_splits))),
+        _chunk_bucket(longest, num_splits),
         HEAD_DIM=head_dim,
-        HEAD_PAD=max(16, triton.next_power_of_2(head_dim)),
-        BLOCK_H=max(_MIN_DOT_ROWS, triton.next_power_of_2(group)),
+        HEAD_PAD=_head_pad(head_dim),
+        BLOCK_H=_block_h(group),
         PAGE_SIZE=k_cache.shape[1] if paged else 1,
         PAGED=paged,
         SPLIT=split,
@@ -765,7 +805,7 @@ def _launch(
             heads,
             num_splits,
             HEAD_DIM=head_dim,
-            HEAD_PAD=max(16, triton.next_power_of_2(head_dim)),
+            HEAD_PAD=_head_pad(head_dim),
             BLOCK_S=triton.next_power_of_2(num_splits),
             SINKS=sinks is not None,
         )

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import fp8_unsupported, interpreted, on_device
+from kernels import HOPPER_SMEM, fp8_unsupported, interpreted, on_device
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _FP8_DTYPE = torch.float8_e4m3fn
@@ -116,6 +116,15 @@ def _prune_configs(
 
 
 _PRUNE = {"early_config_prune": _prune_configs}
+
+
+def tuning_configs(
+    m: int, n: int, k: int, elem_bytes: int, max_smem: int = HOPPER_SMEM
+) -> list[triton.Config]:
+    """The configs the GPU autotuner compiles and times for an M×N×K problem with operands of
+    ``elem_bytes``, on a device with ``max_smem`` bytes of shared memory per block: what sizes
+    a GPU run before it starts, also from a machine without one."""
+    return _select_configs(_GPU_CONFIGS, m, n, k, elem_bytes, max_smem)
 
 
 @triton.jit

@@ -504,8 +504,24 @@ def choose_block_m(num_pairs: int, num_experts: int) -> int:
     Always MIN_BLOCK_M under the interpreter, so the small test problems span many blocks."""
     if interpreted():
         return MIN_BLOCK_M
+    return _gpu_block_m(num_pairs, num_experts)
+
+
+def _gpu_block_m(num_pairs: int, num_experts: int) -> int:
     mean = -(-num_pairs // max(num_experts, 1))
     return min(max(triton.next_power_of_2(max(mean, 1)), MIN_BLOCK_M), MAX_BLOCK_M)
+
+
+def tuning_configs(
+    tokens: int, hidden: int, inter: int, experts: int, top_k: int, a_bytes: int, w_bytes: int
+) -> list[triton.Config]:
+    """The configs the GPU autotuner compiles and times for fused_moe's two grouped GEMMs (the
+    gated one: N = inter outputs, K = hidden; down: N = hidden, K = inter): what sizes a GPU run
+    before it starts, also from a machine without one."""
+    block_m = _gpu_block_m(tokens * top_k, experts)
+    gate_up = _select_configs(_GPU_CONFIGS, inter, hidden, block_m, a_bytes, w_bytes, True)
+    down = _select_configs(_GPU_CONFIGS, hidden, inter, block_m, a_bytes, w_bytes, False)
+    return gate_up + down
 
 
 # ----------------------------------------------------------------------------------- launch

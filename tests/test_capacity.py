@@ -121,6 +121,7 @@ def test_per_gpu_from_an_estimate() -> None:
     ("args", "message"),
     [
         ((2, 4, 0.5, None), "2 GPUs cannot hold one copy of the model at TP 4"),
+        ((-8, 1, 0.5, None), "--gpus must be at least 1, got -8"),
         ((8, 1, 0.0, None), "--utilization must be in (0, 1]"),
         ((8, 1, 1.5, None), "--utilization must be in (0, 1]"),
         ((8, 1, 0.5, -1.0), "--price (USD per GPU-hour) must be positive"),

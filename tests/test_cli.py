@@ -1,10 +1,14 @@
 """`tokbench info` and `tokbench run` end to end through the console script."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from console import tokbench
+from console import ENV, invoke, tokbench
 
 from bench.results import load
 
@@ -83,6 +87,7 @@ def test_run_writes_into_results_by_default(tmp_path: Path) -> None:
     [
         (["--op", "conv3d"], "unknown op 'conv3d'; known: all_gather, all_reduce, all_to_all"),
         (["--dtype", "int4"], "unknown dtype 'int4'"),
+        (["--dtype", "fp4"], "unknown dtype 'fp4'; known: fp32, fp16, bf16, fp8"),
         (["--suite", "huge"], "unknown suite 'huge'"),
         (["--impl", "cutlass"], "unknown implementation 'cutlass'"),
         (["--shape", "M=8,N"], "bad shape 'M=8,N'"),
@@ -111,6 +116,19 @@ def test_a_dtype_the_device_lacks_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 2 and "fp8 needs" in done.stderr
 
 
+def test_dry_run_plans_a_gpu_run_here_and_measures_nothing(capsys, tmp_path: Path) -> None:
+    """fp8 is listed though this CPU lacks it: a dry run plans for the GPU it prepares."""
+    out = tmp_path / "r.json"
+    shapes = ["--shape", "M=1,N=14336,K=4096", "--shape", "M=8192,N=8192,K=8192"]
+    args = ["run", "--op", "matmul", "--dtype", "fp8", *shapes, "--dry-run", "--out", str(out)]
+    done = invoke(capsys, *args)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if "matmul" in line]
+    assert [row.split("│")[-2].strip() for row in rows] == ["3", "15"]
+    assert "2 cases, 4 runs" in done.stdout and "18 in all" in done.stdout
+    assert not out.exists()
+
+
 def test_a_case_too_big_for_memory_stops_the_run_and_keeps_what_was_measured(
     tmp_path: Path,
 ) -> None:
@@ -121,3 +139,27 @@ def test_a_case_too_big_for_memory_stops_the_run_and_keeps_what_was_measured(
     assert "needs" in done.stderr and "GiB" in done.stderr and "1 case measured" in done.stderr
     kept = load(out)
     assert len(kept.cases) == 1 and kept.cases[0].status == "ok" and not kept.complete
+
+
+def test_the_prepared_gpu_call_plans_every_phase_here(tmp_path: Path) -> None:
+    """Each phase's cases build (shape keys, dtypes, impls as the script spells them) before a
+    lent GPU's minutes are spent on them."""
+    python_dir = str(Path(sys.executable).parent)
+    env = {**ENV, "OUT": str(tmp_path), "PATH": f"{python_dir}:{os.environ['PATH']}"}
+    script = Path(__file__).parents[1] / "bench" / "gpu_check.sh"
+    done = subprocess.run(
+        ["bash", str(script), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=script.parents[1],
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "tests collected" in done.stdout
+    plans = re.findall(r"(\d+) cases?, (\d+) runs?", done.stdout)
+    # matmul (7 shapes × bf16, fp8), attention, decode; then the model's, which memory sets.
+    assert [int(cases) for cases, _ in plans][:3] == [14, 4, 6], done.stdout
+    assert len(plans) == 4 and int(plans[3][0]) > 0
+    assert not list(tmp_path.iterdir())

@@ -118,7 +118,7 @@ def test_slo_text_and_its_errors() -> None:
     slo = parse_slo("ttft=2s,tpot=200ms", 99)
     assert (slo.ttft, slo.tpot, slo.percentile) == (2.0, 0.2, 99)
     assert parse_slo("tpot=150us").tpot == pytest.approx(150e-6)
-    for bad in ("ttft=fast", "latency=2s", "ttft=-1s", "ttft"):
+    for bad in ("ttft=fast", "latency=2s", "ttft=-1s", "ttft", "ttft=2", "ttft=1s,ttft=2s"):
         with pytest.raises(BenchError, match=r"^bad --slo"):
             parse_slo(bad)
 
@@ -156,7 +156,7 @@ def test_simulate_command_from_the_spec_sheet_alone() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert out["slo_met"] and out["tpot_p99_s"] <= 0.1 and out["ttft_p99_s"] <= 2
+    assert out["tpot_p99_s"] <= 0.1 and out["ttft_p99_s"] <= 2
     assert out["kv_precision"] == "fp8" and out["output_tokens_s_per_gpu"] > 0
     assert any("default" not in n and "spec sheet" in n for n in out["notes"])
     assert math.isfinite(out["offline_output_tokens_s_per_gpu"])
@@ -181,6 +181,9 @@ def test_simulate_tp_auto_tries_each_degree() -> None:
         (("--requests", "0"), "--requests must be at least 1"),
         (("--tp", "two"), "--tp must be a whole number of GPUs or auto, got 'two'"),
         (("--rate", "-1"), "--rate must be above 0 requests/s"),
+        (("--workload", "lognormal", "--sigma", "-1"), "--sigma must be a finite number of at"),
+        # Even one request alone waits longer than this for its first token.
+        (("--slo", "ttft=1us"), "misses p99 TTFT ≤ 1 µs at every arrival rate tried"),
     ],
 )
 def test_bad_simulate_input_is_one_line(args: tuple, message: str) -> None:

@@ -54,6 +54,13 @@ def test_validate_command(tmp_path: Path) -> None:
     assert "geometric mean of est/pub over 2 rows" in " ".join(table.stdout.split())
 
 
+def test_a_file_no_row_of_which_can_be_estimated_fails(tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER, ROWS[1])
+    done = tokbench("validate", str(path))
+    assert done.returncode == 2 and "no row could be estimated" in done.stderr
+    assert "does not fit H100 SXM" in " ".join(done.stdout.split())
+
+
 @pytest.mark.parametrize(
     ("lines", "message"),
     [

@@ -45,14 +45,15 @@ def description(op: str) -> str:
 
 
 def shape_help() -> str:
-    """Every op's shape keys, for the CLI: 'matmul M,N,K; decode B,…,page (+window,sinks)'
-    (keys with a default in parentheses: a shape may leave them out)."""
+    """Every op's shape keys, for the CLI: 'matmul: M, N, K; decode: B, …, page (+ window,
+    sinks)' (keys with a default in parentheses: a shape may leave them out). Spaces let a
+    narrow terminal wrap the list rather than cut it."""
 
     def keys(op: Op) -> str:
         optional = [k for k in op.key_names if k not in op.required]
-        return ",".join(op.required) + (f" (+{','.join(optional)})" if optional else "")
+        return ", ".join(op.required) + (f" (+ {', '.join(optional)})" if optional else "")
 
-    return "; ".join(f"{op.name} {keys(op)}" for op in OPS.values())
+    return "; ".join(f"{op.name}: {keys(op)}" for op in OPS.values())
 
 
 def load_results(path: str | Path) -> ResultDoc:

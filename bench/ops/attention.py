@@ -189,10 +189,18 @@ class Attention(Op):
 
     def implementations(self) -> tuple[Impl, ...]:
         return (
-            triton_impl(_triton, self.flops),
+            triton_impl(_triton, self.flops, tuning=_tuning),
             *sdpa_impls(_sdpa, scores=_scores, unsupported=no_sdpa_sinks),
             Impl("eager", _eager, workspace=_scores),
         )
+
+
+def _tuning(shape: Shape, dtype: str) -> int:
+    from kernels.attention import tuning_configs
+
+    window = shape["window"] or None
+    elem = int(DTYPE_BYTES[dtype])
+    return len(tuning_configs(shape["Sq"], shape["Skv"], shape["D"], elem, window))
 
 
 def extras(shape: Shape) -> str:

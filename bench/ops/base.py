@@ -92,6 +92,9 @@ class Impl:
     workspace: Callable[[Shape, str], float] = no_workspace
     # Why this implementation cannot run a case here, or None when it can.
     unsupported: Callable[[Shape, str, DeviceInfo], str | None] = _runs_anywhere
+    # The configs its autotuner compiles and times on a Hopper GPU at a case, or None when it
+    # is not autotuned: what `tokbench run --dry-run` sizes a GPU run by.
+    tuning: Callable[[Shape, str], int] | None = None
 
 
 class Unsupported(Exception):
@@ -245,11 +248,12 @@ def triton_impl(
     unit: str = "FLOPs",
     dots: bool = True,
     refuses: Callable[[Shape, str, DeviceInfo], str | None] = _runs_anywhere,
+    tuning: Callable[[Shape, str], int] | None = None,
 ) -> Impl:
     """An op's tokbench Triton kernel. Without a GPU it runs interpreted, for cases whose `size`
     (in `unit`) is within `limit`, and without bf16 if the kernel uses `tl.dot` (`dots`), which
     the interpreter does not emulate in bf16. `refuses` says why the kernel cannot take a shape
-    its op allows, or None."""
+    its op allows, or None; `tuning` counts its autotuning configs (Impl.tuning)."""
 
     def unsupported(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
         if reason := dtype_unsupported(dtype, device) or refuses(shape, dtype, device):
@@ -264,7 +268,7 @@ def triton_impl(
             return f"too large for Triton's interpreter ({size(shape):.3g} {unit}); run on a GPU"
         return None
 
-    return Impl("triton", prepare, triton=True, unsupported=unsupported)
+    return Impl("triton", prepare, triton=True, unsupported=unsupported, tuning=tuning)
 
 
 def row_kernel_impl(

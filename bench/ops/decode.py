@@ -196,11 +196,26 @@ class Decode(Op):
 
     def implementations(self) -> tuple[Impl, ...]:
         return (
-            triton_impl(_triton, self.flops, refuses=_fp8_cache_unsupported),
+            triton_impl(_triton, self.flops, refuses=_fp8_cache_unsupported, tuning=_tuning),
             *sdpa_impls(_sdpa, unsupported=_sdpa_unsupported),
             Impl("gather+sdpa", _gather_sdpa, unsupported=_gather_unsupported),
             Impl("eager", _eager),
         )
+
+
+# An H100's or H200's SMs, which set the split count a decode step is autotuned at.
+HOPPER_SMS = 132
+
+
+def _tuning(shape: Shape, dtype: str) -> int:
+    from kernels.decode import tuning_configs
+
+    hkv, elem = shape["Hkv"], int(DTYPE_BYTES[dtype])
+    kv_elem = 1 if shape["fp8kv"] else elem
+    group = shape["H"] // hkv
+    return len(
+        tuning_configs(shape["B"], hkv, group, _span(shape), shape["D"], elem, kv_elem, HOPPER_SMS)
+    )
 
 
 def _span(shape: Shape) -> int:

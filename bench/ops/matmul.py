@@ -83,11 +83,20 @@ class Matmul(Op):
         return out
 
     def implementations(self) -> tuple[Impl, ...]:
-        return (triton_impl(_triton, self.flops), Impl("torch", _torch, unsupported=_dtype_here))
+        return (
+            triton_impl(_triton, self.flops, tuning=_tuning),
+            Impl("torch", _torch, unsupported=_dtype_here),
+        )
 
 
 def _dtype_here(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
     return dtype_unsupported(dtype, device)
+
+
+def _tuning(shape: Shape, dtype: str) -> int:
+    from kernels.matmul import tuning_configs
+
+    return len(tuning_configs(shape["M"], shape["N"], shape["K"], int(DTYPE_BYTES[dtype])))
 
 
 def _triton(inputs: Inputs) -> Callable[[], torch.Tensor]:

@@ -142,7 +142,7 @@ class MoE(Op):
 
     def implementations(self) -> tuple[Impl, ...]:
         return (
-            triton_impl(_triton, self.flops),
+            triton_impl(_triton, self.flops, tuning=_tuning),
             Impl("grouped_mm", _grouped_mm, unsupported=_no_fp8_path),
             Impl("loop", _loop, unsupported=_no_fp8_path),
         )
@@ -156,6 +156,14 @@ def active_experts(shape: Shape) -> float:
     weights = [(j + 1) ** -s for j in range(e)]
     total = sum(weights)
     return sum(1 - (1 - min(1.0, k * w / total)) ** t for w in weights)
+
+
+def _tuning(shape: Shape, dtype: str) -> int:
+    from kernels.moe import tuning_configs
+
+    sizes = (shape[key] for key in ("T", "H", "I", "E", "k"))
+    a_bytes, w_bytes = int(DTYPE_BYTES[_activation(dtype)]), int(DTYPE_BYTES[dtype])
+    return len(tuning_configs(*sizes, a_bytes, w_bytes))
 
 
 def _activation(dtype: str) -> str:
