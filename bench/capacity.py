@@ -267,6 +267,14 @@ def slo_per_gpu(sim: Simulation) -> PerGpu:
     )
 
 
+def served_per_gpu(sim: Simulation) -> float:
+    """Output tokens/s per GPU a simulated replica serves: offline, what the run served; under
+    an SLO, the sustained arrival rate's."""
+    if sim.search is None:
+        return sim.result.output_tokens_per_s
+    return slo_per_gpu(sim).output_tokens_per_s
+
+
 def roofline_rate(setup: Serving, spec: GpuSpec) -> float:
     """The most output tokens/s one GPU could make of the model: every token's weight FLOPs
     (GEMMs, experts, LM head; attention left out) at the dense peak of the precision, however

@@ -755,7 +755,7 @@ def simulate_cmd(
         step_model = _step_model(setup, model, results_files or [], gpu, impl)
         return simulate.run(step_model, load, rate=rate, slo=target, seed=seed)
 
-    sim, layouts = _layout(tp, build, _served)
+    sim, layouts = _layout(tp, build, capacity.served_per_gpu)
     if as_json:
         typer.echo(json.dumps(simulate.figures(sim), indent=1))
         return
@@ -763,13 +763,6 @@ def simulate_cmd(
     out.print(*tables.simulation_tables(sim))
     if layouts:
         out.print(tables.layout_table(layouts, sim.step_model.setup.tp, "simulated"))
-
-
-def _served(sim: simulate.Simulation) -> float:
-    """Output tokens/s per GPU a simulated replica serves: under an SLO, the sustained rate."""
-    if sim.search is None:
-        return sim.result.output_tokens_per_s
-    return capacity.slo_per_gpu(sim).output_tokens_per_s
 
 
 Result = TypeVar("Result")

@@ -40,6 +40,7 @@ from bench import BenchError
 from bench.models import Serving
 from bench.ops import get_op
 from bench.throughput import Step, StepModel, source_notes
+from bench.units import fmt_target
 
 PERCENTILES = (50, 90, 99)
 # A new request is admitted only while this share of the KV pages stays free afterwards, so
@@ -427,15 +428,9 @@ class Slo:
         )
 
     def describe(self) -> str:
-        parts = [f"{m} ≤ {fmt_s(v)}" for m, v in (("TTFT", self.ttft), ("TPOT", self.tpot)) if v]
+        limits = (("TTFT", self.ttft), ("TPOT", self.tpot))
+        parts = [f"{m} ≤ {fmt_target(v)}" for m, v in limits if v]
         return f"p{self.percentile:g} " + " and ".join(parts)
-
-
-def fmt_s(seconds: float) -> str:
-    """A latency target as given: 2 s, 200 ms, 150 µs."""
-    if seconds >= 1:
-        return f"{seconds:.3g} s"
-    return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.3g} µs"
 
 
 _DURATION = {"ms": 1e-3, "s": 1.0, "us": 1e-6, "µs": 1e-6}

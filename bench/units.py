@@ -18,6 +18,14 @@ def fmt_ms(ms: float) -> str:
     return f"{value:#.3g} {unit}".replace(". ", " ")
 
 
+def fmt_target(seconds: float) -> str:
+    """A latency target as a user writes it, without fmt_ms's trailing zeros: 2 s, 200 ms,
+    150 µs."""
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.3g} µs"
+
+
 def fmt_bytes(n: float) -> str:
     """GiB with a decimal, MiB whole; below 1 MiB, KiB or bytes (a collective's message)."""
     if n >= 2**30:

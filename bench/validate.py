@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import BenchError
+from bench.capacity import served_per_gpu
 from bench.models import Serving, get_model
-from bench.simulate import Simulation, parse_slo, run, workload
+from bench.simulate import parse_slo, run, workload
 from bench.throughput import StepModel
 
 COLUMNS = (
@@ -136,16 +137,7 @@ def check_row(row: Row, step_model_of: Callable[[Serving, str], StepModel]) -> C
             sim = run(step_model, load)
     except BenchError as e:
         return Check(row, None, str(e))
-    return Check(row, served(sim), note)
-
-
-def served(sim: Simulation) -> float:
-    """Output tokens/s per GPU: offline, what the run served; under an SLO, the sustained
-    arrival rate's."""
-    if sim.search is None:
-        return sim.result.output_tokens_per_s
-    lengths = sim.workload.lengths
-    return sim.rate * sum(o for _, o in lengths) / len(lengths) / sim.step_model.setup.tp
+    return Check(row, served_per_gpu(sim), note)
 
 
 def geometric_mean(checks: list[Check]) -> float | None:

@@ -98,6 +98,17 @@ def fp8_unsupported(
     return None
 
 
+def not_a_tensor(**named: object) -> str | None:
+    """What is wrong with the first argument that is not a torch.Tensor, or None: the first line
+    of every kernel wrapper's input check."""
+    import torch
+
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor):
+            return f"{name} must be a torch.Tensor, got {type(t).__name__}"
+    return None
+
+
 def on_device(t):
     """A context that makes t's GPU the current one: Triton launches on the current CUDA device,
     which need not be the one holding the data (cuda:1 under a multi-GPU run)."""

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import interpreted, on_device
+from kernels import interpreted, not_a_tensor, on_device
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Columns per program: 4 warps, 8 elements of each half a thread.
@@ -65,8 +65,8 @@ def _fail(message: str) -> None:
 
 def _validate(gate_up: torch.Tensor) -> None:
     """Raise ValueError with one line naming the first problem with the input."""
-    if not isinstance(gate_up, torch.Tensor):
-        _fail(f"gate_up must be a torch.Tensor, got {type(gate_up).__name__}")
+    if problem := not_a_tensor(gate_up=gate_up):
+        _fail(problem)
     if gate_up.dim() != 2:
         _fail(f"gate_up must be (tokens, 2 * intermediate), got {tuple(gate_up.shape)}")
     width = gate_up.shape[1]

@@ -47,7 +47,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import MAX_HEAD_DIM, SMEM_BUDGET, interpreted, on_device
+from kernels import MAX_HEAD_DIM, SMEM_BUDGET, interpreted, not_a_tensor, on_device
 from kernels.softmax import SINK_LOG2E, fold_sink, sinks_problem
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -488,8 +488,8 @@ def _fail(message: str) -> None:
 def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     """Raise ValueError with one line naming the first problem with the inputs."""
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            _fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if problem := not_a_tensor(**{name: t}):
+            _fail(problem)
         if t.dim() != 4:
             _fail(
                 f"{name} must have rank 4 (batch, heads, seq, head_dim), got shape {tuple(t.shape)}"

@@ -58,7 +58,14 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import MAX_HEAD_DIM, SMEM_BUDGET, fp8_unsupported, interpreted, on_device
+from kernels import (
+    MAX_HEAD_DIM,
+    SMEM_BUDGET,
+    fp8_unsupported,
+    interpreted,
+    not_a_tensor,
+    on_device,
+)
 from kernels.softmax import SINK_LOG2E, fold_sink, sinks_problem
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -473,8 +480,8 @@ def _fail(message: str) -> None:
 
 
 def _check_tensor(name: str, t: object, rank: int, layout: str) -> None:
-    if not isinstance(t, torch.Tensor):
-        _fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if problem := not_a_tensor(**{name: t}):
+        _fail(problem)
     if t.dim() != rank:
         _fail(f"{name} must have rank {rank} {layout}, got shape {tuple(t.shape)}")
 
@@ -573,8 +580,8 @@ def _validate_options(
     for name, scale in (("k_scale", k_scale), ("v_scale", v_scale)):
         if scale is None:
             continue
-        if not isinstance(scale, torch.Tensor):
-            _fail(f"{name} must be a torch.Tensor, got {type(scale).__name__}")
+        if problem := not_a_tensor(**{name: scale}):
+            _fail(problem)
         if scale.dtype != torch.float32 or scale.shape not in ((), (1,), (kv_heads,)):
             _fail(
                 f"{name} must be a float32 tensor of shape (), (1,) (per tensor) or "

@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import MAX_HEAD_DIM, fp8_unsupported, interpreted, on_device
+from kernels import MAX_HEAD_DIM, fp8_unsupported, interpreted, not_a_tensor, on_device
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 FP8_DTYPE = torch.float8_e4m3fn
@@ -179,10 +179,9 @@ def _validate(
     v_scale: torch.Tensor | None,
 ) -> None:
     """Raise ValueError with one line naming the first problem; reads no device data."""
-    named = (("k", k), ("v", v), ("k_cache", k_cache), ("v_cache", v_cache))
-    for name, t in (*named, ("slot_mapping", slot_mapping)):
-        if not isinstance(t, torch.Tensor):
-            _fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    named = {"k": k, "v": v, "k_cache": k_cache, "v_cache": v_cache, "slot_mapping": slot_mapping}
+    if problem := not_a_tensor(**named):
+        _fail(problem)
     if k.dim() != 3 or v.shape != k.shape:
         _fail(
             f"k and v must be (tokens, kv_heads, head_dim) of one shape, got {tuple(k.shape)} "
@@ -215,7 +214,7 @@ def _validate(
             f"k_cache and v_cache must share k's dtype ({k.dtype}) or float8_e4m3fn, got "
             f"{k_cache.dtype} and {v_cache.dtype}"
         )
-    for name, t in (*named[1:], ("slot_mapping", slot_mapping)):
+    for name, t in list(named.items())[1:]:
         if t.device != k.device:
             _fail(f"{name} is on {t.device} but k is on {k.device}; all must share one device")
     if k.device.type != "cuda" and not interpreted():

@@ -63,7 +63,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import SMEM_BUDGET, fp8_unsupported, interpreted, on_device
+from kernels import SMEM_BUDGET, fp8_unsupported, interpreted, not_a_tensor, on_device
 from kernels.matmul import _tile_coords
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -291,9 +291,8 @@ def _names(dtypes: tuple[torch.dtype, ...]) -> str:
 
 
 def _need_tensors(**tensors: object) -> None:
-    for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            _fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if problem := not_a_tensor(**tensors):
+        _fail(problem)
 
 
 def _check_device(kernel: bool, fp8: bool, **tensors: torch.Tensor) -> None:

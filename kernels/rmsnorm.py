@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import MAX_HIDDEN, on_device
+from kernels import MAX_HIDDEN, not_a_tensor, on_device
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -77,9 +77,8 @@ def _fail(message: str) -> None:
 
 def _validate(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor) -> None:
     """Raise ValueError with one line naming the first problem with the inputs."""
-    for name, t in (("x", x), ("residual", residual), ("weight", weight)):
-        if not isinstance(t, torch.Tensor):
-            _fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if problem := not_a_tensor(x=x, residual=residual, weight=weight):
+        _fail(problem)
     if x.dim() != 2 or residual.shape != x.shape:
         _fail(
             f"x and residual must be (rows, hidden) of one shape, got {tuple(x.shape)} and "

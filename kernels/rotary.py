@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import MAX_HEAD_DIM, interpreted, on_device
+from kernels import MAX_HEAD_DIM, interpreted, not_a_tensor, on_device
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 POSITION_DTYPES = (torch.int32, torch.int64)
@@ -167,10 +167,9 @@ def _validate(
     q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor
 ) -> None:
     """Raise ValueError with one line naming the first problem with the inputs."""
-    named = (("q", q), ("k", k), ("positions", positions), ("cos_sin_cache", cos_sin_cache))
-    for name, t in named:
-        if not isinstance(t, torch.Tensor):
-            _fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    named = {"q": q, "k": k, "positions": positions, "cos_sin_cache": cos_sin_cache}
+    if problem := not_a_tensor(**named):
+        _fail(problem)
     if q.dim() != 3 or k.dim() != 3:
         _fail(
             f"q and k must be (tokens, heads, head_dim), got {tuple(q.shape)} and {tuple(k.shape)}"
@@ -201,7 +200,7 @@ def _validate(
             f"cos_sin_cache dtype {cos_sin_cache.dtype} unsupported; allowed: float16, "
             "bfloat16, float32"
         )
-    for name, t in named[1:]:
+    for name, t in list(named.items())[1:]:
         if t.device != q.device:
             _fail(f"{name} is on {t.device} but q is on {q.device}; all must share one device")
     if q.device.type != "cuda" and not interpreted():

@@ -6,6 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import not_a_tensor
+
 # Sink logits are natural-log scores (gpt-oss); the kernels' scores are base 2.
 SINK_LOG2E: tl.constexpr = tl.constexpr(math.log2(math.e))
 
@@ -39,8 +41,8 @@ def sinks_problem(sinks: object, q: torch.Tensor) -> str | None:
     """What is wrong with an attention's sinks for queries q (heads in dim 1), or None: one
     float32 logit per query head, on q's device."""
     heads = q.shape[1]
-    if not isinstance(sinks, torch.Tensor):
-        return f"sinks must be a torch.Tensor, got {type(sinks).__name__}"
+    if problem := not_a_tensor(sinks=sinks):
+        return problem
     if sinks.shape != (heads,) or sinks.dtype != torch.float32:
         return (
             f"sinks must be a float32 tensor of shape ({heads},) (one logit per query head), "
