@@ -7,7 +7,7 @@ def main() -> None:
     """The CLI, imported here so that Ctrl-C at any moment, start-up included, exits quietly
     with status 130."""
     try:
-        from bench.cli import main as cli
+        from bench.present.cli import main as cli
 
         cli()
     except KeyboardInterrupt:

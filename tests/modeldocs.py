@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.hardware import SPECS
-from bench.lookup import roofline_seconds
-from bench.models import ModelConfig, Serving, suite_cases
-from bench.ops import get_op
-from bench.schema import CaseResult, DeviceInfo, ResultDoc, Shape, Timing
+from bench.measure.ops import get_op
+from bench.plan.lookup import roofline_seconds
+from bench.plan.models import ModelConfig, Serving, suite_cases
+from bench.record.hardware import SPECS
+from bench.record.schema import CaseResult, DeviceInfo, ResultDoc, Shape, Timing
 
 H100 = DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", 80 * 10**9, 132, "9.0", 50 * 2**20)
 H200 = DeviceInfo("cuda", "NVIDIA H200", 141 * 10**9, 132, "9.0", 60 * 2**20)

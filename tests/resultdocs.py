@@ -6,10 +6,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from bench.hardware import SPECS, peak_tflops
-from bench.ops import get_op
-from bench.results import write_atomic
-from bench.schema import CaseResult, DeviceInfo, EstimateRecord, ResultDoc, Timing
+from bench.measure.ops import get_op
+from bench.record.hardware import SPECS, peak_tflops
+from bench.record.results import write_atomic
+from bench.record.schema import CaseResult, DeviceInfo, EstimateRecord, ResultDoc, Timing
 
 H100 = DeviceInfo(
     kind="cuda",

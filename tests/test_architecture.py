@@ -15,33 +15,10 @@ ROOT = Path(__file__).parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "schema1-cpu.json"
 TINY = ("--precision", "fp32", "--isl", "32", "--osl", "16")
 
-# Bottom to top; each module may import modules of its own layer and the layers below.
-LAYERS = {
-    "record": {"bench", "bench.schema", "bench.results", "bench.hardware", "bench.units"},
-    "measure": {
-        "bench.ops",
-        "bench.device",
-        "bench.timing",
-        "bench.runner",
-        "bench.ceilings",
-        "bench.suites",
-        "bench.distributed",
-        "kernels",
-    },
-    "plan": {
-        "bench.models",
-        "bench.lookup",
-        "bench.efficiency",
-        "bench.simulate",
-        "bench.validate",
-        "bench.throughput",
-        "bench.capacity",
-        "bench.compare",
-        "bench.layer",
-    },
-    "present": {"bench.cli", "bench.__main__", "bench.tables", "bench.plots", "bench.export"},
-}
-ORDER = list(LAYERS)
+# Bottom to top: each layer is a folder of bench/ (the package's own __init__, BenchError, is
+# record; kernels/ measures). A module may import its own layer and the layers below.
+ORDER = ["record", "measure", "plan", "present"]
+FOLDERS = {"bench": "record", "kernels": "measure", "bench.__main__": "present"}
 
 
 def _module(path: Path) -> str:
@@ -50,14 +27,21 @@ def _module(path: Path) -> str:
 
 
 def _layer(module: str) -> str:
-    """The layer of a module: its own entry, else its package's (bench.ops.matmul: bench.ops);
-    a module no layer lists is an error: a new module takes its place in LAYERS."""
-    listed = set().union(*LAYERS.values())
-    name = module
-    while name not in listed:
-        name = name.rpartition(".")[0]
-        assert name not in ("", "bench"), f"{module} is in no layer: add it to LAYERS"
-    return next(layer for layer, modules in LAYERS.items() if name in modules)
+    """The layer of a module: the folder of bench/ it lies in; a module of bench/ outside the
+    layer folders is an error (the tree is the architecture)."""
+    parts = module.split(".")
+    if parts[0] == "bench" and len(parts) > 1 and parts[1] in ORDER:
+        return parts[1]
+    for name in (module, parts[0]):
+        if name in FOLDERS and (name != "bench" or len(parts) == 1):
+            return FOLDERS[name]
+    raise AssertionError(f"{module} lies outside the layer folders bench/{{{','.join(ORDER)}}}/")
+
+
+def test_the_tree_is_the_architecture() -> None:
+    """bench/ holds the four layer folders, the package's __init__ and __main__, nothing else."""
+    top = {p.name for p in (ROOT / "bench").iterdir() if p.name != "__pycache__"}
+    assert top - {"__init__.py", "__main__.py", "gpu_check.sh"} == set(ORDER)
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
@@ -114,7 +98,7 @@ class NotInstalled:
 
 sys.meta_path.insert(0, NotInstalled())
 sys.argv = ["tokbench", *sys.argv[1:]]
-from bench.cli import main
+from bench.present.cli import main
 
 main()
 """
@@ -165,10 +149,68 @@ def test_a_command_that_measures_says_what_is_missing(tmp_path: Path) -> None:
 
 def test_importing_the_packages_changes_nothing() -> None:
     code = (
-        "import os, sys, kernels, bench.ops, bench.cli; "
+        "import os, sys, kernels, bench.measure.ops, bench.present.cli; "
         "assert 'TRITON_INTERPRET' not in os.environ, 'kernels chose the interpreter on import'; "
         "assert 'torch' not in sys.modules and 'triton' not in sys.modules"
     )
     env = {"PYTHONPATH": str(ROOT), "PATH": ""}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
+
+
+def _op_references(path: Path, names: set[str]) -> list[str]:
+    """Where a module singles out an op by name: comparing a use's or case's `.op` (or an `op`
+    variable) with a literal, or looking one up (get_op("…"), OPS["…"])."""
+
+    def literals(node: ast.AST) -> set[str]:
+        items = node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else [node]
+        return {i.value for i in items if isinstance(i, ast.Constant) and i.value in names}
+
+    def is_op(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "op") or (
+            isinstance(node, ast.Name) and node.id in ("op", "op_name")
+        )
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(is_op(s) for s in sides):
+                found += [
+                    f"{path.name}:{node.lineno} compares with {n}"
+                    for s in sides
+                    for n in literals(s)
+                ]
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "get_op"
+        ):
+            found += [
+                f"{path.name}:{node.lineno} get_op({n})" for a in node.args for n in literals(a)
+            ]
+        elif isinstance(node, ast.Subscript) and getattr(node.value, "id", "") == "OPS":
+            found += [f"{path.name}:{node.lineno} OPS[{n}]" for n in literals(node.slice)]
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in SOURCES if _layer(_module(p)) in ("plan", "present") or p.stem == "decoder_check"],
+    ids=lambda p: _module(p),
+)
+def test_planning_presenting_and_the_layer_check_name_no_op(path: Path) -> None:
+    """They read the op contract (parts, efficiency classes, step uses, roles) and never single
+    out an op, so that adding an op or putting one into a model step changes only its module."""
+    from bench.measure.ops import OPS
+
+    assert _op_references(path, set(OPS)) == []
+
+
+def test_the_name_check_finds_what_it_looks_for(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'a = [u for u in uses if u.op == "decode"]\nb = get_op("matmul")\n'
+        'c = op in ("rotary", "x")\nd = OPS["moe"]\ne = part(u) == "attention"\n'
+    )
+    names = {"decode", "matmul", "rotary", "moe"}
+    assert len(_op_references(sample, names)) == 4

@@ -17,8 +17,8 @@ import pytest
 import torch
 from console import COMMAND, ENV
 
-from bench.ops import get_op
-from bench.timing import TimerConfig, summarize, time_cpu
+from bench.measure.ops import get_op
+from bench.measure.timing import TimerConfig, summarize, time_cpu
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema1-cpu.json"
 
@@ -78,10 +78,10 @@ def test_start_up(benchmark, args: tuple[str, ...], tmp_path) -> None:
 def test_simulate_10k_requests(benchmark) -> None:
     """The serving simulator on 10,000 Poisson requests of lognormal lengths (Llama-3.1-8B on
     an H100 from its spec sheet): one round, recorded, not asserted on (docs/simulate.md)."""
-    from bench.lookup import Measurements
-    from bench.models import Serving, get_model
-    from bench.simulate import StepCost, arrivals, kv_pages, lognormal_lengths, simulate
-    from bench.throughput import StepModel, resolve_target
+    from bench.plan.lookup import Measurements
+    from bench.plan.models import Serving, get_model
+    from bench.plan.simulate import StepCost, arrivals, kv_pages, lognormal_lengths, simulate
+    from bench.plan.throughput import StepModel, resolve_target
 
     setup = Serving(get_model("llama-3.1-8b"), isl=1024, osl=256)
     target = resolve_target([], [], "h100-sxm")

@@ -9,7 +9,7 @@ from modeldocs import H100, at_half_roofline, model_doc
 from typer.testing import CliRunner
 
 from bench import BenchError
-from bench.capacity import (
+from bench.plan.capacity import (
     OPTIMISTIC,
     PLAUSIBLE,
     Claim,
@@ -25,11 +25,11 @@ from bench.capacity import (
     per_gpu,
     roofline_rate,
 )
-from bench.cli import app
-from bench.hardware import SPECS
-from bench.models import Serving, get_model
-from bench.results import write_atomic
-from bench.units import fmt_rate
+from bench.plan.models import Serving, get_model
+from bench.present.cli import app
+from bench.record.hardware import SPECS
+from bench.record.results import write_atomic
+from bench.record.units import fmt_rate
 
 # 1,000 output tok/s per GPU; 1,000 input + 250 output tokens per request: 4 requests/s.
 GPU = PerGpu(

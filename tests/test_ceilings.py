@@ -1,8 +1,8 @@
 """Measured ceilings: copy bandwidth and a large GEMM, on whatever device is here."""
 
-from bench import ceilings
-from bench import device as dev
-from bench.timing import TimerConfig
+from bench.measure import ceilings
+from bench.measure import device as dev
+from bench.measure.timing import TimerConfig
 
 
 def test_ceilings_are_measured_and_plausible() -> None:

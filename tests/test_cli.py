@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from console import ENV, invoke, tokbench
 
-from bench.results import load
+from bench.record.results import load
 
 
 def test_info_shows_the_device_and_versions() -> None:
@@ -28,9 +28,9 @@ def test_info_shows_readings_nvml_left_out() -> None:
     from resultdocs import H100
     from rich.console import Console
 
-    from bench.hardware import SPECS
-    from bench.schema import Telemetry
-    from bench.tables import info_table
+    from bench.present.tables import info_table
+    from bench.record.hardware import SPECS
+    from bench.record.schema import Telemetry
 
     reading = Telemetry(sm_clock_mhz=1980, mem_clock_mhz=None, power_w=None, temperature_c=61)
     console = Console(record=True, width=120)

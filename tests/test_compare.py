@@ -10,8 +10,8 @@ from console import start
 from resultdocs import CPU, case, doc, estimate, timing, write, write_json
 from rich.console import Console
 
-from bench import BenchError, results
-from bench.compare import (
+from bench import BenchError
+from bench.plan.compare import (
     Verdict,
     compare,
     parse_fail_on,
@@ -19,8 +19,9 @@ from bench.compare import (
     project_cell,
     verdict,
 )
-from bench.hardware import SPECS
-from bench.tables import compare_tables, gate_report
+from bench.present.tables import compare_tables, gate_report
+from bench.record import results
+from bench.record.hardware import SPECS
 
 BIG = (4096, 4096, 4096)  # compute-bound on an H100 (intensity 1365 FLOP/byte)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import load
+from bench.record.results import load
 
 ROOT = Path(__file__).parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -87,12 +87,12 @@ BROKEN_RANK = """
 import json, torch
 import kernels
 kernels.use_interpreter_without_gpu()
-from bench import device as dev, distributed
-from bench.ops import get_op
-from bench.ops.base import Impl
-from bench.runner import RunConfig, run_one
-from bench.suites import CaseSpec
-from bench.timing import TimerConfig
+from bench.measure import device as dev, distributed
+from bench.measure.ops import get_op
+from bench.measure.ops.base import Impl
+from bench.measure.runner import RunConfig, run_one
+from bench.measure.suites import CaseSpec
+from bench.measure.timing import TimerConfig
 
 ranks = distributed.start()
 op = get_op("all_reduce")

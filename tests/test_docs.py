@@ -4,7 +4,7 @@ test command is the one CI runs."""
 import re
 from pathlib import Path
 
-from bench.ops import OPS
+from bench.measure.ops import OPS
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()

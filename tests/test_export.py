@@ -12,8 +12,8 @@ from resultdocs import case, doc, write
 from typer.testing import CliRunner
 
 from bench import BenchError
-from bench.cli import app
-from bench.export import ExportFormat, export, to_pytest_benchmark
+from bench.present.cli import app
+from bench.present.export import ExportFormat, export, to_pytest_benchmark
 
 
 def pytest_benchmark_cli() -> str:

@@ -1,8 +1,8 @@
-"""Tests for bench.hardware: device-name matching, lookup errors and the dense peak figures."""
+"""bench.record.hardware: device-name matching, lookup errors and the dense peak figures."""
 
 import pytest
 
-from bench.hardware import (
+from bench.record.hardware import (
     DTYPES,
     SPECS,
     GpuSpec,

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from bench import BenchError
-from bench.models import (
+from bench.measure.ops import get_op
+from bench.plan.models import (
     MODELS,
     ModelConfig,
     Serving,
@@ -14,7 +15,6 @@ from bench.models import (
     param_count,
     suite_cases,
 )
-from bench.ops import get_op
 
 LLAMA_8B = get_model("llama-3.1-8b")
 
@@ -56,15 +56,20 @@ def test_kv_bytes_per_token_with_gqa(name: str, tp: int, precision: str, expecte
     assert setup.kv_bytes_per_token() == expected
 
 
+def _gemms(setup: Serving, tokens: int) -> list:
+    """A decode step's per-layer GEMMs at `tokens` sequences (the LM head apart)."""
+    return [u for u in setup.decode_step(tokens) if u.op == "matmul" and u.role != "lm_head"]
+
+
 def test_llama_8b_gemm_shapes_per_gpu() -> None:
-    shapes = {u.role: (u.shape["N"], u.shape["K"]) for u in Serving(LLAMA_8B).layer_gemms(7)}
+    shapes = {u.role: (u.shape["N"], u.shape["K"]) for u in _gemms(Serving(LLAMA_8B), 7)}
     assert shapes == {
         "qkv": (6144, 4096),
         "o": (4096, 4096),
         "gate_up": (28672, 4096),
         "down": (4096, 14336),
     }
-    gemms = Serving(LLAMA_8B, tp=4).layer_gemms(7)
+    gemms = _gemms(Serving(LLAMA_8B, tp=4), 7)
     tp4 = {u.role: (u.shape["N"], u.shape["K"]) for u in gemms}
     assert tp4 == {
         "qkv": (1536, 4096),
@@ -109,8 +114,8 @@ def test_prefill_step_shapes() -> None:
     # Logits only for each prompt's last token, vocabulary split over TP, in bf16.
     assert by_role["lm_head"].shape == {"M": 3, "N": 64_128, "K": 4096}
     assert by_role["lm_head"].dtype == "bf16"
-    assert by_role["add_rmsnorm"].shape == {"tokens": 300, "hidden": 4096}
-    assert by_role["add_rmsnorm"].dtype == "bf16"
+    assert by_role["norm"].shape == {"tokens": 300, "hidden": 4096}
+    assert by_role["norm"].dtype == "bf16"
 
 
 def test_mixtral_layer_runs_the_fused_moe_on_its_experts() -> None:
@@ -119,15 +124,15 @@ def test_mixtral_layer_runs_the_fused_moe_on_its_experts() -> None:
     # Each expert's intermediate split over TP; every token to 2 of the 8 experts.
     assert uses["experts"].shape == {"T": 64, "H": 4096, "I": 7168, "E": 8, "k": 2, "skew": 0}
     assert uses["router"].shape == {"M": 64, "N": 8, "K": 4096}
-    assert "gate_up" not in uses and "silu_mul" not in uses
+    assert "gate_up" not in uses and "act" not in uses
 
 
 def test_dense_layer_ops() -> None:
     uses = {u.role: u for u in Serving(LLAMA_8B, tp=2, kv_precision="fp8").prefill_step(2, 100)}
-    assert uses["silu_mul"].shape == {"tokens": 200, "I": 7168}
+    assert uses["act"].op == "silu_mul" and uses["act"].shape == {"tokens": 200, "I": 7168}
     assert uses["rotary"].shape == {"tokens": 200, "H": 16, "Hkv": 4, "D": 128}
     assert uses["kv_write"].shape == {"tokens": 200, "Hkv": 4, "D": 128, "page": 16, "fp8kv": True}
-    assert all(uses[r].count == 32 for r in ("silu_mul", "rotary", "kv_write"))
+    assert all(uses[r].count == 32 for r in ("act", "rotary", "kv_write"))
 
 
 def test_gpt_oss_alternates_windowed_and_full_attention_with_sinks() -> None:
@@ -135,7 +140,7 @@ def test_gpt_oss_alternates_windowed_and_full_attention_with_sinks() -> None:
     decode = [u for u in setup.decode_step(8, context=4096) if u.op == "decode"]
     assert [(u.role, u.shape["window"], u.count) for u in decode] == [
         ("attention", 0, 18),
-        ("sliding_attention", 128, 18),
+        ("attention", 128, 18),
     ]
     assert all(u.shape["sinks"] and u.shape["fp8kv"] for u in decode)
     # A window at least the prompt is no window: the same shape as the full layers'.
@@ -360,7 +365,7 @@ def test_suite_cases_are_unique_and_include_the_largest_batch_that_fits() -> Non
 def test_models_table_keeps_sources_whole_at_120_columns() -> None:
     from rich.console import Console
 
-    from bench.tables import models_table
+    from bench.present.tables import models_table
 
     console = Console(width=120, record=True)
     console.print(models_table(list(MODELS.values())))

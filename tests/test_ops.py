@@ -1,18 +1,25 @@
 """Op definitions: FLOP and byte formulas by hand, every op's smoke cases through the gate, and
 the registry's own rules."""
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
 import kernels
 from bench import BenchError
-from bench import device as dev
-from bench.ops import OPS, get_op
-from bench.ops.attention import attn
-from bench.ops.base import PARTS, Op
-from bench.runner import RunConfig, run_one
-from bench.suites import CaseSpec
-from bench.timing import TimerConfig
+from bench.measure import device as dev
+from bench.measure.ops import OPS, get_op
+from bench.measure.ops.attention import attention_shape
+from bench.measure.ops.base import PARTS, Op
+from bench.measure.ops.step import EFFICIENCY_CLASSES, ROLES
+from bench.measure.runner import RunConfig, run_one
+from bench.measure.suites import CaseSpec
+from bench.measure.timing import TimerConfig
+from bench.plan.models import MODELS, Serving
+
+ROOT = Path(__file__).parent.parent
 
 
 def test_matmul_formulas() -> None:
@@ -23,7 +30,7 @@ def test_matmul_formulas() -> None:
 
 
 def _attn(sq: int, skv: int, causal: bool, window: int = 0) -> dict:
-    return attn(2, 4, 2, sq, skv, 8, causal, window)
+    return attention_shape(2, 4, 2, sq, skv, 8, causal, window)
 
 
 @pytest.mark.parametrize(
@@ -106,14 +113,49 @@ def test_every_op_is_complete(op: Op) -> None:
         assert op.work(shape) > 0 and op.bytes(shape, op.dtypes[0]) > 0 and op.label(shape)
     assert {k for axis in op.axes for k in axis} <= set(op.key_names)
     assert op.part in PARTS
+    assert op.efficiency in EFFICIENCY_CLASSES
     assert op.baseline in [i.name for i in op.impls]
     assert set(op.tolerance) >= set(op.dtypes)
 
 
+def _model_steps() -> list[Serving]:
+    """Every built-in model's prefill and decode steps, at TP 1 and 2 where it shards."""
+    setups = [Serving(m, tp=tp) for m in MODELS.values() if not m.unsupported for tp in (1, 2)]
+    return [
+        *(s.step("prefill", 2, 64, 64) for s in setups),
+        *(s.step("decode", 3, 1, 99) for s in setups),
+    ]
+
+
+@pytest.mark.parametrize("op", OPS.values(), ids=str)
+def test_every_use_in_a_model_step_is_a_shape_the_op_takes(op: Op) -> None:
+    """An op's uses in the built-in models' steps name known roles, shapes its own rules accept
+    (so the model suite can run them), and a positive count; an op that reads a step off a
+    shape reads back the step it came from; weights only where a shape holds them."""
+    for step in _model_steps():
+        for use in op.step_uses(step):
+            assert use.role in ROLES and use.op == op.name and use.count >= 1
+            op.check_shape(use.shape)
+            assert op.complete(use.shape) == use.shape
+            assert op.weight_elements(use.shape) >= 0
+            if (where := op.step_of(use.shape)) is not None:
+                assert where == (step.phase, step.batch, step.seq, step.context)
+
+
 def test_the_registry_holds_every_op_module() -> None:
-    kernels_ = ["attention", "decode", "kv_write", "matmul", "moe", "rmsnorm", "rotary", "silu_mul"]
-    collectives = ["all_gather", "all_reduce", "all_to_all", "reduce_scatter", "send_recv"]
-    assert list(OPS) == sorted(kernels_ + collectives)
+    """Every module of the ops folder that assigns OP or OPS at its top level is registered:
+    read from the files, not from the registry's own discovery."""
+    declared = 0
+    for path in (ROOT / "bench" / "measure" / "ops").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        targets = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                   if isinstance(t, ast.Name)}  # fmt: skip
+        declared += bool(targets & {"OP", "OPS"})
+        module = f"bench.measure.ops.{path.stem}"
+        assert not targets & {"OP", "OPS"} or any(
+            type(op).__module__ == module for op in OPS.values()
+        )
+    assert declared >= 8 and len(OPS) >= declared
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@ import pytest
 from resultdocs import CPU, case, doc, estimate, write
 from typer.testing import CliRunner
 
-from bench import BenchError, plots
-from bench.cli import app
+from bench import BenchError
+from bench.present import plots
+from bench.present.cli import app
 
 pytest.importorskip("matplotlib")
 

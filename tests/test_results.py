@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from bench import BenchError
-from bench.ops import load_results
-from bench.results import ResultWriter, load
-from bench.schema import SCHEMA_VERSION, CaseResult, DeviceInfo, ResultDoc, Telemetry, Timing
+from bench.measure.ops import load_results
+from bench.record.results import ResultWriter, load
+from bench.record.schema import SCHEMA_VERSION, CaseResult, DeviceInfo, ResultDoc, Telemetry, Timing
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema1-cpu.json"
 

@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import device as dev
-from bench.ops import get_op
-from bench.ops.base import Impl
-from bench.results import ResultWriter, load
-from bench.runner import RunConfig, check, relative_error, run_cases, run_one
-from bench.schema import ResultDoc
-from bench.suites import CaseSpec, build
-from bench.timing import TimerConfig
+from bench.measure import device as dev
+from bench.measure.ops import get_op
+from bench.measure.ops.base import Impl
+from bench.measure.runner import RunConfig, check, relative_error, run_cases, run_one
+from bench.measure.suites import CaseSpec, build
+from bench.measure.timing import TimerConfig
+from bench.record.results import ResultWriter, load
+from bench.record.schema import ResultDoc
 
 FAST = RunConfig(timer=TimerConfig(max_time_s=0.01, min_reps=1))
 CPU = dev.detect()

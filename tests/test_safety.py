@@ -17,9 +17,9 @@ from console import COMMAND, ENV, invoke, tokbench
 from resultdocs import case, doc, estimate, timing, write, write_json
 
 from bench import BenchError
-from bench.results import FileLock, ResultWriter, load, write_atomic
-from bench.schema import ResultDoc
-from bench.suites import parse_shape
+from bench.measure.suites import parse_shape
+from bench.record.results import FileLock, ResultWriter, load, write_atomic
+from bench.record.schema import ResultDoc
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema1-cpu.json"
 TINY = ("--model", "tiny", "--precision", "fp32", "--isl", "32", "--osl", "16")

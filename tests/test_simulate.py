@@ -11,9 +11,9 @@ import pytest
 from console import tokbench
 
 from bench import BenchError
-from bench.lookup import Measurements
-from bench.models import Serving, get_model
-from bench.simulate import (
+from bench.plan.lookup import Measurements
+from bench.plan.models import Serving, get_model
+from bench.plan.simulate import (
     Request,
     StepCost,
     arrivals,
@@ -26,7 +26,7 @@ from bench.simulate import (
     read_trace,
     simulate,
 )
-from bench.throughput import StepModel, resolve_target
+from bench.plan.throughput import StepModel, resolve_target
 
 LLAMA_8B = get_model("llama-3.1-8b")
 

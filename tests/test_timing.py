@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from bench.timing import TimerConfig, summarize, time_cpu
+from bench.measure.timing import TimerConfig, summarize, time_cpu
 
 
 def test_summarize_known_samples() -> None:
@@ -43,7 +43,7 @@ def test_cpu_timer_stops_when_the_median_is_known() -> None:
 def test_cuda_timer_measures_a_known_spin() -> None:
     import torch
 
-    from bench.timing import time_cuda
+    from bench.measure.timing import time_cuda
 
     # torch.cuda._sleep spins for a number of GPU clock cycles: about 1 ms at 1-2 GHz.
     def spin() -> None:

@@ -7,7 +7,7 @@ import pytest
 from console import tokbench
 
 from bench import BenchError
-from bench.validate import COLUMNS, Check, Row, geometric_mean, kv_for, read_published, worst
+from bench.plan.validate import COLUMNS, Check, Row, geometric_mean, kv_for, read_published, worst
 
 HEADER = ",".join(COLUMNS)
 ROWS = [

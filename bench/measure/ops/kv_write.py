@@ -1,0 +1,207 @@
+"""kv_write: a step's new keys and values stored into their slots of a paged KV cache, as a
+serving engine does before attention each step, in 16 bits or as fp8 with a per-tensor scale;
+Triton (one launch for k and v) against plain PyTorch indexing.
+
+The slots are scattered over a pool twice the tokens' size, as a server's allocator leaves them.
+Each implementation writes into its own copy of the pool (copied untimed), so each is checked.
+Memory-bound: no FLOPs but the fp8 scaling (1 per element); minimum bytes: k and v read, their
+cache rows written, and the slots (int64) read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bench.measure.ops.base import (
+    Impl,
+    Inputs,
+    Key,
+    Op,
+    Prepare,
+    dtype_unsupported,
+    feeding,
+    randn,
+    row_kernel_impl,
+    torch_dtype,
+)
+from bench.measure.ops.rotary import STEP_TOKENS
+from bench.measure.ops.step import ModelStep, OpUse
+from bench.record.schema import DTYPE_BYTES, DeviceInfo, Shape
+
+if TYPE_CHECKING:
+    import torch
+
+
+FP8_KV = Key(
+    "fp8kv",
+    "the KV cache in float8_e4m3fn with a scale per tensor (the rest in dtype)",
+    switch=True,
+    default=False,
+)
+
+
+def kv_write_shape(
+    tokens: int, hkv: int, d: int = 128, page: int = 16, fp8kv: bool = False
+) -> Shape:
+    return {"tokens": tokens, "Hkv": hkv, "D": d, "page": page, "fp8kv": fp8kv}
+
+
+class KVWrite(Op):
+    name = "kv_write"
+    description = "paged KV-cache write of a step's keys and values, (tokens×Hkv×D) into slots"
+    keys = (
+        Key("tokens", "tokens in the step"),
+        Key("Hkv", "key/value heads (per GPU under TP)"),
+        Key("D", "head dim"),
+        Key("page", "tokens per KV-cache page", default=16),
+        FP8_KV,
+    )
+    dtypes = ("fp32", "fp16", "bf16")
+    baseline = "torch"
+    part = "memory"
+    memory_bound = True
+    efficiency = "memory"
+    axes = (("tokens",),)
+    smoke = (
+        kv_write_shape(1, 2, 64),
+        kv_write_shape(37, 4, 64, page=8),
+        kv_write_shape(20, 2, 96, fp8kv=True),
+    )
+    standard = tuple(
+        kv_write_shape(t, hkv, d, fp8kv=fp8)
+        for hkv, d in ((8, 128), (8, 64))
+        for fp8 in (False, True)
+        for t in STEP_TOKENS
+    )
+
+    def flops(self, shape: Shape) -> float:
+        return _elements(shape) if shape["fp8kv"] else 0.0
+
+    def work(self, shape: Shape) -> float:
+        return _elements(shape)
+
+    def bytes(self, shape: Shape, dtype: str) -> float:
+        cache = DTYPE_BYTES["fp8" if shape["fp8kv"] else dtype]
+        return _elements(shape) * (DTYPE_BYTES[dtype] + cache) + 8 * shape["tokens"]
+
+    def footprint(self, shape: Shape, dtype: str) -> float:
+        # k, v and a pool of twice the tokens for each implementation and the reference, and
+        # the float64 reference.
+        return 10 * _elements(shape) * DTYPE_BYTES[dtype] + 8 * 2 * _elements(shape)
+
+    def label(self, shape: Shape) -> str:
+        fp8 = " fp8 KV" if shape["fp8kv"] else ""
+        return f"{shape['tokens']}×{shape['Hkv']}×{shape['D']} page {shape['page']}{fp8}"
+
+    def step_uses(self, step: ModelStep) -> list[OpUse]:
+        """Once a layer: the step's new keys and values into the cache."""
+        shape = kv_write_shape(step.tokens, step.kv_heads, step.head_dim, step.page, step.fp8_kv)
+        return [self.use("kv_write", shape, step.act, step.layers)]
+
+    def make_inputs(
+        self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator
+    ) -> Inputs:
+        import torch
+
+        t, hkv, d, page = (shape[k] for k in ("tokens", "Hkv", "D", "page"))
+        blocks = -(-2 * t // page)
+        cache_dtype = torch.float8_e4m3fn if shape["fp8kv"] else torch_dtype(dtype)
+        pool = (blocks, page, hkv, d)
+        inputs = {
+            "k": randn((t, hkv, d), dtype, device, gen),
+            "v": randn((t, hkv, d), dtype, device, gen),
+            "slots": torch.randperm(blocks * page, generator=gen, device=device)[:t],
+            "k_cache": randn(pool, dtype, device, gen).to(cache_dtype),
+            "v_cache": randn(pool, dtype, device, gen).to(cache_dtype),
+            "k_scale": None,
+            "v_scale": None,
+        }
+        if shape["fp8kv"]:
+            # Scales as a calibration would set them: the largest value maps to fp8's largest.
+            limit = torch.finfo(torch.float8_e4m3fn).max
+            for name in ("k", "v"):
+                inputs[f"{name}_scale"] = inputs[name].abs().amax().float().reshape(1) / limit
+        return inputs
+
+    def reference(self, inputs: Inputs) -> torch.Tensor:
+        import torch
+
+        from kernels.reference import write_kv_ref
+
+        caches = write_kv_ref(*_args(inputs), **_scales(inputs))
+        if inputs["k_scale"] is not None:
+            # The cell holds the nearest fp8 value: the check is that it is that value.
+            caches = tuple(c.to(torch.float8_e4m3fn).to(torch.float64) for c in caches)
+        return self.check_view(caches, inputs)
+
+    def check_view(self, out: tuple[torch.Tensor, torch.Tensor], inputs: Inputs) -> torch.Tensor:
+        import torch
+
+        slots = inputs["slots"]
+
+        def written(cache: torch.Tensor) -> torch.Tensor:
+            return cache.flatten(0, 1)[slots].to(torch.float64)
+
+        return torch.stack([written(c) for c in out])  # only the rows written: the pool is 2×
+
+    def layer_call(self, inputs: Inputs, prepare: Prepare, step: ModelStep) -> Callable:
+        """(k, v) -> written into the op's own cache."""
+        return feeding(inputs, prepare(inputs), "k", "v")
+
+    def implementations(self) -> tuple[Impl, ...]:
+        return (row_kernel_impl(_triton, refuses=_fp8_cache), Impl("torch", _torch))
+
+
+def _elements(shape: Shape) -> int:
+    return 2 * shape["tokens"] * shape["Hkv"] * shape["D"]
+
+
+def _args(inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    return inputs["k"], inputs["v"], inputs["k_cache"], inputs["v_cache"], inputs["slots"]
+
+
+def _scales(inputs: Inputs) -> dict:
+    return {"k_scale": inputs["k_scale"], "v_scale": inputs["v_scale"]}
+
+
+def _fp8_cache(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
+    # The interpreter writes float8 on any device; compiled, Triton needs an fp8-capable GPU.
+    return dtype_unsupported("fp8", device) if shape["fp8kv"] and device.kind == "cuda" else None
+
+
+Closure = Callable[[], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+def _own_copy(inputs: Inputs) -> tuple[tuple[torch.Tensor, ...], dict]:
+    """The arguments with a fresh copy of the pools: each implementation writes its own."""
+    k, v, k_cache, v_cache, slots = _args(inputs)
+    return (k, v, k_cache.clone(), v_cache.clone(), slots), _scales(inputs)
+
+
+def _triton(inputs: Inputs) -> Closure:
+    from kernels.kvcache import write_kv
+
+    args, scales = _own_copy(inputs)
+
+    def fn() -> tuple[torch.Tensor, torch.Tensor]:
+        # The slots are distinct and in range by construction: no sync to check them.
+        write_kv(*args, **scales, check_slots=False)
+        return args[2], args[3]
+
+    return fn
+
+
+def _torch(inputs: Inputs) -> Closure:
+    from kernels.kvcache import write_kv_torch
+
+    args, scales = _own_copy(inputs)
+
+    def fn() -> tuple[torch.Tensor, torch.Tensor]:
+        write_kv_torch(*args, **scales)
+        return args[2], args[3]
+
+    return fn
+
+
+OP = KVWrite()

@@ -1,0 +1,240 @@
+"""moe: a mixture-of-experts layer's expert MLP, T tokens each sent to k of E experts of hidden
+H and intermediate I; Triton's fused grouped GEMM (SiLU·mul fused, routing weights applied)
+against torch._grouped_mm and Hugging Face's loop over the experts.
+
+The router's output is made untimed (uniform, or Zipf-skewed toward a few hot experts, as real
+routers skew); what is timed is the expert MLP: sorting the (token, expert) pairs, both grouped
+GEMMs, SiLU·mul and the weighted sum. fp8 is weight-only (W8A16): fp8 weights with a scale per
+expert, bf16 activations, as serving engines run fp8 MoE checkpoints.
+
+FLOPs 6·T·k·H·I (gate, up and down per pair); minimum bytes: the weights of the experts that
+get a token (the expected number under the router) read once, x read and the output written
+once, and the routing (a float32 weight and an int64 id per pair).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bench.measure.ops.base import (
+    Impl,
+    Inputs,
+    Key,
+    Op,
+    Prepare,
+    Unsupported,
+    quantize_fp8,
+    torch_dtype,
+    triton_impl,
+)
+from bench.measure.ops.step import ModelStep, OpUse
+from bench.record.schema import DTYPE_BYTES, DeviceInfo, Shape
+
+if TYPE_CHECKING:
+    import torch
+
+
+def moe_shape(t: int, h: int, i: int, e: int, k: int, skew: int = 0) -> Shape:
+    return {"T": t, "H": h, "I": i, "E": e, "k": k, "skew": skew}
+
+
+# (H, I, E, k) of MoE layers whose experts fit one GPU: Mixtral-8x7B, Qwen3-30B-A3B, gpt-oss-120b.
+MOE_LAYERS = ((4096, 14336, 8, 2), (2048, 768, 128, 8), (2880, 2880, 128, 4))
+MOE_TOKENS = (1, 16, 64, 256, 1024, 4096, 8192)
+# Zipf's law (in the skew key's hundredths): a few hot experts take most tokens.
+ZIPF = 100
+
+
+class MoE(Op):
+    name = "moe"
+    description = (
+        "MoE expert MLP, (T tokens × H → top-k of E experts of I): routing, gate/up, SiLU·mul, "
+        "down, weighted sum; fp8: fp8 weights, bf16 activations"
+    )
+    keys = (
+        Key("T", "tokens"),
+        Key("H", "hidden size"),
+        Key("I", "each expert's intermediate size (its share under tensor parallelism)"),
+        Key("E", "experts"),
+        Key("k", "experts per token (top-k, at most E)"),
+        Key(
+            "skew",
+            "router skew, a Zipf exponent in hundredths: 0 uniform routing, 100 Zipf's law "
+            "(expert e drawn ∝ 1/(e+1))",
+            least=0,
+            default=0,
+        ),
+    )
+    dtypes = ("fp32", "fp16", "bf16", "fp8")
+    baseline = "grouped_mm"
+    part = "moe"
+    efficiency = "moe"
+    axes = (("T",),)
+    smoke = (
+        moe_shape(37, 64, 48, 4, 2),  # sizes off the kernel's blocks
+        moe_shape(1, 128, 64, 8, 2),  # decode: one token
+        moe_shape(32, 64, 32, 16, 4, skew=ZIPF),
+    )
+    standard = (
+        *(moe_shape(t, h, i, e, k) for h, i, e, k in MOE_LAYERS for t in MOE_TOKENS),
+        *(moe_shape(t, h, i, e, k, skew=ZIPF) for h, i, e, k in MOE_LAYERS for t in (64, 1024)),
+    )
+
+    def rule(self, shape: Shape) -> str | None:
+        if shape["k"] > shape["E"]:
+            return f"k ({shape['k']}) must be at most E ({shape['E']})"
+        return None
+
+    def flops(self, shape: Shape) -> float:
+        return 6.0 * shape["T"] * shape["k"] * shape["H"] * shape["I"]
+
+    def bytes(self, shape: Shape, dtype: str) -> float:
+        t, h = shape["T"], shape["H"]
+        weights = active_experts(shape) * 3 * h * shape["I"] * DTYPE_BYTES[dtype]
+        activations = 2 * t * h * DTYPE_BYTES[_activation(dtype)]
+        return weights + activations + 12 * t * shape["k"]
+
+    def footprint(self, shape: Shape, dtype: str) -> float:
+        t, h, i, k = shape["T"], shape["H"], shape["I"], shape["k"]
+        weights = shape["E"] * 3 * h * i * DTYPE_BYTES[dtype]
+        # Per pair: the gate/up rows of the baselines and the kernel's h and output rows; the
+        # float64 reference's copies of x and the output and one expert's weights.
+        pairs = t * k * (2 * i + h) * DTYPE_BYTES[_activation(dtype)] * 2
+        return weights + pairs + 8 * (2 * t * h + 3 * h * i)
+
+    def label(self, shape: Shape) -> str:
+        skew = f" skew {shape['skew'] / 100:.2f}" if shape["skew"] else ""
+        t, h, i, e, k = (shape[key] for key in ("T", "H", "I", "E", "k"))
+        return f"{t}×{h}×{i} top-{k} of {e}{skew}"
+
+    def step_uses(self, step: ModelStep) -> list[OpUse]:
+        """A MoE layer's expert MLP, every token to its top-k experts (uniform routing)."""
+        if not step.moe:
+            return []
+        s = step
+        shape = moe_shape(s.tokens, s.hidden, s.intermediate, s.experts, s.top_k)
+        return [self.use("experts", shape, s.weights, s.layers)]
+
+    def weight_elements(self, shape: Shape) -> int:
+        return shape["E"] * 3 * shape["H"] * shape["I"]
+
+    def make_inputs(
+        self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator
+    ) -> Inputs:
+        import torch
+
+        from kernels.moe import route
+
+        t, h, i, e, k = (shape[key] for key in ("T", "H", "I", "E", "k"))
+        act = torch_dtype(_activation(dtype))
+
+        def weight(rows: int, fan_in: int) -> torch.Tensor:
+            # Scaled as initialised, so sums over thousands of products stay within fp16.
+            w = torch.randn((e, rows, fan_in), generator=gen, device=device) * fan_in**-0.5
+            return w if dtype == "fp8" else w.to(act)
+
+        inputs = {"x": torch.randn((t, h), generator=gen, device=device).to(act)}
+        inputs["w_gate_up"], inputs["w_down"] = weight(2 * i, h), weight(h, i)
+        if dtype == "fp8":
+            (inputs["w_gate_up"], up_scale), (inputs["w_down"], down_scale) = (
+                quantize_fp8(inputs["w_gate_up"], per_first_dim=True),
+                quantize_fp8(inputs["w_down"], per_first_dim=True),
+            )
+            inputs["w_scales"] = (up_scale, down_scale)
+        router = torch.Generator(device=device).manual_seed(
+            int(torch.randint(2**31, (1,), generator=gen, device=device))
+        )
+        weights, ids = route(t, e, k, skew=shape["skew"] / 100, generator=router)
+        inputs["topk_weights"], inputs["topk_ids"] = weights, ids
+        return inputs
+
+    def reference(self, inputs: Inputs) -> torch.Tensor:
+        from kernels.reference import fused_moe_ref
+
+        return fused_moe_ref(*_args(inputs), w_scales=inputs.get("w_scales"))
+
+    def layer_call(self, inputs: Inputs, prepare: Prepare, step: ModelStep) -> Callable:
+        """(h, router logits) -> the experts' weighted sum; the router's softmax and top-k
+        renormalised, as Mixtral and Qwen3-MoE route."""
+        import torch
+
+        run = prepare(inputs)
+
+        def call(h: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+            weights, ids = torch.topk(torch.softmax(logits.float(), dim=-1), step.top_k)
+            inputs["x"].copy_(h)
+            inputs["topk_weights"].copy_(weights / weights.sum(dim=-1, keepdim=True))
+            inputs["topk_ids"].copy_(ids)
+            return run()
+
+        return call
+
+    def implementations(self) -> tuple[Impl, ...]:
+        return (
+            triton_impl(_triton, self.flops, tuning=_tuning),
+            Impl("grouped_mm", _grouped_mm, unsupported=_no_fp8_path),
+            Impl("loop", _loop, unsupported=_no_fp8_path),
+        )
+
+
+def active_experts(shape: Shape) -> float:
+    """The expected number of experts that get at least one of the T tokens: each token takes
+    expert e with probability about min(1, k·p_e), p_e ∝ 1/(e+1)^skew (exact for k = 1 and
+    for uniform routing; the draw without replacement lifts cold experts a little more)."""
+    t, e, k, s = shape["T"], shape["E"], shape["k"], shape["skew"] / 100
+    weights = [(j + 1) ** -s for j in range(e)]
+    total = sum(weights)
+    return sum(1 - (1 - min(1.0, k * w / total)) ** t for w in weights)
+
+
+def _tuning(shape: Shape, dtype: str) -> int:
+    from kernels.moe import tuning_configs
+
+    sizes = (shape[key] for key in ("T", "H", "I", "E", "k"))
+    a_bytes, w_bytes = int(DTYPE_BYTES[_activation(dtype)]), int(DTYPE_BYTES[dtype])
+    return len(tuning_configs(*sizes, a_bytes, w_bytes))
+
+
+def _activation(dtype: str) -> str:
+    """The activations' dtype: fp8 (and fp4, estimated only) MoE keeps them in bf16."""
+    return "bf16" if dtype in ("fp8", "fp4") else dtype
+
+
+def _args(inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    names = ("x", "w_gate_up", "w_down", "topk_weights", "topk_ids")
+    return tuple(inputs[name] for name in names)
+
+
+def _no_fp8_path(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
+    return "no fp8-weight path in PyTorch's MoE" if dtype == "fp8" else None
+
+
+def _triton(inputs: Inputs) -> Callable[[], torch.Tensor]:
+    from kernels.moe import fused_moe
+
+    args, scales = _args(inputs), inputs.get("w_scales")
+    return lambda: fused_moe(*args, w_scales=scales)
+
+
+def _grouped_mm(inputs: Inputs) -> Callable[[], torch.Tensor]:
+    from kernels.moe import grouped_mm_unsupported, moe_grouped_mm
+
+    x = inputs["x"]
+    if reason := grouped_mm_unsupported(x.device, x.dtype):
+        raise Unsupported(reason)
+    # torch._grouped_mm reads 16-byte aligned rows.
+    if any(size * x.element_size() % 16 for size in (x.shape[1], inputs["w_down"].shape[2])):
+        raise Unsupported("torch._grouped_mm needs H and I rows of a multiple of 16 bytes")
+    args = _args(inputs)
+    return lambda: moe_grouped_mm(*args)
+
+
+def _loop(inputs: Inputs) -> Callable[[], torch.Tensor]:
+    from kernels.moe import moe_loop
+
+    args = _args(inputs)
+    return lambda: moe_loop(*args)
+
+
+OP = MoE()

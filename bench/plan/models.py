@@ -1,0 +1,619 @@
+"""LLM configs and what one forward step of a model is made of.
+
+A config is a Llama-style decoder (RMSNorm, rotary attention with grouped KV heads, gated MLP;
+optionally mixture-of-experts, sliding-window layers and attention sinks). From a config and how
+it is served (`Serving`: tensor-parallel degree, precision, KV-cache precision, request lengths,
+memory and scheduler limits), this module describes one GPU's forward step (`ModelStep`) and asks
+every registered op which of its shapes that step runs (`Op.step_uses`: it names no op itself);
+it adds the kernels no op measures (the MoE router's top-k), the weight and KV-cache bytes per
+GPU, and the largest batch that fits memory. The model suite measures exactly these ops and the
+estimate sums them, so the two always agree.
+
+KV heads are replicated when TP exceeds their count; the embedding and LM head are split over
+the vocabulary; how each op splits under TP is its module's to say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import BenchError, check_range
+from bench.measure.ops import OPS, get_op
+from bench.measure.ops.step import ModelStep, OpUse, in_layer_order
+from bench.measure.suites import CaseSpec
+from bench.record.schema import DTYPE_BYTES, shape_key
+
+# Weights' precisions: the GEMMs' and the MoE experts' (fp4: NVFP4, on GPUs with fp4 tensor cores).
+PRECISIONS = ("bf16", "fp16", "fp8", "fp4", "fp32")
+# The KV cache's precision: "auto" stores it in the activations' dtype; "fp8" as float8_e4m3fn
+# with a scale per tensor, as serving engines' fp8 KV caches do (half the bytes of bf16).
+KV_PRECISIONS = ("auto", "fp8")
+DEFAULT_ISL = 1024  # prompt tokens per request
+DEFAULT_OSL = 256  # output tokens per request
+DEFAULT_BATCHES = (1, 8, 32, 128)
+DEFAULT_PAGE = 16  # KV-cache page size in tokens, vLLM's default block size
+# Fraction of device memory kept out of the weights + KV-cache budget for activations, the
+# allocator and CUDA graphs (vLLM's default gpu_memory_utilization of 0.9 keeps the same 10%).
+DEFAULT_WORKSPACE = 0.10
+# A serving engine bounds the tokens of one prefill step (vLLM's max_num_batched_tokens,
+# SGLang's chunked prefill); prefill is estimated for batches within this budget.
+DEFAULT_MAX_PREFILL_TOKENS = 16384
+# Schedulers cap the sequences decoded together (vLLM's max_num_seqs is 256-1024); throughput at
+# the largest batch that fits memory is estimated at most at this batch.
+DEFAULT_MAX_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A Llama-style decoder; for MoE, `intermediate` is per expert. `sliding_layers` of the
+    layers attend within a window of `sliding_window` tokens (gpt-oss: every other layer, 128;
+    Mistral-7B-v0.1: all, 4096); `sinks`: a learned sink logit per head (gpt-oss)."""
+
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    experts: int = 1
+    top_k: int = 1
+    tied_embeddings: bool = False
+    sliding_window: int = 0
+    sliding_layers: int = 0
+    sinks: bool = False
+    params: float | None = None  # the published parameter count, for checking the derivation
+    source: str = ""
+    # Features of the architecture the step model leaves out; every estimate lists them.
+    unmodelled: tuple[str, ...] = ()
+    # A feature too large to leave out: no estimate is made rather than a guess.
+    unsupported: str = ""
+
+    @property
+    def moe(self) -> bool:
+        return self.experts > 1
+
+
+# gpt-oss's checkpoints store the experts in MXFP4; here they take the --precision given.
+GPT_OSS_UNMODELLED = (
+    "MXFP4 expert weights (the experts run in the precision given)",
+    "attention and expert biases",
+    "the clamped SwiGLU (as SiLU·mul)",
+)
+
+# DeepSeek-V3/R1's attention caches one 576-wide latent per token instead of per-head keys and
+# values: modelling it as grouped-query attention would misstate its KV cache ~60-fold.
+DEEPSEEK_MLA = (
+    "multi-head latent attention (MLA: a compressed KV cache, absorbed projections), its shared "
+    "expert and its first three dense layers"
+)
+
+# fmt: off
+MODELS: dict[str, ModelConfig] = {
+    m.name.lower(): m
+    for m in (
+        ModelConfig(
+            name="Llama-3.1-8B", hidden=4096, layers=32, heads=32, kv_heads=8,
+            head_dim=128, intermediate=14336, vocab=128256,
+            params=8.03e9,
+            source="meta-llama/llama-models sku_list; HF meta-llama/Llama-3.1-8B config.json",
+        ),
+        ModelConfig(
+            name="Llama-3.1-70B", hidden=8192, layers=80, heads=64, kv_heads=8,
+            head_dim=128, intermediate=28672, vocab=128256,
+            params=70.6e9,
+            source="meta-llama/llama-models sku_list; HF meta-llama/Llama-3.1-70B config.json",
+        ),
+        ModelConfig(
+            name="Llama-3.1-405B", hidden=16384, layers=126, heads=128, kv_heads=8,
+            head_dim=128, intermediate=53248, vocab=128256,
+            params=405.9e9,
+            source="meta-llama/llama-models sku_list; HF meta-llama/Llama-3.1-405B config.json",
+        ),
+        ModelConfig(
+            name="Llama-3.3-70B", hidden=8192, layers=80, heads=64, kv_heads=8,
+            head_dim=128, intermediate=28672, vocab=128256,
+            params=70.6e9,
+            source="HF meta-llama/Llama-3.3-70B-Instruct config.json (Llama-3.1-70B's shapes)",
+        ),
+        ModelConfig(
+            name="Llama-2-70B", hidden=8192, layers=80, heads=64, kv_heads=8,
+            head_dim=128, intermediate=28672, vocab=32000,
+            params=69e9,
+            source="HF meta-llama/Llama-2-70b-hf config.json",
+        ),
+        ModelConfig(
+            name="Mixtral-8x7B", hidden=4096, layers=32, heads=32, kv_heads=8,
+            head_dim=128, intermediate=14336, vocab=32000,
+            experts=8, top_k=2,
+            params=46.7e9,
+            source="HF mistralai/Mixtral-8x7B-v0.1 config.json (46.7B total, 12.9B active)",
+        ),
+        ModelConfig(
+            name="Qwen3-8B", hidden=4096, layers=36, heads=32, kv_heads=8,
+            head_dim=128, intermediate=12288, vocab=151936,
+            params=8.2e9,
+            unmodelled=("per-head QK RMSNorm",), source="HF Qwen/Qwen3-8B config.json (8.2B)",
+        ),
+        ModelConfig(
+            name="Qwen3-32B", hidden=5120, layers=64, heads=64, kv_heads=8,
+            head_dim=128, intermediate=25600, vocab=151936,
+            params=32.8e9,
+            unmodelled=("per-head QK RMSNorm",), source="HF Qwen/Qwen3-32B config.json (32.8B)",
+        ),
+        ModelConfig(
+            name="Qwen3-235B-A22B", hidden=4096, layers=94, heads=64, kv_heads=4,
+            head_dim=128, intermediate=1536, vocab=151936,
+            experts=128, top_k=8,
+            params=235e9, unmodelled=("per-head QK RMSNorm",),
+            source="HF Qwen/Qwen3-235B-A22B config.json (235B total, 22B active)",
+        ),
+        ModelConfig(
+            name="Qwen3-30B-A3B", hidden=2048, layers=48, heads=32, kv_heads=4,
+            head_dim=128, intermediate=768, vocab=151936,
+            experts=128, top_k=8,
+            params=30.5e9, unmodelled=("per-head QK RMSNorm",),
+            source="HF Qwen/Qwen3-30B-A3B config.json (30.5B total, 3.3B active)",
+        ),
+        ModelConfig(
+            name="gpt-oss-120b", hidden=2880, layers=36, heads=64, kv_heads=8,
+            head_dim=64, intermediate=2880, vocab=201088,
+            experts=128, top_k=4,
+            sliding_window=128, sliding_layers=18, sinks=True, params=116.8e9,
+            unmodelled=GPT_OSS_UNMODELLED,
+            source="HF openai/gpt-oss-120b config.json; OpenAI gpt-oss model card (116.8B total)",
+        ),
+        ModelConfig(
+            name="gpt-oss-20b", hidden=2880, layers=24, heads=64, kv_heads=8,
+            head_dim=64, intermediate=2880, vocab=201088,
+            experts=32, top_k=4,
+            sliding_window=128, sliding_layers=12, sinks=True, params=20.9e9,
+            unmodelled=GPT_OSS_UNMODELLED,
+            source="HF openai/gpt-oss-20b config.json; OpenAI gpt-oss model card (20.9B total)",
+        ),
+        ModelConfig(
+            name="DeepSeek-V3", hidden=7168, layers=61, heads=128, kv_heads=128,
+            head_dim=128, intermediate=2048, vocab=129280,
+            experts=256, top_k=8,
+            params=671e9, unsupported=DEEPSEEK_MLA,
+            source="HF deepseek-ai/DeepSeek-V3 config.json (671B total, 37B active; R1: same)",
+        ),
+        ModelConfig(
+            name="tiny", hidden=256, layers=2, heads=4, kv_heads=2,
+            head_dim=64, intermediate=512, vocab=2048,
+            source="tokbench: a made-up Llama-style config sized for CPU runs, not a real model",
+        ),
+        ModelConfig(
+            name="tiny-moe", hidden=256, layers=2, heads=4, kv_heads=2,
+            head_dim=64, intermediate=256, vocab=2048,
+            experts=4, top_k=2,
+            source="tokbench: a made-up Mixtral-style config sized for CPU runs, not a real model",
+        ),
+        ModelConfig(
+            name="tiny-oss", hidden=256, layers=2, heads=4, kv_heads=2,
+            head_dim=64, intermediate=256, vocab=2048,
+            experts=8, top_k=2,
+            sliding_window=16, sliding_layers=1, sinks=True,
+            source="tokbench: a made-up gpt-oss-style config (MoE, a windowed layer, sinks) "
+            "sized for CPU runs, not a real model",
+        ),
+    )
+}
+# fmt: on
+
+# Hugging Face model types that are Llama-style decoders with a gated MLP (Mixtral, Qwen3-MoE,
+# gpt-oss: with MoE; gpt-oss also with sliding-window layers and attention sinks).
+HF_MODEL_TYPES = (
+    "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gpt_oss", "deepseek_v3",
+)  # fmt: skip
+
+
+def model_names() -> list[str]:
+    return [m.name for m in MODELS.values()]
+
+
+def get_model(name_or_path: str) -> ModelConfig:
+    """A built-in config by name (case-insensitive), else a config file read from disk."""
+    known = MODELS.get(name_or_path.strip().lower())
+    if known is not None:
+        return known
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists():
+        return load_config(path)
+    raise BenchError(
+        f"unknown model '{name_or_path}'; known: {', '.join(model_names())}; "
+        "or give a config file (tokbench JSON or a Hugging Face config.json)"
+    )
+
+
+def load_config(path: Path) -> ModelConfig:
+    """Read tokbench's own JSON (ModelConfig's fields) or a Hugging Face config.json."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise BenchError(f"{path}: cannot read model config ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise BenchError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"{path}: a model config must be a JSON object")
+    if "hidden_size" in data:
+        config = _from_hf(data, path)
+    elif "hidden" in data:
+        config = _from_own(data, path)
+    else:
+        raise BenchError(
+            f"{path}: not a model config: expected 'hidden' (tokbench format) or "
+            "'hidden_size' (Hugging Face config.json)"
+        )
+    check_config(config, str(path))
+    return config
+
+
+def _from_own(data: dict[str, Any], path: Path) -> ModelConfig:
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise BenchError(f"{path}: unknown field '{unknown[0]}'; fields: {', '.join(fields)}")
+    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n != "name"]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise BenchError(f"{path}: field '{missing[0]}' is missing")
+    values = {"name": path.stem, "source": str(path), **data}
+    for name in [*required, "experts", "top_k"]:
+        _check_int(values.get(name, 1), name, path)
+    for name in ("sliding_window", "sliding_layers"):
+        if values.get(name, 0):
+            _check_int(values[name], name, path)
+    values["unmodelled"] = tuple(str(u) for u in values.get("unmodelled", ()))
+    return ModelConfig(**values)
+
+
+def _from_hf(data: dict[str, Any], path: Path) -> ModelConfig:
+    kind = data.get("model_type")
+    if kind not in HF_MODEL_TYPES:
+        raise BenchError(
+            f"{path}: model_type {kind!r} is not supported (a Llama-style decoder with a gated "
+            f"MLP is assumed); supported: {', '.join(HF_MODEL_TYPES)}"
+        )
+
+    def get(key: str, default: Any = None) -> Any:
+        value = data.get(key, default)
+        if value is None:
+            raise BenchError(f"{path}: field '{key}' is missing")
+        return _check_int(value, key, path)
+
+    heads = get("num_attention_heads")
+    hidden = get("hidden_size")
+    layers = get("num_hidden_layers")
+    experts = get("num_local_experts", data.get("num_experts", data.get("n_routed_experts", 1)))
+    mlp = "moe_intermediate_size" if experts > 1 and "moe_intermediate_size" in data else None
+    window, sliding = _hf_window(data, layers, path)
+    return ModelConfig(
+        name=str(data.get("_name_or_path") or path.parent.name or path.stem).split("/")[-1],
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        kv_heads=get("num_key_value_heads", heads),
+        head_dim=get("head_dim", hidden // heads if heads else 0),
+        intermediate=get(mlp or "intermediate_size"),
+        vocab=get("vocab_size"),
+        experts=experts,
+        top_k=get("num_experts_per_tok", data.get("experts_per_token", 1)),
+        tied_embeddings=bool(data.get("tie_word_embeddings", False)),
+        sliding_window=window,
+        sliding_layers=sliding,
+        sinks=kind == "gpt_oss",
+        source=f"Hugging Face config.json read from {path}",
+        unmodelled=_hf_unmodelled(data),
+        unsupported=DEEPSEEK_MLA if kind == "deepseek_v3" else "",
+    )
+
+
+def _hf_window(data: dict[str, Any], layers: int, path: Path) -> tuple[int, int]:
+    """(window, layers using it) of a config.json: `layer_types` names each layer's attention
+    (gpt-oss alternates); without it a `sliding_window` applies to every layer, unless
+    `use_sliding_window` is false (Qwen's configs carry an unused window)."""
+    window = data.get("sliding_window")
+    if window is None or data.get("use_sliding_window", True) is False:
+        return 0, 0
+    window = _check_int(window, "sliding_window", path)
+    types = data.get("layer_types")
+    if isinstance(types, list):
+        return window, sum(t == "sliding_attention" for t in types)
+    return window, layers
+
+
+def _hf_unmodelled(data: dict[str, Any]) -> tuple[str, ...]:
+    """The features of a config.json that cost time and the step model leaves out, named for the
+    estimate (rotary scaling only changes the cached cos/sin table, so it costs nothing)."""
+    missing = []
+    if data.get("attention_bias"):
+        missing.append("attention biases")
+    if data.get("shared_expert_intermediate_size") or data.get("n_shared_experts"):
+        missing.append("shared experts")
+    return tuple(missing)
+
+
+def _check_int(value: Any, key: str, path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BenchError(f"{path}: field '{key}' must be a positive integer, got {value!r}")
+    return value
+
+
+def check_config(config: ModelConfig, where: str) -> None:
+    """Raise a one-line BenchError for a config no decoder could have."""
+    if config.heads % config.kv_heads:
+        raise BenchError(
+            f"{where}: kv_heads {config.kv_heads} must divide heads {config.heads} (GQA groups)"
+        )
+    if config.top_k > config.experts:
+        raise BenchError(f"{where}: top_k {config.top_k} exceeds experts {config.experts}")
+    if not 0 <= config.sliding_layers <= config.layers:
+        raise BenchError(
+            f"{where}: sliding_layers {config.sliding_layers} must be within 0..{config.layers}"
+        )
+    if config.sliding_layers and config.sliding_window < 1:
+        raise BenchError(f"{where}: sliding_layers {config.sliding_layers} needs a sliding_window")
+
+
+# --- one forward step ---------------------------------------------------------------------------
+
+
+def part(use: OpUse) -> str:
+    """The part of a step a use's time counts to: its op's (Op.part); the LM head, run once a
+    step rather than once a layer, on its own."""
+    return "lm_head" if use.role == "lm_head" else get_op(use.op).part
+
+
+def decode_context(isl: int, osl: int) -> int:
+    """Mean context of the decode steps of a request: attention time is linear in the context,
+    so the mean step is the step at the mean context."""
+    return isl + osl // 2
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise BenchError(f"unknown precision '{precision}'; known: {', '.join(PRECISIONS)}")
+
+
+def act_dtype(precision: str) -> str:
+    """Activations, attention, KV cache, router and LM head: fp8 and fp4 models keep these in
+    bf16."""
+    return "bf16" if precision in ("fp8", "fp4") else precision
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How one GPU's memory divides between weights, workspace and KV cache."""
+
+    memory: float  # bytes of device memory
+    workspace_fraction: float
+    weights: float
+    kv_per_token: float
+    seq_tokens: int  # tokens one sequence holds at its longest: input + output
+    max_batch: int  # sequences whose KV cache fits beside the weights; 0 when none
+
+    @property
+    def usable(self) -> float:
+        return self.memory * (1 - self.workspace_fraction)
+
+    @property
+    def kv_budget(self) -> float:
+        return self.usable - self.weights
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How a model is served: the settings every model suite, estimate and fleet plan shares.
+
+    Tensor parallelism follows Megatron/vLLM: QKV and gate/up split by output columns, O and
+    down by input rows, one all-reduce after each; KV heads are replicated when TP exceeds their
+    count; the embedding and LM head are split over the vocabulary. Constructing one checks
+    every setting and names the flag of the first that no estimate can use.
+    """
+
+    model: ModelConfig
+    tp: int = 1
+    precision: str = "bf16"  # the GEMMs'; activations and attention in act_dtype
+    kv_precision: str = "auto"  # a KV_PRECISIONS entry
+    isl: int = DEFAULT_ISL  # prompt tokens per request
+    osl: int = DEFAULT_OSL  # output tokens per request
+    workspace: float = DEFAULT_WORKSPACE  # fraction of memory kept out of weights + KV cache
+    max_batch: int = DEFAULT_MAX_BATCH  # scheduler cap on sequences decoded together
+    page: int = DEFAULT_PAGE  # KV-cache page, tokens
+    prefill_budget: int = DEFAULT_MAX_PREFILL_TOKENS  # tokens one prefill step may hold
+
+    def __post_init__(self) -> None:
+        if self.model.unsupported:
+            raise BenchError(
+                f"{self.model.name}: {self.model.unsupported} are not modelled here; tokbench "
+                "gives no estimate rather than a guess"
+            )
+        if self.tp < 1:
+            raise BenchError(f"tensor-parallel degree must be at least 1, got {self.tp}")
+        _check_tp(self.model, self.tp)
+        check_precision(self.precision)
+        if self.kv_precision not in KV_PRECISIONS:
+            raise BenchError(
+                f"unknown KV-cache precision '{self.kv_precision}'; known: auto (the "
+                "activations' dtype), fp8"
+            )
+        if self.isl < 1 or self.osl < 1:
+            raise BenchError(f"--isl and --osl must be at least 1, got {self.isl} and {self.osl}")
+        check_range(
+            "--workspace", self.workspace, 0, 1, closed="low",
+            what=" is the fraction of GPU memory kept free and",
+        )  # fmt: skip
+        if self.max_batch < 1:
+            raise BenchError(f"--max-batch must be at least 1, got {self.max_batch}")
+        if self.prefill_budget < 1:
+            raise BenchError(f"--max-tokens must be at least 1, got {self.prefill_budget}")
+
+    @property
+    def act(self) -> str:
+        return act_dtype(self.precision)
+
+    @property
+    def fp8_kv(self) -> bool:
+        """Whether the KV cache is fp8 (the activations never are: act_dtype)."""
+        return self.kv_precision == "fp8"
+
+    @property
+    def kv_dtype(self) -> str:
+        return "fp8" if self.fp8_kv else self.act
+
+    @property
+    def context(self) -> int:
+        """The mean decode context of a request."""
+        return decode_context(self.isl, self.osl)
+
+    @property
+    def kv_heads(self) -> int:
+        """KV heads each GPU holds: split while TP ≤ kv_heads, then replicated (one per GPU)."""
+        return max(1, self.model.kv_heads // self.tp)
+
+    # --- one forward step -----------------------------------------------------------------------
+
+    def step(self, phase: str, batch: int, seq: int, context: int) -> ModelStep:
+        """One GPU's view of a forward step of `batch` sequences of `seq` new tokens each,
+        attending to `context` tokens (their new ones included), as op modules read it."""
+        c = self.model
+        return ModelStep(
+            hidden=c.hidden, layers=c.layers, heads=c.heads // self.tp, kv_heads=self.kv_heads,
+            head_dim=c.head_dim, intermediate=c.intermediate // self.tp,
+            vocab=math.ceil(c.vocab / self.tp), experts=c.experts, top_k=c.top_k,
+            window=c.sliding_window, sliding_layers=c.sliding_layers, sinks=c.sinks, tp=self.tp,
+            weights=self.precision, act=self.act, fp8_kv=self.fp8_kv, page=self.page,
+            phase=phase, batch=batch, seq=seq, context=context,
+        )  # fmt: skip
+
+    def uses(self, step: ModelStep) -> list[OpUse]:
+        """Every registry op the step runs on one GPU, in the order a layer runs them: each op
+        module says which of its shapes a step runs (Op.step_uses)."""
+        return in_layer_order([u for op in OPS.values() for u in op.step_uses(step)])
+
+    def prefill_step(self, batch: int, isl: int | None = None) -> list[OpUse]:
+        """Every registry op of a prefill of `batch` prompts of `isl` tokens, on one GPU."""
+        isl = isl or self.isl
+        return self.uses(self.step("prefill", batch, isl, isl))
+
+    def chunk_step(self, chunk: int, past: int) -> list[OpUse]:
+        """A prefill chunk of one prompt: `chunk` tokens after `past` cached ones."""
+        return self.uses(self.step("prefill", 1, chunk, past + chunk))
+
+    def decode_step(self, batch: int, context: int | None = None) -> list[OpUse]:
+        """Every registry op of one decode step: one new token for each of `batch` sequences."""
+        return self.uses(self.step("decode", batch, 1, context or self.context))
+
+    def modelled_kernels(self, tokens: int) -> list[tuple[str, float]]:
+        """(name, minimum bytes) of each kernel of one layer that no registry op measures, run
+        once per layer: a MoE router's softmax and top-k (the logits read, each token's k
+        weights and ids written)."""
+        c = self.model
+        if not c.moe:
+            return []
+        per_token = c.experts * DTYPE_BYTES[self.act] + c.top_k * (4 + 8)
+        return [("router softmax + top-k", float(per_token * tokens))]
+
+    # --- memory ----------------------------------------------------------------------------------
+
+    def weight_bytes(self) -> float:
+        """Bytes of the weights one GPU holds."""
+        return float(sum(n * DTYPE_BYTES[dtype] for n, dtype in _weights(self)))
+
+    def kv_bytes_per_token(self) -> float:
+        """KV cache one GPU holds per token: 2 (K and V) · layers · KV heads · head_dim · bytes.
+        A sliding-window layer holds its whole context too (engines page the window out only
+        with hybrid allocators), so this is the bound a plain paged cache needs."""
+        c = self.model
+        return float(2 * c.layers * self.kv_heads * c.head_dim * DTYPE_BYTES[self.kv_dtype])
+
+    def memory_plan(self, memory: float) -> MemoryPlan:
+        """Weights + KV cache for `max_batch` sequences of isl + osl tokens ≤ memory less the
+        workspace."""
+        weights, kv = self.weight_bytes(), self.kv_bytes_per_token()
+        seq_tokens = self.isl + self.osl
+        budget = memory * (1 - self.workspace) - weights
+        max_batch = max(0, int(budget // (kv * seq_tokens)))
+        return MemoryPlan(memory, self.workspace, weights, kv, seq_tokens, max_batch)
+
+    def decode_cap(self, plan: MemoryPlan) -> int:
+        """The largest decode batch estimated: what fits memory, at most the scheduler cap."""
+        return min(plan.max_batch, self.max_batch)
+
+    def budget_batch(self, cap: int) -> int:
+        """Prompts one prefill step at the token budget holds: as many as the budget takes, at
+        most the decode cap (a scheduler admits no more sequences than it decodes), at least
+        one."""
+        return max(1, min(self.prefill_budget // self.isl, cap))
+
+    def prefill_batches(self, batches: Iterable[int]) -> list[int]:
+        """Batches whose prefill fits one step's token budget; a single prompt always does."""
+        return sorted({1, *(b for b in batches if b * self.isl <= self.prefill_budget)})
+
+
+def _check_tp(config: ModelConfig, tp: int) -> None:
+    """Raise a BenchError unless `tp` shards this model's heads and MLP evenly."""
+    if config.heads % tp:
+        raise BenchError(f"TP {tp} does not divide {config.name}'s {config.heads} attention heads")
+    if config.kv_heads % tp and tp % config.kv_heads:
+        raise BenchError(
+            f"TP {tp} neither divides {config.name}'s {config.kv_heads} KV heads nor is a "
+            "multiple of them (KV heads can only be split or replicated)"
+        )
+    if config.intermediate % tp:
+        raise BenchError(f"TP {tp} does not divide {config.name}'s MLP width {config.intermediate}")
+
+
+def _weights(setup: Serving) -> list[tuple[float, str]]:
+    """(elements, dtype) of every weight one GPU holds: what each op of a layer holds (every
+    expert of a MoE, whatever a step activates; op modules say, Op.weight_elements), the
+    embeddings, the LM head and the final norm, these three in the activation dtype (fp8
+    checkpoints keep them in bf16)."""
+    c = setup.model
+    weights = [
+        (get_op(u.op).weight_elements(u.shape) * u.count, u.dtype)
+        for u in setup.decode_step(1)
+        if u.role != "lm_head"
+    ]
+    vocab_shard = math.ceil(c.vocab / setup.tp) * c.hidden
+    weights.append((vocab_shard * (1 if c.tied_embeddings else 2), setup.act))
+    weights.append((c.hidden, setup.act))
+    return weights
+
+
+def param_count(config: ModelConfig) -> float:
+    """Parameters of the whole model, derived from its shapes (checked against `params`); the
+    published count for a model whose architecture is not modelled."""
+    if config.unsupported:
+        return config.params or 0.0
+    return sum(elements for elements, _ in _weights(Serving(config)))
+
+
+def suite_cases(setups: Iterable[Serving], batches: Iterable[int], memory: float) -> list[CaseSpec]:
+    """Unique cases a model needs measured: every step the estimate takes for the same settings.
+
+    Decode at each batch and at the largest batch that fits `memory` (capped at max_batch), where
+    an estimate reports its best decode throughput; prefill at each of those within the step's
+    token budget, and at the budget itself (the serving mix's prefill)."""
+    unique: dict[tuple, CaseSpec] = {}
+    for setup in setups:
+        decode_batches = set(batches)
+        prefill = set(batches)
+        plan = setup.memory_plan(memory)
+        if plan.max_batch >= 1:
+            cap = setup.decode_cap(plan)
+            decode_batches.add(cap)
+            prefill |= {cap, setup.budget_batch(cap)}
+        uses = [u for b in setup.prefill_batches(prefill) for u in setup.prefill_step(b)]
+        uses += [u for b in sorted(decode_batches) for u in setup.decode_step(b)]
+        for u in uses:
+            unique[(u.op, u.dtype, shape_key(u.shape))] = CaseSpec(u.op, u.shape, u.dtype)
+    return list(unique.values())
