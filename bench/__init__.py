@@ -12,6 +12,11 @@ except PackageNotFoundError:  # running from a checkout with PYTHONPATH=.
     __version__ = "0.1.0+checkout"
 
 
+def ceil_div(a: int, b: int) -> int:
+    """⌈a / b⌉ in integers (pages a sequence needs, a shard of a vocabulary)."""
+    return -(-a // b)
+
+
 class BenchError(Exception):
     """A user-facing error: the CLI prints its message as one line and exits with status 2."""
 

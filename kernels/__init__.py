@@ -17,16 +17,12 @@ import sys
 # The largest head dimension the attention and decode kernels support; any from 1 up works, their
 # tiles padded to a power of two.
 MAX_HEAD_DIM = 256
-# The widest row the add + RMSNorm kernel takes: one program holds a whole row (with 16 warps,
-# 128 elements a thread); wider rows would need a loop over chunks. Llama-3.1-405B's is 16,384.
-MAX_HIDDEN = 65536
 # fp8 (e4m3) tensor-core GEMMs: Ada (8.9) and Hopper (9.0) onwards.
 FP8_MIN_CAPABILITY = (8, 9)
-# Shared memory the autotuning pruners let one config use: an H100 has 227 KiB per block, and
-# the compiler needs some of it for layout conversions.
-SMEM_BUDGET = 160 * 1024
-# An H100's or H200's shared memory per block: what matmul's pruner reads off such a device,
-# and what a plan for one made without it assumes.
+# Shared memory one block may use on Hopper (H100, H200) and Blackwell (B200) GPUs: 227 KiB (CUDA
+# C++ Programming Guide, "Technical Specifications per Compute Capability", 9.0 and 10.0). What
+# the autotuning pruners hold configs to on such a device, and what a plan made without one
+# assumes.
 HOPPER_SMEM = 227 * 1024
 
 
@@ -98,17 +94,6 @@ def fp8_unsupported(
     return None
 
 
-def not_a_tensor(**named: object) -> str | None:
-    """What is wrong with the first argument that is not a torch.Tensor, or None: the first line
-    of every kernel wrapper's input check."""
-    import torch
-
-    for name, t in named.items():
-        if not isinstance(t, torch.Tensor):
-            return f"{name} must be a torch.Tensor, got {type(t).__name__}"
-    return None
-
-
 def on_device(t):
     """A context that makes t's GPU the current one: Triton launches on the current CUDA device,
     which need not be the one holding the data (cuda:1 under a multi-GPU run)."""
@@ -117,3 +102,8 @@ def on_device(t):
     import torch
 
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def strides(t, *names: str) -> dict[str, int]:
+    """t's strides as keyword launch arguments: strides(q, "stride_qm", "stride_qd")."""
+    return dict(zip(names, t.stride(), strict=True))

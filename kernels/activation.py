@@ -12,8 +12,6 @@ rounded once to the input dtype (vLLM rounds silu(gate) to the input dtype first
 a power of two: the last block is masked. No ``tl.dot``, so the interpreter runs bfloat16 too.
 float16, bfloat16 and float32; any strides; zero rows allowed. Rows go on grid axis 0 (up to
 2^31 − 1 of them), column blocks on axis 1; element offsets are int64.
-
-``silu_mul_torch`` is the plain-PyTorch baseline: ``F.silu(x[:, :I]) * x[:, I:]``.
 """
 
 from __future__ import annotations
@@ -22,11 +20,13 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import interpreted, not_a_tensor, on_device
+from kernels import on_device, strides
+from kernels.checks import FLOAT_DTYPES, Checks
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Columns per program: 4 warps, 8 elements of each half a thread.
 _BLOCK = 1024
+# Columns a warp covers: 8 a thread, so a narrower block takes fewer warps.
+_WARP_ELEMENTS = 256
 
 
 @triton.jit
@@ -59,23 +59,7 @@ def _silu_mul_kernel(
     tl.store(out_ptr + row * inter + cols, out.to(out_ptr.dtype.element_ty), mask=inside)
 
 
-def _fail(message: str) -> None:
-    raise ValueError(f"silu_mul: {message}")
-
-
-def _validate(gate_up: torch.Tensor) -> None:
-    """Raise ValueError with one line naming the first problem with the input."""
-    if problem := not_a_tensor(gate_up=gate_up):
-        _fail(problem)
-    if gate_up.dim() != 2:
-        _fail(f"gate_up must be (tokens, 2 * intermediate), got {tuple(gate_up.shape)}")
-    width = gate_up.shape[1]
-    if width == 0 or width % 2:
-        _fail(f"gate_up's width must be even and >= 2 (gate then up), got {width}")
-    if gate_up.dtype not in SUPPORTED_DTYPES:
-        _fail(f"dtype {gate_up.dtype} unsupported; allowed: float16, bfloat16, float32")
-    if gate_up.device.type != "cuda" and not interpreted():
-        _fail(f"gate_up must be on a CUDA device, got {gate_up.device}")
+_CHECK = Checks("silu_mul")
 
 
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
@@ -88,22 +72,30 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     Returns:
         A new contiguous (tokens, I) tensor in gate_up's dtype.
     """
-    _validate(gate_up)
+    _CHECK.tensors(gate_up=gate_up)
+    _CHECK.rank("gate_up", gate_up, "(tokens, 2 * intermediate)")
+    width = gate_up.shape[1]
+    if width == 0 or width % 2:
+        _CHECK.fail(f"gate_up's width must be even and >= 2 (gate then up), got {width}")
+    _CHECK.dtype("gate_up", gate_up, FLOAT_DTYPES)
+    _CHECK.device(gate_up=gate_up)
     tokens, inter = gate_up.shape[0], gate_up.shape[1] // 2
     out = torch.empty((tokens, inter), dtype=gate_up.dtype, device=gate_up.device)
-    if tokens == 0:
-        return out
-    block = min(_BLOCK, triton.next_power_of_2(inter))
-    warps = min(max(block // 256, 1), 4)
-    with on_device(gate_up):
-        _silu_mul_kernel[(tokens, triton.cdiv(inter, block))](
-            gate_up, out, *gate_up.stride(), inter, BLOCK=block, num_warps=warps
-        )
+    if tokens:
+        _launch(gate_up, out)
     return out
 
 
-def silu_mul_torch(gate_up: torch.Tensor) -> torch.Tensor:
-    """Baseline: ``F.silu(gate) * up`` in plain PyTorch, two kernels with the silu output
-    written and read back in between, rounded to the input dtype after each."""
-    inter = gate_up.shape[-1] // 2
-    return torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:]
+def _launch(gate_up: torch.Tensor, out: torch.Tensor) -> None:
+    """The kernel over every row of gate_up into out (contiguous), rows >= 1."""
+    tokens, inter = out.shape
+    block = min(_BLOCK, triton.next_power_of_2(inter))
+    with on_device(gate_up):
+        _silu_mul_kernel[(tokens, triton.cdiv(inter, block))](
+            x_ptr=gate_up,
+            out_ptr=out,
+            **strides(gate_up, "stride_xm", "stride_xn"),
+            inter=inter,
+            BLOCK=block,
+            num_warps=max(block // _WARP_ELEMENTS, 1),
+        )

@@ -47,95 +47,99 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import MAX_HEAD_DIM, SMEM_BUDGET, interpreted, not_a_tensor, on_device
-from kernels.softmax import SINK_LOG2E, fold_sink, sinks_problem
-
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+from kernels import HOPPER_SMEM, MAX_HEAD_DIM, interpreted, on_device, strides
+from kernels.autotune import autotune, bucket, config, fitting, meta
+from kernels.checks import FLOAT_DTYPES, Checks
+from kernels.softmax import SINK_LOG2E, check_sinks, fold_sink
 
 _LOG2E = math.log2(math.e)
 _LN2: tl.constexpr = tl.constexpr(math.log(2.0))
-# Converts a sink logit (natural log) to the kernel's base-2 score domain.
 _TMA_HEAD_DIMS = (64, 128)
 _TMA_DTYPES = (torch.float16, torch.bfloat16)
 # (batch, head) pairs run on the grid's second axis, which CUDA caps at 65535.
 _MAX_GRID_Y = 65535
+# tl.dot's smallest tile side on NVIDIA GPUs: shorter sequences and head dims are padded to it.
+_MIN_DOT = 16
 
 _tma_failure: str | None = None
 
+# Hopper's warp-group MMA covers 64 rows per 4 warps, hence 8 warps for 128-row tiles; 64-row
+# tiles take 8 too where a wide head's accumulator would spill with 4.
+GPU_CONFIGS = [
+    config(warps, stages, BLOCK_M=bm, BLOCK_N=bn)
+    for bm, warps in ((32, 4), (64, 4), (64, 8), (128, 8))
+    for bn in (32, 64, 128)
+    for stages in (2, 3, 4)
+]
+# fp32 accumulator elements a thread may hold (BLOCK_M × head_dim over the block): 128 spilled on
+# sm_90 at head dims 192 and 256 (bench.measure.aot).
+_ACC_PER_THREAD = 64
+# fp32 inputs also keep their query and score tiles in registers as fp32: 64 rows over four warps
+# spilled on sm_90 and sm_100 at every head dim from 64 up, and eight warps past 32 scores
+# (BLOCK_M × BLOCK_N over the block) a thread (bench.measure.aot).
+_FP32_SCORES_PER_THREAD = 32
+INTERPRETER_CONFIG = config(4, 1, BLOCK_M=64, BLOCK_N=32)
 
-def _gpu_attention_configs() -> list[triton.Config]:
-    """Autotuning space on a GPU, before pruning."""
-    return [
-        # Hopper's warp-group MMA covers 64 rows per 4 warps, hence warps tied to BLOCK_M.
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=8 if bm == 128 else 4, num_stages=s)
-        for bm in (32, 64, 128)
-        for bn in (32, 64, 128)
-        for s in (2, 3, 4)
-    ]
 
-
-def _attention_configs() -> list[triton.Config]:
-    """The interpreter gets one small config so the CPU tests stay fast."""
-    if interpreted():
-        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
-    return _gpu_attention_configs()
-
-
-def _prune_attention_configs(
-    configs: list[triton.Config], named_args: dict, **kwargs: object
+def _select(
+    configs: list[triton.Config],
+    head_pad: int,
+    q_bucket: int,
+    k_bucket: int,
+    elem: int,
+    max_smem: int | None,
 ) -> list[triton.Config]:
-    """The autotuner's early_config_prune hook. It passes positional kernel arguments in
-    named_args and keyword ones (the constexprs) in kwargs."""
-    args = {**named_args, **kwargs}
+    """Drop configs that waste rows on short sequences, would spill registers or overflow shared
+    memory (head_pad: the padded head dim)."""
+
+    def smem(c: triton.Config) -> int:
+        bm, bn = meta(c, "BLOCK_M"), meta(c, "BLOCK_N")
+        return (bm * head_pad + 2 * c.num_stages * bn * head_pad) * elem
+
+    def fits(c: triton.Config) -> bool:
+        bm, bn, threads = meta(c, "BLOCK_M"), meta(c, "BLOCK_N"), 32 * c.num_warps
+        if bm > max(32, q_bucket) or bn > max(32, k_bucket):
+            return False
+        # 32-row tiles only pay off when the query block would otherwise be mostly padding.
+        if bm == 32 and q_bucket > 32:
+            return False
+        if bm * head_pad > _ACC_PER_THREAD * threads:
+            return False
+        if elem == 4:
+            wide = bm > 32 and threads == 128
+            return not wide and bm * bn <= _FP32_SCORES_PER_THREAD * threads
+        # Eight warps for 64 rows only where four would hold too much of the accumulator.
+        return not (bm == 64 and threads == 256 and bm * head_pad <= _ACC_PER_THREAD * 128)
+
+    return fitting(configs, smem, max_smem, fits)
+
+
+def select(configs: list[triton.Config], args: dict, max_smem: int | None) -> list[triton.Config]:
+    """The autotuner's pruning: read the problem off the launch arguments."""
     elem = args["q_ptr"].element_size()
-    return _kept_configs(configs, args["HEAD_PAD"], args["Q_BUCKET"], args["K_BUCKET"], elem)
+    return _select(configs, args["HEAD_PAD"], args["Q_BUCKET"], args["K_BUCKET"], elem, max_smem)
 
 
 def tuning_configs(
-    seq_q: int, seq_k: int, head_dim: int, elem_bytes: int, window: int | None = None
+    seq_q: int,
+    seq_k: int,
+    head_dim: int,
+    elem_bytes: int,
+    window: int | None = None,
+    max_smem: int = HOPPER_SMEM,
 ) -> list[triton.Config]:
     """The configs the GPU autotuner compiles and times for this problem: what sizes a GPU run
     before it starts, also from a machine without one."""
-    return _kept_configs(
-        _gpu_attention_configs(),
-        _bucket(head_dim),
-        _bucket(seq_q),
-        _bucket(_keys_seen(seq_k, window)),
-        elem_bytes,
-    )
-
-
-def _bucket(n: int) -> int:
-    """A length's power-of-two tile bucket, at least 16 (tl.dot's smallest tile)."""
-    return max(16, triton.next_power_of_2(n))
+    k_bucket = bucket(_keys_seen(seq_k, window), _MIN_DOT)
+    return _select(
+        GPU_CONFIGS, bucket(head_dim, _MIN_DOT), bucket(seq_q, _MIN_DOT), k_bucket, elem_bytes,
+        max_smem,
+    )  # fmt: skip
 
 
 def _keys_seen(seq_k: int, window: int | None) -> int:
     """The most keys one query row sees: all of them, or the window when shorter."""
     return seq_k if window is None else min(seq_k, window)
-
-
-def _kept_configs(
-    configs: list[triton.Config], head_dim: int, q_bucket: int, k_bucket: int, elem: int
-) -> list[triton.Config]:
-    """Drop configs that waste rows on short sequences or overflow shared memory (head_dim: the
-    padded one)."""
-    kept = []
-    for cfg in configs:
-        bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
-        smem = (bm * head_dim + 2 * cfg.num_stages * bn * head_dim) * elem
-        if smem > SMEM_BUDGET:
-            continue
-        if bm > max(32, q_bucket) or bn > max(32, k_bucket):
-            continue
-        # 32-row tiles only pay off when the query block would otherwise be mostly padding.
-        if bm == 32 and q_bucket > 32:
-            continue
-        # A 256-wide accumulator with 128 rows spills registers.
-        if head_dim == 256 and bm == 128:
-            continue
-        kept.append(cfg)
-    return kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]))]
 
 
 @triton.jit
@@ -290,10 +294,12 @@ def _attend_tiles(
     return acc, m_i, l_i
 
 
-@triton.autotune(
-    configs=_attention_configs(),
+# The autotuner adds the inputs' dtype and whether lse and sinks are given (None or not) itself.
+@autotune(
+    GPU_CONFIGS,
+    INTERPRETER_CONFIG,
     key=["Q_BUCKET", "K_BUCKET", "HEAD_DIM", "CAUSAL", "WINDOW", "USE_TMA"],
-    prune_configs_by={"early_config_prune": _prune_attention_configs},
+    select=select,
 )
 @triton.jit
 def _flash_attention_kernel(
@@ -303,6 +309,7 @@ def _flash_attention_kernel(
     out_ptr,
     lse_ptr,
     sinks_ptr,
+    stride_sinks,
     stride_qb,
     stride_qh,
     stride_qm,
@@ -331,8 +338,6 @@ def _flash_attention_kernel(
     HEAD_PAD: tl.constexpr,
     CAUSAL: tl.constexpr,
     WINDOW: tl.constexpr,
-    SINKS: tl.constexpr,
-    RETURN_LSE: tl.constexpr,
     USE_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -345,8 +350,9 @@ def _flash_attention_kernel(
         v_ptr: Values, (batch, kv_heads, seq_k, HEAD_DIM).
         out_ptr: Output, (batch, heads, seq_q, HEAD_DIM), dtype of the queries.
         lse_ptr: Natural-log log-sum-exp of the softmax denominator (the sink's term included),
-            contiguous (batch, heads, seq_q) float32; only written when RETURN_LSE.
-        sinks_ptr: Sink logits, (heads,) float32, natural log and unscaled; only read when SINKS.
+            contiguous (batch, heads, seq_q) float32; None when not wanted.
+        sinks_ptr: Sink logits, (heads,) float32, natural log and unscaled; None for no sinks.
+        stride_sinks: Elements between the sinks of consecutive heads.
         stride_qb: Q batch stride.
         stride_qh: Q head stride.
         stride_qm: Q row stride.
@@ -379,8 +385,6 @@ def _flash_attention_kernel(
             width of every tile, whose extra columns are zeros that add nothing to the dots.
         CAUSAL: Bottom-right aligned causal mask.
         WINDOW: Sliding window (with CAUSAL only): keys older than a block's window are skipped.
-        SINKS: Add each head's exp(sink) to its softmax denominator.
-        RETURN_LSE: Whether to write LSE.
         USE_TMA: Move tiles with TMA through tensor descriptors (Hopper).
         BLOCK_M: Query rows per program.
         BLOCK_N: Keys per tile.
@@ -460,8 +464,9 @@ def _flash_attention_kernel(
         full_end, hi, offs_m, seq_k, diag_offset, window, qk_scale,
         HEAD_DIM, HEAD_PAD, BLOCK_N, True, CAUSAL, WINDOW, USE_TMA,
     )  # fmt: skip
-    if SINKS:  # the sink as one more key, of score sink·log2(e) in base 2, with no value
-        acc, m_i, l_i = fold_sink(acc, m_i, l_i, tl.load(sinks_ptr + head) * SINK_LOG2E)
+    if sinks_ptr is not None:  # the sink as one more key, of score sink·log2(e), with no value
+        sink = tl.load(sinks_ptr + head * stride_sinks)
+        acc, m_i, l_i = fold_sink(acc, m_i, l_i, sink * SINK_LOG2E)
 
     # Rows that see no key (causal, seq_q > seq_k) have acc = 0 and, without a sink, l = 0: they
     # must come out as zeros.
@@ -476,61 +481,52 @@ def _flash_attention_kernel(
         cols = tl.arange(0, HEAD_PAD)
         o_ptrs = o_base + offs_m.to(tl.int64)[:, None] * stride_om + cols[None, :] * stride_od
         tl.store(o_ptrs, out, mask=(offs_m[:, None] < seq_q) & (cols[None, :] < HEAD_DIM))
-    if RETURN_LSE:
+    if lse_ptr is not None:
         lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.math.log2(l_safe)) * _LN2)
         tl.store(lse_ptr + pid_bh.to(tl.int64) * seq_q + offs_m, lse, mask=offs_m < seq_q)
 
 
-def _fail(message: str) -> None:
-    raise ValueError(f"flash_attention: {message}")
+_CHECK = Checks("flash_attention")
 
 
-def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+def _validate(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    window: int | None,
+    sinks: torch.Tensor | None,
+) -> None:
     """Raise ValueError with one line naming the first problem with the inputs."""
+    _CHECK.tensors(q=q, k=k, v=v)
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if problem := not_a_tensor(**{name: t}):
-            _fail(problem)
-        if t.dim() != 4:
-            _fail(
-                f"{name} must have rank 4 (batch, heads, seq, head_dim), got shape {tuple(t.shape)}"
-            )
-    if q.dtype not in SUPPORTED_DTYPES:
-        _fail(f"dtype {q.dtype} unsupported; allowed: float16, bfloat16, float32")
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        _fail(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if k.device != q.device or v.device != q.device:
-        _fail(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
-    if q.device.type != "cuda" and not interpreted():
-        _fail(f"tensors must be on a CUDA device, got {q.device}")
-    if q.dtype == torch.bfloat16 and interpreted():
-        # The interpreter's tl.dot multiplies bfloat16 bit patterns as integers.
-        _fail("bfloat16 gives wrong results under the Triton CPU interpreter; use float16/float32")
+        _CHECK.rank(name, t, "(batch, heads, seq, head_dim)")
+    _CHECK.dtype("q", q, FLOAT_DTYPES)
+    _CHECK.same_dtype(q=q, k=k, v=v)
+    device = _CHECK.device(q=q, k=k, v=v)
+    _CHECK.dots(q.dtype)
     if k.shape != v.shape:
-        _fail(f"k and v shapes differ: {tuple(k.shape)} vs {tuple(v.shape)}")
+        _CHECK.fail(f"k and v shapes differ: {tuple(k.shape)} vs {tuple(v.shape)}")
     if k.shape[0] != q.shape[0]:
-        _fail(f"batch mismatch: q has {q.shape[0]}, k/v have {k.shape[0]}")
+        _CHECK.fail(f"batch mismatch: q has {q.shape[0]}, k/v have {k.shape[0]}")
     if k.shape[3] != q.shape[3]:
-        _fail(f"head_dim mismatch: q has {q.shape[3]}, k/v have {k.shape[3]}")
+        _CHECK.fail(f"head_dim mismatch: q has {q.shape[3]}, k/v have {k.shape[3]}")
     if not 1 <= q.shape[3] <= MAX_HEAD_DIM:
-        _fail(f"head_dim {q.shape[3]} unsupported; allowed: 1 to {MAX_HEAD_DIM}")
+        _CHECK.fail(f"head_dim {q.shape[3]} unsupported; allowed: 1 to {MAX_HEAD_DIM}")
     heads, kv_heads = q.shape[1], k.shape[1]
     if kv_heads == 0 or heads % kv_heads:
-        _fail(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
+        _CHECK.fail(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
     if q.shape[0] * heads > _MAX_GRID_Y:
-        _fail(f"batch * heads = {q.shape[0] * heads} exceeds the grid limit {_MAX_GRID_Y}")
-
-
-def _validate_options(
-    q: torch.Tensor, causal: bool, window: int | None, sinks: torch.Tensor | None
-) -> None:
-    """Raise ValueError with one line naming the first problem with window or sinks."""
+        _CHECK.fail(f"batch * heads = {q.shape[0] * heads} exceeds the grid limit {_MAX_GRID_Y}")
     if window is not None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            _fail(f"window must be None or an int >= 1 (keys a query sees), got {window!r}")
+            _CHECK.fail(f"window must be None or an int >= 1 (keys a query sees), got {window!r}")
         if not causal:
-            _fail("window needs causal=True: the sliding window is causal (keys up to the query)")
-    if sinks is not None and (problem := sinks_problem(sinks, q)):
-        _fail(problem)
+            _CHECK.fail(
+                "window needs causal=True: the sliding window is causal (keys up to the query)"
+            )
+    if sinks is not None:
+        check_sinks(_CHECK, sinks, heads, device)
 
 
 @functools.lru_cache
@@ -616,30 +612,29 @@ def _launch(
 
     with on_device(q):
         _flash_attention_kernel[grid](
-            q,
-            k,
-            v,
-            out,
-            out if lse is None else lse,
-            out if sinks is None else sinks,
-            *q.stride(),
-            *k.stride(),
-            *v.stride(),
-            *out.stride(),
-            heads,
-            heads // kv_heads,
-            seq_q,
-            seq_k,
-            0 if window is None else window,
-            sm_scale * _LOG2E,
-            _bucket(seq_q),
-            _bucket(_keys_seen(seq_k, window)),
+            q_ptr=q,
+            k_ptr=k,
+            v_ptr=v,
+            out_ptr=out,
+            lse_ptr=lse,
+            sinks_ptr=sinks,
+            stride_sinks=0 if sinks is None else sinks.stride(0),
+            **strides(q, "stride_qb", "stride_qh", "stride_qm", "stride_qd"),
+            **strides(k, "stride_kb", "stride_kh", "stride_kn", "stride_kd"),
+            **strides(v, "stride_vb", "stride_vh", "stride_vn", "stride_vd"),
+            **strides(out, "stride_ob", "stride_oh", "stride_om", "stride_od"),
+            num_heads=heads,
+            group_size=heads // kv_heads,
+            seq_q=seq_q,
+            seq_k=seq_k,
+            window=0 if window is None else window,
+            qk_scale=sm_scale * _LOG2E,
+            Q_BUCKET=bucket(seq_q, _MIN_DOT),
+            K_BUCKET=bucket(_keys_seen(seq_k, window), _MIN_DOT),
             HEAD_DIM=head_dim,
-            HEAD_PAD=_bucket(head_dim),
+            HEAD_PAD=bucket(head_dim, _MIN_DOT),
             CAUSAL=causal,
             WINDOW=window is not None,
-            SINKS=sinks is not None,
-            RETURN_LSE=return_lse,
             USE_TMA=use_tma,
         )
     return out, lse
@@ -684,8 +679,7 @@ def flash_attention(
         the log-sum-exp when return_lse.
     """
     global _tma_failure
-    _validate(q, k, v)
-    _validate_options(q, causal, window, sinks)
+    _validate(q, k, v, causal, window, sinks)
     if window is not None and window >= k.shape[2]:
         # Every query's window reaches back past key 0: the plain causal kernel, no window masks.
         window = None

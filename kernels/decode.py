@@ -44,8 +44,9 @@ Serving options (gpt-oss, fp8 KV caches):
   Folding also keeps large scales from overflowing float16 tiles. Scores, softmax state and the
   accumulator stay float32.
 
-Validation reads ``seq_lens`` (and the block table) on the host, which costs one device
-synchronisation per call and so cannot run inside CUDA-graph capture.
+Validation reads ``seq_lens`` (and the block table) and the scales' values on the host, which
+costs device synchronisations and so cannot run inside CUDA-graph capture; a caller that gives
+``max_seq_len`` skips it. Every tensor may have any strides.
 
 The module also holds plain-PyTorch helpers for baselines and tests: ``gather_paged_kv`` and
 ``make_paged_cache``.
@@ -58,33 +59,36 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import (
-    MAX_HEAD_DIM,
-    SMEM_BUDGET,
-    fp8_unsupported,
-    interpreted,
-    not_a_tensor,
-    on_device,
-)
-from kernels.softmax import SINK_LOG2E, fold_sink, sinks_problem
+from kernels import HOPPER_SMEM, MAX_HEAD_DIM, on_device, strides
+from kernels.autotune import autotune, bucket, config, fitting, meta
+from kernels.checks import FLOAT_DTYPES, FP8_DTYPE, Checks
+from kernels.softmax import SINK_LOG2E, check_sinks, fold_sink
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 DEFAULT_PAGE_SIZE = 16
 # A split below this many tokens costs more in merge traffic than it gains in parallelism.
 MIN_TOKENS_PER_SPLIT = 256
 MAX_SPLITS = 32
-# A caller's own split count: the merge kernel holds every split's partial output (splits ×
-# head_dim fp32) in registers, and more splits spill them (4,096: 117 KB of spills and minutes to
-# compile).
+# A caller's own split count: the merge kernel reads every split's log-sum-exp in one block, and
+# each power of two of splits compiles a merge kernel of its own.
 MAX_USER_SPLITS = 128
+FP8_CACHE_DTYPE = FP8_DTYPE
 
 _LOG2E = math.log2(math.e)
-# Converts a sink logit (natural log) to the kernels' base-2 score domain.
 # The window passed to the split kernel when there is none: no sequence is that long.
 _NO_WINDOW = 2**31 - 1
-FP8_CACHE_DTYPE = torch.float8_e4m3fn
-# tl.dot needs at least 16 rows, so small query-head groups are padded up to this.
-_MIN_DOT_ROWS = 16
+# tl.dot's smallest tile side on NVIDIA GPUs: small query-head groups and head dims are padded
+# up to it.
+_MIN_DOT = 16
+# Eight warps only pay off once the (query-head rows × head_dim) fp32 accumulator is large: from
+# 8,192 elements, 64 a thread with four warps. An assumption, not measured.
+_EIGHT_WARPS_FROM = 64 * 128
+# An fp8 key or value tile is converted to the query's dtype in registers: 256 elements a thread
+# (BLOCK_N × head_dim over the block) spilled on sm_90, 128 did not (bench.measure.aot). Wider
+# tiles take eight warps.
+_FP8_TILE_PER_THREAD = 128
+# Splits the merge kernel weighs at once: 16 × a 256-wide head is 32 fp32 a thread with four
+# warps; all 128 at once spilled (bench.measure.aot).
+_MERGE_SPLITS = 16
 
 
 def choose_num_splits(batch: int, kv_heads: int, max_len: int, sm_count: int) -> int:
@@ -102,32 +106,51 @@ def choose_num_splits(batch: int, kv_heads: int, max_len: int, sm_count: int) ->
     return max(1, min(wanted, max_len // MIN_TOKENS_PER_SPLIT, MAX_SPLITS))
 
 
-def _gpu_decode_configs() -> list[triton.Config]:
-    """Autotuning space on a GPU, before pruning."""
-    return [
-        triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bn in (32, 64, 128)
-        for w in (4, 8)
-        for s in (2, 3, 4)
-    ]
+GPU_CONFIGS = [
+    config(warps, stages, BLOCK_N=bn)
+    for bn in (32, 64, 128)
+    for warps in (4, 8)
+    for stages in (2, 3, 4)
+]
+INTERPRETER_CONFIG = config(4, 1, BLOCK_N=32)
 
 
-def _decode_configs() -> list[triton.Config]:
-    """The interpreter gets one small config so the CPU tests stay fast."""
-    if interpreted():
-        return [triton.Config({"BLOCK_N": 32}, num_warps=4, num_stages=1)]
-    return _gpu_decode_configs()
-
-
-def _prune_decode_configs(
-    configs: list[triton.Config], named_args: dict, **kwargs: object
+def _select(
+    configs: list[triton.Config],
+    chunk: int,
+    head_pad: int,
+    block_h: int,
+    q_elem: int,
+    kv_elem: int,
+    max_smem: int | None,
 ) -> list[triton.Config]:
-    """The autotuner's early_config_prune hook. It passes positional kernel arguments in
-    named_args and keyword ones (the constexprs) in kwargs."""
-    args = {**named_args, **kwargs}
-    # A float8 cache's tiles take one byte an element.
+    """Drop tiles longer than a split, configs over the shared-memory limit, warp counts that do
+    not match the accumulator's size and fp8 tiles too wide to convert in registers (head_pad:
+    the padded head dim)."""
+    eight_warps = block_h * head_pad >= _EIGHT_WARPS_FROM
+    fp8 = kv_elem < q_elem
+
+    def smem(c: triton.Config) -> int:
+        # Key and value tiles for every pipeline stage plus the query tile.
+        return (2 * c.num_stages * meta(c, "BLOCK_N") * kv_elem + block_h * q_elem) * head_pad
+
+    def fits(c: triton.Config) -> bool:
+        bn, warps = meta(c, "BLOCK_N"), c.num_warps
+        if bn > max(32, chunk):
+            return False
+        if fp8 and bn * head_pad > _FP8_TILE_PER_THREAD * 32 * warps:
+            return False
+        return (warps == 8) == eight_warps or (fp8 and warps == 8)
+
+    return fitting(configs, smem, max_smem, fits)
+
+
+def select(configs: list[triton.Config], args: dict, max_smem: int | None) -> list[triton.Config]:
+    """The autotuner's pruning: read the problem off the launch arguments (a float8 cache's
+    tiles take one byte an element)."""
     elems = args["q_ptr"].element_size(), args["k_ptr"].element_size()
-    return _kept_configs(configs, args["CHUNK_BUCKET"], args["HEAD_PAD"], args["BLOCK_H"], *elems)
+    problem = args["CHUNK_BUCKET"], args["HEAD_PAD"], args["BLOCK_H"]
+    return _select(configs, *problem, *elems, max_smem)
 
 
 def tuning_configs(
@@ -139,76 +162,48 @@ def tuning_configs(
     q_bytes: int,
     kv_bytes: int,
     sm_count: int,
+    max_smem: int = HOPPER_SMEM,
 ) -> list[triton.Config]:
     """The configs the GPU autotuner compiles and times for a decode step over ``span`` cached
     tokens on a device of ``sm_count`` SMs: what sizes a GPU run before it starts, also from a
     machine without one."""
     splits = choose_num_splits(batch, kv_heads, span, sm_count)
-    chunk = _chunk_bucket(span, splits)
-    return _kept_configs(
-        _gpu_decode_configs(), chunk, _head_pad(head_dim), _block_h(group), q_bytes, kv_bytes
-    )
+    problem = _chunk_bucket(span, splits), _head_pad(head_dim), _block_h(group)
+    return _select(GPU_CONFIGS, *problem, q_bytes, kv_bytes, max_smem)
 
 
 def _chunk_bucket(span: int, num_splits: int) -> int:
     """The power-of-two bucket of the tokens one split reads."""
-    return triton.next_power_of_2(max(1, triton.cdiv(span, num_splits)))
+    return bucket(triton.cdiv(span, num_splits))
 
 
 def _head_pad(head_dim: int) -> int:
-    return max(16, triton.next_power_of_2(head_dim))
+    """The head dim padded to a tl.dot tile."""
+    return bucket(head_dim, _MIN_DOT)
 
 
 def _block_h(group: int) -> int:
     """The query heads of one kv head, padded to a tl.dot tile."""
-    return max(_MIN_DOT_ROWS, triton.next_power_of_2(group))
-
-
-def _kept_configs(
-    configs: list[triton.Config],
-    chunk: int,
-    head_dim: int,
-    block_h: int,
-    q_elem: int,
-    kv_elem: int,
-) -> list[triton.Config]:
-    """Drop tiles longer than a split, configs over the shared-memory budget and warp counts that
-    do not match the tile size (head_dim: the padded one)."""
-    rows_x_dim = block_h * head_dim
-    kept = []
-    for cfg in configs:
-        bn = cfg.kwargs["BLOCK_N"]
-        if bn > max(32, chunk):
-            continue
-        # Key and value tiles for every pipeline stage plus the query tile.
-        smem = (2 * cfg.num_stages * bn * kv_elem + block_h * q_elem) * head_dim
-        if smem > SMEM_BUDGET:
-            continue
-        # Eight warps only pay off once the (group rows × head_dim) accumulator is large.
-        if (cfg.num_warps == 8) != (rows_x_dim >= 64 * 128):
-            continue
-        kept.append(cfg)
-    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_N"])]
+    return bucket(group, _MIN_DOT)
 
 
 @triton.jit
-def _token_slots(
-    table_row, batch, toks, valid, stride_table, PAGE_SIZE: tl.constexpr, PAGED: tl.constexpr
-):
+def _token_slots(table_ptr, batch, toks, valid, stride_tb, stride_ti, PAGE_SIZE: tl.constexpr):
     """Where tokens ``toks`` of one sequence live: (block or sequence index, slot within it).
 
     Args:
-        table_row: Pointer to the sequence's block-table row (paged only).
-        batch: Sequence index (contiguous only).
+        table_ptr: Block table, (batch, max_blocks); None for a contiguous cache.
+        batch: Sequence index.
         toks: Logical token positions, (BLOCK_N,).
         valid: Which toks lie inside the sequence; the block-table load is masked to them, so
             table entries past the sequence's last page are never read.
-        stride_table: Block-table stride between logical pages.
+        stride_tb: Block-table stride between sequences.
+        stride_ti: Block-table stride between logical pages.
         PAGE_SIZE: Tokens per physical block.
-        PAGED: Whether the cache is paged.
     """
-    if PAGED:
-        block = tl.load(table_row + (toks // PAGE_SIZE) * stride_table, mask=valid, other=0)
+    if table_ptr is not None:
+        row = table_ptr + batch.to(tl.int64) * stride_tb
+        block = tl.load(row + (toks // PAGE_SIZE) * stride_ti, mask=valid, other=0)
         slot = toks % PAGE_SIZE
     else:
         block = batch
@@ -216,10 +211,11 @@ def _token_slots(
     return block.to(tl.int64), slot.to(tl.int64)
 
 
-@triton.autotune(
-    configs=_decode_configs(),
-    key=["HEAD_DIM", "BLOCK_H", "PAGED", "SPLIT", "CHUNK_BUCKET"],
-    prune_configs_by={"early_config_prune": _prune_decode_configs},
+# The autotuner adds the tensors' dtypes to the key, so paged, split or scaled launches (None
+# or not) tune apart, though launches that differ only in which one option they give may share
+# a tuned config.
+@autotune(
+    GPU_CONFIGS, INTERPRETER_CONFIG, key=["HEAD_DIM", "BLOCK_H", "CHUNK_BUCKET"], select=select
 )
 @triton.jit
 def _decode_split_kernel(
@@ -247,9 +243,11 @@ def _decode_split_kernel(
     stride_vd,
     stride_tb,
     stride_ti,
+    stride_lens,
     stride_ob,
     stride_oh,
     stride_od,
+    stride_sinks,
     stride_k_scale,
     stride_v_scale,
     num_kv_heads,
@@ -262,31 +260,26 @@ def _decode_split_kernel(
     HEAD_PAD: tl.constexpr,
     BLOCK_H: tl.constexpr,
     PAGE_SIZE: tl.constexpr,
-    PAGED: tl.constexpr,
-    SPLIT: tl.constexpr,
-    SINKS: tl.constexpr,
-    K_SCALED: tl.constexpr,
-    V_SCALED: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     """One program: the query-head group of one (sequence, kv head) over one context split.
 
     Args:
         q_ptr: Queries, (batch, heads, HEAD_DIM).
-        k_ptr: Key cache, (num_blocks, PAGE_SIZE, kv_heads, HEAD_DIM) when PAGED, else
+        k_ptr: Key cache, (num_blocks, PAGE_SIZE, kv_heads, HEAD_DIM) when paged, else
             (batch, max_len, kv_heads, HEAD_DIM); the queries' dtype or float8_e4m3fn.
         v_ptr: Value cache, same layout and dtype as the keys.
-        table_ptr: Block table, (batch, max_blocks) int32; unused unless PAGED.
+        table_ptr: Block table, (batch, max_blocks) int32; None for a contiguous cache.
         lens_ptr: Sequence lengths, (batch,) int32.
-        out_ptr: Output, (batch, heads, HEAD_DIM); written only when not SPLIT.
+        out_ptr: Output, (batch, heads, HEAD_DIM); written only without splits.
         part_out_ptr: Normalised partial outputs, contiguous (batch, heads, num_splits,
-            HEAD_DIM) float32; written only when SPLIT.
+            HEAD_DIM) float32; None without splits (one split writes out_ptr itself).
         part_lse_ptr: Base-2 log-sum-exp of each split, contiguous (batch, heads, num_splits)
-            float32, -inf for an empty split; written only when SPLIT.
-        sinks_ptr: Sink logits, (heads,) float32, natural log; read only when SINKS and not
-            SPLIT (with splits the merge kernel folds them in).
-        k_scale_ptr: Key dequantisation scale(s), float32; read only when K_SCALED.
-        v_scale_ptr: Value dequantisation scale(s), float32; read only when V_SCALED.
+            float32, -inf for an empty split; None without splits.
+        sinks_ptr: Sink logits, (heads,) float32, natural log; None for no sinks, and with
+            splits, whose merge kernel folds them in.
+        k_scale_ptr: Key dequantisation scale(s), float32; None for none.
+        v_scale_ptr: Value dequantisation scale(s), float32; None for none.
         stride_qb: Query batch stride.
         stride_qh: Query head stride.
         stride_qd: Query head_dim stride.
@@ -300,9 +293,11 @@ def _decode_split_kernel(
         stride_vd: Value head_dim stride.
         stride_tb: Block-table stride between sequences.
         stride_ti: Block-table stride between logical pages.
+        stride_lens: Stride between sequence lengths.
         stride_ob: Output batch stride.
         stride_oh: Output head stride.
         stride_od: Output head_dim stride.
+        stride_sinks: Stride between the sinks of consecutive heads.
         stride_k_scale: Stride of k_scale between kv heads: 0 for one scale per tensor.
         stride_v_scale: Stride of v_scale between kv heads: 0 for one scale per tensor.
         num_kv_heads: KV heads.
@@ -317,11 +312,6 @@ def _decode_split_kernel(
             extra columns are zeros that add nothing to the dots.
         BLOCK_H: group_size padded to a power of two of at least 16 rows for tl.dot.
         PAGE_SIZE: Tokens per physical block (paged only).
-        PAGED: Whether the cache is paged.
-        SPLIT: Whether there are several splits, i.e. partial outputs to merge.
-        SINKS: Fold the heads' sinks into the output here (only without SPLIT).
-        K_SCALED: Multiply the scores by the kv head's key scale.
-        V_SCALED: Multiply the output by the kv head's value scale.
         BLOCK_N: Tokens per tile.
     """
     pid = tl.program_id(0)
@@ -329,14 +319,14 @@ def _decode_split_kernel(
     batch = pid // num_kv_heads
     kv_head = pid % num_kv_heads
 
-    seq_len = tl.load(lens_ptr + batch)
+    seq_len = tl.load(lens_ptr + batch.to(tl.int64) * stride_lens)
     # The splits cover the window [first, seq_len) only: older tokens are never read.
     first = tl.maximum(seq_len - window, 0)
     # Slices are rounded up to whole tiles so only a slice's last tile needs its mask.
     chunk = tl.cdiv(tl.cdiv(seq_len - first, num_splits), BLOCK_N) * BLOCK_N
     start = first + split * chunk
     end = tl.minimum(start + chunk, seq_len)
-    if K_SCALED:
+    if k_scale_ptr is not None:
         # Dequantising the keys, (q·k)·scale, folded into the score scale.
         qk_scale = qk_scale * tl.load(k_scale_ptr + kv_head * stride_k_scale)
 
@@ -353,7 +343,6 @@ def _decode_split_kernel(
     )
     q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
 
-    table_row = table_ptr + batch.to(tl.int64) * stride_tb
     k_head = k_ptr + kv_head.to(tl.int64) * stride_kh
     v_head = v_ptr + kv_head.to(tl.int64) * stride_vh
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
@@ -362,7 +351,7 @@ def _decode_split_kernel(
     for start_n in tl.range(start, end, BLOCK_N):
         toks = start_n + tl.arange(0, BLOCK_N)
         valid = toks < end
-        block, slot = _token_slots(table_row, batch, toks, valid, stride_ti, PAGE_SIZE, PAGED)
+        block, slot = _token_slots(table_ptr, batch, toks, valid, stride_tb, stride_ti, PAGE_SIZE)
         k_rows = k_head + block * stride_kp + slot * stride_ks
         v_rows = v_head + block * stride_vp + slot * stride_vs
         inside = valid[:, None] & d_ok[None, :]
@@ -381,19 +370,19 @@ def _decode_split_kernel(
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_new
 
-    if SINKS:
+    if sinks_ptr is not None:
         # Only without splits (see _decode_merge_kernel): the sink as one more key of score
         # sink·log2(e) and no value.
-        sink = tl.load(sinks_ptr + heads, mask=row_ok, other=float("-inf")) * SINK_LOG2E
-        acc, m_i, l_i = fold_sink(acc, m_i, l_i, sink)
+        sink = tl.load(sinks_ptr + heads * stride_sinks, mask=row_ok, other=float("-inf"))
+        acc, m_i, l_i = fold_sink(acc, m_i, l_i, sink * SINK_LOG2E)
     # An empty split or sequence has l = 0: its output is zero and its weight in the merge 0.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
-    if V_SCALED:
+    if v_scale_ptr is not None:
         # Dequantising the values: sum_j p_j·(v_j·scale) = (sum_j p_j·v_j)·scale, once per
         # output element instead of once per cached element.
         out = out * tl.load(v_scale_ptr + kv_head * stride_v_scale)
-    if SPLIT:
+    if part_out_ptr is not None:
         part = (batch * num_kv_heads * group_size + heads).to(tl.int64) * num_splits + split
         part_ptrs = part_out_ptr + part[:, None] * HEAD_DIM + offs_d[None, :]
         tl.store(part_ptrs, out, mask=row_ok[:, None] & d_ok[None, :])
@@ -415,6 +404,7 @@ def _decode_merge_kernel(
     part_lse_ptr,
     sinks_ptr,
     out_ptr,
+    stride_sinks,
     stride_ob,
     stride_oh,
     stride_od,
@@ -423,19 +413,20 @@ def _decode_merge_kernel(
     HEAD_DIM: tl.constexpr,
     HEAD_PAD: tl.constexpr,
     BLOCK_S: tl.constexpr,
-    SINKS: tl.constexpr,
+    MERGE_SPLITS: tl.constexpr,
 ):
     """One program: combine the split partials of one (sequence, head).
 
-    The splits' partial outputs and log-sum-exps leave the sink out; with SINKS it joins the
+    The splits' partial outputs and log-sum-exps leave the sink out; with sinks it joins the
     merged denominator here, once per head, as one more weight with a zero output.
 
     Args:
         part_out_ptr: Normalised partial outputs, contiguous (batch, heads, num_splits,
             HEAD_DIM) float32.
         part_lse_ptr: Base-2 log-sum-exp per split, contiguous (batch, heads, num_splits).
-        sinks_ptr: Sink logits, (heads,) float32, natural log; read only when SINKS.
+        sinks_ptr: Sink logits, (heads,) float32, natural log; None for no sinks.
         out_ptr: Output, (batch, heads, HEAD_DIM).
+        stride_sinks: Stride between the sinks of consecutive heads.
         stride_ob: Output batch stride.
         stride_oh: Output head stride.
         stride_od: Output head_dim stride.
@@ -443,153 +434,129 @@ def _decode_merge_kernel(
         num_splits: Splits per sequence.
         HEAD_DIM: Head dimension.
         HEAD_PAD: HEAD_DIM rounded up to a power of two.
-        BLOCK_S: num_splits rounded up to a power of two.
-        SINKS: Add exp(sink) of the head to the denominator.
+        BLOCK_S: num_splits rounded up to a power of two: every split's log-sum-exp at once.
+        MERGE_SPLITS: Splits whose partial outputs are weighed at once, a power of two.
     """
     pid = tl.program_id(0)
     batch = pid // num_heads
     head = pid % num_heads
-    splits = tl.arange(0, BLOCK_S)
-    split_ok = splits < num_splits
-    offs_d = tl.arange(0, HEAD_PAD)
-    d_ok = offs_d < HEAD_DIM
     base = pid.to(tl.int64) * num_splits
-    lse = tl.load(part_lse_ptr + base + splits, mask=split_ok, other=float("-inf"))
-    parts = tl.load(
-        part_out_ptr + (base + splits)[:, None] * HEAD_DIM + offs_d[None, :],
-        mask=split_ok[:, None] & d_ok[None, :],
-        other=0.0,
-    )
+    splits = tl.arange(0, BLOCK_S)
+    lse = tl.load(part_lse_ptr + base + splits, mask=splits < num_splits, other=float("-inf"))
     # A zero-length sequence has every lse at -inf; shifting by 0 keeps its weights at 0.
     top = tl.max(lse, 0)
-    if SINKS:
-        sink = tl.load(sinks_ptr + head) * SINK_LOG2E
+    if sinks_ptr is not None:
+        sink = tl.load(sinks_ptr + head * stride_sinks) * SINK_LOG2E
         top = tl.maximum(top, sink)
     shift = tl.where(top == float("-inf"), 0.0, top)
-    weights = tl.math.exp2(lse - shift)
-    total = tl.sum(weights, 0)
-    if SINKS:
+    total = tl.sum(tl.math.exp2(lse - shift), 0)
+    if sinks_ptr is not None:
         total += tl.math.exp2(sink - shift)
-    out = tl.sum(weights[:, None] * parts, 0) / tl.where(total == 0.0, 1.0, total)
+    offs_d = tl.arange(0, HEAD_PAD)
+    d_ok = offs_d < HEAD_DIM
+    acc = tl.zeros([HEAD_PAD], dtype=tl.float32)
+    # The partial outputs a few splits at a time: all of them at once (num_splits × HEAD_PAD
+    # fp32) would not fit in registers.
+    for first in range(0, num_splits, MERGE_SPLITS):
+        some = first + tl.arange(0, MERGE_SPLITS)
+        some_ok = some < num_splits
+        weights = tl.math.exp2(
+            tl.load(part_lse_ptr + base + some, mask=some_ok, other=float("-inf")) - shift
+        )
+        parts = tl.load(
+            part_out_ptr + (base + some)[:, None] * HEAD_DIM + offs_d[None, :],
+            mask=some_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )
+        acc += tl.sum(weights[:, None] * parts, 0)
+    out = acc / tl.where(total == 0.0, 1.0, total)
     o_ptrs = out_ptr + batch.to(tl.int64) * stride_ob + head.to(tl.int64) * stride_oh
     tl.store(o_ptrs + offs_d * stride_od, out.to(out_ptr.dtype.element_ty), mask=d_ok)
 
 
-def _fail(message: str) -> None:
-    raise ValueError(f"decode_attention: {message}")
+_CHECK = Checks("decode_attention")
 
 
-def _check_tensor(name: str, t: object, rank: int, layout: str) -> None:
-    if problem := not_a_tensor(**{name: t}):
-        _fail(problem)
-    if t.dim() != rank:
-        _fail(f"{name} must have rank {rank} {layout}, got shape {tuple(t.shape)}")
-
-
-def _validate_static(
+def _validate(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     seq_lens: torch.Tensor,
     block_table: torch.Tensor | None,
     num_splits: int | None,
+    window: int | None,
+    sinks: torch.Tensor | None,
+    k_scale: torch.Tensor | None,
+    v_scale: torch.Tensor | None,
 ) -> None:
-    """Checks that need no data from the device."""
+    """The checks that need no data from the device."""
     paged = block_table is not None
     cache_layout = (
         "(num_blocks, page_size, kv_heads, head_dim)"
         if paged
         else "(batch, max_len, kv_heads, head_dim)"
     )
-    _check_tensor("q", q, 3, "(batch, heads, head_dim)")
-    _check_tensor("k_cache", k_cache, 4, cache_layout)
-    _check_tensor("v_cache", v_cache, 4, cache_layout)
-    _check_tensor("seq_lens", seq_lens, 1, "(batch,)")
+    tables = {"block_table": block_table} if paged else {}
+    _CHECK.tensors(q=q, k_cache=k_cache, v_cache=v_cache, seq_lens=seq_lens, **tables)
+    _CHECK.rank("q", q, "(batch, heads, head_dim)")
+    _CHECK.rank("k_cache", k_cache, cache_layout)
+    _CHECK.rank("v_cache", v_cache, cache_layout)
+    _CHECK.rank("seq_lens", seq_lens, "(batch,)")
     if paged:
-        _check_tensor("block_table", block_table, 2, "(batch, max_blocks)")
-    if q.dtype not in SUPPORTED_DTYPES:
-        _fail(f"dtype {q.dtype} unsupported; allowed: float16, bfloat16, float32")
-    fp8_cache = k_cache.dtype == FP8_CACHE_DTYPE and v_cache.dtype == FP8_CACHE_DTYPE
+        _CHECK.rank("block_table", block_table, "(batch, max_blocks)")
+    _CHECK.dtype("q", q, FLOAT_DTYPES)
+    fp8_cache = k_cache.dtype == FP8_DTYPE and v_cache.dtype == FP8_DTYPE
     if fp8_cache and q.dtype == torch.float32:
-        _fail("a float8_e4m3fn cache needs a float16 or bfloat16 q, got torch.float32")
+        _CHECK.fail("a float8_e4m3fn cache needs a float16 or bfloat16 q, got torch.float32")
     if not fp8_cache and (k_cache.dtype != q.dtype or v_cache.dtype != q.dtype):
-        _fail(
+        _CHECK.fail(
             f"q, k_cache, v_cache must share one dtype (or both caches be float8_e4m3fn), got "
             f"{q.dtype}, {k_cache.dtype}, {v_cache.dtype}"
         )
-    index_tensors = [("seq_lens", seq_lens)] + ([("block_table", block_table)] if paged else [])
-    for name, t in index_tensors:
-        if t.dtype != torch.int32:
-            _fail(f"{name} dtype must be torch.int32, got {t.dtype}")
-    for name, t in [("k_cache", k_cache), ("v_cache", v_cache), *index_tensors]:
-        if t.device != q.device:
-            _fail(f"{name} is on {t.device} but q is on {q.device}; all must share one device")
-    if q.device.type != "cuda" and not interpreted():
-        _fail(f"tensors must be on a CUDA device, got {q.device}")
-    if q.dtype == torch.bfloat16 and interpreted():
-        # The interpreter's tl.dot multiplies bfloat16 bit patterns as integers.
-        _fail("bfloat16 gives wrong results under the Triton CPU interpreter; use float16/float32")
-    if fp8_cache and q.device.type == "cuda":
-        # Triton converts float8_e4m3fn (fp8e4nv) only from compute capability 8.9 on.
-        capability = torch.cuda.get_device_capability(q.device)
-        problem = fp8_unsupported("cuda", capability, rocm=torch.version.hip is not None)
-        if problem:
-            _fail(f"float8_e4m3fn caches: {problem}")
+    for name, t in {"seq_lens": seq_lens, **tables}.items():
+        _CHECK.dtype(name, t, (torch.int32,))
+    device = _CHECK.device(q=q, k_cache=k_cache, v_cache=v_cache, seq_lens=seq_lens, **tables)
+    _CHECK.dots(q.dtype)
+    if fp8_cache:
+        _CHECK.fp8(device, "float8_e4m3fn caches")
     if k_cache.shape != v_cache.shape:
-        _fail(
+        _CHECK.fail(
             f"k_cache and v_cache shapes differ: {tuple(k_cache.shape)} vs {tuple(v_cache.shape)}"
         )
     batch, heads, head_dim = q.shape
     if k_cache.shape[3] != head_dim:
-        _fail(f"head_dim mismatch: q has {head_dim}, the caches have {k_cache.shape[3]}")
+        _CHECK.fail(f"head_dim mismatch: q has {head_dim}, the caches have {k_cache.shape[3]}")
     if not 1 <= head_dim <= MAX_HEAD_DIM:
-        _fail(f"head_dim {head_dim} unsupported; allowed: 1 to {MAX_HEAD_DIM}")
+        _CHECK.fail(f"head_dim {head_dim} unsupported; allowed: 1 to {MAX_HEAD_DIM}")
     kv_heads = k_cache.shape[2]
     if kv_heads == 0 or heads % kv_heads:
-        _fail(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
+        _CHECK.fail(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
     if seq_lens.shape[0] != batch:
-        _fail(f"seq_lens has {seq_lens.shape[0]} entries for a batch of {batch}")
+        _CHECK.fail(f"seq_lens has {seq_lens.shape[0]} entries for a batch of {batch}")
     if paged and block_table.shape[0] != batch:
-        _fail(f"block_table has {block_table.shape[0]} rows for a batch of {batch}")
+        _CHECK.fail(f"block_table has {block_table.shape[0]} rows for a batch of {batch}")
     if not paged and k_cache.shape[0] != batch:
-        _fail(f"batch mismatch: q has {batch}, the contiguous caches have {k_cache.shape[0]}")
+        _CHECK.fail(f"batch mismatch: q has {batch}, the contiguous caches have {k_cache.shape[0]}")
     if num_splits is not None and (
-        not isinstance(num_splits, int) or not 1 <= num_splits <= MAX_USER_SPLITS
+        isinstance(num_splits, bool)
+        or not isinstance(num_splits, int)
+        or not 1 <= num_splits <= MAX_USER_SPLITS
     ):
-        _fail(
+        _CHECK.fail(
             f"num_splits must be an int in [1, {MAX_USER_SPLITS}], got {num_splits!r}: the merge "
-            "kernel keeps every split's partial output in registers"
+            "kernel reads every split's log-sum-exp at once"
         )
-
-
-def _validate_options(
-    q: torch.Tensor,
-    kv_heads: int,
-    window: int | None,
-    sinks: torch.Tensor | None,
-    k_scale: torch.Tensor | None,
-    v_scale: torch.Tensor | None,
-) -> None:
-    """Checks of the window, the sinks and the dequantisation scales."""
     if window is not None and (
         isinstance(window, bool) or not isinstance(window, int) or window < 1
     ):
-        _fail(f"window must be None or an int >= 1 (cached tokens the query sees), got {window!r}")
-    if sinks is not None and (problem := sinks_problem(sinks, q)):
-        _fail(problem)
+        _CHECK.fail(
+            f"window must be None or an int >= 1 (cached tokens the query sees), got {window!r}"
+        )
+    if sinks is not None:
+        check_sinks(_CHECK, sinks, heads, device)
     for name, scale in (("k_scale", k_scale), ("v_scale", v_scale)):
-        if scale is None:
-            continue
-        if problem := not_a_tensor(**{name: scale}):
-            _fail(problem)
-        if scale.dtype != torch.float32 or scale.shape not in ((), (1,), (kv_heads,)):
-            _fail(
-                f"{name} must be a float32 tensor of shape (), (1,) (per tensor) or "
-                f"({kv_heads},) (per kv head), got {scale.dtype} of shape {tuple(scale.shape)}"
-            )
-    for name, t in (("k_scale", k_scale), ("v_scale", v_scale)):
-        if t is not None and t.device != q.device:
-            _fail(f"{name} is on {t.device} but q is on {q.device}; all must share one device")
+        if scale is not None:
+            _CHECK.scale(name, scale, ((), (1,), (kv_heads,)), device)
 
 
 def _check_max_seq_len(
@@ -597,12 +564,14 @@ def _check_max_seq_len(
 ) -> int:
     """A caller-given longest length must fit the cache; returns it."""
     capacity = k_cache.shape[1] if block_table is None else block_table.shape[1] * k_cache.shape[1]
-    if not isinstance(max_seq_len, int) or not 0 <= max_seq_len <= capacity:
-        _fail(f"max_seq_len must be an int in [0, {capacity}] (the cache's capacity)")
+    if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int):
+        _CHECK.fail(f"max_seq_len must be an int in [0, {capacity}] (the cache's capacity)")
+    if not 0 <= max_seq_len <= capacity:
+        _CHECK.fail(f"max_seq_len must be an int in [0, {capacity}] (the cache's capacity)")
     return max_seq_len
 
 
-def _validate_lengths(
+def _check_lengths(
     k_cache: torch.Tensor, seq_lens: torch.Tensor, block_table: torch.Tensor | None
 ) -> int:
     """Check lengths and used block-table entries with one host sync; return the longest length.
@@ -623,19 +592,19 @@ def _validate_lengths(
     values = torch.stack(stats).tolist()
     shortest, longest = values[0], values[1]
     if shortest < 0:
-        _fail(f"seq_lens must be >= 0, got a minimum of {shortest}")
+        _CHECK.fail(f"seq_lens must be >= 0, got a minimum of {shortest}")
     if block_table is None:
         if longest > k_cache.shape[1]:
-            _fail(f"seq_lens max {longest} exceeds the cache max_len {k_cache.shape[1]}")
+            _CHECK.fail(f"seq_lens max {longest} exceeds the cache max_len {k_cache.shape[1]}")
         return longest
     capacity = block_table.shape[1] * page_size
     if longest > capacity:
-        _fail(
+        _CHECK.fail(
             f"seq_lens max {longest} exceeds the block table capacity {capacity} "
             f"({block_table.shape[1]} blocks x page_size {page_size})"
         )
     if values[2] < 0 or values[3] >= num_blocks:
-        _fail(
+        _CHECK.fail(
             f"block_table entries in use must lie in [0, {num_blocks}) (the pool's blocks), "
             f"got min {values[2]} and max {values[3]}"
         )
@@ -671,37 +640,39 @@ def decode_attention(
             divides heads; query head h uses kv head h // (heads // kv_heads). q's dtype, or
             float8_e4m3fn with a float16/bfloat16 q.
         v_cache: Same shape, dtype and device as k_cache.
-        seq_lens: (batch,) int32 tokens in each sequence's cache, 0 <= len <= capacity. A
-            zero-length sequence outputs zeros.
+        seq_lens: (batch,) int32 tokens in each sequence's cache, 0 <= len <= capacity, any
+            stride. A zero-length sequence outputs zeros.
         block_table: (batch, max_blocks) int32; token t of sequence b lives at
             k_cache[block_table[b, t // page_size], t % page_size]. None for a contiguous cache.
         sm_scale: Score scale; 1/sqrt(head_dim) when None.
         num_splits: Context splits per sequence; ``choose_num_splits`` decides when None (one
             split under the CPU interpreter).
         max_seq_len: The longest seq_lens entry, when the caller knows it (as FlashAttention's
-            max_seqlen_k). It skips the checks of seq_lens and the block table's entries, which
-            cost a device sync and a few small kernels per call, so that the call can be timed
-            on its own and captured in a CUDA graph; the caller vouches for those values.
+            max_seqlen_k). It skips the checks of seq_lens, the block table's entries and the
+            scales' values, which cost device syncs and a few small kernels per call, so that
+            the call can be timed on its own and captured in a CUDA graph; the caller vouches
+            for those values.
         window: Sliding-window length W >= 1, or None for none: the query (the token at
             position seq_len - 1) sees the tokens [seq_len - W, seq_len), itself and the W - 1
             before it (FlashAttention's window_size=(W - 1, 0)). Older tokens are never read.
         sinks: (heads,) float32 sink logits (gpt-oss), or None: head h's softmax denominator
             gains exp(sinks[h]), a key with no value. Not multiplied by sm_scale.
-        k_scale: float32 key dequantisation scale, shape () or (1,) for the whole cache or
-            (kv_heads,) per kv head, or None for 1: the keys are k_cache · k_scale.
+        k_scale: float32 key dequantisation scale, finite and > 0, shape () or (1,) for the
+            whole cache or (kv_heads,) per kv head, or None for 1: the keys are
+            k_cache · k_scale.
         v_scale: Likewise for the values.
 
     Returns:
         A new contiguous (batch, heads, head_dim) tensor in q's dtype.
     """
-    _validate_static(q, k_cache, v_cache, seq_lens, block_table, num_splits)
-    _validate_options(q, k_cache.shape[2], window, sinks, k_scale, v_scale)
+    _validate(q, k_cache, v_cache, seq_lens, block_table, num_splits, window, sinks, k_scale,
+              v_scale)  # fmt: skip
     if max_seq_len is None:
-        longest = _validate_lengths(k_cache, seq_lens, block_table)
+        longest = _check_lengths(k_cache, seq_lens, block_table)
+        _CHECK.positive(k_scale=k_scale, v_scale=v_scale)
     else:
         longest = _check_max_seq_len(max_seq_len, k_cache, block_table)
     batch, heads, head_dim = q.shape
-    kv_heads = k_cache.shape[2]
     out = torch.empty((batch, heads, head_dim), dtype=q.dtype, device=q.device)
     if out.numel() == 0:
         return out
@@ -709,25 +680,19 @@ def decode_attention(
     span = longest if window is None else min(longest, window)
     if num_splits is None:
         sm_count = 1 if q.device.type != "cuda" else _sm_count(q.device.index or 0)
-        num_splits = choose_num_splits(batch, kv_heads, span, sm_count)
+        num_splits = choose_num_splits(batch, k_cache.shape[2], span, sm_count)
     scale = head_dim**-0.5 if sm_scale is None else float(sm_scale)
     with on_device(q):
         _launch(
-            q,
-            k_cache,
-            v_cache,
-            seq_lens,
-            block_table,
-            out,
-            scale,
-            span,
-            num_splits,
-            window=window,
-            sinks=sinks,
-            k_scale=k_scale,
-            v_scale=v_scale,
-        )
+            q, k_cache, v_cache, seq_lens, out, block_table=block_table, scale=scale, span=span,
+            num_splits=num_splits, window=window, sinks=sinks, k_scale=k_scale, v_scale=v_scale,
+        )  # fmt: skip
     return out
+
+
+def _per_head_stride(scale: torch.Tensor | None) -> int:
+    """0 for one scale for the whole cache, else the stride between kv heads."""
+    return 0 if scale is None or scale.numel() == 1 else scale.stride(0)
 
 
 def _launch(
@@ -735,86 +700,78 @@ def _launch(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     seq_lens: torch.Tensor,
-    block_table: torch.Tensor | None,
     out: torch.Tensor,
+    *,
+    block_table: torch.Tensor | None,
     scale: float,
-    longest: int,
+    span: int,
     num_splits: int,
     window: int | None = None,
     sinks: torch.Tensor | None = None,
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
 ) -> None:
-    """The split kernel into `out` and, with several splits, the merge kernel. longest: the most
+    """The split kernel into `out` and, with several splits, the merge kernel. span: the most
     tokens one sequence's query reads (its length, or the window when shorter)."""
     batch, heads, head_dim = q.shape
     kv_heads = k_cache.shape[2]
-    split = num_splits > 1
-    if split:
+    part_out = part_lse = None
+    if num_splits > 1:
         part_out = torch.empty(
             (batch, heads, num_splits, head_dim), dtype=torch.float32, device=q.device
         )
         part_lse = torch.empty((batch, heads, num_splits), dtype=torch.float32, device=q.device)
-    else:
-        # Never touched: SPLIT=False compiles the partial stores away.
-        part_out = part_lse = out
-    paged = block_table is not None
-    table = block_table if paged else seq_lens
-    table_strides = block_table.stride() if paged else (0, 0)
-    group = heads // kv_heads
-
-    def per_head_stride(t: torch.Tensor | None) -> int:
-        """0 for one scale for the whole cache, else the stride between kv heads."""
-        return 0 if t is None or t.numel() == 1 else t.stride(0)
-
+    table_strides = (0, 0) if block_table is None else block_table.stride()
+    sink_stride = 0 if sinks is None else sinks.stride(0)
     _decode_split_kernel[(batch * kv_heads, num_splits)](
-        q,
-        k_cache,
-        v_cache,
-        table,
-        seq_lens,
-        out,
-        part_out,
-        part_lse,
-        out if sinks is None else sinks,
-        out if k_scale is None else k_scale,
-        out if v_scale is None else v_scale,
-        *q.stride(),
-        *k_cache.stride(),
-        *v_cache.stride(),
-        *table_strides,
-        *out.stride(),
-        per_head_stride(k_scale),
-        per_head_stride(v_scale),
-        kv_heads,
-        group,
-        num_splits,
-        _NO_WINDOW if window is None else min(window, _NO_WINDOW),
-        scale * _LOG2E,
-        _chunk_bucket(longest, num_splits),
+        q_ptr=q,
+        k_ptr=k_cache,
+        v_ptr=v_cache,
+        table_ptr=block_table,
+        lens_ptr=seq_lens,
+        out_ptr=out,
+        part_out_ptr=part_out,
+        part_lse_ptr=part_lse,
+        # With splits the merge folds the sinks in, once per head.
+        sinks_ptr=sinks if part_out is None else None,
+        k_scale_ptr=k_scale,
+        v_scale_ptr=v_scale,
+        **strides(q, "stride_qb", "stride_qh", "stride_qd"),
+        **strides(k_cache, "stride_kp", "stride_ks", "stride_kh", "stride_kd"),
+        **strides(v_cache, "stride_vp", "stride_vs", "stride_vh", "stride_vd"),
+        stride_tb=table_strides[0],
+        stride_ti=table_strides[1],
+        stride_lens=seq_lens.stride(0),
+        **strides(out, "stride_ob", "stride_oh", "stride_od"),
+        stride_sinks=sink_stride,
+        stride_k_scale=_per_head_stride(k_scale),
+        stride_v_scale=_per_head_stride(v_scale),
+        num_kv_heads=kv_heads,
+        group_size=heads // kv_heads,
+        num_splits=num_splits,
+        window=_NO_WINDOW if window is None else min(window, _NO_WINDOW),
+        qk_scale=scale * _LOG2E,
+        CHUNK_BUCKET=_chunk_bucket(span, num_splits),
         HEAD_DIM=head_dim,
         HEAD_PAD=_head_pad(head_dim),
-        BLOCK_H=_block_h(group),
-        PAGE_SIZE=k_cache.shape[1] if paged else 1,
-        PAGED=paged,
-        SPLIT=split,
-        SINKS=sinks is not None and not split,
-        K_SCALED=k_scale is not None,
-        V_SCALED=v_scale is not None,
+        BLOCK_H=_block_h(heads // kv_heads),
+        PAGE_SIZE=1 if block_table is None else k_cache.shape[1],
     )
-    if split:
+    if part_out is not None:
+        block_s = triton.next_power_of_2(num_splits)
         _decode_merge_kernel[(batch * heads,)](
-            part_out,
-            part_lse,
-            out if sinks is None else sinks,
-            out,
-            *out.stride(),
-            heads,
-            num_splits,
+            part_out_ptr=part_out,
+            part_lse_ptr=part_lse,
+            sinks_ptr=sinks,
+            out_ptr=out,
+            stride_sinks=sink_stride,
+            **strides(out, "stride_ob", "stride_oh", "stride_od"),
+            num_heads=heads,
+            num_splits=num_splits,
             HEAD_DIM=head_dim,
             HEAD_PAD=_head_pad(head_dim),
-            BLOCK_S=triton.next_power_of_2(num_splits),
-            SINKS=sinks is not None,
+            BLOCK_S=block_s,
+            MERGE_SPLITS=min(block_s, _MERGE_SPLITS),
         )
 
 

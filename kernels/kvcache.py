@@ -9,13 +9,13 @@ sequence b: ``block_table[b, i // page_size] · page_size + i % page_size``); a 
 a padding token, which is skipped. Slots must be distinct, as an engine's are: with two tokens
 on one slot, which one lands is unspecified.
 
-Dtypes: a float16/bfloat16/float32 cache takes k and v of its own dtype bit for bit. A
-float8_e4m3fn cache takes k and v of any of those dtypes divided by the one-element fp32
-per-tensor scale (``k_scale``, ``v_scale``; the cache then holds x / scale and a reader
-multiplies back), saturated to ±448 so that large values clip instead of becoming NaN, and rounded
-to nearest even. The division is IEEE (``div_rn``) so the result matches PyTorch's bit for bit.
-On a GPU the conversion to fp8 rounds (cvt.rn.satfinite); Triton's CPU interpreter rounds ties
-away from zero and drops the carry into the exponent (126.07 becomes 64), so there the kernel
+Dtypes: a float16/bfloat16/float32 cache takes k and v of its own dtype bit for bit. A float8_e4m3fn
+cache takes k and v of any of those dtypes divided by the one-element fp32 per-tensor scale
+(``k_scale``, ``v_scale``, finite and > 0; the cache then holds x / scale and a reader multiplies
+back), saturated to ±448 so that large values clip instead of becoming NaN (NaN itself stays NaN),
+and rounded to nearest even. The division is IEEE (``div_rn``) so the result matches PyTorch's bit
+for bit. On a GPU the conversion to fp8 rounds (cvt.rn.satfinite); Triton's CPU interpreter rounds
+ties away from zero and drops the carry into the exponent (126.07 becomes 64), so there the kernel
 rounds to the fp8 grid in fp32 itself (``_round_to_e4m3``) and the conversion is exact.
 
 Design: program (t, b) reads token t's slot once and copies head block b, a (BLOCK_H, head_dim)
@@ -24,11 +24,9 @@ nothing (all masked). Every input and cache may have any strides (a k sliced out
 projection, k/v caches that are two halves of one tensor); cache offsets are int64. No
 ``tl.dot``: the interpreter runs every dtype here, fp8 included.
 
-Slots are checked against the pool's size with one device sync unless ``check_slots=False``;
-without the check a slot past the pool is skipped rather than written out of bounds.
-
-``write_kv_torch`` is the plain-PyTorch baseline: index_put of the kept tokens through
-(block, row) index tensors.
+Slots are checked against the pool's size, and fp8 scales for being finite and positive, with
+one device sync unless ``check_slots=False``; without the check a slot past the pool is skipped
+rather than written out of bounds.
 """
 
 from __future__ import annotations
@@ -37,14 +35,14 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import MAX_HEAD_DIM, fp8_unsupported, interpreted, not_a_tensor, on_device
+from kernels import MAX_HEAD_DIM, interpreted, on_device, strides
+from kernels.checks import FLOAT_DTYPES, FP8_DTYPE, Checks
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-FP8_DTYPE = torch.float8_e4m3fn
 # The largest finite float8_e4m3fn value: fp8 writes saturate to ±FP8_MAX.
 FP8_MAX = 448.0
 # Elements of one k (or v) tile: 4 warps, 16 a thread.
 _TILE = 2048
+_WARPS = 4
 
 
 @triton.jit
@@ -60,6 +58,22 @@ def _round_to_e4m3(x):
     magic = ((exponent + 20 + 127) << 23).to(tl.float32, bitcast=True)
     rounded = (tl.abs(x) + magic) - magic
     return tl.where(bits < 0, -rounded, rounded)  # the sign bit, so -0.0 and -tiny give -0
+
+
+@triton.jit
+def _to_e4m3(x, ROUND_IN_FP32: tl.constexpr):
+    """fp32 x, NaN or |x| <= 448, converted to float8_e4m3fn, rounding to nearest even.
+
+    Args:
+        x: The fp32 values.
+        ROUND_IN_FP32: Round on the fp8 grid in fp32 first (_round_to_e4m3), so the conversion
+            only meets exact values, and give NaN its fp8 bits (0x7F) directly: the interpreter's
+            own conversion rounds wrong and turns NaN into 384.
+    """
+    if ROUND_IN_FP32:
+        nan = tl.full(x.shape, 0x7F, tl.uint8).to(tl.float8e4nv, bitcast=True)
+        return tl.where(x != x, nan, _round_to_e4m3(x).to(tl.float8e4nv))
+    return x.to(tl.float8e4nv)
 
 
 @triton.jit
@@ -92,7 +106,6 @@ def _write_kv_kernel(
     capacity,
     BLOCK_H: tl.constexpr,
     BLOCK_D: tl.constexpr,
-    FP8: tl.constexpr,
     FP8_LIMIT: tl.constexpr,
     ROUND_IN_FP32: tl.constexpr,
 ):
@@ -104,8 +117,8 @@ def _write_kv_kernel(
         k_cache_ptr: Key pool, (num_blocks, page_size, kv_heads, head_dim), any strides.
         v_cache_ptr: Value pool, same shape and dtype as the key pool, any strides.
         slot_ptr: (tokens,) int64 slots, block · page_size + row; negative: skip the token.
-        k_scale_ptr: One-element fp32 key scale (FP8 only; any pointer otherwise).
-        v_scale_ptr: One-element fp32 value scale (FP8 only; any pointer otherwise).
+        k_scale_ptr: One-element fp32 key scale of an fp8 pool; None for a 16- or 32-bit one.
+        v_scale_ptr: One-element fp32 value scale of an fp8 pool; None otherwise.
         stride_kt: Elements between tokens of k.
         stride_kh: Elements between heads of k.
         stride_kd: Elements between head-dimension entries of k.
@@ -127,10 +140,10 @@ def _write_kv_kernel(
         capacity: num_blocks · page_size; a slot at or past it is skipped too.
         BLOCK_H: Heads per program, a power of two.
         BLOCK_D: head_dim rounded up to a power of two.
-        FP8: The pools are float8_e4m3fn: divide by the scales and saturate before storing.
-        FP8_LIMIT: The saturation bound, float8_e4m3fn's largest finite value (448).
-        ROUND_IN_FP32: Round to the fp8 grid with fp32 arithmetic before the conversion, which
-            then only has exact values to convert (the interpreter: its own rounding is wrong).
+        FP8_LIMIT: The saturation bound of fp8 pools, float8_e4m3fn's largest finite value.
+        ROUND_IN_FP32: Round fp8 values to their grid with fp32 arithmetic before the
+            conversion, which then only has exact values to convert (the interpreter: its own
+            rounding is wrong).
     """
     tok = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + tok * stride_s).to(tl.int64)
@@ -144,29 +157,22 @@ def _write_kv_kernel(
     inside = (heads < heads_here) & (dims < head_dim)
     k = tl.load(k_ptr + tok * stride_kt + heads * stride_kh + dims * stride_kd, mask=inside)
     v = tl.load(v_ptr + tok * stride_vt + heads * stride_vh + dims * stride_vd, mask=inside)
-    if FP8:
+    if k_scale_ptr is not None:  # fp8 pools: divide by the scales and saturate
+        # A GPU's max and min return the other operand for NaN: propagate it, or NaN would be
+        # stored as -448.
         k = tl.math.div_rn(k.to(tl.float32), tl.load(k_scale_ptr))
-        k = tl.minimum(tl.maximum(k, -FP8_LIMIT), FP8_LIMIT)
+        k = tl.clamp(k, -FP8_LIMIT, FP8_LIMIT, propagate_nan=tl.PropagateNan.ALL)
         v = tl.math.div_rn(v.to(tl.float32), tl.load(v_scale_ptr))
-        v = tl.minimum(tl.maximum(v, -FP8_LIMIT), FP8_LIMIT)
-        if ROUND_IN_FP32:
-            k = _round_to_e4m3(k)
-            v = _round_to_e4m3(v)
+        v = tl.clamp(v, -FP8_LIMIT, FP8_LIMIT, propagate_nan=tl.PropagateNan.ALL)
+        k = _to_e4m3(k, ROUND_IN_FP32)
+        v = _to_e4m3(v, ROUND_IN_FP32)
     k_dst = k_cache_ptr + block * stride_kcb + row * stride_kcp + heads * stride_kch
     v_dst = v_cache_ptr + block * stride_vcb + row * stride_vcp + heads * stride_vch
     tl.store(k_dst + dims * stride_kcd, k.to(k_cache_ptr.dtype.element_ty), mask=inside)
     tl.store(v_dst + dims * stride_vcd, v.to(v_cache_ptr.dtype.element_ty), mask=inside)
 
 
-def _fail(message: str) -> None:
-    raise ValueError(f"write_kv: {message}")
-
-
-def _check_scale(name: str, scale: object, device: torch.device) -> None:
-    if not isinstance(scale, torch.Tensor) or scale.numel() != 1:
-        _fail(f"{name} must be a one-element tensor (per-tensor scale), got {scale!r:.40}")
-    if scale.dtype != torch.float32 or scale.device != device:
-        _fail(f"{name} must be float32 on {device}, got {scale.dtype} on {scale.device}")
+_CHECK = Checks("write_kv")
 
 
 def _validate(
@@ -179,69 +185,69 @@ def _validate(
     v_scale: torch.Tensor | None,
 ) -> None:
     """Raise ValueError with one line naming the first problem; reads no device data."""
-    named = {"k": k, "v": v, "k_cache": k_cache, "v_cache": v_cache, "slot_mapping": slot_mapping}
-    if problem := not_a_tensor(**named):
-        _fail(problem)
+    _CHECK.tensors(k=k, v=v, k_cache=k_cache, v_cache=v_cache, slot_mapping=slot_mapping)
     if k.dim() != 3 or v.shape != k.shape:
-        _fail(
+        _CHECK.fail(
             f"k and v must be (tokens, kv_heads, head_dim) of one shape, got {tuple(k.shape)} "
             f"and {tuple(v.shape)}"
         )
     if k_cache.dim() != 4 or v_cache.shape != k_cache.shape:
-        _fail(
+        _CHECK.fail(
             "k_cache and v_cache must be (num_blocks, page_size, kv_heads, head_dim) of one "
             f"shape, got {tuple(k_cache.shape)} and {tuple(v_cache.shape)}"
         )
     tokens, kv_heads, head_dim = k.shape
     if k_cache.shape[2:] != (kv_heads, head_dim):
-        _fail(
+        _CHECK.fail(
             f"the caches' (kv_heads, head_dim) {tuple(k_cache.shape[2:])} differ from k's "
             f"{(kv_heads, head_dim)}"
         )
     if not 1 <= head_dim <= MAX_HEAD_DIM:
-        _fail(f"head_dim {head_dim} unsupported; allowed: 1 to {MAX_HEAD_DIM}")
+        _CHECK.fail(f"head_dim {head_dim} unsupported; allowed: 1 to {MAX_HEAD_DIM}")
     if slot_mapping.shape != (tokens,) or slot_mapping.dtype != torch.int64:
-        _fail(
+        _CHECK.fail(
             f"slot_mapping must be ({tokens},) int64, got {tuple(slot_mapping.shape)} "
             f"{slot_mapping.dtype}"
         )
-    if k.dtype not in SUPPORTED_DTYPES or v.dtype != k.dtype:
-        _fail(
-            f"k and v must share one dtype of float16, bfloat16, float32; got {k.dtype}, {v.dtype}"
-        )
+    _CHECK.dtype("k", k, FLOAT_DTYPES)
+    _CHECK.same_dtype(k=k, v=v)
     if v_cache.dtype != k_cache.dtype or k_cache.dtype not in (k.dtype, FP8_DTYPE):
-        _fail(
+        _CHECK.fail(
             f"k_cache and v_cache must share k's dtype ({k.dtype}) or float8_e4m3fn, got "
             f"{k_cache.dtype} and {v_cache.dtype}"
         )
-    for name, t in list(named.items())[1:]:
-        if t.device != k.device:
-            _fail(f"{name} is on {t.device} but k is on {k.device}; all must share one device")
-    if k.device.type != "cuda" and not interpreted():
-        _fail(f"tensors must be on a CUDA device, got {k.device}")
+    device = _CHECK.device(k=k, v=v, k_cache=k_cache, v_cache=v_cache, slot_mapping=slot_mapping)
     if k_cache.dtype != FP8_DTYPE:
         if k_scale is not None or v_scale is not None:
-            _fail(f"k_scale and v_scale apply to float8_e4m3fn caches only, not {k_cache.dtype}")
+            _CHECK.fail(
+                f"k_scale and v_scale apply to float8_e4m3fn caches only, not {k_cache.dtype}"
+            )
         return
-    _check_scale("k_scale", k_scale, k.device)
-    _check_scale("v_scale", v_scale, k.device)
-    if k.device.type == "cuda":
-        capability = torch.cuda.get_device_capability(k.device)
-        problem = fp8_unsupported("cuda", capability, rocm=torch.version.hip is not None)
-        if problem:
-            _fail(f"float8_e4m3fn caches: {problem}")
-
-
-def _check_slots(slot_mapping: torch.Tensor, capacity: int) -> None:
-    """Every slot below the pool's capacity (negative ones are skips), one device sync."""
-    if slot_mapping.numel() == 0:
-        return
-    high = int(slot_mapping.max())
-    if high >= capacity:
-        _fail(
-            f"slot_mapping entries must be < {capacity} (num_blocks x page_size) or negative "
-            f"(skip), got a maximum of {high}"
+    if k_scale is None or v_scale is None:
+        _CHECK.fail(
+            "float8_e4m3fn caches need k_scale and v_scale (what the values are divided by)"
         )
+    _CHECK.scale("k_scale", k_scale, ((), (1,)), device)
+    _CHECK.scale("v_scale", v_scale, ((), (1,)), device)
+    _CHECK.fp8(device, "float8_e4m3fn caches")
+
+
+def _check_values(
+    slot_mapping: torch.Tensor,
+    capacity: int,
+    k_scale: torch.Tensor | None,
+    v_scale: torch.Tensor | None,
+) -> None:
+    """Every slot below the pool's capacity (negative ones are skips) and the scales finite and
+    positive."""
+    if slot_mapping.numel():
+        high = int(slot_mapping.max())
+        if high >= capacity:
+            _CHECK.fail(
+                f"slot_mapping entries must be < {capacity} (num_blocks x page_size) or "
+                f"negative (skip), got a maximum of {high}"
+            )
+    _CHECK.positive(k_scale=k_scale, v_scale=v_scale)
 
 
 def write_kv(
@@ -268,57 +274,56 @@ def write_kv(
         k_scale: One-element float32 tensor, for a float8_e4m3fn cache only (then required):
             the cache holds k / k_scale, saturated to ±448.
         v_scale: Likewise for v.
-        check_slots: Check the slots against the pool's size (one device sync). False skips
-            it, so the call can be timed alone or captured in a CUDA graph; a slot past the
-            pool is then skipped.
+        check_slots: Check the slots against the pool's size and the scales for being finite
+            and > 0 (one device sync). False skips both, so the call can be timed alone or
+            captured in a CUDA graph; the caller vouches for the scales, and a slot past the
+            pool is skipped.
     """
     _validate(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale)
     num_blocks, page_size = k_cache.shape[:2]
     capacity = num_blocks * page_size
     if check_slots:
-        _check_slots(slot_mapping, capacity)
-    tokens, kv_heads, head_dim = k.shape
-    if tokens == 0 or kv_heads == 0 or capacity == 0:
-        return
-    fp8 = k_cache.dtype == FP8_DTYPE
-    block_d = triton.next_power_of_2(head_dim)
-    block_h = min(triton.next_power_of_2(kv_heads), max(1, _TILE // block_d))
-    grid = (tokens, triton.cdiv(kv_heads, block_h))
-    with on_device(k):
-        _write_kv_kernel[grid](
-            k, v, k_cache, v_cache, slot_mapping, k_scale if fp8 else slot_mapping,
-            v_scale if fp8 else slot_mapping, *k.stride(), *v.stride(), *k_cache.stride(),
-            *v_cache.stride(), slot_mapping.stride(0), kv_heads, head_dim, page_size, capacity,
-            BLOCK_H=block_h, BLOCK_D=block_d, FP8=fp8, FP8_LIMIT=FP8_MAX,
-            ROUND_IN_FP32=fp8 and interpreted(), num_warps=4,
-        )  # fmt: skip
+        _check_values(slot_mapping, capacity, k_scale, v_scale)
+    tokens, kv_heads, _ = k.shape
+    if tokens and kv_heads and capacity:
+        _launch(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale)
 
 
-def _to_cache(x: torch.Tensor, cache: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """x as the cache stores it: itself, or x / scale saturated and rounded to fp8."""
-    if cache.dtype != FP8_DTYPE:
-        return x
-    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
-
-
-def write_kv_torch(
+def _launch(
     k: torch.Tensor,
     v: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
-    *,
-    k_scale: torch.Tensor | None = None,
-    v_scale: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None,
+    v_scale: torch.Tensor | None,
 ) -> None:
-    """Baseline: the same in-place write with plain PyTorch indexing.
-
-    Selecting the kept tokens (slot >= 0) costs a device sync and a gather; then one index_put
-    per cache through (block, row) index tensors, which works for caches of any strides. fp8
-    caches get the same scaling, saturation and rounding as :func:`write_kv`.
-    """
-    keep = slot_mapping >= 0
-    slots = slot_mapping[keep]
-    blocks, rows = slots // k_cache.shape[1], slots % k_cache.shape[1]
-    k_cache[blocks, rows] = _to_cache(k[keep], k_cache, k_scale)
-    v_cache[blocks, rows] = _to_cache(v[keep], v_cache, v_scale)
+    """The kernel over every token into the pools; tokens, heads and pool at least 1."""
+    tokens, kv_heads, head_dim = k.shape
+    num_blocks, page_size = k_cache.shape[:2]
+    block_d = triton.next_power_of_2(head_dim)
+    block_h = min(triton.next_power_of_2(kv_heads), max(1, _TILE // block_d))
+    with on_device(k):
+        _write_kv_kernel[(tokens, triton.cdiv(kv_heads, block_h))](
+            k_ptr=k,
+            v_ptr=v,
+            k_cache_ptr=k_cache,
+            v_cache_ptr=v_cache,
+            slot_ptr=slot_mapping,
+            k_scale_ptr=k_scale,
+            v_scale_ptr=v_scale,
+            **strides(k, "stride_kt", "stride_kh", "stride_kd"),
+            **strides(v, "stride_vt", "stride_vh", "stride_vd"),
+            **strides(k_cache, "stride_kcb", "stride_kcp", "stride_kch", "stride_kcd"),
+            **strides(v_cache, "stride_vcb", "stride_vcp", "stride_vch", "stride_vcd"),
+            stride_s=slot_mapping.stride(0),
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+            page_size=page_size,
+            capacity=num_blocks * page_size,
+            BLOCK_H=block_h,
+            BLOCK_D=block_d,
+            FP8_LIMIT=FP8_MAX,
+            ROUND_IN_FP32=interpreted(),
+            num_warps=_WARPS,
+        )

@@ -1,13 +1,13 @@
 """Triton GEMM: C = A·B for fp16, bf16 and fp32, plus a per-tensor-scaled fp8 variant.
 
-Every kernel accumulates in fp32 and writes C in the input dtype (fp8: in ``out_dtype``).
+Every launch accumulates in fp32 and writes C in the input dtype (fp8: in ``out_dtype``).
 fp32 inputs are multiplied in full IEEE fp32 by default; ``allow_tf32=True`` lets tensor cores
 round the inputs to tf32 (10-bit mantissa), which is much faster and about 1e-3 relative error.
 
 Inputs may be strided or transposed views: strides are passed to the kernel, nothing is copied.
 The output is always a fresh row-major tensor.
 
-On a GPU the kernels are autotuned per (M, N, K, dtype, precision); the first call for a new key
+On a GPU the kernel is autotuned per (M, N, K, dtype, precision); the first call for a new key
 benchmarks the surviving configs, so time a warmed-up call. Under the Triton CPU interpreter
 (``kernels.interpreted()``) a single small config is used instead, because benchmarking there
 would only measure the interpreter.
@@ -15,107 +15,82 @@ would only measure the interpreter.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
 
-from kernels import HOPPER_SMEM, fp8_unsupported, interpreted, on_device
+from kernels import HOPPER_SMEM, on_device, strides
+from kernels.autotune import autotune, bucket, config, fitting, meta
+from kernels.checks import FLOAT_DTYPES, FP8_DTYPE, Checks
 
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_FP8_DTYPE = torch.float8_e4m3fn
-_FP8_OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-
-
-def _config(bm: int, bn: int, bk: int, group_m: int, stages: int, warps: int) -> triton.Config:
-    meta = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m}
-    return triton.Config(meta, num_stages=stages, num_warps=warps)
-
+FP8_OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 # Big tiles for large problems, thin ones (BLOCK_M=16) for decode-like M, and BLOCK_K=128
 # tiles that only fit shared memory with 1-byte fp8 operands. Every BLOCK_K is >= 32 because
 # fp8 tl.dot needs K >= 32 and all tiles are >= 16 because tl.dot needs that on NVIDIA.
-_GPU_CONFIGS = [
-    _config(128, 256, 64, 8, 3, 8),
-    _config(256, 128, 64, 8, 3, 8),
-    _config(128, 256, 128, 8, 3, 8),
-    _config(128, 128, 128, 8, 4, 8),
-    _config(128, 128, 32, 8, 4, 4),
-    _config(128, 64, 32, 8, 4, 4),
-    _config(64, 128, 32, 8, 4, 4),
-    _config(64, 64, 64, 8, 4, 4),
-    _config(128, 32, 32, 8, 4, 4),
-    _config(64, 32, 32, 8, 5, 2),
-    _config(32, 64, 32, 8, 5, 2),
-    _config(32, 32, 64, 8, 4, 2),
-    _config(16, 128, 64, 8, 4, 4),
-    _config(16, 64, 64, 8, 4, 2),
-    _config(16, 32, 128, 8, 4, 2),
+GPU_CONFIGS = [
+    config(8, 3, BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8),
+    config(8, 3, BLOCK_M=256, BLOCK_N=128, BLOCK_K=64, GROUP_M=8),
+    config(8, 3, BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=8),
+    config(8, 4, BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8),
+    config(4, 4, BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, GROUP_M=8),
+    config(4, 4, BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8),
+    config(4, 4, BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, GROUP_M=8),
+    config(4, 4, BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, GROUP_M=8),
+    config(4, 4, BLOCK_M=128, BLOCK_N=32, BLOCK_K=32, GROUP_M=8),
+    config(2, 5, BLOCK_M=64, BLOCK_N=32, BLOCK_K=32, GROUP_M=8),
+    config(2, 5, BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, GROUP_M=8),
+    config(2, 4, BLOCK_M=32, BLOCK_N=32, BLOCK_K=64, GROUP_M=8),
+    config(4, 4, BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, GROUP_M=8),
+    config(2, 4, BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=8),
+    config(2, 4, BLOCK_M=16, BLOCK_N=32, BLOCK_K=128, GROUP_M=8),
 ]
-
+# Accumulator elements a thread may hold (BLOCK_M × BLOCK_N over the block's threads), by operand
+# bytes: fp8 keeps two fp32 accumulators (max_num_imprecise_acc promotes one into the other) and
+# IEEE fp32 feeds its FMAs from registers, so that 128 spilled on sm_90 (bench.measure.aot); a
+# 16-bit warp-group MMA holds 128 without.
+_ACC_PER_THREAD = {1: 64, 2: 128, 4: 64}
 # GROUP_M=2 (not 8) so that the small test shapes span several groups, partial ones included,
 # and the grouped tile order is really exercised.
-_INTERPRETER_CONFIGS = [_config(32, 32, 32, 2, 1, 1)]
-
-_CONFIGS = _INTERPRETER_CONFIGS if interpreted() else _GPU_CONFIGS
-
-
-def _meta(config: triton.Config, name: str) -> int:
-    return int(config.kwargs[name])
+INTERPRETER_CONFIG = config(1, 1, BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=2)
 
 
 def _tile_bytes(config: triton.Config, elem_bytes: int) -> int:
-    """Shared memory the pipelined A and B tiles need (conservative: one buffer per stage)."""
-    bm, bn, bk = (_meta(config, n) for n in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+    """Shared memory the pipelined A and B tiles need (one buffer per stage)."""
+    bm, bn, bk = (meta(config, n) for n in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
     return config.num_stages * (bm * bk + bk * bn) * elem_bytes
 
 
-def _select_configs(
+def _select(
     configs: list[triton.Config], m: int, n: int, k: int, elem_bytes: int, max_smem: int | None
 ) -> list[triton.Config]:
-    """Drop configs whose tiles overshoot the problem or do not fit shared memory.
+    """Drop configs whose tiles overshoot the problem, whose accumulator would spill registers
+    or whose tiles do not fit shared memory.
 
     A tile dimension survives if it is no larger than the problem dimension rounded up to a
     power of two (or is the smallest size on offer), so a 1×N problem does not benchmark
-    256-row tiles. Never returns an empty list: if nothing survives, the smallest tile is kept.
+    256-row tiles.
     """
 
     def limit(size: int, name: str) -> int:
-        return max(triton.next_power_of_2(size), min(_meta(c, name) for c in configs))
+        return bucket(size, min(meta(c, name) for c in configs))
 
     lm, ln, lk = limit(m, "BLOCK_M"), limit(n, "BLOCK_N"), limit(k, "BLOCK_K")
-    kept = [
-        c
-        for c in configs
-        if _meta(c, "BLOCK_M") <= lm
-        and _meta(c, "BLOCK_N") <= ln
-        and _meta(c, "BLOCK_K") <= lk
-        and (max_smem is None or _tile_bytes(c, elem_bytes) <= max_smem)
-    ]
-    if kept:
-        return kept
-    return [min(configs, key=lambda c: _tile_bytes(c, elem_bytes))]
+
+    def fits(c: triton.Config) -> bool:
+        bm, bn, bk = (meta(c, n) for n in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+        per_thread = bm * bn // (32 * c.num_warps)
+        return bm <= lm and bn <= ln and bk <= lk and per_thread <= _ACC_PER_THREAD[elem_bytes]
+
+    return fitting(configs, lambda c: _tile_bytes(c, elem_bytes), max_smem, fits)
 
 
-@functools.cache
-def _max_shared_mem(device_index: int) -> int:
-    props = triton.runtime.driver.active.utils.get_device_properties(device_index)
-    return int(props["max_shared_mem"])
-
-
-def _prune_configs(
-    configs: list[triton.Config], named_args: dict, **kwargs: object
-) -> list[triton.Config]:
-    """The autotuner's early_config_prune hook: read the problem off the launch arguments."""
-    a = named_args["a_ptr"]
-    max_smem = None if interpreted() else _max_shared_mem(a.device.index)
-    m, n, k = (int(named_args[name]) for name in ("M", "N", "K"))
-    return _select_configs(configs, m, n, k, a.element_size(), max_smem)
-
-
-_PRUNE = {"early_config_prune": _prune_configs}
+def select(configs: list[triton.Config], args: dict, max_smem: int | None) -> list[triton.Config]:
+    """The autotuner's pruning: read the problem off the launch arguments."""
+    m, n, k = (int(args[name]) for name in ("M", "N", "K"))
+    return _select(configs, m, n, k, args["a_ptr"].element_size(), max_smem)
 
 
 def tuning_configs(
@@ -124,7 +99,7 @@ def tuning_configs(
     """The configs the GPU autotuner compiles and times for an M×N×K problem with operands of
     ``elem_bytes``, on a device with ``max_smem`` bytes of shared memory per block: what sizes
     a GPU run before it starts, also from a machine without one."""
-    return _select_configs(_GPU_CONFIGS, m, n, k, elem_bytes, max_smem)
+    return _select(GPU_CONFIGS, m, n, k, elem_bytes, max_smem)
 
 
 @triton.jit
@@ -216,48 +191,16 @@ def _accumulate(
     return acc
 
 
-@triton.jit
-def _store_tile(
-    c_ptr,
-    acc,
-    M,
-    N,
-    stride_cm,
-    stride_cn,
-    pid_m,
-    pid_n,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """
-    Write a fp32 tile into C, converting to C's dtype and skipping rows/columns outside C.
-
-    Args:
-        c_ptr: Pointer to C, of shape [M, N], any strides.
-        acc: The BLOCK_M × BLOCK_N fp32 tile.
-        M: Rows of C.
-        N: Columns of C.
-        stride_cm: Elements between consecutive rows of C.
-        stride_cn: Elements between consecutive columns of C.
-        pid_m: Tile row index.
-        pid_n: Tile column index.
-        BLOCK_M: Rows per tile.
-        BLOCK_N: Columns per tile.
-    """
-    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    c_ptrs = c_ptr + rows[:, None] * stride_cm + cols[None, :] * stride_cn
-    mask = (rows[:, None] < M) & (cols[None, :] < N)
-    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
-
-
-# Precision changes the best tile (fp32 IEEE dots run on FMA units, not tensor cores).
-@triton.autotune(configs=_CONFIGS, key=["M", "N", "K", "INPUT_PRECISION"], prune_configs_by=_PRUNE)
+# Precision changes the best tile (fp32 IEEE dots run on FMA units, not tensor cores); the
+# autotuner adds the operands' dtypes to the key itself.
+@autotune(GPU_CONFIGS, INTERPRETER_CONFIG, key=["M", "N", "K", "INPUT_PRECISION"], select=select)
 @triton.jit
 def _matmul_kernel(
     a_ptr,
     b_ptr,
     c_ptr,
+    scale_a_ptr,
+    scale_b_ptr,
     M,
     N,
     K,
@@ -274,12 +217,15 @@ def _matmul_kernel(
     GROUP_M: tl.constexpr,
 ):
     """
-    C = A·B with fp32 accumulation; one program per BLOCK_M × BLOCK_N tile of C.
+    C = A·B with fp32 accumulation, times scale_a·scale_b when they are given (fp8); one
+    program per BLOCK_M × BLOCK_N tile of C.
 
     Args:
-        a_ptr: Pointer to A, of shape [M, K], fp16/bf16/fp32, any strides.
+        a_ptr: Pointer to A, of shape [M, K], fp16/bf16/fp32 or float8_e4m3fn, any strides.
         b_ptr: Pointer to B, of shape [K, N], same dtype as A, any strides.
         c_ptr: Pointer to the output C, of shape [M, N]; written in its own dtype.
+        scale_a_ptr: A's one-element fp32 dequantisation scale (fp8), or None for none.
+        scale_b_ptr: B's one-element fp32 dequantisation scale (fp8), or None for none.
         M: Rows of A and C; >= 1.
         N: Columns of B and C; >= 1.
         K: Inner dimension; >= 1.
@@ -289,119 +235,98 @@ def _matmul_kernel(
         stride_bn: Elements between consecutive columns of B.
         stride_cm: Elements between consecutive rows of C.
         stride_cn: Elements between consecutive columns of C.
-        INPUT_PRECISION: tl.dot input precision: "ieee" (exact fp32 products) or "tf32".
+        INPUT_PRECISION: tl.dot input precision: "ieee" (exact fp32 products) or "tf32"; None
+            for fp8.
         BLOCK_M: Rows per tile (autotuned).
         BLOCK_N: Columns per tile (autotuned).
         BLOCK_K: Inner-dimension step (autotuned).
         GROUP_M: Tile rows per L2-friendly band (autotuned).
     """
     pid_m, pid_n = _tile_coords(M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    acc = _accumulate(
-        a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, pid_m, pid_n,
-        INPUT_PRECISION, None, BLOCK_M, BLOCK_N, BLOCK_K,
-    )  # fmt: skip
-    _store_tile(c_ptr, acc, M, N, stride_cm, stride_cn, pid_m, pid_n, BLOCK_M, BLOCK_N)
-
-
-@triton.autotune(configs=_CONFIGS, key=["M", "N", "K"], prune_configs_by=_PRUNE)
-@triton.jit
-def _matmul_fp8_kernel(
-    a_ptr,
-    b_ptr,
-    c_ptr,
-    scale_a_ptr,
-    scale_b_ptr,
-    M,
-    N,
-    K,
-    stride_am,
-    stride_ak,
-    stride_bk,
-    stride_bn,
-    stride_cm,
-    stride_cn,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr,
-):
-    """
-    C = (A·B)·scale_a·scale_b for fp8 A and B, accumulated in fp32.
-
-    Args:
-        a_ptr: Pointer to A, of shape [M, K], float8_e4m3fn, any strides.
-        b_ptr: Pointer to B, of shape [K, N], float8_e4m3fn, any strides.
-        c_ptr: Pointer to the output C, of shape [M, N]; written in its own dtype.
-        scale_a_ptr: Pointer to A's per-tensor fp32 dequantisation scale (one element).
-        scale_b_ptr: Pointer to B's per-tensor fp32 dequantisation scale (one element).
-        M: Rows of A and C; >= 1.
-        N: Columns of B and C; >= 1.
-        K: Inner dimension; >= 1.
-        stride_am: Elements between consecutive rows of A.
-        stride_ak: Elements between consecutive columns of A.
-        stride_bk: Elements between consecutive rows of B.
-        stride_bn: Elements between consecutive columns of B.
-        stride_cm: Elements between consecutive rows of C.
-        stride_cn: Elements between consecutive columns of C.
-        BLOCK_M: Rows per tile (autotuned).
-        BLOCK_N: Columns per tile (autotuned).
-        BLOCK_K: Inner-dimension step (autotuned).
-        GROUP_M: Tile rows per L2-friendly band (autotuned).
-    """
-    pid_m, pid_n = _tile_coords(M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    # Hopper's fp8 MMAs accumulate with fewer bits than fp32 (Triton's default there never
-    # promotes). Promoting into the fp32 accumulator once per BLOCK_K keeps the error near
-    # torch._scaled_mm's default, precise-accumulation mode; other GPUs ignore the setting.
-    acc = _accumulate(
-        a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, pid_m, pid_n,
-        None, BLOCK_K, BLOCK_M, BLOCK_N, BLOCK_K,
-    )  # fmt: skip
-    # Scaling once after the K loop is exact-equivalent to scaling the inputs and far cheaper.
-    acc = acc * (tl.load(scale_a_ptr) * tl.load(scale_b_ptr))
-    _store_tile(c_ptr, acc, M, N, stride_cm, stride_cn, pid_m, pid_n, BLOCK_M, BLOCK_N)
-
-
-def _device_problem(a: torch.Tensor, b: torch.Tensor) -> str | None:
-    if a.device != b.device:
-        return f"inputs are on different devices ({a.device} and {b.device}); use one device"
-    if a.device.type == "cuda" or (a.device.type == "cpu" and interpreted()):
-        return None
-    return (
-        f"inputs are on {a.device}; allowed: CUDA tensors "
-        "(CPU tensors only under the Triton interpreter, TRITON_INTERPRET=1)"
-    )
-
-
-def _shape_problem(a: torch.Tensor, b: torch.Tensor) -> str | None:
-    if a.dim() != 2 or b.dim() != 2:
-        return f"inputs must be 2-D, got a.dim()={a.dim()} and b.dim()={b.dim()}"
-    if a.shape[1] != b.shape[0]:
-        return (
-            f"inner dimensions differ: a is {tuple(a.shape)}, b is {tuple(b.shape)}; "
-            "need a.shape[1] == b.shape[0]"
-        )
-    return None
-
-
-def _dtype_problem(
-    a: torch.Tensor, b: torch.Tensor, allowed: tuple[torch.dtype, ...]
-) -> str | None:
-    names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
-    if a.dtype != b.dtype:
-        return f"inputs have different dtypes ({a.dtype} and {b.dtype}); need one of {names}"
-    if a.dtype not in allowed:
-        return f"unsupported dtype {a.dtype}; allowed: {names}"
-    return None
-
-
-def _check(problem: str | None, fn: str) -> None:
-    if problem is not None:
-        raise ValueError(f"{fn}: {problem}")
+    if scale_a_ptr is not None:
+        # Hopper's fp8 MMAs accumulate with fewer bits than fp32 (Triton's default there never
+        # promotes). Promoting into the fp32 accumulator once per BLOCK_K keeps the error near
+        # torch._scaled_mm's default, precise-accumulation mode; other GPUs ignore the setting.
+        acc = _accumulate(
+            a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, pid_m, pid_n,
+            INPUT_PRECISION, BLOCK_K, BLOCK_M, BLOCK_N, BLOCK_K,
+        )  # fmt: skip
+        # Scaling once after the K loop is exact-equivalent to scaling the inputs and far cheaper.
+        acc = acc * (tl.load(scale_a_ptr) * tl.load(scale_b_ptr))
+    else:
+        acc = _accumulate(
+            a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, pid_m, pid_n,
+            INPUT_PRECISION, None, BLOCK_M, BLOCK_N, BLOCK_K,
+        )  # fmt: skip
+    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    c_ptrs = c_ptr + rows[:, None] * stride_cm + cols[None, :] * stride_cn
+    mask = (rows[:, None] < M) & (cols[None, :] < N)
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
 def _grid(m: int, n: int) -> Callable[[dict], tuple[int]]:
     # Triton calls this with the chosen config, so the tile count follows the tile size.
     return lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+
+
+def _launch(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    *,
+    precision: str | None,
+    scale_a: torch.Tensor | None = None,
+    scale_b: torch.Tensor | None = None,
+) -> None:
+    """C = A·B (·scale_a·scale_b) into c; M, N and K at least 1."""
+    (m, k), n = a.shape, b.shape[1]
+    _matmul_kernel[_grid(m, n)](
+        a_ptr=a,
+        b_ptr=b,
+        c_ptr=c,
+        scale_a_ptr=scale_a,
+        scale_b_ptr=scale_b,
+        M=m,
+        N=n,
+        K=k,
+        **strides(a, "stride_am", "stride_ak"),
+        **strides(b, "stride_bk", "stride_bn"),
+        **strides(c, "stride_cm", "stride_cn"),
+        INPUT_PRECISION=precision,
+    )
+
+
+def _check_operands(
+    check: Checks, a: torch.Tensor, b: torch.Tensor, allowed: tuple[torch.dtype, ...]
+) -> torch.device:
+    check.tensors(a=a, b=b)
+    check.rank("a", a, "(M, K)")
+    check.rank("b", b, "(K, N)")
+    if a.shape[1] != b.shape[0]:
+        check.fail(
+            f"inner dimensions differ: a is {tuple(a.shape)}, b is {tuple(b.shape)}; "
+            "need a.shape[1] == b.shape[0]"
+        )
+    check.dtype("a", a, allowed)
+    check.same_dtype(a=a, b=b)
+    return check.device(a=a, b=b)
+
+
+def _product(
+    a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, launch: Callable
+) -> torch.Tensor:
+    """A new (M, N) C of dtype, filled by launch(c) unless the product is empty (K == 0: 0)."""
+    (m, k), n = a.shape, b.shape[1]
+    if m == 0 or n == 0 or k == 0:
+        return torch.zeros((m, n), dtype=dtype, device=a.device)
+    c = torch.empty((m, n), dtype=dtype, device=a.device)
+    with on_device(a):
+        launch(c)
+    return c
+
+
+_MATMUL = Checks("matmul")
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, *, allow_tf32: bool = False) -> torch.Tensor:
@@ -415,61 +340,13 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, allow_tf32: bool = False) -> tor
         ValueError: on non-2-D inputs, mismatched inner dimensions, mixed or unsupported
             dtypes (bfloat16 too under the CPU interpreter), or unsupported/mixed devices.
     """
-    _check(_shape_problem(a, b), "matmul")
-    _check(_dtype_problem(a, b, _DTYPES), "matmul")
-    _check(_device_problem(a, b), "matmul")
-    if interpreted() and a.dtype == torch.bfloat16:
-        # The interpreter keeps bf16 as raw uint16 and its tl.dot multiplies those integers.
-        _check(
-            "bfloat16 gives wrong results under the Triton CPU interpreter; "
-            "use float16/float32 there, or a GPU",
-            "matmul",
-        )
-    (m, k), n = a.shape, b.shape[1]
-    if m == 0 or n == 0 or k == 0:
-        return torch.zeros((m, n), dtype=a.dtype, device=a.device)
-    c = torch.empty((m, n), dtype=a.dtype, device=a.device)
+    _check_operands(_MATMUL, a, b, FLOAT_DTYPES)
+    _MATMUL.dots(a.dtype)
     precision = "tf32" if allow_tf32 or a.dtype != torch.float32 else "ieee"
-    with on_device(a):
-        _matmul_kernel[_grid(m, n)](
-            a, b, c, m, n, k, *a.stride(), *b.stride(), *c.stride(), INPUT_PRECISION=precision
-        )
-    return c
+    return _product(a, b, a.dtype, lambda c: _launch(a, b, c, precision=precision))
 
 
-def fp8_supported(device: torch.device | str) -> str | None:
-    """None if :func:`matmul_fp8` can run on ``device``, else the reason it cannot."""
-    device = torch.device(device)
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return fp8_unsupported(device.type, None)
-    capability = torch.cuda.get_device_capability(device)
-    return fp8_unsupported("cuda", capability, rocm=torch.version.hip is not None)
-
-
-def _scale_problem(scale: torch.Tensor, name: str, device: torch.device) -> str | None:
-    if not isinstance(scale, torch.Tensor) or scale.numel() != 1:
-        return f"{name} must be a one-element tensor (per-tensor scale)"
-    if scale.dtype != torch.float32 or scale.device != device:
-        return f"{name} must be float32 on {device}, got {scale.dtype} on {scale.device}"
-    return None
-
-
-def _launch_fp8(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    scale_a: torch.Tensor,
-    scale_b: torch.Tensor,
-    out_dtype: torch.dtype,
-) -> torch.Tensor:
-    (m, k), n = a.shape, b.shape[1]
-    if m == 0 or n == 0 or k == 0:
-        return torch.zeros((m, n), dtype=out_dtype, device=a.device)
-    c = torch.empty((m, n), dtype=out_dtype, device=a.device)
-    with on_device(a):
-        _matmul_fp8_kernel[_grid(m, n)](
-            a, b, c, scale_a, scale_b, m, n, k, *a.stride(), *b.stride(), *c.stride()
-        )  # fmt: skip
-    return c
+_MATMUL_FP8 = Checks("matmul_fp8")
 
 
 def matmul_fp8(
@@ -479,24 +356,33 @@ def matmul_fp8(
     scale_b: torch.Tensor,
     *,
     out_dtype: torch.dtype = torch.bfloat16,
+    check_scales: bool = True,
 ) -> torch.Tensor:
     """C = (A·B)·scale_a·scale_b for float8_e4m3fn A, B and one-element float32 scales.
 
-    Same maths as ``torch._scaled_mm`` with per-tensor scales, but B may have any layout.
-    Accumulates in fp32; C is ``out_dtype`` (bfloat16, float16 or float32).
-    Needs a CUDA device of compute capability >= 8.9 (see :func:`fp8_supported`).
+    Same maths as ``torch._scaled_mm`` with per-tensor scales, but A and B may have any layout.
+    Accumulates in fp32; C is ``out_dtype`` (bfloat16, float16 or float32). Needs a CUDA device
+    of compute capability >= 8.9, or Triton's interpreter.
+
+    Args:
+        check_scales: Check that the scales are finite and > 0 (one device sync). False skips
+            it, so the call can be timed alone or captured in a CUDA graph; the caller vouches
+            for them.
 
     Raises:
         ValueError: on bad shapes, dtypes, scales, or a device without fp8 support.
     """
-    _check(_shape_problem(a, b), "matmul_fp8")
-    _check(_dtype_problem(a, b, (_FP8_DTYPE,)), "matmul_fp8")
-    if a.device != b.device:
-        _check(_device_problem(a, b), "matmul_fp8")
-    _check(fp8_supported(a.device), "matmul_fp8")
-    _check(_scale_problem(scale_a, "scale_a", a.device), "matmul_fp8")
-    _check(_scale_problem(scale_b, "scale_b", a.device), "matmul_fp8")
-    if out_dtype not in _FP8_OUT_DTYPES:
-        names = ", ".join(str(d).removeprefix("torch.") for d in _FP8_OUT_DTYPES)
-        _check(f"unsupported out_dtype {out_dtype}; allowed: {names}", "matmul_fp8")
-    return _launch_fp8(a, b, scale_a, scale_b, out_dtype)
+    device = _check_operands(_MATMUL_FP8, a, b, (FP8_DTYPE,))
+    _MATMUL_FP8.fp8(device, "fp8 GEMMs")
+    _MATMUL_FP8.scale("scale_a", scale_a, ((), (1,)), device)
+    _MATMUL_FP8.scale("scale_b", scale_b, ((), (1,)), device)
+    if out_dtype not in FP8_OUT_DTYPES:
+        _MATMUL_FP8.fail(f"unsupported out_dtype {out_dtype}; allowed: bfloat16, float16, float32")
+    if check_scales:
+        _MATMUL_FP8.positive(scale_a=scale_a, scale_b=scale_b)
+    return _product(
+        a,
+        b,
+        out_dtype,
+        lambda c: _launch(a, b, c, precision=None, scale_a=scale_a, scale_b=scale_b),
+    )

@@ -7,10 +7,11 @@ Reading both inputs and writing both outputs in one pass is the fusion serving e
 (vLLM's fused_add_rms_norm); unlike theirs, this kernel writes new tensors instead of updating
 its inputs in place, so repeated calls on the same inputs give the same result.
 
-One program per row holds the whole row (a block of the hidden size rounded up to a power of
-two, at most ``kernels.MAX_HIDDEN``), sums the squares in fp32 and normalises the residual as
-rounded to the input dtype, which is what the next layer reads. No ``tl.dot``: it runs in
-Triton's interpreter in bf16 too. Rows and columns may have any
+One program per row sums the squares in fp32 and normalises the residual as rounded to the input
+dtype, which is what the next layer reads. A row of up to ``MAX_BLOCK`` elements (Llama-3.1-405B's
+hidden size) stays in registers between the two; a wider one is summed block by block while h is
+written, and h is read back to be normalised, since holding it whole would spill registers.
+No ``tl.dot``: it runs in Triton's interpreter in bf16 too. Rows and columns may have any
 strides; float16, bfloat16 and float32.
 """
 
@@ -20,9 +21,55 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import MAX_HIDDEN, not_a_tensor, on_device
+from kernels import on_device, strides
+from kernels.checks import FLOAT_DTYPES, Checks
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# The widest row one block holds in registers: 16 warps, 32 elements of each of x, residual and
+# weight a thread, which compiles without spills for sm_90 and sm_100 (bench.measure.aot).
+MAX_BLOCK = 16384
+# Elements a warp covers: 16 a thread. Warps grow with the block up to 16 (512 threads).
+_WARP_ELEMENTS = 512
+_MAX_WARPS = 16
+
+
+@triton.jit
+def _residual(x_ptr, res_ptr, h_ptr, cols, inside, stride_xn, stride_rn, row_of_h):
+    """h = x + residual for some columns of one row, rounded to h's dtype and stored; returned
+    in fp32.
+
+    Args:
+        x_ptr: The row's first element of x.
+        res_ptr: The row's first element of the residual.
+        h_ptr: The start of h, contiguous (rows, hidden).
+        cols: Column indices.
+        inside: Which columns lie inside the row.
+        stride_xn: Elements between columns of x.
+        stride_rn: Elements between columns of the residual.
+        row_of_h: Offset of this row in h.
+    """
+    x = tl.load(x_ptr + cols * stride_xn, mask=inside, other=0.0)
+    r = tl.load(res_ptr + cols * stride_rn, mask=inside, other=0.0)
+    h = (x.to(tl.float32) + r.to(tl.float32)).to(h_ptr.dtype.element_ty)
+    tl.store(h_ptr + row_of_h + cols, h, mask=inside)
+    return h.to(tl.float32)
+
+
+@triton.jit
+def _normalise(h, inv_rms, w_ptr, y_ptr, cols, inside, stride_w, row_of_y):
+    """y = h·inv_rms·w for some columns of one row, stored in y's dtype.
+
+    Args:
+        h: fp32 values of h at cols.
+        inv_rms: The row's 1 / sqrt(mean(h²) + eps).
+        w_ptr: Norm weight, (hidden,).
+        y_ptr: The start of y, contiguous (rows, hidden).
+        cols: Column indices.
+        inside: Which columns lie inside the row.
+        stride_w: Elements between entries of the weight.
+        row_of_y: Offset of this row in y.
+    """
+    w = tl.load(w_ptr + cols * stride_w, mask=inside, other=0.0).to(tl.float32)
+    tl.store(y_ptr + row_of_y + cols, (h * inv_rms * w).to(y_ptr.dtype.element_ty), mask=inside)
 
 
 @triton.jit
@@ -40,6 +87,7 @@ def _add_rmsnorm_kernel(
     hidden,
     eps,
     BLOCK: tl.constexpr,
+    WHOLE_ROW: tl.constexpr,
 ):
     """One program: one row of h = x + residual and y = RMSNorm(h)·w.
 
@@ -56,45 +104,41 @@ def _add_rmsnorm_kernel(
         stride_w: Elements between entries of the weight.
         hidden: Row length.
         eps: Added to the mean square before the reciprocal square root.
-        BLOCK: hidden rounded up to a power of two.
+        BLOCK: Columns per block, a power of two.
+        WHOLE_ROW: The row fits one block: h stays in registers instead of being read back.
     """
     row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * stride_xm
+    res_row = res_ptr + row * stride_rm
+    offset = row * hidden
     cols = tl.arange(0, BLOCK)
-    inside = cols < hidden
-    x = tl.load(x_ptr + row * stride_xm + cols * stride_xn, mask=inside, other=0.0)
-    r = tl.load(res_ptr + row * stride_rm + cols * stride_rn, mask=inside, other=0.0)
-    h = (x.to(tl.float32) + r.to(tl.float32)).to(h_ptr.dtype.element_ty)
-    tl.store(h_ptr + row * hidden + cols, h, mask=inside)
-    h = h.to(tl.float32)
-    inv_rms = tl.rsqrt(tl.sum(h * h, axis=0) / hidden + eps)
-    w = tl.load(w_ptr + cols * stride_w, mask=inside, other=0.0).to(tl.float32)
-    tl.store(y_ptr + row * hidden + cols, (h * inv_rms * w).to(y_ptr.dtype.element_ty), mask=inside)
+    if WHOLE_ROW:
+        inside = cols < hidden
+        h = _residual(x_row, res_row, h_ptr, cols, inside, stride_xn, stride_rn, offset)
+        inv_rms = tl.rsqrt(tl.sum(h * h, axis=0) / hidden + eps)
+        _normalise(h, inv_rms, w_ptr, y_ptr, cols, inside, stride_w, offset)
+    else:
+        squares = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, hidden, BLOCK):
+            inside = start + cols < hidden
+            h = _residual(
+                x_row + start * stride_xn, res_row + start * stride_rn, h_ptr, cols, inside,
+                stride_xn, stride_rn, offset + start,
+            )  # fmt: skip
+            squares += h * h
+        inv_rms = tl.rsqrt(tl.sum(squares, axis=0) / hidden + eps)
+        # The compiler may lay out the loads below unlike the stores above, so that a thread
+        # reads h another stored: the barrier makes the block's stores visible to all of it.
+        tl.debug_barrier()
+        for start in range(0, hidden, BLOCK):
+            inside = start + cols < hidden
+            h = tl.load(h_ptr + offset + start + cols, mask=inside, other=0.0).to(tl.float32)
+            _normalise(
+                h, inv_rms, w_ptr + start * stride_w, y_ptr, cols, inside, stride_w, offset + start
+            )
 
 
-def _fail(message: str) -> None:
-    raise ValueError(f"add_rmsnorm: {message}")
-
-
-def _validate(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor) -> None:
-    """Raise ValueError with one line naming the first problem with the inputs."""
-    if problem := not_a_tensor(x=x, residual=residual, weight=weight):
-        _fail(problem)
-    if x.dim() != 2 or residual.shape != x.shape:
-        _fail(
-            f"x and residual must be (rows, hidden) of one shape, got {tuple(x.shape)} and "
-            f"{tuple(residual.shape)}"
-        )
-    if weight.shape != (x.shape[1],):
-        _fail(f"weight must be ({x.shape[1]},), got {tuple(weight.shape)}")
-    if x.dtype not in SUPPORTED_DTYPES or residual.dtype != x.dtype or weight.dtype != x.dtype:
-        _fail(
-            f"x, residual and weight must share one dtype of float16, bfloat16, float32; got "
-            f"{x.dtype}, {residual.dtype}, {weight.dtype}"
-        )
-    if residual.device != x.device or weight.device != x.device:
-        _fail(f"inputs must be on one device, got {x.device}, {residual.device}, {weight.device}")
-    if not 1 <= x.shape[1] <= MAX_HIDDEN:
-        _fail(f"hidden size {x.shape[1]} unsupported; allowed: 1 to {MAX_HIDDEN}")
+_CHECK = Checks("add_rmsnorm")
 
 
 def add_rmsnorm(
@@ -103,26 +147,59 @@ def add_rmsnorm(
     """Residual add then RMSNorm: returns (y, h), h = x + residual, y = RMSNorm(h)·weight.
 
     Args:
-        x: (rows, hidden) float16/bfloat16/float32, any strides; rows may be 0.
+        x: (rows, hidden) float16/bfloat16/float32, any strides; rows may be 0, hidden >= 1.
         residual: Same shape, dtype and device as x, any strides.
-        weight: (hidden,), same dtype and device.
+        weight: (hidden,), same dtype and device, any stride.
         eps: Added to the mean square (Llama's rms_norm_eps is 1e-5).
 
     Returns:
         y and h, new contiguous (rows, hidden) tensors in x's dtype.
     """
-    _validate(x, residual, weight)
-    rows, hidden = x.shape
-    y = torch.empty((rows, hidden), dtype=x.dtype, device=x.device)
+    _CHECK.tensors(x=x, residual=residual, weight=weight)
+    _CHECK.rank("x", x, "(rows, hidden)")
+    if residual.shape != x.shape:
+        _CHECK.fail(
+            f"x and residual must be (rows, hidden) of one shape, got {tuple(x.shape)} and "
+            f"{tuple(residual.shape)}"
+        )
+    if weight.shape != (x.shape[1],):
+        _CHECK.fail(f"weight must be ({x.shape[1]},), got {tuple(weight.shape)}")
+    if x.shape[1] == 0:
+        _CHECK.fail("hidden size 0 unsupported: the mean square of an empty row is undefined")
+    _CHECK.dtype("x", x, FLOAT_DTYPES)
+    _CHECK.same_dtype(x=x, residual=residual, weight=weight)
+    _CHECK.device(x=x, residual=residual, weight=weight)
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     h = torch.empty_like(y)
-    if rows == 0:
-        return y, h
-    block = triton.next_power_of_2(hidden)
-    # One warp per 512 elements (16 a thread) up to 16 warps; wider rows give each thread more.
-    warps = min(max(block // 512, 1), 16)
+    if x.shape[0]:
+        _launch(x, residual, weight, y, h, eps)
+    return y, h
+
+
+def _launch(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    weight: torch.Tensor,
+    y: torch.Tensor,
+    h: torch.Tensor,
+    eps: float,
+) -> None:
+    """The kernel over every row of x into y and h (contiguous), rows >= 1."""
+    rows, hidden = x.shape
+    block = min(triton.next_power_of_2(hidden), MAX_BLOCK)
     with on_device(x):
         _add_rmsnorm_kernel[(rows,)](
-            x, residual, weight, y, h, *x.stride(), *residual.stride(), weight.stride(0),
-            hidden, eps, BLOCK=block, num_warps=warps,
-        )  # fmt: skip
-    return y, h
+            x_ptr=x,
+            res_ptr=residual,
+            w_ptr=weight,
+            y_ptr=y,
+            h_ptr=h,
+            **strides(x, "stride_xm", "stride_xn"),
+            **strides(residual, "stride_rm", "stride_rn"),
+            stride_w=weight.stride(0),
+            hidden=hidden,
+            eps=eps,
+            BLOCK=block,
+            WHOLE_ROW=hidden <= block,
+            num_warps=min(max(block // _WARP_ELEMENTS, 1), _MAX_WARPS),
+        )

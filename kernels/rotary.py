@@ -24,9 +24,6 @@ the interpreter runs bfloat16 too. float16, bfloat16 and float32; any strides on
 Positions are checked against max_pos with one device sync unless ``check_positions=False``;
 without the check a position outside [0, max_pos) reads nothing and gives zeros rather than
 touching memory outside the cache.
-
-``rotary_torch`` is the plain-PyTorch baseline: gather cos/sin, rotate-half, multiply-add, in the
-input dtype, as HF transformers and vLLM's ``forward_native`` do.
 """
 
 from __future__ import annotations
@@ -37,12 +34,13 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import MAX_HEAD_DIM, interpreted, not_a_tensor, on_device
+from kernels import MAX_HEAD_DIM, on_device, strides
+from kernels.checks import FLOAT_DTYPES, Checks
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 POSITION_DTYPES = (torch.int32, torch.int64)
 # Elements of one half-tile (BLOCK_H heads × D/2 padded): 4 warps, 8 a thread per half.
 _TILE = 1024
+_WARPS = 4
 
 
 @triton.jit
@@ -159,52 +157,39 @@ def _rotary_kernel(
         )  # fmt: skip
 
 
-def _fail(message: str) -> None:
-    raise ValueError(f"rotary: {message}")
+_CHECK = Checks("rotary")
 
 
 def _validate(
     q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor
 ) -> None:
     """Raise ValueError with one line naming the first problem with the inputs."""
-    named = {"q": q, "k": k, "positions": positions, "cos_sin_cache": cos_sin_cache}
-    if problem := not_a_tensor(**named):
-        _fail(problem)
-    if q.dim() != 3 or k.dim() != 3:
-        _fail(
-            f"q and k must be (tokens, heads, head_dim), got {tuple(q.shape)} and {tuple(k.shape)}"
-        )
+    _CHECK.tensors(q=q, k=k, positions=positions, cos_sin_cache=cos_sin_cache)
+    _CHECK.rank("q", q, "(tokens, heads, head_dim)")
+    _CHECK.rank("k", k, "(tokens, heads, head_dim)")
     tokens, _, head_dim = q.shape
     if k.shape[0] != tokens or k.shape[2] != head_dim:
-        _fail(f"q and k must share tokens and head_dim, got {tuple(q.shape)} and {tuple(k.shape)}")
-    if q.shape[1] == 0 or k.shape[1] == 0:
-        _fail(f"q and k need at least one head each, got {q.shape[1]} and {k.shape[1]}")
-    if head_dim % 2 or not 2 <= head_dim <= MAX_HEAD_DIM:
-        _fail(f"head_dim {head_dim} unsupported; allowed: even, 2 to {MAX_HEAD_DIM}")
-    if q.dtype not in SUPPORTED_DTYPES or k.dtype != q.dtype:
-        _fail(
-            f"q and k must share one dtype of float16, bfloat16, float32; got {q.dtype}, {k.dtype}"
+        _CHECK.fail(
+            f"q and k must share tokens and head_dim, got {tuple(q.shape)} and {tuple(k.shape)}"
         )
+    if q.shape[1] == 0 or k.shape[1] == 0:
+        _CHECK.fail(f"q and k need at least one head each, got {q.shape[1]} and {k.shape[1]}")
+    if head_dim % 2 or not 2 <= head_dim <= MAX_HEAD_DIM:
+        _CHECK.fail(f"head_dim {head_dim} unsupported; allowed: even, 2 to {MAX_HEAD_DIM}")
+    _CHECK.dtype("q", q, FLOAT_DTYPES)
+    _CHECK.same_dtype(q=q, k=k)
     if positions.shape != (tokens,) or positions.dtype not in POSITION_DTYPES:
-        _fail(
+        _CHECK.fail(
             f"positions must be ({tokens},) int32 or int64, got {tuple(positions.shape)} "
             f"{positions.dtype}"
         )
     if cos_sin_cache.dim() != 2 or cos_sin_cache.shape[1] != head_dim:
-        _fail(
+        _CHECK.fail(
             f"cos_sin_cache must be (max_pos, {head_dim}) (cos then sin), got "
             f"{tuple(cos_sin_cache.shape)}"
         )
-    if cos_sin_cache.dtype not in SUPPORTED_DTYPES:
-        _fail(
-            f"cos_sin_cache dtype {cos_sin_cache.dtype} unsupported; allowed: float16, "
-            "bfloat16, float32"
-        )
-    for name, t in list(named.items())[1:]:
-        if t.device != q.device:
-            _fail(f"{name} is on {t.device} but q is on {q.device}; all must share one device")
-    if q.device.type != "cuda" and not interpreted():
-        _fail(f"tensors must be on a CUDA device, got {q.device}")
+    _CHECK.dtype("cos_sin_cache", cos_sin_cache, FLOAT_DTYPES)
+    _CHECK.device(q=q, k=k, positions=positions, cos_sin_cache=cos_sin_cache)
 
 
 def _check_positions(positions: torch.Tensor, max_pos: int) -> None:
@@ -213,7 +198,7 @@ def _check_positions(positions: torch.Tensor, max_pos: int) -> None:
         return
     low, high = torch.stack([positions.min(), positions.max()]).tolist()
     if low < 0 or high >= max_pos:
-        _fail(
+        _CHECK.fail(
             f"positions must lie in [0, {max_pos}) (the cache's rows), got min {low} and max {high}"
         )
 
@@ -245,14 +230,27 @@ def rotary(
         (q_rot, k_rot), new contiguous tensors of q's and k's shapes in q's dtype.
     """
     _validate(q, k, positions, cos_sin_cache)
-    tokens, q_heads, head_dim = q.shape
-    k_heads = k.shape[1]
-    q_out = torch.empty((tokens, q_heads, head_dim), dtype=q.dtype, device=q.device)
-    k_out = torch.empty((tokens, k_heads, head_dim), dtype=q.dtype, device=q.device)
+    tokens = q.shape[0]
+    q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    k_out = torch.empty(k.shape, dtype=q.dtype, device=q.device)
     if check_positions:
         _check_positions(positions, cos_sin_cache.shape[0])
-    if tokens == 0:
-        return q_out, k_out
+    if tokens:
+        _launch(q, k, positions, cos_sin_cache, q_out, k_out)
+    return q_out, k_out
+
+
+def _launch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    positions: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    q_out: torch.Tensor,
+    k_out: torch.Tensor,
+) -> None:
+    """The kernel over every token into q_out and k_out (contiguous), tokens >= 1."""
+    tokens, q_heads, head_dim = q.shape
+    k_heads = k.shape[1]
     half = head_dim // 2
     half_pad = triton.next_power_of_2(half)
     block_h = min(triton.next_power_of_2(max(q_heads, k_heads)), max(1, _TILE // half_pad))
@@ -260,11 +258,25 @@ def rotary(
     grid = (tokens, q_blocks + triton.cdiv(k_heads, block_h))
     with on_device(q):
         _rotary_kernel[grid](
-            q, k, positions, cos_sin_cache, q_out, k_out, *q.stride(), *k.stride(),
-            positions.stride(0), *cos_sin_cache.stride(), q_heads, k_heads, q_blocks, half,
-            cos_sin_cache.shape[0], BLOCK_H=block_h, HALF_PAD=half_pad, num_warps=4,
-        )  # fmt: skip
-    return q_out, k_out
+            q_ptr=q,
+            k_ptr=k,
+            pos_ptr=positions,
+            cache_ptr=cos_sin_cache,
+            q_out_ptr=q_out,
+            k_out_ptr=k_out,
+            **strides(q, "stride_qt", "stride_qh", "stride_qd"),
+            **strides(k, "stride_kt", "stride_kh", "stride_kd"),
+            stride_p=positions.stride(0),
+            **strides(cos_sin_cache, "stride_cm", "stride_cn"),
+            q_heads=q_heads,
+            k_heads=k_heads,
+            q_blocks=q_blocks,
+            half=half,
+            max_pos=cos_sin_cache.shape[0],
+            BLOCK_H=block_h,
+            HALF_PAD=half_pad,
+            num_warps=_WARPS,
+        )
 
 
 def rotary_cache(
@@ -288,23 +300,3 @@ def rotary_cache(
     inv_freq = torch.exp(-math.log(base) * exponents)
     angles = torch.arange(max_pos, dtype=torch.float64, device=device)[:, None] * inv_freq
     return torch.cat([angles.cos(), angles.sin()], dim=1).to(dtype)
-
-
-def rotary_torch(
-    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Baseline: the same rotation with plain PyTorch ops (HF Llama's apply_rotary_pos_emb).
-
-    Gathers each token's cos/sin row, casts it to q's dtype and computes x·cos + rotate_half(x)·sin
-    in that dtype: some fifteen small kernels and their intermediate tensors where :func:`rotary`
-    has one.
-    """
-    cos, sin = cos_sin_cache[positions].to(q.dtype).chunk(2, dim=-1)
-    cos = torch.cat((cos, cos), dim=-1)[:, None, :]
-    sin = torch.cat((sin, sin), dim=-1)[:, None, :]
-
-    def rotate_half(x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((-x2, x1), dim=-1)
-
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin

@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import not_a_tensor
+from kernels.checks import Checks
 
 # Sink logits are natural-log scores (gpt-oss); the kernels' scores are base 2.
 SINK_LOG2E: tl.constexpr = tl.constexpr(math.log2(math.e))
@@ -37,17 +37,14 @@ def fold_sink(acc, m_i, l_i, sink):
     return acc * alpha[:, None], m_new, l_i
 
 
-def sinks_problem(sinks: object, q: torch.Tensor) -> str | None:
-    """What is wrong with an attention's sinks for queries q (heads in dim 1), or None: one
-    float32 logit per query head, on q's device."""
-    heads = q.shape[1]
-    if problem := not_a_tensor(sinks=sinks):
-        return problem
+def check_sinks(check: Checks, sinks: object, heads: int, device: torch.device) -> None:
+    """An attention's sinks: one float32 logit per query head, on the queries' device, any
+    stride."""
+    check.tensors(sinks=sinks)
     if sinks.shape != (heads,) or sinks.dtype != torch.float32:
-        return (
+        check.fail(
             f"sinks must be a float32 tensor of shape ({heads},) (one logit per query head), "
             f"got {sinks.dtype} of shape {tuple(sinks.shape)}"
         )
-    if sinks.device != q.device:
-        return f"sinks is on {sinks.device} but q is on {q.device}; all must share one device"
-    return None
+    if sinks.device != device:
+        check.fail(f"sinks is on {sinks.device} but q is on {device}; all must share one device")

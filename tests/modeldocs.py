@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.measure.ops import get_op
-from bench.plan.lookup import roofline_seconds
 from bench.plan.models import ModelConfig, Serving, suite_cases
-from bench.record.hardware import SPECS
+from bench.record.hardware import SPECS, GpuSpec, roofline
 from bench.record.schema import CaseResult, DeviceInfo, ResultDoc, Shape, Timing
 
 H100 = DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", 80 * 10**9, 132, "9.0", 50 * 2**20)
@@ -74,7 +73,7 @@ def model_doc(
         for tp in tps
     ]
     cases = []
-    for c in suite_cases(setups, batches, float(device.memory_bytes)):
+    for c in suite_cases(setups, batches, float(device.memory_bytes), device.kind == "cuda"):
         timer = collectives if get_op(c.op).part == "communication" else time_fn
         if timer is not None and not skip(c.op, c.shape):
             cases.append(record(c.op, c.shape, c.dtype, timer(c.op, c.shape, c.dtype), gbps=gbps))
@@ -87,6 +86,12 @@ def model_doc(
         spec=spec,
         cases=cases,
     )
+
+
+def roofline_seconds(op: str, shape: Shape, dtype: str, spec: GpuSpec) -> float:
+    """max(FLOPs / dense peak, bytes / bandwidth) of an op at a shape on a GPU."""
+    o = get_op(op)
+    return roofline(spec, dtype, o.flops(shape), o.bytes(shape, dtype), o.tf32).seconds
 
 
 def at_fraction(spec_key: str, share: float):

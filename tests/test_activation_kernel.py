@@ -5,10 +5,12 @@ import math
 
 import pytest
 import torch
-from kernelcheck import rel_err
+from hypothesis import given
+from hypothesis import strategies as st
+from kernelcheck import VIEWS, rel_err, views
 
 from kernels import interpreted
-from kernels.activation import silu_mul, silu_mul_torch
+from kernels.activation import silu_mul
 from kernels.reference import silu_mul_ref
 
 # Unit roundoff of one rounding to each dtype. The kernel computes silu(gate)·up in fp32 and
@@ -21,9 +23,6 @@ UNIT = {
     torch.float32: 2**-19,
 }
 TOL = {dtype: 1.1 * u for dtype, u in UNIT.items()}
-# The baseline rounds silu(gate) to the dtype, then the product: two roundings (PyTorch rounds
-# bf16 to nearest).
-BASELINE_TOL = {torch.float16: 2.2 * 2**-11, torch.bfloat16: 2.2 * 2**-8, torch.float32: 2**-19}
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 
 # (tokens, intermediate): one element, odd widths, 1,000 (one masked block), 1,500 (a full block
@@ -50,14 +49,6 @@ def test_matches_reference(shape: tuple[int, int], dtype: torch.dtype, device) -
     _check(_gate_up(*shape, dtype, device))
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_baseline_matches_reference(dtype: torch.dtype, device) -> None:
-    gate_up = _gate_up(5, 1000, dtype, device)
-    out = silu_mul_torch(gate_up)
-    assert out.dtype == dtype and out.shape == (5, 1000)
-    assert rel_err(out, silu_mul_ref(gate_up)) < BASELINE_TOL[dtype]
-
-
 def test_gate_is_the_first_half(device) -> None:
     """silu(1)·2 = 2 / (1 + e^-1), not silu(2)·1: known values, independent of the reference."""
     gate_up = torch.tensor([[1.0, 2.0], [2.0, 1.0], [0.0, 5.0]], device=device)
@@ -77,6 +68,12 @@ def test_extreme_gates(dtype: torch.dtype, device) -> None:
     out = silu_mul(gate_up)
     assert torch.isfinite(out).all()
     assert rel_err(out, silu_mul_ref(gate_up)) < TOL[dtype]
+
+
+@VIEWS
+@given(data=st.data(), tokens=st.integers(0, 3), inter=st.integers(1, 40))
+def test_any_view_of_the_input(data, tokens: int, inter: int) -> None:
+    _check(data.draw(views(_gate_up(tokens, inter, torch.float32, torch.device("cpu")))))
 
 
 def test_strided_inputs(device) -> None:
@@ -127,4 +124,3 @@ def test_gpu(shape: tuple[int, int], dtype: torch.dtype, device) -> None:
     4K-token prefill; Qwen-style 3,584."""
     gate_up = _gate_up(*shape, dtype, device)
     _check(gate_up)
-    assert rel_err(silu_mul_torch(gate_up), silu_mul_ref(gate_up)) < BASELINE_TOL[dtype]

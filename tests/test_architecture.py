@@ -132,6 +132,9 @@ def test_commands_that_do_not_measure_run_without_torch_or_triton(tmp_path: Path
         ("compare", a, b, "--fail-on", "slower:50%", "--project", "b200"),
         ("export", a, "--out", str(tmp_path / "a.pb.json")),
         ("plot", a, b, "--out", str(tmp_path / "plots")),
+        ("report", a, b, "--project", "b200", "--out", str(tmp_path / "report.html")),
+        ("compare", a, b, "--format", "markdown"),
+        ("--version",),
         ("capacity", "--model", "llama-3.1-8b", "--gpus", "8", "--tokens-per-gpu", "2000"),
         ("capacity", "--model", "tiny", "--gpus", "8", *TINY, "--results", str(FIXTURE)),
         ("estimate", "--model", "tiny", *TINY, "--results", str(FIXTURE), "--no-save"),
@@ -156,6 +159,26 @@ def test_importing_the_packages_changes_nothing() -> None:
     env = {"PYTHONPATH": str(ROOT), "PATH": ""}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
+
+
+# The present layer is thin: a command parses its options, calls one function below and prints.
+PRESENT_FUNCTION_LINES = 60
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in SOURCES if _layer(_module(p)) == "present"],
+    ids=lambda p: _module(p),
+)
+def test_no_function_of_the_present_layer_is_long(path: Path) -> None:
+    """From its `def` line to its last line, nested functions and methods included."""
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines, from line {node.lineno})"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > PRESENT_FUNCTION_LINES
+    ]
+    assert long == [], f"{_module(path)}: longer than {PRESENT_FUNCTION_LINES} lines: {long}"
 
 
 def _op_references(path: Path, names: set[str]) -> list[str]:

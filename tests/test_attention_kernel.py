@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from kernelcheck import attention_tol, rel_err
+from hypothesis import given
+from hypothesis import strategies as st
+from kernelcheck import VIEWS, attention_tol, rel_err, views
 
 import kernels
 from kernels import attention
@@ -331,18 +333,44 @@ def test_gpu_configs(shape, causal, window, device, monkeypatch):
     kept_lists = []
 
     def prune_then_pick_largest(configs, named_args, **kwargs):
-        kept = attention._prune_attention_configs(configs, named_args, **kwargs)
+        kept = attention.select(configs, {**named_args, **kwargs}, kernels.HOPPER_SMEM)
         kept_lists.append(kept)
         return [max(kept, key=lambda c: (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]))]
 
-    monkeypatch.setattr(kernel, "configs", attention._gpu_attention_configs())
+    monkeypatch.setattr(kernel, "configs", attention.GPU_CONFIGS)
     monkeypatch.setattr(kernel, "early_config_prune", prune_then_pick_largest)
     monkeypatch.setattr(kernel, "cache", {})
     _check(*_inputs(shape, torch.float16, device), causal, window=window)
     (kept,) = kept_lists
     seq_q = shape[3]
     assert kept and all(c.kwargs["BLOCK_M"] <= max(32, 2 * seq_q) for c in kept)
-    assert all(c.kwargs["BLOCK_M"] * shape[5] * 2 < kernels.SMEM_BUDGET for c in kept)
+    assert all(c.kwargs["BLOCK_M"] * shape[5] * 2 < kernels.HOPPER_SMEM for c in kept)
+
+
+@VIEWS
+@given(
+    data=st.data(),
+    seqs=st.tuples(st.integers(0, 20), st.integers(0, 40)),
+    heads=st.sampled_from([(2, 1), (2, 2), (3, 1)]),
+    head_dim=st.integers(1, 24),
+    causal=st.booleans(),
+    window=st.one_of(st.none(), st.integers(1, 12)),
+    sinks=st.booleans(),
+)
+def test_any_views_of_every_argument(data, seqs, heads, head_dim, causal, window, sinks):
+    """q, k, v and the sinks random views (their neighbours NaN), over query and key lengths
+    from 0, against the float64 reference, the log-sum-exp too."""
+    shape = (2, *heads, *seqs, head_dim)
+    q, k, v = (data.draw(views(t)) for t in _inputs(shape, torch.float32, torch.device("cpu")))
+    logits = data.draw(views(_sinks(heads[0], torch.device("cpu")))) if sinks else None
+    _check(q, k, v, causal, window=window if causal else None, sinks=logits)
+
+
+def test_strided_sinks(device):
+    """Issue 25: the sinks were read as if contiguous (a [::2] view came out 1.85 off)."""
+    q, k, v = _inputs((1, 4, 2, 9, 30, 16), torch.float32, device)
+    sinks = torch.linspace(-1.0, 5.0, 8, device=device)[::2]
+    _check(q, k, v, True, sinks=sinks)
 
 
 def test_no_keys(device):
@@ -375,7 +403,7 @@ def _bad(
         ("head_dim", "head_dim 288 unsupported; allowed: 1 to 256"),
         ("dtype", "dtype torch.float64 unsupported"),
         ("mixed_dtype", "share one dtype"),
-        ("rank", "rank 4"),
+        ("rank", "4-D"),
         ("batch", "batch mismatch"),
         ("head_dim_mismatch", "head_dim mismatch"),
         ("kv_shape", "k and v shapes differ"),

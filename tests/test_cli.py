@@ -28,7 +28,7 @@ def test_info_shows_readings_nvml_left_out() -> None:
     from resultdocs import H100
     from rich.console import Console
 
-    from bench.present.tables import info_table
+    from bench.present.tables.runs import info_table
     from bench.record.hardware import SPECS
     from bench.record.schema import Telemetry
 
@@ -124,8 +124,8 @@ def test_dry_run_plans_a_gpu_run_here_and_measures_nothing(capsys, tmp_path: Pat
     done = invoke(capsys, *args)
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if "matmul" in line]
-    assert [row.split("│")[-2].strip() for row in rows] == ["3", "15"]
-    assert "2 cases, 4 runs" in done.stdout and "18 in all" in done.stdout
+    assert [row.split("│")[-2].strip() for row in rows] == ["3", "11"]
+    assert "2 cases, 4 runs" in done.stdout and "14 in all" in done.stdout
     assert not out.exists()
 
 

@@ -19,7 +19,7 @@ from bench.plan.compare import (
     project_cell,
     verdict,
 )
-from bench.present.tables import compare_tables, gate_report
+from bench.present.tables.comparisons import compare_tables, gate_report
 from bench.record import results
 from bench.record.hardware import SPECS
 

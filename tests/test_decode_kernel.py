@@ -2,7 +2,9 @@
 
 import pytest
 import torch
-from kernelcheck import attention_tol, rel_err
+from hypothesis import given
+from hypothesis import strategies as st
+from kernelcheck import VIEWS, attention_tol, rel_err, views
 
 import kernels
 from kernels import decode
@@ -113,11 +115,12 @@ def test_given_max_seq_len_skips_the_host_checks_not_the_maths(device):
 
 
 def test_split_counts_agree(device):
-    """1 split, several, and more splits than tiles (empty splits) give the same answer."""
+    """1 split, several, and more splits than tiles (empty splits) give the same answer; past
+    16 the merge weighs the splits 16 at a time, the last group part-filled."""
     q, k, v, lens = _inputs([300, 3, 129], 4, 1, 64, torch.float32, device)
     k_pool, v_pool, table = _paged(k, v, lens)
     one = decode_attention(q, k_pool, v_pool, lens, block_table=table, num_splits=1)
-    for splits in (2, 5, 16):
+    for splits in (2, 5, 16, 37):
         many = decode_attention(q, k_pool, v_pool, lens, block_table=table, num_splits=splits)
         assert rel_err(many, one.double()) < attention_tol(torch.float32), splits
 
@@ -178,11 +181,11 @@ def test_gpu_configs(device, monkeypatch):
     kept_lists = []
 
     def prune_then_pick_longest(configs, named_args, **kwargs):
-        kept = decode._prune_decode_configs(configs, named_args, **kwargs)
+        kept = decode.select(configs, {**named_args, **kwargs}, kernels.HOPPER_SMEM)
         kept_lists.append(kept)
         return [max(kept, key=lambda c: c.kwargs["BLOCK_N"])]
 
-    monkeypatch.setattr(kernel, "configs", decode._gpu_decode_configs())
+    monkeypatch.setattr(kernel, "configs", decode.GPU_CONFIGS)
     monkeypatch.setattr(kernel, "early_config_prune", prune_then_pick_longest)
     monkeypatch.setattr(kernel, "cache", {})
     q, k, v, lens = _inputs([300, 7, 130], 8, 2, 128, torch.float16, device)
@@ -364,6 +367,61 @@ def test_fp8_cache(head_dim, per_head, paged, num_splits, window, device):
     assert rel_err(out, unquantised) < 0.1
 
 
+@VIEWS
+@given(
+    data=st.data(),
+    lens=st.lists(st.integers(0, 40), min_size=1, max_size=3),
+    group=st.sampled_from([(1, 1), (2, 1), (3, 2)]),
+    head_dim=st.integers(1, 20),
+    page=st.one_of(st.none(), st.integers(1, 8)),
+    num_splits=st.integers(1, 3),
+    window=st.one_of(st.none(), st.integers(1, 30)),
+    options=st.sets(st.sampled_from(["sinks", "k_scale", "v_scale", "per_head"])),
+)
+def test_any_views_of_every_argument(
+    data, lens, group, head_dim, page, num_splits, window, options
+):
+    """q, the caches (contiguous or paged), seq_lens, the block table, sinks and scales all
+    random views whose neighbours are poisoned, over lengths from 0, against float64."""
+    kv_heads, per_kv = group
+    cpu = torch.device("cpu")
+    q, k, v, seq_lens = _inputs(lens, kv_heads * per_kv, kv_heads, head_dim, torch.float32, cpu)
+    table = None
+    if page is not None:
+        k, v, table = _paged(k, v, seq_lens, page)
+    scales = torch.linspace(0.7, 1.9, kv_heads if "per_head" in options else 1)
+    extras = {
+        "sinks": _sinks(q.shape[1], cpu) if "sinks" in options else None,
+        "k_scale": scales if "k_scale" in options else None,
+        "v_scale": scales.flip(0) if "v_scale" in options else None,
+    }
+    ref = decode_ref(q, k, v, seq_lens, block_table=table, window=window, **extras)
+    viewed = {name: None if t is None else data.draw(views(t)) for name, t in extras.items()}
+    q, k, v, seq_lens = (data.draw(views(t)) for t in (q, k, v, seq_lens))
+    table = None if table is None else data.draw(views(table))
+    out = decode_attention(
+        q, k, v, seq_lens, block_table=table, num_splits=num_splits, window=window, **viewed
+    )
+    assert rel_err(out, ref) < attention_tol(torch.float32)
+
+
+@pytest.mark.parametrize("num_splits", [1, 3], ids=["split-kernel", "merge-kernel"])
+def test_strided_sinks(num_splits, device):
+    """Issue 25: the split and the merge kernel read the sinks as if contiguous."""
+    q, k, v, lens = _inputs([40, 17], 4, 2, 16, torch.float32, device)
+    sinks = (torch.linspace(-2.0, 4.0, 8, device=device))[::2]
+    out = decode_attention(q, k, v, lens, sinks=sinks, num_splits=num_splits)
+    assert rel_err(out, decode_ref(q, k, v, lens, sinks=sinks)) < attention_tol(torch.float32)
+
+
+def test_strided_seq_lens(device):
+    """Issue 25: the host check read a [::2] view's lengths, the kernel their neighbours (past
+    the cache on a GPU)."""
+    q, k, v, _ = _inputs([40, 17], 4, 2, 16, torch.float32, device)
+    lens = torch.tensor([40, 5, 17, 39], dtype=torch.int32, device=device)[::2]
+    assert rel_err(decode_attention(q, k, v, lens), decode_ref(q, k, v, lens)) < 1e-5
+
+
 def test_choose_num_splits():
     # Enough (sequence, kv head) programs to fill the SMs: no split.
     assert choose_num_splits(64, 8, 32768, 132) == 1
@@ -397,10 +455,10 @@ def test_make_and_gather_paged_cache(device):
         ("head_dim", "head_dim 320 unsupported; allowed: 1 to 256"),
         ("head_dim_mismatch", "head_dim mismatch"),
         ("dtype", "share one dtype"),
-        ("lens_dtype", "seq_lens dtype must be torch.int32"),
-        ("table_dtype", "block_table dtype must be torch.int32"),
+        ("lens_dtype", "seq_lens dtype torch.int64 unsupported; allowed: int32"),
+        ("table_dtype", "block_table dtype torch.int64 unsupported; allowed: int32"),
         ("device", "share one device"),
-        ("rank", "rank 3"),
+        ("rank", "3-D"),
         ("batch", "batch mismatch"),
         ("lens_count", "seq_lens has 3 entries"),
         ("over_max_len", "exceeds the cache max_len"),
@@ -410,13 +468,20 @@ def test_make_and_gather_paged_cache(device):
         ("negative_len", "seq_lens must be >= 0"),
         ("splits", r"num_splits must be an int in \[1, 128\], got 0"),
         ("too_many_splits", r"num_splits must be an int in \[1, 128\], got 4096: the merge"),
+        ("splits_bool", r"num_splits must be an int in \[1, 128\], got True"),
         ("window_zero", r"window must be None or an int >= 1 .*, got 0$"),
         ("window_negative", r"window must be None or an int >= 1 .*, got -2$"),
         ("window_float", r"window must be None or an int >= 1 .*, got 8\.0$"),
         ("sinks_shape", r"sinks must be a float32 tensor of shape \(4,\) .*shape \(2,\)"),
         ("sinks_dtype", r"sinks must be a float32 tensor .*got torch.float16"),
         ("sinks_device", "sinks is on meta but q is on"),
-        ("k_scale_shape", r"k_scale must be a float32 tensor of shape \(\), \(1,\) .*\(3,\)$"),
+        (
+            "k_scale_shape",
+            r"k_scale must be a float32 tensor of shape \(\), \(1,\) or \(2,\).*\(3,\)$",
+        ),
+        ("k_scale_zero", r"k_scale must be finite and > 0 \(a dequantisation scale\), got 0.0$"),
+        ("v_scale_nan", r"v_scale must be finite and > 0 \(a dequantisation scale\), got nan$"),
+        ("v_scale_inf", r"v_scale must be finite and > 0 .*, got inf$"),
         ("v_scale_shape", r"v_scale must be a float32 tensor .*shape \(1, 2\)$"),
         ("v_scale_dtype", r"v_scale must be a float32 tensor .*got torch.float64"),
         ("scale_type", "k_scale must be a torch.Tensor, got float"),
@@ -461,6 +526,19 @@ def test_invalid_inputs(case, words, device):
             "args": (q, k, v, torch.tensor([-1, 1], dtype=torch.int32, device=device))
         },
         "splits": {"args": (q, k, v, lens), "num_splits": 0},
+        "splits_bool": {"args": (q, k, v, lens), "num_splits": True},
+        "k_scale_zero": {
+            "args": (q, k, v, lens),
+            "k_scale": torch.tensor([1.0, 0.0], device=device),
+        },
+        "v_scale_nan": {
+            "args": (q, k, v, lens),
+            "v_scale": torch.tensor(float("nan"), device=device),
+        },
+        "v_scale_inf": {
+            "args": (q, k, v, lens),
+            "v_scale": torch.tensor([float("inf")], device=device),
+        },
         "too_many_splits": {"args": (q, k, v, lens), "num_splits": 4096},
         "window_zero": {"args": (q, k, v, lens), "window": 0},
         "window_negative": {"args": (q, k, v, lens), "window": -2},

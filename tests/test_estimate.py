@@ -9,13 +9,23 @@ from pathlib import Path
 
 import pytest
 from console import tokbench
-from modeldocs import CPU, H100, H200, at_fraction, at_half_roofline, model_doc, record
+from modeldocs import (
+    CPU,
+    H100,
+    H200,
+    at_fraction,
+    at_half_roofline,
+    model_doc,
+    record,
+    roofline_seconds,
+)
 
 from bench import BenchError
 from bench.measure.ops import load_results
-from bench.plan.lookup import Measurements, roofline_seconds
+from bench.plan.lookup import Measurements, model_time
 from bench.plan.models import Serving, get_model, suite_cases
-from bench.plan.throughput import ALLREDUCE_LATENCY_S, estimate_throughput, save, serving_mix
+from bench.plan.network import NCCL_LATENCY_S
+from bench.plan.throughput import estimate_throughput, save, serving_mix
 from bench.record.hardware import SPECS
 from bench.record.results import load, write_atomic
 
@@ -64,8 +74,8 @@ def test_steps_are_the_sum_of_their_parts() -> None:
     assert decode.parts == pytest.approx(
         {"gemm": 8e-3, "attention": 1e-3, "memory": memory, "lm_head": 1e-3}
     )
-    # The largest batch that fits 16 GiB less 10%: the scheduler cap of 1024.
-    plan = Serving(TINY, isl=32, osl=16).memory_plan(CPU.memory_bytes)
+    # The largest batch that fits 16 GiB of a CPU less 8%: beyond the scheduler cap of 1024.
+    plan = Serving(TINY, isl=32, osl=16).memory_plan(CPU.memory_bytes, cuda=False)
     assert result.record.max_batch == plan.max_batch > 1024
     assert [s.batch for s in result.decode] == [1, 1024] and result.capped
     # every op takes the same time whatever the shape
@@ -129,8 +139,8 @@ def test_tensor_parallel_all_reduces_over_the_spec_interconnect() -> None:
     doc = model_doc(TINY, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm", tps=(2,))
     step = run_estimate([doc], tp=2, batches=[4]).decode[0]
     message = 4 * 256 * 2  # tokens × hidden × bf16
-    ring = 2 * (2 - 1) / 2 * message / 450e9  # NVLink 900 GB/s is 450 per direction
-    assert step.parts["communication"] == pytest.approx(2 * 2 * (ring + ALLREDUCE_LATENCY_S))
+    ring = 2 * (2 - 1) / 2 * message / 370e9  # NCCL's measured bus bandwidth on an H100 board
+    assert step.parts["communication"] == pytest.approx(2 * 2 * (ring + NCCL_LATENCY_S))
     assert step.tokens_per_s == pytest.approx(4 / step.seconds / 2)
 
 
@@ -167,14 +177,22 @@ def test_interpolation_between_measured_token_counts() -> None:
     assert "between" in timed.detail
 
 
-def test_roofline_times_measured_efficiency_where_a_shape_is_missing() -> None:
+def test_the_model_scaled_by_a_measured_case_where_a_shape_is_missing() -> None:
+    """Beyond every measured M: the op-time model at that shape, times how the most similar
+    measured case compared with the model at its own shape."""
     spec = SPECS["h100-sxm"]
     doc = model_doc(TINY, at_half_roofline("h100-sxm"), device=H100, spec="h100-sxm")
     wanted = {"M": 30000, "N": 512, "K": 256}  # beyond every measured M: no bracket
-    timed = Measurements([doc]).time("matmul", wanted, "bf16")
-    assert timed.source == "roofline"
-    assert timed.seconds == pytest.approx(roofline_seconds("matmul", wanted, "bf16", spec) / 0.5)
-    assert "50% of roofline" in timed.detail
+    meas = Measurements([doc])
+    timed = meas.time("matmul", wanted, "bf16")
+    assert timed.source == "scaled" and timed.bound == "memory"
+    similar = max((p for p in meas._same_op("matmul", "bf16") if p.shape["N"] == 512),
+                  key=lambda p: p.shape["M"])  # fmt: skip
+    ratio = similar.seconds / model_time("matmul", similar.shape, "bf16", spec).seconds
+    assert timed.seconds == pytest.approx(
+        model_time("matmul", wanted, "bf16", spec).seconds * ratio
+    )
+    assert f"the model × {ratio:.2f}, as measured at" in timed.detail
 
 
 def test_rows_say_where_their_time_comes_from() -> None:
@@ -235,7 +253,7 @@ def test_projection_scales_each_op_by_the_spec_rooflines() -> None:
 
     result = run_estimate([doc], gpu="b200", batches=[1])
     assert result.target.projected and result.record.gpu == "B200"
-    assert result.record.memory_bytes == 180e9
+    assert result.record.memory_bytes == 183359 * 2**20  # as its driver reports it
     assert all(r.source.startswith("projection to B200 (spec sheets)") for r in result.record.rows)
     assert any("measured on NVIDIA H100 80GB HBM3" in n for n in result.record.notes)
 
@@ -325,7 +343,7 @@ def test_what_the_suite_measures_is_what_the_estimate_needs(options: dict) -> No
 
 def test_tp_without_a_collective_or_a_spec_is_refused() -> None:
     doc = model_doc(TINY, flat, tps=(2,))
-    with pytest.raises(BenchError, match="TP 2 needs all-reduce times"):
+    with pytest.raises(BenchError, match="TP 2 needs all_reduce times"):
         run_estimate([doc], tp=2, batches=[1])
 
 
@@ -519,7 +537,7 @@ def test_moe_window_sinks_and_fp8_kv_layer_runs_from_the_same_ops() -> None:
     # largest decode batch (and this test) small.
     device = dataclasses.replace(dev.detect(), memory_bytes=30_000_000)
     setup = Serving(oss, precision="fp32", kv_precision="fp8", isl=32, osl=8)
-    cases = suite_cases([setup], [4], float(device.memory_bytes))
+    cases = suite_cases([setup], [4], float(device.memory_bytes), cuda=False)
     doc = ResultDoc(device=device, software={}, command="test", suite="model")
     timer = TimerConfig(max_time_s=0.05, min_reps=3)
     config = RunConfig(timer=timer, impls=["torch", "sdpa-flash", "grouped_mm", "eager"])
@@ -548,9 +566,10 @@ def test_moe_models_estimate_every_part_from_measurements(name: str, precision: 
     result = run_estimate([doc], config=config, batches=[1, 4], **settings)
     for step in (*result.prefill, *result.decode):
         assert {"gemm", "attention", "moe", "memory", "lm_head"} <= set(step.parts)
-        assert step.sources["measured"] / step.seconds > 0.99
+        # The router's softmax and top-k, no op's, is one small kernel a layer.
+        assert step.sources["measured"] / step.seconds > 0.9
     notes = " ".join(result.record.notes)
-    assert ("not modelled: MXFP4 expert weights" in notes) == (name == "gpt-oss-120b")
+    assert ("not modelled: attention and expert biases" in notes) == (name == "gpt-oss-120b")
 
 
 # --- without a result file: spec sheets, reference files, default efficiencies ------------------
@@ -560,40 +579,50 @@ def test_an_estimate_from_the_spec_sheet_alone_says_what_it_assumed() -> None:
     setup = Serving(get_model("llama-3.1-70b"), precision="fp8", kv_precision="fp8", isl=1000,
                     osl=1000)  # fmt: skip
     result = estimate_throughput(setup, [], [], gpu="h200")
-    assert all(row.source == "default" for row in result.record.rows)
+    assert all(row.source == "modelled" for row in result.record.rows)
     notes = " ".join(result.record.notes)
-    assert "matmul at 80% of roofline: cuBLAS" in notes
-    assert "decode at 75% of roofline" in notes and "no result file" in notes
-    # The memory fit comes from the spec: 141 GB less 10%, fp8 weights and KV cache.
-    assert result.plan.memory == 141e9 and result.record.kv_precision == "fp8"
-    # Every op is its roofline over the default efficiency (or the kernel floor).
+    assert "matmul: GEMM: tiles of" in notes and "69.0% of the fp8 peak (measured on H200" in notes
+    assert "decode: decode attention: the KV cache at 90% of 4800 GB/s" in notes
+    assert "no result file" in notes
+    # The memory fit comes from what the driver reports: 143,771 MiB.
+    assert result.plan.memory == 143771 * 2**20 and result.record.kv_precision == "fp8"
     decode = result.decode[-1]
-    assert decode.tokens_per_s > 0 and decode.sources == {"default": pytest.approx(decode.seconds)}
+    assert decode.tokens_per_s > 0 and decode.sources == {"modelled": pytest.approx(decode.seconds)}
 
 
-def test_a_reference_file_lends_its_efficiency_before_the_default() -> None:
-    """A GEMM measured at 40% of an H100's roofline in a reference file: an H200 estimate
-    with no file of its own uses 40% for its GEMMs, and the default for the rest."""
+def test_a_reference_file_lends_how_it_compared_with_the_model() -> None:
+    """GEMMs measured at 40% of an H100's roofline in a reference file: an H200 estimate with
+    no file of its own scales the model by how the most similar of them compared with the model
+    on the H100, and models the rest alone."""
+    h100, h200 = SPECS["h100-sxm"], SPECS["h200"]
     reference = model_doc(TINY, at_fraction("h100-sxm", 0.4), device=H100, spec="h100-sxm")
     reference.cases = [c for c in reference.cases if c.op == "matmul"]
-    meas = Measurements([], target=SPECS["h200"], references=[reference])
+    meas = Measurements([], target=h200, references=[reference])
     shape = {"M": 777, "N": 512, "K": 256}
     timed = meas.time("matmul", shape, "bf16")
     assert (
         timed.source == "reference"
         and "on NVIDIA H100 80GB HBM3 (a reference file)" in timed.detail
     )
-    bound = roofline_seconds("matmul", shape, "bf16", SPECS["h200"])
-    assert timed.seconds == pytest.approx(max(bound / 0.4, 3e-6))
-    assert meas.time("rmsnorm", {"tokens": 7, "hidden": 256}, "bf16").source == "default"
+    # The ratio is one of the reference cases' against the model on the H100.
+    ratios = {
+        round(e.point.seconds / model_time("matmul", e.point.shape, "bf16", h100).seconds, 9)
+        for e in meas.reference[("matmul", "bf16")]
+    }
+    modelled = model_time("matmul", shape, "bf16", h200).seconds
+    assert round(timed.seconds / modelled, 9) in ratios
+    assert meas.time("rmsnorm", {"tokens": 7, "hidden": 256}, "bf16").source == "modelled"
 
 
-def test_fp4_needs_fp4_tensor_cores() -> None:
+def test_fp4_weights_are_weight_only_without_fp4_tensor_cores() -> None:
+    """NVFP4 on an H200 is read at 4.5 bits and computed in bf16 (as engines run such
+    checkpoints on Hopper); on a B200 it runs on fp4 tensor cores."""
     setup = Serving(get_model("llama-3.1-70b"), precision="fp4")
-    with pytest.raises(BenchError, match=r"H200 SXM has no fp4 tensor cores .* b200, gb200"):
-        estimate_throughput(setup, [], [], gpu="h200")
+    hopper = estimate_throughput(setup, [], [], gpu="h200")
+    assert "fp4 weights dequantised into bf16 GEMMs" in " ".join(hopper.record.notes)
     fp4 = estimate_throughput(setup, [], [], gpu="b200")
     fp8 = estimate_throughput(dataclasses.replace(setup, precision="fp8"), [], [], gpu="b200")
+    assert "of the fp4 peak" in " ".join(fp4.record.notes)
     # Half the weight bytes and twice the peak: more sequences fit and each step is faster.
     assert fp4.record.weights_bytes < 0.6 * fp8.record.weights_bytes
     assert fp4.record.decode_tokens_per_s > fp8.record.decode_tokens_per_s

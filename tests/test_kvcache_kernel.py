@@ -3,9 +3,13 @@ cells left alone, strided inputs and caches, the fp8 scale path, bad inputs."""
 
 import pytest
 import torch
-from kernelcheck import rel_err
+from hypothesis import given
+from hypothesis import strategies as st
+from kernelcheck import VIEWS, rel_err, views
 
-from kernels.kvcache import FP8_DTYPE, FP8_MAX, write_kv, write_kv_torch
+from bench.measure.ops.kv_write import write_kv_torch
+from kernels.checks import FP8_DTYPE
+from kernels.kvcache import FP8_MAX, write_kv
 from kernels.reference import write_kv_ref
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
@@ -77,11 +81,6 @@ def test_matches_reference(shape, dtype: torch.dtype, device) -> None:
     _check_exact(*_case(*shape, dtype, dtype, device))
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_baseline_matches_reference(dtype: torch.dtype, device) -> None:
-    _check_exact(*_case(20, 3, 96, 8, 16, dtype, dtype, device), write=write_kv_torch)
-
-
 def test_skipped_tokens_are_written_nowhere(device) -> None:
     """Padding tokens (slot -1) carry a value found nowhere else; no cache holds it after."""
     k, v, k_cache, v_cache, slots = _case(9, 2, 16, 4, 4, torch.float16, torch.float16, device)
@@ -125,6 +124,28 @@ def test_strided_inputs_and_caches(device) -> None:
     assert not any(t.is_contiguous() for t in (k, pools[:, 0], hnd.transpose(1, 2)))
     _check_exact(k, v, pools[:, 0], hnd.transpose(1, 2), slots)
     _check_exact(v, k, hnd.transpose(1, 2), pools[:, 1], slots)
+
+
+@VIEWS
+@given(
+    data=st.data(),
+    shape=st.tuples(st.integers(0, 4), st.integers(1, 3), st.integers(1, 9)),
+    pool=st.tuples(st.integers(1, 3), st.integers(1, 4)),
+    fp8=st.booleans(),
+)
+def test_any_views_of_every_argument(data, shape: tuple, pool: tuple, fp8: bool) -> None:
+    """Every argument a random view, the pools too (written in place through their strides):
+    only the slots' cells change, each to its token's value."""
+    tokens = min(shape[0], pool[0] * pool[1])
+    cpu = torch.device("cpu")
+    cache_dtype = FP8_DTYPE if fp8 else torch.float32
+    case = _case(tokens, *shape[1:], *pool, torch.float32, cache_dtype, cpu, seed=shape[0])
+    k, v, k_cache, v_cache, slots = (data.draw(views(t)) for t in case)
+    if not fp8:
+        _check_exact(k, v, k_cache, v_cache, slots)
+        return
+    scales = (data.draw(views(torch.tensor([s]))) for s in (0.5, 2.0))
+    _check_fp8(k, v, k_cache, v_cache, slots, *scales)
 
 
 def _check_fp8_scaled_and_saturated(k, v, k_cache, v_cache, slots) -> None:
@@ -197,6 +218,32 @@ def test_unchecked_slot_past_the_pool_is_skipped(device) -> None:
     assert torch.equal(memory[:, 2], after_the_pool)
 
 
+def test_nan_stays_nan_in_an_fp8_pool(device) -> None:
+    """Issue 25: max/min dropped NaN, which an fp8 pool then held as -448."""
+    k = torch.tensor([[[float("nan"), 1.0, float("inf"), -500.0]]], device=device)
+    caches = torch.zeros(2, 1, 2, 1, 4, dtype=FP8_DTYPE, device=device)
+    one = torch.ones(1, device=device)
+    write_kv(k, k, caches[0], caches[1], torch.tensor([1], device=device), k_scale=one, v_scale=one)
+    written = caches[:, 0, 1, 0].float()
+    assert written[:, 0].isnan().all()
+    assert written[:, 1:].tolist() == [[1.0, 448.0, -448.0]] * 2
+
+
+# The unchecked writes below divide by these scales.
+@pytest.mark.filterwarnings("ignore:invalid value encountered", "ignore:divide by zero")
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+@pytest.mark.parametrize("name", ["k_scale", "v_scale"])
+def test_scales_must_be_finite_and_positive(name: str, bad: float, device) -> None:
+    """Issue 25: k_scale=0 was accepted (every value became NaN or ±448)."""
+    k, v, k_cache, v_cache, slots = _case(3, 2, 8, 4, 8, torch.float32, FP8_DTYPE, device)
+    scales = {"k_scale": torch.ones(1, device=device), "v_scale": torch.ones(1, device=device)}
+    scales[name] = torch.tensor([bad], device=device)
+    with pytest.raises(ValueError, match=f"^write_kv: {name} must be finite and > 0"):
+        write_kv(k, v, k_cache, v_cache, slots, **scales)
+    # A caller that vouches for its inputs skips the check (and its sync).
+    write_kv(k, v, k_cache, v_cache, slots, **scales, check_slots=False)
+
+
 def _f64(scales: dict) -> dict:
     return {**scales, "v_scale": scales["v_scale"].double()}
 
@@ -213,11 +260,14 @@ def _bad_inputs():
         (lambda k, v, kc, vc, s, sc: (k, v, kc, vc, s.int(), {}), "slot_mapping must be \\(3,\\)"),
         (lambda k, v, kc, vc, s, sc: (k, v, kc, vc, s[:2], {}), "\\(3,\\) int64, got \\(2,\\)"),
         (lambda k, v, kc, vc, s, sc: (k, v.half(), kc, vc, s, {}), "must share one dtype"),
-        (lambda k, v, kc, vc, s, sc: (k.int(), v.int(), kc, vc, s, {}), "one dtype of float16"),
+        (
+            lambda k, v, kc, vc, s, sc: (k.int(), v.int(), kc, vc, s, {}),
+            "k dtype torch.int32 unsupported",
+        ),
         (lambda k, v, kc, vc, s, sc: (k, v, kc.half(), vc.half(), s, {}), "share k's dtype"),
         (lambda k, v, kc, vc, s, sc: (k, v, kc, fp8(vc), s, sc), "share k's dtype"),
-        (lambda k, v, kc, vc, s, sc: (k, v, fp8(kc), fp8(vc), s, {}), "k_scale must be a one-"),
-        (lambda k, v, kc, vc, s, sc: (k, v, fp8(kc), fp8(vc), s, _f64(sc)), "v_scale must be fl"),
+        (lambda k, v, kc, vc, s, sc: (k, v, fp8(kc), fp8(vc), s, {}), "need k_scale and v_scale"),
+        (lambda k, v, kc, vc, s, sc: (k, v, fp8(kc), fp8(vc), s, _f64(sc)), "v_scale must be a fl"),
         (lambda k, v, kc, vc, s, sc: (k, v, kc, vc, s, sc), "apply to float8_e4m3fn caches only"),
         (lambda k, v, kc, vc, s, sc: (k, v, kc, vc, s + 100, {}), "must be < 32 \\(num_blocks"),
         (lambda k, v, kc, vc, s, sc: (k, v, kc, vc, s.tolist(), {}), "must be a torch.Tensor"),

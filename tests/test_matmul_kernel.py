@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernelcheck import rel_err
+from hypothesis import given
+from hypothesis import strategies as st
+from kernelcheck import VIEWS, rel_err, views
 
-from kernels import interpreted
-from kernels.matmul import (
-    _GPU_CONFIGS,
-    _launch_fp8,
-    _select_configs,
-    _tile_bytes,
-    fp8_supported,
-    matmul,
-    matmul_fp8,
-)
+from kernels import fp8_unsupported, interpreted
+from kernels.matmul import GPU_CONFIGS, _select, _tile_bytes, matmul, matmul_fp8
 from kernels.reference import matmul_ref
 
 # Relative Frobenius error bounds. fp16/bf16 are dominated by rounding C to the output dtype
@@ -91,6 +85,15 @@ def test_transposed_times_strided(device) -> None:
     _check(a, b, TOL[torch.float32])
 
 
+@VIEWS
+@given(data=st.data(), m=st.integers(0, 40), n=st.integers(0, 40), k=st.integers(0, 40))
+def test_any_views_of_every_argument(data, m: int, n: int, k: int) -> None:
+    cpu = torch.device("cpu")
+    a = data.draw(views(_randn((m, k), torch.float32, cpu, 20)))
+    b = data.draw(views(_randn((k, n), torch.float32, cpu, 21)))
+    _check(a, b, TOL[torch.float32])
+
+
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
 def test_empty_k_gives_zeros(dtype: torch.dtype, device) -> None:
     out = matmul(torch.empty((5, 0), dtype=dtype, device=device),
@@ -108,11 +111,11 @@ def test_empty_m_or_n(m: int, n: int, device) -> None:
 
 BAD_INPUTS = {
     "inner-dims": ((4, 5), torch.float32, (6, 3), torch.float32, "inner dimensions differ"),
-    "mixed-dtypes": ((4, 5), torch.float16, (5, 3), torch.float32, "different dtypes"),
-    "int-dtype": ((4, 5), torch.int32, (5, 3), torch.int32, "unsupported dtype torch.int32"),
-    "float64": ((4, 5), torch.float64, (5, 3), torch.float64, "unsupported dtype torch.float64"),
-    "3-d": ((2, 4, 5), torch.float32, (5, 3), torch.float32, "must be 2-D"),
-    "1-d": ((5,), torch.float32, (5, 3), torch.float32, "must be 2-D"),
+    "mixed-dtypes": ((4, 5), torch.float16, (5, 3), torch.float32, "a, b must share one dtype"),
+    "int-dtype": ((4, 5), torch.int32, (5, 3), torch.int32, "a dtype torch.int32 unsupported"),
+    "float64": ((4, 5), torch.float64, (5, 3), torch.float64, "dtype torch.float64 unsupported"),
+    "3-d": ((2, 4, 5), torch.float32, (5, 3), torch.float32, "a must be \\(M, K\\), 2-D"),
+    "1-d": ((5,), torch.float32, (5, 3), torch.float32, "a must be \\(M, K\\), 2-D"),
 }
 
 
@@ -143,36 +146,50 @@ def test_config_pruning_fits_problem_and_memory() -> None:
     def sizes(configs: list) -> set[tuple[int, int, int]]:
         return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in configs}
 
-    everything = _select_configs(_GPU_CONFIGS, 8192, 8192, 8192, 2, None)
-    assert everything == _GPU_CONFIGS
+    everything = _select(GPU_CONFIGS, 8192, 8192, 8192, 2, None)
+    assert everything == GPU_CONFIGS
 
-    decode = _select_configs(_GPU_CONFIGS, 1, 4096, 4096, 2, None)
+    decode = _select(GPU_CONFIGS, 1, 4096, 4096, 2, None)
     assert decode and {bm for bm, _, _ in sizes(decode)} == {16}
 
-    tiny = _select_configs(_GPU_CONFIGS, 1, 1, 1, 2, None)
+    tiny = _select(GPU_CONFIGS, 1, 1, 1, 2, None)
     assert len(tiny) == 1  # nothing fits 1×1×1, so only the smallest tile is left
 
-    smem = 100 * 1024
-    fp16 = _select_configs(_GPU_CONFIGS, 8192, 8192, 8192, 2, smem)
-    fp8 = _select_configs(_GPU_CONFIGS, 8192, 8192, 8192, 1, smem)
+    smem = 160 * 1024
+    fp16 = _select(GPU_CONFIGS, 8192, 8192, 8192, 2, smem)
     assert all(_tile_bytes(c, 2) <= smem for c in fp16)
-    assert len(fp16) < len(fp8) < len(_GPU_CONFIGS)
-    assert _select_configs(_GPU_CONFIGS, 8192, 8192, 8192, 4, 1)  # never empty
+    assert len(fp16) < len(everything)
+    # fp8's 1-byte tiles fit where 16-bit ones would not; its two accumulators (promoted once a
+    # BLOCK_K) leave a thread 64 fp32 of each.
+    fp8 = _select(GPU_CONFIGS, 8192, 8192, 8192, 1, smem)
+    assert any(_tile_bytes(c, 2) > smem for c in fp8)
+    assert all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 32 * c.num_warps for c in fp8)
+    assert _select(GPU_CONFIGS, 8192, 8192, 8192, 4, 1)  # never empty
 
 
-def test_fp8_support_reason() -> None:
-    reason = fp8_supported("cpu")
-    assert reason is not None and "CUDA device" in reason
+def _fp8_reason(device: torch.device) -> str | None:
+    capability = torch.cuda.get_device_capability(device)
+    return fp8_unsupported("cuda", capability, rocm=torch.version.hip is not None)
 
 
+@pytest.mark.gpu
 def test_fp8_refused_where_unsupported(device) -> None:
-    reason = fp8_supported(device)
-    if reason is None:
+    if _fp8_reason(device) is None:
         pytest.skip("this device supports fp8")
     a = torch.zeros((16, 16), device=device).to(torch.float8_e4m3fn)
     one = torch.ones((), device=device)
-    with pytest.raises(ValueError, match=r"^matmul_fp8: fp8 needs"):
+    with pytest.raises(ValueError, match=r"^matmul_fp8: fp8 GEMMs: fp8 needs"):
         matmul_fp8(a, a, one, one)
+
+
+@pytest.mark.parametrize("bad", [0.0, -2.0, float("inf"), float("nan")])
+def test_fp8_scales_must_be_finite_and_positive(bad: float, device) -> None:
+    a = torch.ones((4, 32), device=device).to(torch.float8_e4m3fn)
+    one, wrong = torch.ones((), device=device), torch.tensor(bad, device=device)
+    with pytest.raises(ValueError, match=r"^matmul_fp8: scale_b must be finite and > 0"):
+        matmul_fp8(a, a.t(), one, wrong)
+    with pytest.raises(ValueError, match=r"^matmul_fp8: scale_a must be a float32 tensor"):
+        matmul_fp8(a, a.t(), one.double(), one)
 
 
 def _fp8_operands(m: int, n: int, k: int, device: torch.device, b_col_major: bool):
@@ -188,13 +205,21 @@ def _fp8_operands(m: int, n: int, k: int, device: torch.device, b_col_major: boo
 @pytest.mark.skipif(not interpreted(), reason="CPU interpreter path; the GPU has its own tests")
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32], ids=str)
 def test_fp8_kernel_under_interpreter(out_dtype: torch.dtype) -> None:
-    # matmul_fp8 refuses the CPU, but the interpreter can still check the fp8 kernel's maths.
     a, b, sa, sb = _fp8_operands(33, 65, 97, torch.device("cpu"), b_col_major=True)
-    out = _launch_fp8(a, b, sa, sb, out_dtype)
+    out = matmul_fp8(a, b, sa, sb, out_dtype=out_dtype)
     assert out.dtype == out_dtype
     # fp8 products are exact in fp32, so only accumulation and output rounding remain.
     err = rel_err(out, matmul_ref(a, b) * 0.125)
     assert err < TOL[out_dtype], err
+
+
+@VIEWS
+@given(data=st.data(), m=st.integers(0, 40), n=st.integers(0, 40), k=st.integers(0, 40))
+def test_fp8_any_views_of_every_argument(data, m: int, n: int, k: int) -> None:
+    operands = _fp8_operands(m, n, k, torch.device("cpu"), b_col_major=False)
+    a, b, scale_a, scale_b = (data.draw(views(t)) for t in operands)
+    out = matmul_fp8(a, b, scale_a, scale_b, out_dtype=torch.float32)
+    assert rel_err(out, matmul_ref(a, b) * 0.125) < TOL[torch.float32]
 
 
 # ---------------------------------------------------------------------------------- GPU only
@@ -232,8 +257,7 @@ def test_gpu_fp32_long_k(device) -> None:
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape", [(16, 32, 64), (1024, 1536, 2048), (4096, 4096, 1024)], ids=str)
 def test_gpu_fp8_matches_scaled_mm(shape: tuple[int, int, int], device) -> None:
-    reason = fp8_supported(device)
-    if reason is not None:
+    if reason := _fp8_reason(device):
         pytest.skip(reason)
     m, n, k = shape
     # torch._scaled_mm wants A row-major and B column-major (a transposed row-major (N, K)).
@@ -249,8 +273,7 @@ def test_gpu_fp8_matches_scaled_mm(shape: tuple[int, int, int], device) -> None:
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1031, 517, 2053)], ids=str)
 def test_gpu_fp8_any_layout(shape: tuple[int, int, int], device) -> None:
-    reason = fp8_supported(device)
-    if reason is not None:
+    if reason := _fp8_reason(device):
         pytest.skip(reason)
     a, b, sa, sb = _fp8_operands(*shape, device, b_col_major=False)
     out = matmul_fp8(a, b, sa, sb, out_dtype=torch.float32)

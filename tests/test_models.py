@@ -15,6 +15,7 @@ from bench.plan.models import (
     param_count,
     suite_cases,
 )
+from bench.record.hardware import SPECS
 
 LLAMA_8B = get_model("llama-3.1-8b")
 
@@ -156,13 +157,41 @@ def test_unknown_kv_precision_is_one_line() -> None:
 
 
 def test_memory_fit_by_hand() -> None:
+    """vLLM's rule: 92% of what the driver reports, less the CUDA context (400 MB) and graphs
+    (0.36 GiB), the activations at the 16,384-token prefill budget and fp32 logits for the
+    1,024-sequence cap; the rest after the weights is KV cache."""
     plan = Serving(LLAMA_8B, isl=1024, osl=256).memory_plan(80e9)
-    # 72 GB usable (10% workspace) − 16,060,522,496 B of weights, over 1280 × 131,072 B.
-    assert plan.kv_budget == pytest.approx(72e9 - 16_060_522_496)
-    assert plan.max_batch == int((72e9 - 16_060_522_496) // (1280 * 131_072)) == 333
+    activations = 16384 * (3 * 14336 + 2 * 4096) * 2 + 1024 * 128256 * 4
+    reserved = 400e6 + 0.36 * 2**30 + activations
+    assert plan.reserved == pytest.approx(reserved)
+    assert plan.kv_budget == pytest.approx(0.92 * 80e9 - reserved - 16_060_522_496)
+    assert plan.max_batch == int(plan.kv_budget // (1280 * 131_072)) == 325
+    # A CPU keeps no CUDA reserve.
+    assert Serving(LLAMA_8B).memory_plan(80e9, cuda=False).reserved == 0
     llama_70b = get_model("llama-3.1-70b")
     assert Serving(llama_70b).memory_plan(80e9).max_batch == 0
     assert Serving(llama_70b, tp=2, precision="fp8").memory_plan(80e9).max_batch > 0
+
+
+def test_70b_in_fp8_fits_one_h100_as_its_driver_counts_memory() -> None:
+    """An H100 reports 81,559 MiB (85.5 GB, not 80 GB): 70B fp8 weights (67.7 GiB) leave room
+    for a few sequences of 2,000 tokens of fp8 KV cache."""
+    h100 = SPECS["h100-sxm"]
+    setup = Serving(get_model("llama-3.1-70b"), precision="fp8", kv_precision="fp8", isl=1000,
+                    osl=1000)  # fmt: skip
+    assert h100.memory_bytes == 81559 * 2**20
+    assert setup.memory_plan(h100.memory_bytes).max_batch >= 1
+
+
+def test_windowed_layers_hold_only_their_window() -> None:
+    """gpt-oss-120b: 18 of 36 layers attend within 128 tokens, so a 2,000-token sequence holds
+    (18 · 2000 + 18 · 128) / 36 tokens of every layer's cache."""
+    setup = Serving(get_model("gpt-oss-120b"), precision="mxfp4", isl=1000, osl=1000)
+    assert setup.kv_tokens(2000) == (18 * 2000 + 18 * 128) / 36
+    assert setup.kv_tokens(100) == 100  # within the window every layer holds it all
+    assert setup.context_held(setup.kv_tokens(2000)) == pytest.approx(2000)
+    plan = setup.memory_plan(SPECS["h200"].memory_bytes)
+    assert plan.kv_per_token == pytest.approx(setup.kv_bytes_per_token() * 1064 / 2000)
 
 
 @pytest.mark.parametrize(
@@ -365,7 +394,7 @@ def test_suite_cases_are_unique_and_include_the_largest_batch_that_fits() -> Non
 def test_models_table_keeps_sources_whole_at_120_columns() -> None:
     from rich.console import Console
 
-    from bench.present.tables import models_table
+    from bench.present.tables.catalog import models_table
 
     console = Console(width=120, record=True)
     console.print(models_table(list(MODELS.values())))

@@ -1,34 +1,31 @@
-"""The fused MoE kernels, their alignment, the baselines and the router against the float64
-reference.
+"""The fused MoE kernels and their alignment against the float64 reference (the baselines and
+the router are the moe op's: tests/test_baselines.py).
 
 Without CUDA the kernels run in Triton's CPU interpreter with BLOCK_M = 16 and one 32×32 tile
 config, so the CPU shapes (all < 100) straddle block and tile edges, give experts several blocks
-and stay fast. GPU-only tests (bfloat16, fp8 weights, Mixtral- and Qwen-MoE-sized layers) are
-marked ``gpu``.
+and stay fast. GPU-only tests (bfloat16, Mixtral- and Qwen-MoE-sized layers) are marked ``gpu``.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from kernelcheck import rel_err
+from hypothesis import given
+from hypothesis import strategies as st
+from kernelcheck import VIEWS, rel_err, views
 
-from kernels import SMEM_BUDGET, fp8_unsupported, interpreted, moe
+from bench.measure.ops.moe import route
+from kernels import HOPPER_SMEM, fp8_unsupported, interpreted, moe
+from kernels.autotune import TUNINGS
 from kernels.moe import (
-    _GPU_CONFIGS,
-    _fused_moe,
+    GPU_CONFIGS,
     _moe_gemm_kernel,
-    _prune_configs,
-    _select_configs,
+    _select,
     _smem_bytes,
     choose_block_m,
     fused_moe,
-    grouped_mm_unsupported,
     moe_align,
     moe_gemm,
-    moe_grouped_mm,
-    moe_loop,
-    route,
 )
 from kernels.reference import fused_moe_ref
 
@@ -39,9 +36,6 @@ from kernels.reference import fused_moe_ref
 # (only fp32 accumulation, ~1e-7) and tf32 on a GPU (10-bit mantissa inputs, twice over).
 # Any real bug (wrong expert, slot, routing weight, gate/up swap, lost K tail) is O(0.1) or more.
 HALF_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
-# The baselines round gate_up, h, the down product and (the loop) each index_add_: about five
-# roundings, ~5e-4 (fp16) and ~5e-3 (bf16) measured; fp32 matmuls run in IEEE fp32.
-BASELINE_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2, torch.float32: 1e-5}
 
 
 def tol(dtype: torch.dtype) -> float:
@@ -136,9 +130,8 @@ def test_experts_without_tokens(ids: list[list[int]], device) -> None:
 def test_no_tokens(device) -> None:
     x, w_gate_up, w_down = _layer(0, 24, 16, 4, torch.float16, device)
     weights, ids = _routing(0, 4, 2, device)
-    for fn in (fused_moe, moe_loop):
-        out = fn(x, w_gate_up, w_down, weights, ids)
-        assert out.shape == (0, 24) and out.dtype == torch.float16
+    out = fused_moe(x, w_gate_up, w_down, weights, ids)
+    assert out.shape == (0, 24) and out.dtype == torch.float16
     out = moe_gemm(x, w_gate_up, ids, gated=True)
     assert out.shape == (0, 2, 16)
 
@@ -229,13 +222,12 @@ def _fp8_layer(tokens: int, hidden: int, inter: int, experts: int, dtype, device
 @pytest.mark.skipif(not interpreted(), reason="CPU interpreter path; the GPU has its own tests")
 @pytest.mark.parametrize("per_expert", [True, False], ids=["per-expert", "per-tensor"])
 def test_fp8_weights_under_interpreter(per_expert: bool) -> None:
-    # fused_moe refuses fp8 on a CPU, but the interpreter still checks the kernel's maths.
     cpu = torch.device("cpu")
     x, w1, w2, scales = _fp8_layer(37, 72, 48, 4, torch.float16, cpu, per_expert)
     if per_expert:
         assert not torch.allclose(scales[0], scales[0][0])  # a swapped expert would show
     weights, ids = _routing(37, 4, 2, cpu)
-    out = _fused_moe(x, w1, w2, weights, ids, scales)
+    out = fused_moe(x, w1, w2, weights, ids, w_scales=scales)
     # Dequantising e4m3 into fp16 is exact: the fp16 bound holds.
     err = rel_err(out, fused_moe_ref(x, w1, w2, weights, ids, scales))
     assert err < tol(torch.float16), err
@@ -249,18 +241,50 @@ def test_bf16_refused_under_interpreter(device) -> None:
         fused_moe(x, w_gate_up, w_down, weights, ids)
 
 
+@pytest.mark.gpu
 def test_fp8_refused_where_unsupported(device) -> None:
-    reason = fp8_unsupported(
-        device.type,
-        torch.cuda.get_device_capability(device) if device.type == "cuda" else None,
-        rocm=torch.version.hip is not None,
-    )
-    if reason is None:
+    capability = torch.cuda.get_device_capability(device)
+    if fp8_unsupported("cuda", capability, rocm=torch.version.hip is not None) is None:
         pytest.skip("this device supports fp8")
     x, w1, w2, scales = _fp8_layer(4, 32, 16, 4, torch.float16, device, True)
     weights, ids = _routing(4, 4, 2, device)
-    with pytest.raises(ValueError, match=r"^moe: fp8 needs"):
+    with pytest.raises(ValueError, match=r"^moe: fp8 weights: fp8 needs"):
         fused_moe(x, w1, w2, weights, ids, w_scales=scales)
+
+
+@VIEWS
+@given(
+    data=st.data(),
+    shape=st.tuples(st.integers(0, 20), st.integers(1, 40), st.integers(1, 40)),
+    experts=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    fp8=st.sampled_from([None, "per-expert", "per-tensor"]),
+)
+def test_any_views_of_every_argument(data, shape: tuple, experts: tuple, fp8: str | None) -> None:
+    """x, both weights, the routing and the fp8 scales all random views whose neighbours are
+    poisoned (NaN weights, ids out of range), against float64."""
+    tokens, hidden, inter = shape
+    top_k, num_experts = min(experts), max(experts)
+    cpu = torch.device("cpu")
+    if fp8 is None:
+        layer, scales = _layer(tokens, hidden, inter, num_experts, torch.float32, cpu), None
+    else:
+        *layer, scales = _fp8_layer(
+            tokens, hidden, inter, num_experts, torch.float16, cpu, fp8 == "per-expert"
+        )
+        scales = tuple(data.draw(views(s)) for s in scales)
+    weights, ids = _routing(tokens, num_experts, top_k, cpu, seed=hidden)
+    x, w_gate_up, w_down, weights, ids = (data.draw(views(t)) for t in (*layer, weights, ids))
+    bound = tol(x.dtype)
+    _check(x, w_gate_up, w_down, weights, ids, bound, w_scales=scales)
+
+
+def test_strided_fp8_scale() -> None:
+    """Issue 25: a per-expert w_scale view was read as if contiguous (expert 1 read 1000, the
+    neighbour, and the output went to -inf)."""
+    x, w1, w2, (s1, s2) = _fp8_layer(5, 32, 32, 2, torch.float16, torch.device("cpu"), True)
+    strided = torch.stack([s1, s1 * 0 + 1000], 1)[:, 0]
+    ids = torch.tensor([[0, 1]] * 5)
+    _check(x, w1, w2, torch.full((5, 2), 0.5), ids, tol(torch.float16), w_scales=(strided, s2))
 
 
 # ------------------------------------------------------------------------------- alignment
@@ -316,15 +340,15 @@ def test_choose_block_m(monkeypatch) -> None:
 
 
 def test_config_pruning_fits_problem_and_memory() -> None:
-    def prune(n, k, block_m, a_bytes, w_bytes, gated, smem=SMEM_BUDGET):
-        return _select_configs(_GPU_CONFIGS, n, k, block_m, a_bytes, w_bytes, gated, smem)
+    def prune(n, k, block_m, a_bytes, w_bytes, gated, smem=HOPPER_SMEM):
+        return _select(GPU_CONFIGS, n, k, block_m, a_bytes, w_bytes, gated, smem)
 
-    assert prune(14336, 4096, 16, 2, 2, False, None) == _GPU_CONFIGS
-    gated = prune(14336, 4096, 64, 2, 2, True)
-    assert all(_smem_bytes(c, 64, 2, 2, True) <= SMEM_BUDGET for c in gated)
+    assert prune(14336, 4096, 16, 2, 2, False, None) == GPU_CONFIGS
+    gated = prune(14336, 4096, 64, 2, 2, True, 160 * 1024)
+    assert all(_smem_bytes(c, 64, 2, 2, True) <= 160 * 1024 for c in gated)
     # Two weight tiles a step (gated) need more memory; 1-byte fp8 weight tiles need less.
-    assert len(gated) < len(prune(14336, 4096, 64, 2, 2, False))
-    assert len(gated) < len(prune(14336, 4096, 64, 2, 1, True))
+    assert len(gated) < len(prune(14336, 4096, 64, 2, 2, False, 160 * 1024))
+    assert len(gated) < len(prune(14336, 4096, 64, 2, 1, True, 160 * 1024))
     tiny = prune(16, 16, 16, 2, 2, True)
     assert {(c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in tiny} == {(32, 64)}
     assert prune(4096, 4096, 64, 4, 4, True, 1)  # never empty
@@ -332,83 +356,12 @@ def test_config_pruning_fits_problem_and_memory() -> None:
     names = {"a_ptr", "w_ptr", "N", "K", "BLOCK_M", "GATED"}
     assert names <= set(_moe_gemm_kernel.arg_names)
     a, w = torch.empty(1, dtype=torch.float16), torch.empty(1, dtype=torch.float8_e4m3fn)
-    hook = _prune_configs(_GPU_CONFIGS, {"a_ptr": a, "w_ptr": w, "N": 14336, "K": 4096},
-                          BLOCK_M=64, GATED=True)  # fmt: skip
-    if interpreted():
-        assert hook == prune(14336, 4096, 64, 2, 1, True, None)
-    else:
-        assert hook == prune(14336, 4096, 64, 2, 1, True)
-
-
-# ------------------------------------------------------------------------------- baselines
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
-def test_moe_loop_matches_reference(dtype: torch.dtype, device) -> None:
-    x, w_gate_up, w_down = _layer(37, 72, 48, 4, dtype, device)
-    weights, ids = _routing(37, 4, 2, device)
-    out = moe_loop(x, w_gate_up, w_down, weights, ids)
-    assert out.shape == x.shape and out.dtype == dtype
-    assert rel_err(out, fused_moe_ref(x, w_gate_up, w_down, weights, ids)) < BASELINE_TOL[dtype]
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
-def test_moe_grouped_mm_matches_reference(dtype: torch.dtype, device) -> None:
-    reason = grouped_mm_unsupported(device, dtype)
-    if reason is not None:
-        pytest.skip(reason)
-    x, w_gate_up, w_down = _layer(37, 72, 48, 4, dtype, device)
-    ids = torch.tensor(EMPTY_EXPERT_IDS["expert-2-empty"] * 4 + [[0, 1]], device=device)
-    weights = _routing(37, 4, 2, device)[0]
-    out = moe_grouped_mm(x, w_gate_up, w_down, weights, ids)
-    assert out.shape == x.shape and out.dtype == dtype
-    assert rel_err(out, fused_moe_ref(x, w_gate_up, w_down, weights, ids)) < BASELINE_TOL[dtype]
-
-
-def test_grouped_mm_unsupported_reasons(monkeypatch) -> None:
-    assert "dtype torch.int8" in grouped_mm_unsupported("cpu", torch.int8)
-    assert "CUDA or CPU" in grouped_mm_unsupported("meta")
-    monkeypatch.delattr(torch, "_grouped_mm", raising=False)
-    assert grouped_mm_unsupported("cpu") == "torch has no _grouped_mm (it needs torch 2.8 or later)"
-
-
-def test_moe_grouped_mm_needs_aligned_rows(device) -> None:
-    if grouped_mm_unsupported(device, torch.float32) is not None:
-        pytest.skip("no torch._grouped_mm here")
-    x, w_gate_up, w_down = _layer(5, 6, 8, 4, torch.float32, device)  # 6·4 bytes: misaligned
-    with pytest.raises(ValueError, match=r"^moe: torch._grouped_mm needs 16-byte aligned"):
-        moe_grouped_mm(x, w_gate_up, w_down, *_routing(5, 4, 2, device))
-
-
-# --------------------------------------------------------------------------------- routing
-
-
-def test_route_shapes_and_weights() -> None:
-    weights, ids = route(500, 8, 3, 0.5, torch.Generator().manual_seed(5))
-    assert weights.shape == ids.shape == (500, 3)
-    assert weights.dtype == torch.float32 and ids.dtype == torch.int64
-    assert ((ids >= 0) & (ids < 8)).all()
-    assert all(len(set(row)) == 3 for row in ids.tolist())  # distinct experts per token
-    assert (weights > 0).all() and torch.allclose(weights.sum(-1), torch.ones(500))
-    assert (weights[:, :-1] >= weights[:, 1:]).all()  # sorted, slot 0 the heaviest
-    again = route(500, 8, 3, 0.5, torch.Generator().manual_seed(5))
-    assert torch.equal(again[0], weights) and torch.equal(again[1], ids)
-    empty = route(0, 8, 3, 0.5, torch.Generator())
-    assert empty[0].shape == empty[1].shape == (0, 3)
-
-
-def test_route_uniform_and_zipf_frequencies() -> None:
-    gen = torch.Generator().manual_seed(6)
-    uniform = torch.bincount(route(6000, 8, 2, 0.0, gen)[1].flatten(), minlength=8)
-    assert (uniform - 1500).abs().max() < 150  # 12000 draws over 8 experts, sd ~ 36
-    # With top_k = 1 expert e is drawn with probability exactly (e + 1)^-s / Σ (j + 1)^-s.
-    for skew in (1.0, 2.5):
-        ids = route(20000, 8, 1, skew, gen)[1]
-        freq = torch.bincount(ids.flatten(), minlength=8) / 20000
-        expected = (torch.arange(8) + 1.0) ** -skew
-        assert (freq - expected / expected.sum()).abs().max() < 0.012, skew  # sd < 0.0036
-    every = route(50, 4, 4, 3.0, gen)[1]  # top_k = E: every token gets every expert
-    assert (every.sort(dim=1).values == torch.arange(4)).all()
+    hook = _moe_gemm_kernel.early_config_prune(
+        GPU_CONFIGS, {"a_ptr": a, "w_ptr": w, "N": 14336, "K": 4096}, BLOCK_M=64, GATED=True
+    )
+    # On the CPU there is no shared-memory limit: nothing is compiled.
+    assert hook == prune(14336, 4096, 64, 2, 1, True, None)
+    assert TUNINGS[_moe_gemm_kernel].gpu == GPU_CONFIGS
 
 
 # ------------------------------------------------------------------------------ bad inputs
@@ -426,7 +379,7 @@ def _fp8(t: torch.Tensor) -> torch.Tensor:
 
 
 BAD_MOE_INPUTS = {
-    "x-1d": (lambda b: {"x": b["x"][0]}, "x must be 2-D"),
+    "x-1d": (lambda b: {"x": b["x"][0]}, r"x must be \(tokens, hidden\), 2-D"),
     "x-list": (lambda b: {"x": b["x"].tolist()}, "x must be a torch.Tensor"),
     "odd-gate-up": (lambda b: {"w_gate_up": b["w_gate_up"][:, :-1]}, "w_gate_up must be"),
     "gate-up-hidden": (lambda b: {"w_gate_up": b["w_gate_up"][:, :, :-1]}, "w_gate_up must be"),
@@ -479,40 +432,35 @@ BAD_FUSED_INPUTS = {
     "fp8-no-scales": (lambda b: _fp8_weights(b), "fp8 weights need w_scales"),
     "fp8-scale-shape": (
         lambda b: _fp8_weights(b, w_scales=(torch.ones(3), torch.ones(1))),
-        r"w_scales\[0\] must be a tensor of 1 \(per tensor\) or 4",
+        r"w_scales\[0\] must be a float32 tensor of shape \(\), \(1,\) or \(4,\), got .*\(3,\)",
     ),
     "fp8-scale-dtype": (
         lambda b: _fp8_weights(b, w_scales=(torch.ones(4), torch.ones(1).double())),
-        r"w_scales\[1\] must be float32",
+        r"w_scales\[1\] must be a float32 tensor .* got torch.float64",
+    ),
+    "fp8-scale-zero": (
+        lambda b: _fp8_weights(b, w_scales=(torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.ones(1))),
+        r"w_scales\[0\] must be finite and > 0 \(a dequantisation scale\), got 0.0$",
+    ),
+    "fp8-scale-nan": (
+        lambda b: _fp8_weights(b, w_scales=(torch.ones(4), torch.tensor(float("nan")))),
+        r"w_scales\[1\] must be finite and > 0 .*, got nan$",
     ),
 }
 
-_BAD_CASES = [(fn, name, case) for fn in (fused_moe, moe_loop)
-              for name, case in BAD_MOE_INPUTS.items()]  # fmt: skip
-_BAD_CASES += [(fused_moe, name, case) for name, case in BAD_FUSED_INPUTS.items()]
+_BAD_CASES = {**BAD_MOE_INPUTS, **BAD_FUSED_INPUTS}
 
 
-@pytest.mark.parametrize(
-    ("fn", "case"), [(fn, case) for fn, _, case in _BAD_CASES],
-    ids=[f"{fn.__name__}-{name}" for fn, name, _ in _BAD_CASES],
-)  # fmt: skip
-def test_bad_moe_input_raises(fn, case: tuple, device) -> None:
+@pytest.mark.parametrize("case", _BAD_CASES.values(), ids=_BAD_CASES.keys())
+def test_bad_moe_input_raises(case: tuple, device) -> None:
     change, message = case
     args = _base(device)
     args.update(change(args))
     if "w_scales" in args:
         args["w_scales"] = tuple(s.to(device) for s in args["w_scales"])
     with pytest.raises(ValueError, match=f"^moe: .*{message}") as info:
-        fn(**args)
+        fused_moe(**args)
     assert "\n" not in str(info.value)
-
-
-def test_baselines_refuse_fp8(device) -> None:
-    b = _base(device)
-    b.update(x=b["x"].half(), w_gate_up=_fp8(b["w_gate_up"]), w_down=_fp8(b["w_down"]))
-    for fn in (moe_loop, moe_grouped_mm):
-        with pytest.raises(ValueError, match=r"^moe: w_gate_up dtype torch.float8_e4m3fn must"):
-            fn(**b)
 
 
 BAD_OTHER = {
@@ -537,11 +485,6 @@ BAD_OTHER = {
         lambda b: moe_gemm(b["x"].double(), b["w_gate_up"], b["topk_ids"]),
         "a dtype torch.float64 unsupported",
     ),
-    "route-top-k": (lambda b: route(4, 4, 5, 0.0, None), "top_k 5 unsupported with 4 experts"),
-    "route-top-k-0": (lambda b: route(4, 4, 0, 0.0, None), "top_k 0 unsupported"),
-    "route-skew": (lambda b: route(4, 4, 2, -1.0, None), "skew must be a finite number >= 0"),
-    "route-skew-inf": (lambda b: route(4, 4, 2, float("inf"), None), "skew must be a finite"),
-    "route-tokens": (lambda b: route(-1, 4, 2, 0.0, None), "num_tokens must be an int >= 0"),
 }
 
 
@@ -593,10 +536,6 @@ def test_gpu_mixtral_bf16(device) -> None:
     out = fused_moe(x, w_gate_up, w_down, weights, ids)
     assert out.shape == x.shape and out.dtype == torch.bfloat16
     assert rel_err(out, ref) < tol(torch.bfloat16)
-    assert rel_err(moe_loop(x, w_gate_up, w_down, weights, ids), ref) < BASELINE_TOL[x.dtype]
-    if grouped_mm_unsupported(device, torch.bfloat16) is None:
-        grouped = moe_grouped_mm(x, w_gate_up, w_down, weights, ids)
-        assert rel_err(grouped, ref) < BASELINE_TOL[torch.bfloat16]
 
 
 @pytest.mark.gpu
@@ -620,15 +559,3 @@ def test_gpu_moe_gemm_fp8(device) -> None:
     out = moe_gemm(x, w1, ids, topk_weights=weights, w_scale=s1, gated=True)
     ref = _gemm_ref(x, w1.double() * s1.double()[:, None, None], ids, weights, gated=True)
     assert rel_err(out, ref) < tol(torch.bfloat16)
-
-
-@pytest.mark.gpu
-def test_gpu_grouped_mm_bf16(device) -> None:
-    reason = grouped_mm_unsupported(device, torch.bfloat16)
-    if reason is not None:
-        pytest.skip(reason)
-    x, w_gate_up, w_down = _layer(300, 2048, 1408, 60, torch.bfloat16, device)
-    weights, ids = _routing(300, 60, 4, device, skew=1.2)
-    out = moe_grouped_mm(x, w_gate_up, w_down, weights, ids)
-    ref = fused_moe_ref(x, w_gate_up, w_down, weights, ids)
-    assert rel_err(out, ref) < BASELINE_TOL[torch.bfloat16]

@@ -13,7 +13,7 @@ from bench.measure import device as dev
 from bench.measure.ops import OPS, get_op
 from bench.measure.ops.attention import attention_shape
 from bench.measure.ops.base import PARTS, Op
-from bench.measure.ops.step import EFFICIENCY_CLASSES, ROLES
+from bench.measure.ops.step import EFFICIENCY_CLASSES
 from bench.measure.runner import RunConfig, run_one
 from bench.measure.suites import CaseSpec
 from bench.measure.timing import TimerConfig
@@ -129,12 +129,12 @@ def _model_steps() -> list[Serving]:
 
 @pytest.mark.parametrize("op", OPS.values(), ids=str)
 def test_every_use_in_a_model_step_is_a_shape_the_op_takes(op: Op) -> None:
-    """An op's uses in the built-in models' steps name known roles, shapes its own rules accept
+    """An op's uses in the built-in models' steps name a role, shapes its own rules accept
     (so the model suite can run them), and a positive count; an op that reads a step off a
     shape reads back the step it came from; weights only where a shape holds them."""
     for step in _model_steps():
         for use in op.step_uses(step):
-            assert use.role in ROLES and use.op == op.name and use.count >= 1
+            assert use.role.isidentifier() and use.op == op.name and use.count >= 1
             op.check_shape(use.shape)
             assert op.complete(use.shape) == use.shape
             assert op.weight_elements(use.shape) >= 0
@@ -192,10 +192,9 @@ def test_triton_cases_are_skipped_where_the_interpreter_cannot_run(monkeypatch) 
 
 
 def test_the_norm_kernel_skips_what_it_cannot_take_saying_why() -> None:
+    """Rows wider than one block are summed block by block, so no hidden size is refused."""
     triton, cpu = get_op("rmsnorm").impl("triton"), dev.detect()
-    assert "at most 65536 elements" in triton.unsupported(
-        {"tokens": 1, "hidden": 70000}, "fp16", cpu
-    )
+    assert triton.unsupported({"tokens": 1, "hidden": 70000}, "fp16", cpu) is None
     if kernels.interpreted():  # bf16 runs (no tl.dot); many rows are left to a GPU
         assert triton.unsupported({"tokens": 8, "hidden": 64}, "bf16", cpu) is None
         assert "tokens" in triton.unsupported({"tokens": 4096, "hidden": 64}, "fp16", cpu)

@@ -13,7 +13,7 @@ HEADER = ",".join(COLUMNS)
 ROWS = [
     "Llama-3.1-8B,h100-sxm,fp8,fp8,1,512,128,throughput,10000,https://example.org/a",
     "Llama-3.1-405B,h100-sxm,fp8,fp8,1,512,128,throughput,100,https://example.org/b",
-    "Llama-3.1-8B,h100-sxm,fp8,unknown,1,512,128,server,8000,https://example.org/c",
+    "Llama-3.1-8B,h100-sxm,fp8,unknown,1,256,32,server,8000,https://example.org/c",
 ]
 
 

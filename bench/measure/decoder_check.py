@@ -14,8 +14,9 @@ is written by role, never by op: each use of a step (`Op.step_uses`) brings its 
     act(gate_up) -> h                         the MLP's activation
     experts(h, router logits) -> out          a MoE layer's expert MLP
 
-With TP > 1 the layer is one GPU's shard without the collectives, which the estimate models
-apart; the LM head is not part of a layer.
+An op with a role of its own (none of these) runs after them, as many times a layer as its count
+says, on its own inputs: its call takes no activations. With TP > 1 the layer is one GPU's shard
+without the collectives, which the estimate models apart; the LM head is not part of a layer.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ from bench.record.schema import DeviceInfo
 # Roles a decoder layer does not run: the LM head ends the step, the collectives join the
 # shards.
 OUTSIDE_A_LAYER = ("lm_head", "all_reduce", "all_gather", "all_to_all")
+# The roles `DecoderLayer.forward` passes activations through.
+DATAFLOW = {
+    "norm", "qkv", "rotary", "kv_write", "attention", "o", "gate_up", "act", "down", "router",
+    "experts",
+}  # fmt: skip
 
 
 class DecoderLayer:
@@ -52,6 +58,7 @@ class DecoderLayer:
         self.step = step
         gen = torch.Generator(device=device).manual_seed(seed)
         self.calls: dict[str, Callable] = {}
+        self.extra: dict[str, int] = {}  # roles of an op's own, and their runs a layer
         for use in uses:
             if use.role in OUTSIDE_A_LAYER:
                 continue
@@ -59,6 +66,8 @@ class DecoderLayer:
             inputs = op.inputs(use.shape, use.dtype, device, gen)
             prepare = op.impl(impls[use.role]).prepare
             self.calls[use.role] = op.layer_call(inputs, prepare, step)
+            if use.role not in DATAFLOW:  # its uses a layer, over all layers' count
+                self.extra[use.role] = max(1, round(use.count / step.layers))
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: the previous layer's output and residual: its residual stream, (tokens, hidden)
@@ -70,9 +79,15 @@ class DecoderLayer:
         v = qkv[:, s.heads + s.kv_heads :]
         f["kv_write"](k, v)
         h, residual = f["norm"](f["o"](f["attention"](q, k, v)), residual)
-        if "experts" in f:
-            return f["experts"](h, f["router"](h)), residual
-        return f["down"](f["act"](f["gate_up"](h))), residual
+        out = (
+            f["experts"](h, f["router"](h))
+            if "experts" in f
+            else f["down"](f["act"](f["gate_up"](h)))
+        )
+        for role, runs in self.extra.items():
+            for _ in range(runs):
+                f[role]()
+        return out, residual
 
 
 def time_layer(

@@ -29,7 +29,6 @@ from bench.record.results import ResultWriter
 from bench.record.schema import CaseResult, DeviceInfo, Timing
 from bench.record.units import fmt_bytes
 
-# The interpreter is a correctness run: a couple of reps say how long it took, nothing more.
 # Share of the free memory a case (or an implementation's workspace) may take.
 MEMORY_HEADROOM = 0.9
 

@@ -1,68 +1,75 @@
-"""Fleet capacity, GPUs needed, cost per token and claim checks, from per-GPU throughput.
+"""Fleet capacity, GPUs needed, cost per token, claim checks and a deal's market checks, from
+per-GPU throughput.
 
 The arithmetic (docs/estimate.md): tokens/day = per-GPU tokens/s × GPUs × utilization × 86,400;
-cost per million tokens = price per GPU-hour / (per-GPU tokens/s × utilization × 3,600) × 10⁶
-(a GPU is paid for whether busy or not, so utilization raises the cost of each token). A model
-served at tensor-parallel degree TP runs on whole groups of TP GPUs.
+cost per million tokens = what the GPUs cost an hour / (the tokens they serve an hour) × 10⁶,
+every GPU paid for whether busy or not (so utilization raises the cost of each token). A model
+served at tensor-parallel degree TP runs on whole groups of TP GPUs. A fleet may mix GPU kinds,
+each at its own per-GPU rate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from bench import BenchError, check_range
-from bench.measure.ops import get_op
+from bench.plan.bounds import Bound, output_bound
+from bench.plan.deal import (
+    ApiCheck,
+    Deal,
+    Power,
+    PriceCheck,
+    api_check,
+    check_pue,
+    gpu_power,
+    price_check,
+)
 from bench.plan.models import Serving
-from bench.plan.simulate import Simulation
 from bench.record.hardware import GpuSpec, get_spec
-from bench.record.schema import EstimateRecord
-from bench.record.units import plural
+from bench.record.market import (
+    COMMITTED_SOURCE,
+    ELECTRICITY_SOURCE,
+    ELECTRICITY_USD_PER_KWH,
+    PUE_AWS,
+    PUE_SOURCE,
+)
 
+SECONDS_PER_HOUR = 3_600
 SECONDS_PER_DAY = 86_400
-DEFAULT_UTILIZATION = 0.6  # average share of the day a fleet spends serving at full batch
-# Claim / estimate ratios: up to PLAUSIBLE the claim is within what kernel fusion, overlap and
-# better kernels than the measured ones can add to an op-sum estimate; up to OPTIMISTIC it needs
-# techniques the estimate does not model (speculative decoding, lower precision, prefix caching);
-# beyond that it is implausible for the hardware.
+# Average share of the day a fleet spends serving at the planned rate. An assumption: no
+# published fleet-wide figure backs it; traffic has daily peaks and troughs, and a fleet is
+# sized for the peaks. --utilization overrides it, and every plan prints the share it used.
+DEFAULT_UTILIZATION = 0.6
+# Claim / estimate ratios, both assumptions (judgement, not measured): up to PLAUSIBLE the claim
+# is within what kernel fusion, overlap and better kernels than the measured ones can add to an
+# op-sum estimate; up to OPTIMISTIC it needs techniques the estimate does not model (speculative
+# decoding, lower precision, prefix caching); beyond that it is implausible for the hardware,
+# and above the physical bound (bench.plan.bounds) impossible without such techniques.
 PLAUSIBLE = 1.25
 OPTIMISTIC = 2.0
+# Slack when rounding a number of TP groups up: a target that is a whole number of groups in
+# exact arithmetic must not become one more through floating-point error.
+ROUNDING_SLACK = 1e-9
 
 
 @dataclass(frozen=True)
 class PerGpu:
-    """Throughput of one GPU serving a model, and where it comes from."""
+    """Throughput of one GPU serving a model, and the serving model it comes from."""
 
-    output_tokens_per_s: float  # serving mix: output tokens
-    total_tokens_per_s: float  # serving mix: input + output tokens
+    output_tokens_per_s: float
+    total_tokens_per_s: float  # input + output
     requests_per_s: float
-    peak_output_tokens_per_s: float  # decode alone at the largest batch: the upper bound
     source: str
 
 
-@dataclass(frozen=True)
-class Fleet:
-    """What `gpus` GPUs serve at a utilization, and at what cost."""
-
-    gpus: int
-    tp: int
-    utilization: float
-    per_gpu: PerGpu
-    price_per_gpu_hour: float | None = None
-
-    @property
-    def serving_gpus(self) -> int:
-        return whole_groups(self.gpus, self.tp)
-
-    def per_day(self, per_gpu_rate: float) -> float:
-        return per_gpu_rate * self.serving_gpus * self.utilization * SECONDS_PER_DAY
-
-    def cost_per_million(self, per_gpu_tokens_per_s: float) -> float | None:
-        if self.price_per_gpu_hour is None:
-            return None
-        return cost_per_million(self.price_per_gpu_hour, per_gpu_tokens_per_s, self.utilization)
+def per_gpu(output_tokens_per_s: float, mean_in: float, mean_out: float, source: str) -> PerGpu:
+    """A per-GPU output rate as the serving mix of requests of these mean lengths."""
+    rps = output_tokens_per_s / mean_out
+    return PerGpu(output_tokens_per_s, rps * (mean_in + mean_out), rps, source)
 
 
 def whole_groups(gpus: int, tp: int) -> int:
@@ -70,92 +77,60 @@ def whole_groups(gpus: int, tp: int) -> int:
     return gpus // tp * tp
 
 
-def per_gpu(record: EstimateRecord) -> PerGpu:
-    """The serving mix and the peak decode rate of a saved or fresh estimate."""
-    rps = record.requests_per_s
-    source = record.rows[-1].source if record.rows else "estimate"
-    return PerGpu(
-        output_tokens_per_s=rps * record.osl,
-        total_tokens_per_s=rps * (record.isl + record.osl),
-        requests_per_s=rps,
-        peak_output_tokens_per_s=record.decode_tokens_per_s,
-        source=source,
-    )
+@dataclass(frozen=True)
+class Part:
+    """One GPU kind of a fleet as planned: its GPUs, the set-up they serve, their per-GPU rate,
+    the physical bound of that rate, and the layouts --tp auto tried."""
+
+    gpu: str  # the GPU's name, or "GPU" when none was named
+    key: str | None  # its spec-table key
+    gpus: int
+    setup: Serving
+    rate: PerGpu
+    bound: Bound | None = None
+    layouts: tuple[Layout, ...] = ()
+
+    @property
+    def serving_gpus(self) -> int:
+        return whole_groups(self.gpus, self.setup.tp)
 
 
-def figures(
-    fleet: Fleet, target_tokens_s: float | None, target_tokens_day: float | None
-) -> dict[str, float | int | str]:
-    """Every fleet figure by name: per-day rates, costs and the GPUs each target needs."""
-    p = fleet.per_gpu
-    out: dict[str, float | int | str] = {
-        "gpus": fleet.gpus,
-        "serving_gpus": fleet.serving_gpus,
-        "utilization": fleet.utilization,
-        "per_gpu_output_tokens_s": p.output_tokens_per_s,
-        "output_tokens_day": fleet.per_day(p.output_tokens_per_s),
-        "total_tokens_day": fleet.per_day(p.total_tokens_per_s),
-        "requests_day": fleet.per_day(p.requests_per_s),
-        "source": p.source,
-    }
-    if fleet.price_per_gpu_hour is not None:
-        out["usd_per_million_output_tokens"] = fleet.cost_per_million(p.output_tokens_per_s)
-        out["usd_per_million_total_tokens"] = fleet.cost_per_million(p.total_tokens_per_s)
-    if target_tokens_s is not None:
-        out["target_tokens_s"] = target_tokens_s
-        out["gpus_for_target_tokens_s"] = gpus_needed(
-            target_tokens_s, p.output_tokens_per_s, fleet.utilization, fleet.tp
+@dataclass(frozen=True)
+class Fleet:
+    """What the fleet's GPUs serve at a utilization, and at what cost."""
+
+    parts: tuple[Part, ...]
+    utilization: float
+    price_per_gpu_hour: float | None = None
+
+    @property
+    def gpus(self) -> int:
+        return sum(p.gpus for p in self.parts)
+
+    @property
+    def serving_gpus(self) -> int:
+        return sum(p.serving_gpus for p in self.parts)
+
+    def busy_rate(self, metric: str) -> float:
+        """Per second, every serving GPU busy: 'output', 'total' tokens or 'requests'."""
+        name = {"output": "output_tokens_per_s", "total": "total_tokens_per_s"}.get(
+            metric, "requests_per_s"
         )
-    if target_tokens_day is not None:
-        out["target_tokens_day"] = target_tokens_day
-        out["gpus_for_target_tokens_day"] = gpus_needed(
-            target_tokens_day / SECONDS_PER_DAY, p.output_tokens_per_s, fleet.utilization, fleet.tp
-        )
-    return out
+        return sum(getattr(p.rate, name) * p.serving_gpus for p in self.parts)
 
+    def per_day(self, metric: str) -> float:
+        return self.busy_rate(metric) * self.utilization * SECONDS_PER_DAY
 
-def gpu_name(key: str | None) -> str:
-    """The spec-table name of `--gpu KEY` (a clear error for an unknown key), or 'GPU'."""
-    return "GPU" if key is None else _spec(key).name
+    def cost_per_million(self, metric: str) -> float | None:
+        """USD per million tokens: every GPU's price over what the fleet serves."""
+        cost = self.cost_per_unit(metric)
+        return None if cost is None else cost * 1e6
 
-
-def _spec(key: str) -> GpuSpec:
-    try:
-        return get_spec(key)
-    except ValueError as e:
-        raise BenchError(str(e)) from None
-
-
-def check_targets(
-    target_tokens_s: float | None, target_tokens_day: float | None, claim_tokens_s: float | None
-) -> None:
-    """Raise a one-line BenchError, naming the flag and the value as given, for a target or
-    claim that is not a positive, finite number."""
-    for flag, value in (
-        ("--target-tokens-s", target_tokens_s),
-        ("--target-tokens-day", target_tokens_day),
-        ("--claim-tokens-s", claim_tokens_s),
-    ):
-        if value is not None:
-            check_range(flag, value)
-
-
-def check_fleet(gpus: int, tp: int, utilization: float, price: float | None) -> None:
-    """Raise a one-line BenchError for a fleet that cannot be."""
-    if gpus < 1:
-        raise BenchError(f"--gpus must be at least 1, got {gpus}")
-    if gpus < tp:
-        raise BenchError(f"{plural(gpus, 'GPU')} cannot hold one copy of the model at TP {tp}")
-    check_range("--utilization", utilization, 0, 1, closed="high")
-    if price is not None:
-        check_range("--price", price, what=" (USD per GPU-hour)")
-
-
-def cost_per_million(
-    price_per_gpu_hour: float, per_gpu_tokens_per_s: float, utilization: float
-) -> float:
-    """Dollars per million tokens from a GPU-hour price."""
-    return price_per_gpu_hour / (per_gpu_tokens_per_s * utilization * 3600) * 1e6
+    def cost_per_unit(self, metric: str) -> float | None:
+        if self.price_per_gpu_hour is None:
+            return None
+        served = self.busy_rate(metric) * self.utilization * SECONDS_PER_HOUR
+        return self.price_per_gpu_hour * self.gpus / served
 
 
 def gpus_needed(
@@ -164,17 +139,24 @@ def gpus_needed(
     """GPUs, in whole TP groups, that serve a target rate on average at a utilization."""
     if target_tokens_per_s <= 0:
         raise BenchError(f"the target must be positive, got {target_tokens_per_s}")
-    groups = math.ceil(target_tokens_per_s / (per_gpu_tokens_per_s * utilization * tp) - 1e-9)
+    groups = math.ceil(
+        target_tokens_per_s / (per_gpu_tokens_per_s * utilization * tp) - ROUNDING_SLACK
+    )
     return groups * tp
+
+
+# --- claims and bounds --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Claim:
-    """'`gpus` GPUs serve `claimed` output tokens/s' against what they serve."""
+    """'`gpus` GPUs serve `claimed` output tokens/s' against what they serve and the most they
+    could (None where no GPU of the spec table is named)."""
 
     claimed: float
     gpus: int
-    estimate: float  # output tokens/s of `gpus` GPUs at the serving rate, fully busy
+    estimate: float  # output tokens/s of `gpus` GPUs at the planned rate, fully busy
+    bound: float | None = None  # the same at the physical bound
 
     @property
     def ratio(self) -> float:
@@ -182,25 +164,59 @@ class Claim:
 
     @property
     def verdict(self) -> str:
+        if self.bound is not None and self.claimed > self.bound:
+            return "impossible"
         if self.ratio <= PLAUSIBLE:
             return "plausible"
         return "optimistic" if self.ratio <= OPTIMISTIC else "implausible"
 
 
-def check_claim(claimed: float, gpus: int, tp: int, per_gpu: PerGpu) -> Claim:
-    """Compare a claimed output rate with what the fleet serves with every GPU busy: the
-    serving rate (prefill and decode both, or the highest rate meeting an SLO), not decode
-    alone at its peak, which no request stream sustains."""
-    if claimed <= 0:
-        raise BenchError(f"the claimed rate must be positive, got {claimed}")
-    return Claim(claimed, gpus, per_gpu.output_tokens_per_s * whole_groups(gpus, tp))
+def check_claim(claimed: float, fleet: Fleet) -> Claim:
+    """A claimed output rate against what the fleet serves with every GPU busy at the planned
+    rate (prefill and decode both, at the SLO or interactivity asked for), and against the
+    physical bound of its GPUs."""
+    check_range("--claim-tokens-s", claimed)
+    bounds = [p.bound for p in fleet.parts]
+    bound = None
+    if all(b is not None for b in bounds):
+        bound = sum(b.tokens_per_s * p.serving_gpus for b, p in zip(bounds, fleet.parts,
+                                                                    strict=True))  # fmt: skip
+    return Claim(claimed, fleet.gpus, fleet.busy_rate("output"), bound)
+
+
+def spec(key: str) -> GpuSpec:
+    try:
+        return get_spec(key)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
+
+
+def given_rate(
+    setup: Serving, tokens_per_gpu: float, gpu: str | None
+) -> tuple[PerGpu, Bound | None]:
+    """A per-GPU output rate given by hand, as the serving mix of `setup`'s requests, refused
+    in one line above the named GPU's physical bound (bench.plan.bounds)."""
+    check_range("--tokens-per-gpu", tokens_per_gpu)
+    rate = per_gpu(tokens_per_gpu, setup.isl, setup.osl, "given with --tokens-per-gpu")
+    if gpu is None:
+        return rate, None
+    the_spec = spec(gpu)
+    bound = output_bound(setup, the_spec)
+    if tokens_per_gpu > bound.tokens_per_s:
+        raise BenchError(
+            f"--tokens-per-gpu {tokens_per_gpu:,.0f} exceeds what a {the_spec.name} can make of "
+            f"{setup.model.name} in {setup.precision} at {setup.isl} + {setup.osl} tokens: "
+            f"{bound.describe()}"
+        )
+    return rate, bound
 
 
 # --- choosing the layout ------------------------------------------------------------------------
 
 Result = TypeVar("Result")
 
-# Tensor-parallel degrees tried by --tp auto: within one 8-GPU NVLink node.
+# Tensor-parallel degrees tried by --tp auto: within one NVLink node of 8 GPUs (an HGX board's
+# 8 GPUs, NVIDIA's HGX H100/H200/B200 platform), where tensor parallelism's all-reduces stay.
 TP_CHOICES = (1, 2, 4, 8)
 
 
@@ -238,71 +254,263 @@ def best_layout(
     return results[best.tp], tried
 
 
-# --- rates from a simulation, deals, bounds -----------------------------------------------------
-
-HOURS_PER_YEAR = 365.25 * 24
+# --- the fleet's terms --------------------------------------------------------------------------
 
 
-def deal_price(deal_usd: float, years: float, gpus: int) -> float:
-    """USD per GPU-hour of a deal paying `deal_usd` for `gpus` GPUs over `years`."""
-    check_range("--deal-usd", deal_usd, what=" (USD for the whole deal)")
-    check_range("--years", years)
-    return deal_usd / (gpus * years * HOURS_PER_YEAR)
-
-
-def slo_per_gpu(sim: Simulation) -> PerGpu:
-    """The sustained rate of a replica at the highest Poisson arrival rate meeting an SLO,
-    per GPU; the offline run's output rate is the peak."""
-    setup = sim.step_model.setup
-    lengths = sim.workload.lengths
-    mean_in = sum(i for i, _ in lengths) / len(lengths)
-    mean_out = sum(o for _, o in lengths) / len(lengths)
-    rps = sim.rate / setup.tp
-    return PerGpu(
-        output_tokens_per_s=rps * mean_out,
-        total_tokens_per_s=rps * (mean_in + mean_out),
-        requests_per_s=rps,
-        peak_output_tokens_per_s=sim.search.offline.output_tokens_per_s,
-        source=f"simulated at {sim.slo.describe()}",
+def parse_gpus(text: str, gpu: str | None) -> tuple[tuple[str | None, int], ...]:
+    """--gpus N (of --gpu's kind) or --gpus KIND=N,KIND=N (a mixed fleet, no --gpu) as
+    (spec key or None, GPUs) pairs."""
+    rule = (
+        "--gpus takes a number of GPUs (of --gpu's kind) or KIND=N pairs, e.g. "
+        "gb200=150000,gb300=150000"
     )
+    if "=" not in text:
+        count = _count(text, rule)
+        return ((gpu, count),)
+    if gpu is not None:
+        raise BenchError(f"--gpus {text} names its GPU kinds: drop --gpu {gpu}")
+    parts = []
+    for pair in text.split(","):
+        key, _, n = (p.strip() for p in pair.partition("="))
+        parts.append((spec(key).key, _count(n, rule)))
+    if len({k for k, _ in parts}) < len(parts):
+        raise BenchError(f"--gpus {text} names a GPU kind twice")
+    return tuple(parts)
 
 
-def served_per_gpu(sim: Simulation) -> float:
-    """Output tokens/s per GPU a simulated replica serves: offline, what the run served; under
-    an SLO, the sustained arrival rate's."""
-    if sim.search is None:
-        return sim.result.output_tokens_per_s
-    return slo_per_gpu(sim).output_tokens_per_s
+def _count(text: str, rule: str) -> int:
+    try:
+        count = int(text.replace("_", ""))
+    except ValueError:
+        raise BenchError(f"{rule}; got '{text}'") from None
+    if count < 1:
+        raise BenchError(f"--gpus must be at least 1, got {count}")
+    return count
 
 
-def roofline_rate(setup: Serving, spec: GpuSpec) -> float:
-    """The most output tokens/s one GPU could make of the model: every token's weight FLOPs
-    (GEMMs, experts, LM head; attention left out) at the dense peak of the precision, however
-    large the batch."""
-    uses = [u for u in Serving(setup.model, precision=setup.precision).decode_step(1)]
-    flops = sum(
-        get_op(u.op).flops(u.shape) * u.count for u in uses if get_op(u.op).part != "attention"
-    )
-    peak = spec.peak_tflops.get(setup.precision) or spec.peak_tflops["bf16"]
-    return peak * 1e12 / flops
+@dataclass(frozen=True)
+class Terms:
+    """A fleet as a plan names it: its GPUs by kind, how busy they are on average, what they
+    cost (a price per GPU-hour, or a deal), and its facility's PUE."""
+
+    gpus: tuple[tuple[str | None, int], ...]
+    utilization: float = DEFAULT_UTILIZATION
+    price: float | None = None  # USD per GPU-hour
+    deal: Deal | None = None
+    pue: float = PUE_AWS
+
+    def __post_init__(self) -> None:
+        check_range("--utilization", self.utilization, 0, 1, closed="high")
+        if self.price is not None:
+            check_range("--price", self.price, what=" (USD per GPU-hour)")
+            if self.deal is not None:
+                raise BenchError("--price and --deal-usd exclude each other: a deal sets the price")
+        check_pue(self.pue)
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.gpus)
+
+    def price_per_gpu_hour(self) -> float | None:
+        return self.price if self.deal is None else self.deal.price_per_gpu_hour(self.total)
+
+    def check(self, tp: int) -> None:
+        """Raise a one-line BenchError for a kind too small for one TP group."""
+        for key, n in self.gpus:
+            if n < tp:
+                kind = f" {spec(key).name}" if key else ""
+                raise BenchError(
+                    f"{n:,}{kind} GPU{'s' if n > 1 else ''} cannot hold one copy of the model "
+                    f"at TP {tp}"
+                )
 
 
-def check_given_rate(setup: Serving, tokens_per_gpu: float, gpu: str | None) -> None:
-    """A rate given by hand must be one the named GPU could reach, for a model it can hold."""
-    check_range("--tokens-per-gpu", tokens_per_gpu)
-    if gpu is None:
-        return
-    spec = _spec(gpu)
-    plan = setup.memory_plan(spec.memory_gb * 1e9)
-    if plan.max_batch < 1:
-        raise BenchError(
-            f"{setup.model.name} at TP {setup.tp} in {setup.precision} does not fit {spec.name}: "
-            f"{plan.weights / 1e9:.0f} GB of weights per GPU beside {spec.memory_gb:.0f} GB"
-        )
-    bound = roofline_rate(setup, spec)
-    if tokens_per_gpu > bound:
-        raise BenchError(
-            f"--tokens-per-gpu {tokens_per_gpu:,.0f} exceeds what a {spec.name} can make of "
-            f"{setup.model.name} in {setup.precision}: at most {bound:,.0f} output tok/s per GPU "
-            "(each token's weight FLOPs at the dense peak)"
-        )
+@dataclass(frozen=True)
+class Asks:
+    """What a plan is asked beside the fleet's own figures: the GPUs a target rate or a daily
+    volume needs, and a claimed rate to check."""
+
+    target_tokens_s: float | None = None
+    target_tokens_day: float | None = None
+    claim_tokens_s: float | None = None
+
+    def check(self) -> None:
+        for flag, value in (
+            ("--target-tokens-s", self.target_tokens_s),
+            ("--target-tokens-day", self.target_tokens_day),
+            ("--claim-tokens-s", self.claim_tokens_s),
+        ):
+            if value is not None:
+                check_range(flag, value)
+
+
+# --- a fleet plan -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A fleet plan: the fleet, its terms, the claim checked, the market checks of a price or
+    deal, the power, every assumption in words, and every figure by name (capacity --json)."""
+
+    model: str
+    fleet: Fleet
+    terms: Terms
+    claim: Claim | None
+    figures: dict[str, object]
+    assumptions: tuple[str, ...]
+    prices: tuple[PriceCheck, ...] = ()
+    api: ApiCheck | None = None
+    power: Power | None = None
+
+
+def fleet_plan(parts: tuple[Part, ...], terms: Terms, asks: Asks, lengths: str) -> Plan:
+    """The fleet of `parts` on `terms`, with the answers to `asks`; `lengths` says where the
+    request lengths came from."""
+    fleet = Fleet(parts, terms.utilization, terms.price_per_gpu_hour())
+    claim = None if asks.claim_tokens_s is None else check_claim(asks.claim_tokens_s, fleet)
+    prices, api, power = _market(fleet, terms)
+    plan = Plan(parts[0].setup.model.name, fleet, terms, claim, {}, (), prices, api, power)
+    plan = dataclasses.replace(plan, assumptions=_assumptions(plan, lengths))
+    return dataclasses.replace(plan, figures=_figures(plan, asks))
+
+
+def _market(
+    fleet: Fleet, terms: Terms
+) -> tuple[tuple[PriceCheck, ...], ApiCheck | None, Power | None]:
+    """A priced fleet's checks: each kind's price beside the market's, the cost beside API
+    prices of the model; a fleet of named GPUs' power."""
+    named = all(p.key for p in fleet.parts)
+    price = fleet.price_per_gpu_hour
+    prices = tuple(price_check(p.key, price) for p in fleet.parts) if named and price else ()
+    api = None
+    if price is not None:
+        requests = fleet.busy_rate("requests")
+        mean_out = fleet.busy_rate("output") / requests
+        mean_in = fleet.busy_rate("total") / requests - mean_out
+        api = api_check(
+            fleet.parts[0].setup.model.name, fleet.cost_per_million("output"),
+            fleet.cost_per_unit("requests"), mean_in, mean_out,
+        )  # fmt: skip
+    power = None
+    if named:
+        share = terms.deal.online_share if terms.deal else 1.0
+        years = terms.deal.years if terms.deal else 1.0
+        kinds = tuple((gpu_power(p.key), p.gpus) for p in fleet.parts)
+        power = Power(kinds, terms.pue, fleet.busy_rate("output"), years, share)
+    return prices, api, power
+
+
+def _figures(plan: Plan, asks: Asks) -> dict[str, object]:
+    """Every figure by name: per-day rates, costs, the GPUs each target needs, the parts, the
+    deal, the market checks, the power and the claim."""
+    fleet, terms = plan.fleet, plan.terms
+    first = fleet.parts[0]
+    out: dict[str, object] = {
+        "model": plan.model,
+        "gpus": fleet.gpus,
+        "serving_gpus": fleet.serving_gpus,
+        "utilization": fleet.utilization,
+        # A fleet of several kinds: the mean per serving GPU.
+        "per_gpu_output_tokens_s": fleet.busy_rate("output") / fleet.serving_gpus,
+        "output_tokens_day": fleet.per_day("output"),
+        "total_tokens_day": fleet.per_day("total"),
+        "requests_day": fleet.per_day("requests"),
+        "isl": first.setup.isl,
+        "osl": first.setup.osl,
+        "parts": [_part_figures(p) for p in fleet.parts],
+    }
+    if len(fleet.parts) == 1:  # the one kind's figures at the top, as for any fleet of one
+        out.update({k: v for k, v in out["parts"][0].items() if k != "gpus"})
+    if fleet.price_per_gpu_hour is not None:
+        out["usd_per_gpu_hour"] = fleet.price_per_gpu_hour
+        out["usd_per_million_output_tokens"] = fleet.cost_per_million("output")
+        out["usd_per_million_total_tokens"] = fleet.cost_per_million("total")
+    if terms.deal is not None:
+        d = terms.deal
+        out.update(deal_usd=d.usd, years=d.years, non_gpu_share=d.non_gpu_share,
+                   online_share=d.online_share, gpu_hours=d.gpu_hours(terms.total))  # fmt: skip
+    for name, target in (("tokens_s", asks.target_tokens_s),
+                         ("tokens_day", asks.target_tokens_day)):  # fmt: skip
+        if target is not None:
+            per_s = target if name == "tokens_s" else target / SECONDS_PER_DAY
+            out[f"target_{name}"] = target
+            out[f"gpus_for_target_{name}"] = gpus_needed(
+                per_s, fleet.busy_rate("output") / fleet.serving_gpus, fleet.utilization,
+                first.setup.tp,
+            )  # fmt: skip
+    out.update(_check_figures(plan))
+    return out
+
+
+def _part_figures(part: Part) -> dict[str, object]:
+    setup = part.setup
+    out: dict[str, object] = {
+        "gpu": part.gpu, "gpus": part.gpus, "tp": setup.tp, "precision": setup.precision,
+        "kv_precision": setup.kv_dtype, "per_gpu_output_tokens_s": part.rate.output_tokens_per_s,
+        "source": part.rate.source,
+    }  # fmt: skip
+    if part.bound is not None:
+        out["bound_output_tokens_s_per_gpu"] = part.bound.tokens_per_s
+    return out
+
+
+def _check_figures(plan: Plan) -> dict[str, object]:
+    out: dict[str, object] = {}
+    if plan.claim is not None:
+        c = plan.claim
+        out.update(claim_ratio=c.ratio, claim_verdict=c.verdict, claim_estimate_tokens_s=c.estimate,
+                   claim_bound_tokens_s=c.bound)  # fmt: skip
+    if plan.prices:
+        out["market_gpu_prices"] = [
+            {"gpu": c.gpu, "stand_in": c.stand_in,
+             "lowest_usd": c.lowest.usd if c.lowest else None,
+             "lowest_seller": c.lowest.seller if c.lowest else None,
+             "committed_floor_usd": c.committed_floor}
+            for c in plan.prices
+        ]  # fmt: skip
+    if plan.api is not None and plan.api.rows:
+        out["market_api_prices"] = [
+            {"seller": r.seller, "input_usd": r.input_usd, "output_usd": r.output_usd,
+             "date": r.date, "api_over_fleet_per_request": plan.api.api_per_request(r)
+             / plan.api.per_request}
+            for r in plan.api.rows
+        ]  # fmt: skip
+    if plan.power is not None:
+        p = plan.power
+        out.update(megawatts=p.megawatts, output_tokens_s_per_megawatt=p.tokens_per_megawatt,
+                   pue=p.pue, electricity_usd_at_most=p.electricity_usd)  # fmt: skip
+    out["assumptions"] = list(plan.assumptions)
+    return out
+
+
+def _assumptions(plan: Plan, lengths: str) -> tuple[str, ...]:
+    """Every assumption the plan rests on, in words, printed with the answer."""
+    fleet, terms = plan.fleet, plan.terms
+    said = [
+        f"requests: {lengths}",
+        *(f"{p.gpu}: {p.rate.source}" for p in fleet.parts),
+        f"utilization {fleet.utilization:.0%}: the average share of the day the fleet serves "
+        "at that rate (assumption; --utilization)",
+    ]
+    if fleet.price_per_gpu_hour is not None:
+        said.append("every GPU is paid for whether busy or not")
+    if terms.deal is not None:
+        d = terms.deal
+        said += [
+            f"{d.non_gpu_share:.0%} of the deal buys what is not GPU time: CPUs, storage, "
+            "networking (assumption; --non-gpu-share)",
+            f"GPUs {d.ramp.source}: {d.online_share:.0%} of the fleet online on average over "
+            f"{d.years:g} years",
+        ]
+    if plan.prices:
+        said.append(f"market prices are list prices, dated; a commitment's floor is the lowest "
+                    f"rental less {COMMITTED_SOURCE}")  # fmt: skip
+        said += [f"prices of {c.name}: none of its own was found" for c in plan.prices
+                 if c.stand_in]  # fmt: skip
+    if plan.power is not None:
+        said.append(f"PUE {terms.pue:g}" + (f": {PUE_SOURCE}" if terms.pue == PUE_AWS else
+                                            " (--pue)"))  # fmt: skip
+        said += [f"power of a {p.gpu}: {p.what}" for p, _ in plan.power.kinds]
+        said.append(f"electricity at {ELECTRICITY_USD_PER_KWH * 100:.2f} ¢/kWh "
+                    f"({ELECTRICITY_SOURCE}), every GPU at its rating while online")  # fmt: skip
+    return tuple(said)

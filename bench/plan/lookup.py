@@ -1,4 +1,5 @@
-"""The time of an op at a shape, taken from result files, and where that figure comes from.
+"""The time of an op at a shape, taken from result files or the op-time model, and where that
+figure comes from.
 
 In order of preference, measured over assumed (docs/estimate.md):
 
@@ -8,29 +9,29 @@ In order of preference, measured over assumed (docs/estimate.md):
    measured shapes on either side along one of the op's axes (a GEMM's M, attention's batch or
    sequence, decode's batch or context, a collective's message size), every other shape key
    equal;
-3. roofline: max(FLOPs / peak, bytes / bandwidth) on the GPU's spec-table entry, divided by
-   the efficiency measured at the most similar shape of the same op and dtype in the files;
-4. reference: the same, with the efficiency measured in a reference file of another GPU
-   (results/, committed with its card, date and command);
-5. default: the same, with the op's default efficiency (bench.plan.efficiency, each with its
-   source).
+3. scaled: the op-time model (bench.plan.optime) on the GPU's spec-table entry, scaled by how
+   the files' most similar case of the same op and dtype measured against the model there;
+4. reference: the same, scaled by a case of a reference file of another GPU (results/, committed
+   with its card, date and command) against the model on that GPU;
+5. modelled: the op-time model alone, every parameter sourced; collectives by their own model
+   (bench.plan.network).
 
-Every op time is at least bench.plan.efficiency.KERNEL_FLOOR_S unless measured. With no spec entry
-(a CPU result file) there is no roofline (nor ever for a collective), and a shape that was neither
-measured nor bracketed is an error that says how to measure it. A case measured on several ranks
-counts at its median rank's time. Cases of ops this version does not know are left out: no model
-step uses them.
+With no spec entry (a CPU result file) there is no model, and a shape that was neither measured
+nor bracketed is an error that says how to measure it. A case measured on several ranks counts
+at its median rank's time. Cases of ops this version does not know are left out: no model step
+uses them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 from bench import BenchError
 from bench.measure.ops import OPS, get_op
-from bench.plan.efficiency import KERNEL_FLOOR_S, default_efficiency
-from bench.record.hardware import SPECS, GpuSpec, projection, roofline, spec_of
+from bench.plan import network, optime
+from bench.record.hardware import GpuSpec, projection, spec_of
 from bench.record.schema import CaseResult, ResultDoc, Shape, shape_key
 
 
@@ -39,26 +40,25 @@ class Timed:
     """An op's time at one shape and where it came from."""
 
     seconds: float
-    source: str  # "measured", "interpolated", "roofline", "reference" or "default"
-    detail: str  # the case(s) or the published figure it rests on, for notes
+    source: str  # "measured", "interpolated", "scaled", "reference" or "modelled"
+    detail: str  # the case(s) or the model's terms and sources it rests on, for notes
     impl: str | None = None  # the implementation whose times it rests on
+    bound: str = ""  # a modelled time's: "latency", "compute", "memory" or "network"
 
 
 def label(op: str, shape: Shape) -> str:
     return f"{op} {get_op(op).label(shape)}"
 
 
-def roofline_seconds(op: str, shape: Shape, dtype: str, spec: GpuSpec) -> float:
-    """Lower bound on an op's time on a GPU from its spec sheet."""
+def model_time(
+    op: str, shape: Shape, dtype: str, spec: GpuSpec, engine: str = "nccl"
+) -> optime.Modelled:
+    """The op-time model's time for an op at a shape on a GPU; a collective's by the network
+    model, over the `engine` a serving engine would run it with."""
     o = get_op(op)
-    bound = roofline(spec, dtype, o.flops(shape), o.bytes(shape, dtype), o.tf32)
-    if bound is None:
-        having = [s.key for s in SPECS.values() if s.peak_tflops.get(dtype)]
-        raise BenchError(
-            f"{spec.name} has no {dtype} peak in the spec table; {dtype} needs one of: "
-            f"{', '.join(having)}; or use another precision"
-        )
-    return bound.seconds
+    if o.part == "communication":
+        return network.collective_time(o, shape, spec, engine)
+    return optime.op_time(o, shape, dtype, spec)
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,10 @@ class Point:
 
 @dataclass(frozen=True)
 class Reached:
-    """The share of its roofline a measured case reached on its own GPU."""
+    """How a measured case compares with the op-time model on its own GPU."""
 
     point: Point
-    share: float
+    ratio: float  # measured seconds / modelled seconds
     where: str = ""  # the device of a reference file
 
 
@@ -98,8 +98,9 @@ class Measurements:
     Without `target` the files must come from one device and times are as measured. With a
     `target` spec, each case measured on another GPU is projected: its time scaled by the ratio
     of the target's roofline to its own device's for that op, shape and dtype (same efficiency).
-    With no files, every time is a roofline over a reference or default efficiency. `references`
-    (reference result files of GPUs in the spec table) lend their efficiencies, never times.
+    With no files, every time is the op-time model's, scaled by a reference file's where one
+    measured the op. `references` (reference result files of GPUs in the spec table) lend how
+    their cases compared with the model, never times. `engine` is the collectives' (network).
     """
 
     def __init__(
@@ -110,42 +111,52 @@ class Measurements:
         impl: str | None = None,
         hint: str = "",
         references: list[ResultDoc] | None = None,
+        engine: str = "nccl",
     ) -> None:
         """`impl` forces an implementation for every op that has one of that name; `hint` ends
         the error for a shape that cannot be estimated (e.g. the command that measures it)."""
         self.docs = docs
         own = spec_of(docs[0].device, docs[0].spec) if docs else None
         self.spec: GpuSpec | None = target or own
-        self.hint = hint
+        self.hint, self.engine = hint, engine
+        self._known: dict[tuple, Timed] = {}
         self.best = _fastest(docs, impl, target)
         self.reference: dict[tuple[str, str], list[Reached]] = {}
         for doc in references or []:
             spec = spec_of(doc.device, doc.spec)
             for point in _fastest([doc], impl, None).values() if spec else ():
                 c = point.case
-                o = get_op(c.op)
-                bound = roofline(spec, c.dtype, o.flops(c.shape), o.bytes(c.shape, c.dtype), o.tf32)
-                if o.part != "communication" and bound is not None:
-                    share = bound.seconds / point.seconds
+                if get_op(c.op).part == "communication":  # links differ, cards aside
+                    continue
+                with contextlib.suppress(BenchError):  # a dtype the model has no peak for
+                    model = model_time(c.op, c.shape, c.dtype, spec)
                     known = self.reference.setdefault((c.op, c.dtype), [])
-                    known.append(Reached(point, share, doc.device.name))
+                    known.append(Reached(point, point.seconds / model.seconds, doc.device.name))
 
     def time(self, op: str, shape: Shape, dtype: str) -> Timed:
-        """Measured, else interpolated, else roofline over an efficiency (measured here, in a
-        reference file, or the default), else an error."""
+        """An op's time at a shape: _time's, kept (the simulator asks for the same shapes
+        many times)."""
+        key = (op, dtype, shape_key(shape))
+        if key not in self._known:
+            self._known[key] = self._time(op, shape, dtype)
+        return self._known[key]
+
+    def _time(self, op: str, shape: Shape, dtype: str) -> Timed:
+        """Measured, else interpolated, else the op-time model (scaled by how the files' or a
+        reference file's most similar case compared with it), else an error."""
         point = self.best.get((op, dtype, shape_key(shape)))
         if point is not None:
             return Timed(point.seconds, "measured", point.describe(), point.case.impl)
         timed = self._interpolate(op, shape, dtype)
         if timed is not None:
             return timed
-        if self.spec is not None and get_op(op).part != "communication":
-            return self._roofline(op, shape, dtype)
+        if self.spec is not None:
+            return self._modelled(op, shape, dtype)
         where = ", ".join(sorted({d.device.name for d in self.docs})) or "no file"
         raise BenchError(
             f"the results lack {label(op, shape)} {dtype}: not measured, no measured shapes on "
-            f"both sides to interpolate, and {where} has no spec entry for a roofline "
-            f"fallback{'; ' + self.hint if self.hint else ''}"
+            f"both sides to interpolate, and {where} has no spec entry for the op-time "
+            f"model{'; ' + self.hint if self.hint else ''}"
         )
 
     def _same_op(self, op: str, dtype: str) -> list[Point]:
@@ -173,29 +184,30 @@ class Measurements:
             return Timed(t, "interpolated", detail, lo.case.impl)
         return None
 
-    def _roofline(self, op: str, shape: Shape, dtype: str) -> Timed:
-        """Roofline time over the efficiency measured at the most similar case of the files,
-        else of the reference files, else the op's default efficiency; at least the floor."""
-        bound = roofline_seconds(op, shape, dtype, self.spec)
+    def _modelled(self, op: str, shape: Shape, dtype: str) -> Timed:
+        """The op-time model's time, scaled by the files' most similar case of the same op and
+        dtype as it measured against the model, else a reference file's; a collective's from
+        the network model alone."""
+        model = model_time(op, shape, dtype, self.spec, self.engine)
+        if get_op(op).part == "communication":
+            return Timed(model.seconds, "modelled", model.detail, bound="network")
         here = [
-            Reached(p, roofline_seconds(op, p.shape, dtype, self.spec) / p.seconds)
+            Reached(p, p.seconds / model_time(op, p.shape, dtype, self.spec).seconds)
             for p in self._same_op(op, dtype)
         ]
-        for source, known in (("roofline", here), ("reference", self.reference.get((op, dtype)))):
+        for source, known in (("scaled", here), ("reference", self.reference.get((op, dtype)))):
             if known:
                 e = _most_similar(op, shape, known)
                 where = f" on {e.where} (a reference file)" if e.where else ""
-                detail = f"{e.share:.0%} of roofline as measured at {e.point.describe()}{where}"
-                seconds = max(bound / e.share, KERNEL_FLOOR_S)
-                return Timed(seconds, source, detail, e.point.case.impl)
-        default = default_efficiency(op)
-        detail = f"{default.share:.0%} of roofline: {default.source}"
-        return Timed(max(bound / default.share, KERNEL_FLOOR_S), "default", detail)
+                detail = f"the model × {e.ratio:.2f}, as measured at {e.point.describe()}{where}"
+                impl = e.point.case.impl
+                return Timed(model.seconds * e.ratio, source, detail, impl, model.bound)
+        return Timed(model.seconds, "modelled", model.detail, bound=model.bound)
 
 
 def _most_similar(op: str, shape: Shape, known: list[Reached]) -> Reached:
-    """The efficiency at the most similar case: the same non-axis shape keys if any case has
-    them, then the nearest in work (log scale)."""
+    """The most similar measured case: the same non-axis shape keys if any case has them, then
+    the nearest in work (log scale)."""
     free = {k for group in get_op(op).axes for k in group}
     fixed = {k: v for k, v in shape.items() if k not in free}
     similar = [e for e in known if {k: e.point.shape.get(k) for k in fixed} == fixed] or known

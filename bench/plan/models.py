@@ -17,30 +17,46 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError, check_range
+from bench import BenchError, ceil_div, check_range
 from bench.measure.ops import OPS, get_op
 from bench.measure.ops.step import ModelStep, OpUse, in_layer_order
 from bench.measure.suites import CaseSpec
 from bench.record.schema import DTYPE_BYTES, shape_key
 
-# Weights' precisions: the GEMMs' and the MoE experts' (fp4: NVFP4, on GPUs with fp4 tensor cores).
-PRECISIONS = ("bf16", "fp16", "fp8", "fp4", "fp32")
+# Weights' precisions: the GEMMs' and the MoE experts'. fp8 and fp4 (NVFP4) run on tensor cores
+# of their own where a GPU has them; elsewhere, as mxfp4 (gpt-oss's MXFP4 experts), int8 and
+# int4 (W8A16, W4A16) do everywhere, they are weight-only: read at their bits, dequantised into
+# bf16 GEMMs (bench.plan.optime).
+PRECISIONS = ("bf16", "fp16", "fp8", "fp4", "mxfp4", "int8", "int4", "fp32")
+# Precisions whose activations, attention, router and LM head stay in bf16.
+QUANTISED = ("fp8", "fp4", "mxfp4", "int8", "int4")
 # The KV cache's precision: "auto" stores it in the activations' dtype; "fp8" as float8_e4m3fn
 # with a scale per tensor, as serving engines' fp8 KV caches do (half the bytes of bf16).
 KV_PRECISIONS = ("auto", "fp8")
+# Who runs a step's all-reduces (bench.plan.network): NCCL, as frameworks and per-op profiles
+# call it (the default); what vLLM picks (its custom kernel for small ones within an NVLink
+# domain); or the custom kernel wherever it can run.
+COLLECTIVES = ("nccl", "auto", "custom")
 DEFAULT_ISL = 1024  # prompt tokens per request
 DEFAULT_OSL = 256  # output tokens per request
 DEFAULT_BATCHES = (1, 8, 32, 128)
 DEFAULT_PAGE = 16  # KV-cache page size in tokens, vLLM's default block size
-# Fraction of device memory kept out of the weights + KV-cache budget for activations, the
-# allocator and CUDA graphs (vLLM's default gpu_memory_utilization of 0.9 keeps the same 10%).
-DEFAULT_WORKSPACE = 0.10
+# What a serving engine keeps out of a GPU's memory, as vLLM sizes its KV cache: a share of the
+# memory the driver reports (1 − gpu_memory_utilization, whose default is 0.92:
+# vllm/config/cache.py; 0.9 before), then the CUDA context, the CUDA graphs and the activations'
+# peak, then the weights.
+DEFAULT_WORKSPACE = 0.08
+# A CUDA context with PyTorch and lazy module loading: "around 400MB" (PyTorch maintainer,
+# pytorch/pytorch#109888).
+CUDA_CONTEXT_BYTES = 400e6
+# Decode's CUDA graphs: vLLM's own estimate, "Estimated CUDA graph memory: 0.36 GiB total"
+# (its log, quoted in gpustack/runner#251).
+CUDA_GRAPH_BYTES = 0.36 * 2**30
 # A serving engine bounds the tokens of one prefill step (vLLM's max_num_batched_tokens,
 # SGLang's chunked prefill); prefill is estimated for batches within this budget.
 DEFAULT_MAX_PREFILL_TOKENS = 16384
@@ -71,6 +87,9 @@ class ModelConfig:
     sinks: bool = False
     params: float | None = None  # the published parameter count, for checking the derivation
     source: str = ""
+    # The longest sequence (prompt + output) the model serves: config.json's
+    # max_position_embeddings; 0 where a config file does not say (lengths then go unchecked).
+    max_context: int = 0
     # Features of the architecture the step model leaves out; every estimate lists them.
     unmodelled: tuple[str, ...] = ()
     # A feature too large to leave out: no estimate is made rather than a guess.
@@ -81,12 +100,8 @@ class ModelConfig:
         return self.experts > 1
 
 
-# gpt-oss's checkpoints store the experts in MXFP4; here they take the --precision given.
-GPT_OSS_UNMODELLED = (
-    "MXFP4 expert weights (the experts run in the precision given)",
-    "attention and expert biases",
-    "the clamped SwiGLU (as SiLU·mul)",
-)
+# gpt-oss's checkpoints store the experts in MXFP4 (--precision mxfp4); the rest is bf16.
+GPT_OSS_UNMODELLED = ("attention and expert biases", "the clamped SwiGLU (as SiLU·mul)")
 
 # DeepSeek-V3/R1's attention caches one 576-wide latent per token instead of per-head keys and
 # values: modelling it as grouped-query attention would misstate its KV cache ~60-fold.
@@ -94,6 +109,13 @@ DEEPSEEK_MLA = (
     "multi-head latent attention (MLA: a compressed KV cache, absorbed projections), its shared "
     "expert and its first three dense layers"
 )
+
+# Qwen3's configs (dense and MoE) give max_position_embeddings 40960: 32,768 tokens native plus
+# room for output; Qwen's model cards extend it to 131,072 with YaRN rotary scaling, which a
+# deployment must switch on (and which changes the model's quality). The native figure is kept.
+QWEN3_CONTEXT = 40960
+# The tiny configs are made up; their context is made up too, as Llama-3.1's.
+TINY_CONTEXT = 131072
 
 # fmt: off
 MODELS: dict[str, ModelConfig] = {
@@ -103,30 +125,35 @@ MODELS: dict[str, ModelConfig] = {
             name="Llama-3.1-8B", hidden=4096, layers=32, heads=32, kv_heads=8,
             head_dim=128, intermediate=14336, vocab=128256,
             params=8.03e9,
+            max_context=131072,
             source="meta-llama/llama-models sku_list; HF meta-llama/Llama-3.1-8B config.json",
         ),
         ModelConfig(
             name="Llama-3.1-70B", hidden=8192, layers=80, heads=64, kv_heads=8,
             head_dim=128, intermediate=28672, vocab=128256,
             params=70.6e9,
+            max_context=131072,
             source="meta-llama/llama-models sku_list; HF meta-llama/Llama-3.1-70B config.json",
         ),
         ModelConfig(
             name="Llama-3.1-405B", hidden=16384, layers=126, heads=128, kv_heads=8,
             head_dim=128, intermediate=53248, vocab=128256,
             params=405.9e9,
+            max_context=131072,
             source="meta-llama/llama-models sku_list; HF meta-llama/Llama-3.1-405B config.json",
         ),
         ModelConfig(
             name="Llama-3.3-70B", hidden=8192, layers=80, heads=64, kv_heads=8,
             head_dim=128, intermediate=28672, vocab=128256,
             params=70.6e9,
+            max_context=131072,
             source="HF meta-llama/Llama-3.3-70B-Instruct config.json (Llama-3.1-70B's shapes)",
         ),
         ModelConfig(
             name="Llama-2-70B", hidden=8192, layers=80, heads=64, kv_heads=8,
             head_dim=128, intermediate=28672, vocab=32000,
             params=69e9,
+            max_context=4096,
             source="HF meta-llama/Llama-2-70b-hf config.json",
         ),
         ModelConfig(
@@ -134,25 +161,29 @@ MODELS: dict[str, ModelConfig] = {
             head_dim=128, intermediate=14336, vocab=32000,
             experts=8, top_k=2,
             params=46.7e9,
+            max_context=32768,
             source="HF mistralai/Mixtral-8x7B-v0.1 config.json (46.7B total, 12.9B active)",
         ),
         ModelConfig(
             name="Qwen3-8B", hidden=4096, layers=36, heads=32, kv_heads=8,
             head_dim=128, intermediate=12288, vocab=151936,
             params=8.2e9,
-            unmodelled=("per-head QK RMSNorm",), source="HF Qwen/Qwen3-8B config.json (8.2B)",
+            unmodelled=("per-head QK RMSNorm",), max_context=QWEN3_CONTEXT,
+            source="HF Qwen/Qwen3-8B config.json (8.2B)",
         ),
         ModelConfig(
             name="Qwen3-32B", hidden=5120, layers=64, heads=64, kv_heads=8,
             head_dim=128, intermediate=25600, vocab=151936,
             params=32.8e9,
-            unmodelled=("per-head QK RMSNorm",), source="HF Qwen/Qwen3-32B config.json (32.8B)",
+            unmodelled=("per-head QK RMSNorm",), max_context=QWEN3_CONTEXT,
+            source="HF Qwen/Qwen3-32B config.json (32.8B)",
         ),
         ModelConfig(
             name="Qwen3-235B-A22B", hidden=4096, layers=94, heads=64, kv_heads=4,
             head_dim=128, intermediate=1536, vocab=151936,
             experts=128, top_k=8,
             params=235e9, unmodelled=("per-head QK RMSNorm",),
+            max_context=QWEN3_CONTEXT,
             source="HF Qwen/Qwen3-235B-A22B config.json (235B total, 22B active)",
         ),
         ModelConfig(
@@ -160,6 +191,7 @@ MODELS: dict[str, ModelConfig] = {
             head_dim=128, intermediate=768, vocab=151936,
             experts=128, top_k=8,
             params=30.5e9, unmodelled=("per-head QK RMSNorm",),
+            max_context=QWEN3_CONTEXT,
             source="HF Qwen/Qwen3-30B-A3B config.json (30.5B total, 3.3B active)",
         ),
         ModelConfig(
@@ -168,6 +200,7 @@ MODELS: dict[str, ModelConfig] = {
             experts=128, top_k=4,
             sliding_window=128, sliding_layers=18, sinks=True, params=116.8e9,
             unmodelled=GPT_OSS_UNMODELLED,
+            max_context=131072,
             source="HF openai/gpt-oss-120b config.json; OpenAI gpt-oss model card (116.8B total)",
         ),
         ModelConfig(
@@ -176,6 +209,7 @@ MODELS: dict[str, ModelConfig] = {
             experts=32, top_k=4,
             sliding_window=128, sliding_layers=12, sinks=True, params=20.9e9,
             unmodelled=GPT_OSS_UNMODELLED,
+            max_context=131072,
             source="HF openai/gpt-oss-20b config.json; OpenAI gpt-oss model card (20.9B total)",
         ),
         ModelConfig(
@@ -183,17 +217,20 @@ MODELS: dict[str, ModelConfig] = {
             head_dim=128, intermediate=2048, vocab=129280,
             experts=256, top_k=8,
             params=671e9, unsupported=DEEPSEEK_MLA,
+            max_context=163840,
             source="HF deepseek-ai/DeepSeek-V3 config.json (671B total, 37B active; R1: same)",
         ),
         ModelConfig(
             name="tiny", hidden=256, layers=2, heads=4, kv_heads=2,
             head_dim=64, intermediate=512, vocab=2048,
+            max_context=TINY_CONTEXT,
             source="tokbench: a made-up Llama-style config sized for CPU runs, not a real model",
         ),
         ModelConfig(
             name="tiny-moe", hidden=256, layers=2, heads=4, kv_heads=2,
             head_dim=64, intermediate=256, vocab=2048,
             experts=4, top_k=2,
+            max_context=TINY_CONTEXT,
             source="tokbench: a made-up Mixtral-style config sized for CPU runs, not a real model",
         ),
         ModelConfig(
@@ -201,6 +238,7 @@ MODELS: dict[str, ModelConfig] = {
             head_dim=64, intermediate=256, vocab=2048,
             experts=8, top_k=2,
             sliding_window=16, sliding_layers=1, sinks=True,
+            max_context=TINY_CONTEXT,
             source="tokbench: a made-up gpt-oss-style config (MoE, a windowed layer, sinks) "
             "sized for CPU runs, not a real model",
         ),
@@ -268,7 +306,7 @@ def _from_own(data: dict[str, Any], path: Path) -> ModelConfig:
     values = {"name": path.stem, "source": str(path), **data}
     for name in [*required, "experts", "top_k"]:
         _check_int(values.get(name, 1), name, path)
-    for name in ("sliding_window", "sliding_layers"):
+    for name in ("sliding_window", "sliding_layers", "max_context"):
         if values.get(name, 0):
             _check_int(values[name], name, path)
     values["unmodelled"] = tuple(str(u) for u in values.get("unmodelled", ()))
@@ -313,6 +351,7 @@ def _from_hf(data: dict[str, Any], path: Path) -> ModelConfig:
         source=f"Hugging Face config.json read from {path}",
         unmodelled=_hf_unmodelled(data),
         unsupported=DEEPSEEK_MLA if kind == "deepseek_v3" else "",
+        max_context=get("max_position_embeddings") if "max_position_embeddings" in data else 0,
     )
 
 
@@ -363,6 +402,16 @@ def check_config(config: ModelConfig, where: str) -> None:
         raise BenchError(f"{where}: sliding_layers {config.sliding_layers} needs a sliding_window")
 
 
+def check_context(config: ModelConfig, prompt: int, output: int, where: str = "") -> None:
+    """Raise a one-line BenchError when a request is longer than the model's context."""
+    if config.max_context and prompt + output > config.max_context:
+        what = where or f"--isl {prompt:,} + --osl {output:,}"
+        raise BenchError(
+            f"{what} = {prompt + output:,} tokens exceed {config.name}'s context of "
+            f"{config.max_context:,} tokens (max_position_embeddings)"
+        )
+
+
 # --- one forward step ---------------------------------------------------------------------------
 
 
@@ -384,29 +433,36 @@ def check_precision(precision: str) -> None:
 
 
 def act_dtype(precision: str) -> str:
-    """Activations, attention, KV cache, router and LM head: fp8 and fp4 models keep these in
+    """Activations, attention, KV cache, router and LM head: quantised models keep these in
     bf16."""
-    return "bf16" if precision in ("fp8", "fp4") else precision
+    return "bf16" if precision in QUANTISED else precision
 
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """How one GPU's memory divides between weights, workspace and KV cache."""
+    """How one GPU's memory divides between what the engine keeps, the weights and KV cache."""
 
-    memory: float  # bytes of device memory
-    workspace_fraction: float
+    memory: float  # bytes of device memory, as the driver reports them
+    workspace_fraction: float  # kept out first (1 − vLLM's gpu_memory_utilization)
+    reserved: float  # bytes then kept: CUDA context, CUDA graphs, the activations' peak
     weights: float
-    kv_per_token: float
+    kv_per_token: float  # KV bytes per token of one sequence at its longest (windows held)
     seq_tokens: int  # tokens one sequence holds at its longest: input + output
     max_batch: int  # sequences whose KV cache fits beside the weights; 0 when none
 
     @property
     def usable(self) -> float:
-        return self.memory * (1 - self.workspace_fraction)
+        """Bytes for the weights and the KV cache."""
+        return self.memory * (1 - self.workspace_fraction) - self.reserved
 
     @property
     def kv_budget(self) -> float:
         return self.usable - self.weights
+
+    @property
+    def seq_bytes(self) -> float:
+        """KV bytes one sequence holds at its longest."""
+        return self.kv_per_token * self.seq_tokens
 
 
 @dataclass(frozen=True)
@@ -429,6 +485,7 @@ class Serving:
     max_batch: int = DEFAULT_MAX_BATCH  # scheduler cap on sequences decoded together
     page: int = DEFAULT_PAGE  # KV-cache page, tokens
     prefill_budget: int = DEFAULT_MAX_PREFILL_TOKENS  # tokens one prefill step may hold
+    collectives: str = "nccl"  # the all-reduce engine: nccl, auto (vLLM's choice), custom
 
     def __post_init__(self) -> None:
         if self.model.unsupported:
@@ -447,6 +504,7 @@ class Serving:
             )
         if self.isl < 1 or self.osl < 1:
             raise BenchError(f"--isl and --osl must be at least 1, got {self.isl} and {self.osl}")
+        check_context(self.model, self.isl, self.osl)
         check_range(
             "--workspace", self.workspace, 0, 1, closed="low",
             what=" is the fraction of GPU memory kept free and",
@@ -455,6 +513,10 @@ class Serving:
             raise BenchError(f"--max-batch must be at least 1, got {self.max_batch}")
         if self.prefill_budget < 1:
             raise BenchError(f"--max-tokens must be at least 1, got {self.prefill_budget}")
+        if self.collectives not in COLLECTIVES:
+            raise BenchError(
+                f"unknown --collectives '{self.collectives}'; known: {', '.join(COLLECTIVES)}"
+            )
 
     @property
     def act(self) -> str:
@@ -488,7 +550,7 @@ class Serving:
         return ModelStep(
             hidden=c.hidden, layers=c.layers, heads=c.heads // self.tp, kv_heads=self.kv_heads,
             head_dim=c.head_dim, intermediate=c.intermediate // self.tp,
-            vocab=math.ceil(c.vocab / self.tp), experts=c.experts, top_k=c.top_k,
+            vocab=ceil_div(c.vocab, self.tp), experts=c.experts, top_k=c.top_k,
             window=c.sliding_window, sliding_layers=c.sliding_layers, sinks=c.sinks, tp=self.tp,
             weights=self.precision, act=self.act, fp8_kv=self.fp8_kv, page=self.page,
             phase=phase, batch=batch, seq=seq, context=context,
@@ -529,20 +591,56 @@ class Serving:
         return float(sum(n * DTYPE_BYTES[dtype] for n, dtype in _weights(self)))
 
     def kv_bytes_per_token(self) -> float:
-        """KV cache one GPU holds per token: 2 (K and V) · layers · KV heads · head_dim · bytes.
-        A sliding-window layer holds its whole context too (engines page the window out only
-        with hybrid allocators), so this is the bound a plain paged cache needs."""
+        """KV cache one GPU holds per token of a sequence in every layer: 2 (K and V) · layers ·
+        KV heads · head_dim · bytes."""
         c = self.model
         return float(2 * c.layers * self.kv_heads * c.head_dim * DTYPE_BYTES[self.kv_dtype])
 
-    def memory_plan(self, memory: float) -> MemoryPlan:
-        """Weights + KV cache for `max_batch` sequences of isl + osl tokens ≤ memory less the
-        workspace."""
-        weights, kv = self.weight_bytes(), self.kv_bytes_per_token()
-        seq_tokens = self.isl + self.osl
-        budget = memory * (1 - self.workspace) - weights
-        max_batch = max(0, int(budget // (kv * seq_tokens)))
-        return MemoryPlan(memory, self.workspace, weights, kv, seq_tokens, max_batch)
+    def kv_tokens(self, context: float) -> float:
+        """The KV cache a sequence at `context` tokens holds, in tokens of every layer: a
+        sliding-window layer keeps only its window (vLLM's hybrid KV-cache manager frees what
+        slides out; gpt-oss alternates 128-token windows with full layers)."""
+        c = self.model
+        if not c.sliding_layers:
+            return float(context)
+        held = (c.layers - c.sliding_layers) * context
+        held += c.sliding_layers * min(context, c.sliding_window)
+        return held / c.layers
+
+    def context_held(self, kv_tokens: float) -> float:
+        """The longest context whose KV cache fits `kv_tokens` tokens of every layer: the
+        inverse of kv_tokens (unbounded when every layer is windowed and the window fits)."""
+        c = self.model
+        full = c.layers - c.sliding_layers
+        if not c.sliding_layers or kv_tokens <= c.sliding_window:
+            return float(kv_tokens)
+        if not full:
+            return float("inf")
+        return (kv_tokens * c.layers - c.sliding_layers * c.sliding_window) / full
+
+    def reserved_bytes(self) -> float:
+        """What a serving engine on a GPU keeps beside the weights and KV cache: the CUDA
+        context and graphs, and the activations' peak, met in a forward of the prefill token
+        budget as vLLM's profile run meets it (assumption: a layer's gate/up output, its
+        activation and two hidden-state buffers live at once, and fp32 logits for up to
+        --max-batch sequences)."""
+        c, act = self.model, DTYPE_BYTES[self.act]
+        width = c.intermediate // self.tp * (c.top_k if c.moe else 1)
+        per_token = (3 * width + 2 * c.hidden) * act
+        logits = min(self.max_batch, self.prefill_budget) * ceil_div(c.vocab, self.tp) * 4
+        return CUDA_CONTEXT_BYTES + CUDA_GRAPH_BYTES + self.prefill_budget * per_token + logits
+
+    def memory_plan(self, memory: float, cuda: bool = True) -> MemoryPlan:
+        """Weights + KV cache for as many sequences of isl + osl tokens as fit what is left of
+        `memory` after the engine's share, and on a GPU (`cuda`) its reserve."""
+        weights, seq_tokens = self.weight_bytes(), self.isl + self.osl
+        per_token = self.kv_bytes_per_token() * self.kv_tokens(seq_tokens) / seq_tokens
+        reserved = self.reserved_bytes() if cuda else 0.0
+        budget = memory * (1 - self.workspace) - reserved - weights
+        max_batch = max(0, int(budget // (per_token * seq_tokens)))
+        return MemoryPlan(
+            memory, self.workspace, reserved, weights, per_token, seq_tokens, max_batch
+        )
 
     def decode_cap(self, plan: MemoryPlan) -> int:
         """The largest decode batch estimated: what fits memory, at most the scheduler cap."""
@@ -583,7 +681,7 @@ def _weights(setup: Serving) -> list[tuple[float, str]]:
         for u in setup.decode_step(1)
         if u.role != "lm_head"
     ]
-    vocab_shard = math.ceil(c.vocab / setup.tp) * c.hidden
+    vocab_shard = ceil_div(c.vocab, setup.tp) * c.hidden
     weights.append((vocab_shard * (1 if c.tied_embeddings else 2), setup.act))
     weights.append((c.hidden, setup.act))
     return weights
@@ -597,17 +695,20 @@ def param_count(config: ModelConfig) -> float:
     return sum(elements for elements, _ in _weights(Serving(config)))
 
 
-def suite_cases(setups: Iterable[Serving], batches: Iterable[int], memory: float) -> list[CaseSpec]:
+def suite_cases(
+    setups: Iterable[Serving], batches: Iterable[int], memory: float, cuda: bool = True
+) -> list[CaseSpec]:
     """Unique cases a model needs measured: every step the estimate takes for the same settings.
 
-    Decode at each batch and at the largest batch that fits `memory` (capped at max_batch), where
+    Decode at each batch and at the largest batch that fits `memory` (of a GPU, with `cuda`;
+    capped at max_batch), where
     an estimate reports its best decode throughput; prefill at each of those within the step's
     token budget, and at the budget itself (the serving mix's prefill)."""
     unique: dict[tuple, CaseSpec] = {}
     for setup in setups:
         decode_batches = set(batches)
         prefill = set(batches)
-        plan = setup.memory_plan(memory)
+        plan = setup.memory_plan(memory, cuda)
         if plan.max_batch >= 1:
             cap = setup.decode_cap(plan)
             decode_batches.add(cap)

@@ -1,38 +1,43 @@
 """A discrete-event serving simulator driven by the step-time model, as Vidur and MLPerf's Server
-scenario judge an engine: requests arrive, a scheduler like vLLM's batches them, and each step
-takes what the model's ops take at that step's shapes.
+scenario judge an engine: requests arrive, a scheduler like the engines' batches them, and each
+step takes what the model's ops take at that step's shapes.
 
 Scheduler (continuous batching with chunked prefill, vLLM v1 / Sarathi style): every step holds
 at most `prefill_budget` tokens and `max_batch` sequences. Running sequences first get one
 decode token each, then prefills continue in chunks (oldest first), then waiting requests are
-admitted while the budget and the KV cache allow. The KV cache is paged (`page` tokens a page)
-and each sequence holds pages for its live context only; when a decode cannot get a page, the
-most recently admitted sequence is preempted (its pages freed, recomputed later from its prompt
-and the tokens it had produced), as vLLM does. A sequence's first token comes at the end of the
-step that finishes its prefill.
+admitted, first come first served, while the budget and the KV cache allow. Admission reserves
+KV pages for the whole request, its prompt and every token it will decode (TensorRT-LLM's
+default GUARANTEED_NO_EVICT capacity policy; SGLang reserves decode growth by its
+new_token_ratio), so a running sequence never waits for a page and none is ever preempted, and
+all at once (offline) the cache is as full as admission allows: no arrival process serves more.
+A sequence's first token comes at the end of the step that finishes its prefill.
 
 Step time (`StepCost`): the step's token-proportional ops (GEMMs, norms, rotary, KV write, MLP
 or MoE, all-reduces, the router's top-k) at its token count, the LM head at the sequences that
 sample a token, decode attention at the decoding sequences' count and mean context, and each
 prefill chunk's attention by its FLOPs (a causal chunk of c tokens after p cached ones) at the
 time per FLOP of a fresh prompt of c tokens. Each is taken from the step model (measured,
-interpolated, or roofline over an efficiency) on a grid of sizes and interpolated between.
+interpolated, or roofline over an efficiency) on a grid of sizes and interpolated between
+(linearly beyond the grid's longest context).
 
-Outputs: output tokens/s per GPU, TTFT and TPOT percentiles, batch occupancy over time.
-`highest_rate` finds the highest Poisson arrival rate whose TTFT and TPOT percentiles meet an
-SLO.
+Steady state (`SimResult.window`): a run starts empty and ends draining. Its served rate is the
+slope of the output tokens made between the end of the warm-up (the first request's arrival plus
+the 90th percentile of the time requests spend admitted: a turn of the batch) and the last
+admission, when the load stops; its latency percentiles count the requests admitted in that
+window early enough that 99% of service times end inside it. A window shorter than two turns is
+no steady state, and the figures then cover the whole run. An offline run (`offline`) feeds the
+scheduler all at once or evenly, whichever serves more: the throughput ceiling.
 """
 
 from __future__ import annotations
 
 import bisect
-import json
+import heapq
 import math
-import random
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cached_property
 
 import numpy as np
 
@@ -40,88 +45,30 @@ from bench import BenchError
 from bench.measure.ops import get_op
 from bench.measure.ops.step import OpUse
 from bench.plan.models import Serving, part
-from bench.plan.throughput import Step, StepModel, source_notes
-from bench.record.units import fmt_target
+from bench.plan.throughput import Step, StepModel
+from bench.plan.workloads import Request, Workload, arrivals
 
 PERCENTILES = (50, 90, 99)
-# A new request is admitted only while this share of the KV pages stays free afterwards, so
-# running sequences can grow without preemption at once (vLLM's watermark, 1%).
-WATERMARK = 0.01
-
-
-# --- workloads ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Request:
-    arrival: float  # seconds from the start
-    prompt: int  # input tokens
-    output: int  # tokens to generate, at least 1
-
-
-def fixed_lengths(n: int, isl: int, osl: int) -> list[tuple[int, int]]:
-    """n requests of isl input and osl output tokens."""
-    return [(isl, osl)] * n
-
-
-def lognormal_lengths(
-    n: int, mean_in: float, mean_out: float, sigma: float = 1.0, seed: int = 0
-) -> list[tuple[int, int]]:
-    """n (input, output) lengths, each lognormal with the given mean and log-space spread
-    sigma (µ = ln(mean) − σ²/2), rounded, at least 1."""
-    rng = np.random.default_rng(seed)
-
-    def draw(mean: float) -> np.ndarray:
-        mu = math.log(mean) - sigma**2 / 2
-        return np.maximum(1, np.rint(rng.lognormal(mu, sigma, n))).astype(int)
-
-    return list(zip(draw(mean_in).tolist(), draw(mean_out).tolist(), strict=True))
-
-
-def read_trace(path: Path) -> list[Request]:
-    """A JSONL trace, one request a line: {"arrival": s, "input": n, "output": n} ("arrival"
-    may be left out: 0, all at once)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise BenchError(f"{path}: cannot read the trace ({e.strerror})") from None
-    requests = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            request = Request(float(row.get("arrival", 0.0)), int(row["input"]), int(row["output"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-            raise BenchError(
-                f"{path}:{number}: expected a JSON object with integer 'input' and 'output' "
-                "token counts and an optional 'arrival' in seconds"
-            ) from None
-        if request.prompt < 1 or request.output < 1 or not request.arrival >= 0:
-            raise BenchError(
-                f"{path}:{number}: input and output must be at least 1 and arrival at least 0"
-            )
-        requests.append(request)
-    if not requests:
-        raise BenchError(f"{path}: the trace holds no request")
-    return sorted(requests, key=lambda r: r.arrival)
-
-
-def arrivals(
-    lengths: Sequence[tuple[int, int]], rate: float | None, seed: int = 0
-) -> list[Request]:
-    """Requests with the given lengths, all at t = 0 (rate None: offline) or arriving as a
-    Poisson process of `rate` requests per second."""
-    if rate is None:
-        return [Request(0.0, i, o) for i, o in lengths]
-    if not rate > 0:
-        raise BenchError(f"--rate must be above 0 requests/s, got {rate}")
-    rng = random.Random(seed)
-    t, out = 0.0, []
-    for i, o in lengths:
-        t += rng.expovariate(rate)
-        out.append(Request(t, i, o))
-    return out
+# The warm-up ends this percentile of service times (admission to last token) after the first
+# request arrives: the batch fills within about one service time (Little's law).
+WARM_UP_PERCENTILE = 90
+# Requests counted for latency are admitted at least this percentile of service times before
+# the load stops, so that almost all of them are served under steady load.
+DRAIN_PERCENTILE = 99
+# A steady window spans at least this many service times (the 90th percentile of admission to
+# last token): a shorter one holds too little of the run's turns of the batch to measure it
+# (assumption).
+STEADY_TURNS = 2
+# Runs too short for a steady state (or, in an SLO search, for a decisive verdict) double, up to
+# this multiple of their first length (assumption: a bound on time, one doubling; an SLO
+# search's runs start at MLPerf's 600 s already).
+GROWTH = 2
+# An offline run's paces (beside all at once): even feeding at these multiples of the rate the
+# all-at-once run serves (assumption: a coarse search from just above it to twice it).
+PACES = (1.1, 1.25, 1.5, 2.0)
+# Instants of the steady window the served rate's least-squares fit samples, evenly spaced:
+# far more than the waves a run holds, so that the fit follows the curve.
+SLOPE_POINTS = 4096
 
 
 # --- step time ----------------------------------------------------------------------------------
@@ -138,27 +85,54 @@ def _grid(top: int, exact: Iterable[int] = ()) -> list[int]:
     return sorted(s for s in sizes if s <= top)
 
 
+class _Curve:
+    """y(x) piecewise linear through points: flat below the first, extended past the last along
+    the last segment (decode attention grows linearly with the context). It remembers the
+    segment it last found: a run's steps move little from one to the next."""
+
+    __slots__ = ("hint", "xs", "ys")
+
+    def __init__(self, xs: list[float], ys: list[float]) -> None:
+        if len(xs) == 1:  # one point: flat
+            xs, ys = [xs[0], xs[0] + 1], [ys[0], ys[0]]
+        self.xs, self.ys, self.hint = xs, ys, 0
+
+    def segment(self, x: float) -> tuple[int, float]:
+        """The segment i (from xs[i] to xs[i + 1]) and x's share along it."""
+        xs, i = self.xs, self.hint
+        if not xs[i] <= x <= xs[i + 1]:
+            i = self.hint = min(max(bisect.bisect_left(xs, x) - 1, 0), len(xs) - 2)
+        return i, max((x - xs[i]) / (xs[i + 1] - xs[i]), 0.0)
+
+    def __call__(self, x: float) -> float:
+        i, share = self.segment(x)
+        return self.ys[i] + (self.ys[i + 1] - self.ys[i]) * share
+
+
 class StepCost:
     """Seconds of one engine step on one GPU of the served model's TP group."""
 
     def __init__(self, step_model: StepModel, max_context: int, exact: Iterable[int] = ()) -> None:
         setup = step_model.setup
         self.setup, self.model = setup, step_model
+        self._chunk_flops: dict[tuple[int, int], float] = {}
         exact = list(exact)
         tokens = _grid(setup.prefill_budget + setup.max_batch, exact)
-        self._tokens = np.array(tokens, dtype=float)
-        self._linear = np.array([self._token_ops(t) for t in tokens])
+        self._linear = _Curve([float(t) for t in tokens], [self._token_ops(t) for t in tokens])
         rows = _grid(setup.max_batch)
-        self._rows = np.array(rows, dtype=float)
-        self._head = np.array([self._seconds(self._head_uses(r)) for r in rows])
+        self._rows = _Curve([float(r) for r in rows], [float(r) for r in rows])
+        self._head = _Curve(self._rows.xs, [self._seconds(self._head_uses(r)) for r in rows])
         contexts = _grid(max_context, exact)
-        self._contexts = np.array(contexts, dtype=float)
-        self._decode = np.array(
-            [[self._seconds(_attention(setup.decode_step(b, c))) for c in contexts] for b in rows]
-        )
+        self._contexts = _Curve([float(c) for c in contexts], [float(c) for c in contexts])
+        self._decode = [  # on the curves' points (a grid of one point is padded to two)
+            [self._seconds(_attention(setup.decode_step(int(b), int(c))))
+             for c in self._contexts.xs]
+            for b in self._rows.xs
+        ]  # fmt: skip
         chunks = _grid(setup.prefill_budget, exact)
-        self._chunks = np.array(chunks, dtype=float)
-        self._per_flop = np.array([self._prefill_per_flop(c) for c in chunks])
+        self._per_flop = _Curve(
+            [float(c) for c in chunks], [self._prefill_per_flop(c) for c in chunks]
+        )
 
     def _seconds(self, uses: list[OpUse]) -> float:
         step = Step("sim", 0, 0, 0, self.setup.tp)
@@ -183,33 +157,33 @@ class StepCost:
 
     def chunk_flops(self, chunk: int, past: int) -> float:
         """Attention FLOPs of a causal prefill chunk of `chunk` tokens after `past` cached ones,
-        over all layers (windows included)."""
-        return _flops(_attention(self.setup.chunk_step(chunk, past)))
+        over all layers (windows included); kept, as runs meet the same chunks again."""
+        key = (chunk, past)
+        if key not in self._chunk_flops:
+            self._chunk_flops[key] = _flops(_attention(self.setup.chunk_step(chunk, past)))
+        return self._chunk_flops[key]
 
     def __call__(self, tokens: int, sampled: int, decodes: int, mean_context: float,
                  chunks: Sequence[tuple[int, int]]) -> float:  # fmt: skip
         """A step of `tokens` tokens in all, `sampled` sequences sampling a token, `decodes`
         decoding sequences at `mean_context`, and prefill `chunks` (tokens, cached before)."""
-        seconds = float(np.interp(tokens, self._tokens, self._linear))
+        seconds = self._linear(tokens)
         if sampled:
-            seconds += float(np.interp(sampled, self._rows, self._head))
+            seconds += self._head(sampled)
         if decodes:
             seconds += self._decode_seconds(decodes, mean_context)
         for chunk, past in chunks:
-            per_flop = float(np.interp(chunk, self._chunks, self._per_flop))
-            seconds += per_flop * self.chunk_flops(chunk, past)
+            seconds += self._per_flop(chunk) * self.chunk_flops(chunk, past)
         return seconds
 
     def _decode_seconds(self, batch: int, context: float) -> float:
         """Decode attention, bilinear in (batch, context) between grid points."""
-        rows = self._rows
-        if len(rows) == 1:  # a scheduler of one sequence
-            return float(np.interp(context, self._contexts, self._decode[0]))
-        hi = min(max(int(np.searchsorted(rows, batch)), 1), len(rows) - 1)
-        lo = hi - 1
-        at = [float(np.interp(context, self._contexts, self._decode[i])) for i in (lo, hi)]
-        share = (batch - rows[lo]) / (rows[hi] - rows[lo])
-        return at[0] + (at[1] - at[0]) * min(max(share, 0.0), 1.0)
+        c, along = self._contexts.segment(context)
+        r, share = self._rows.segment(batch)
+        lo, hi = self._decode[r], self._decode[r + 1]
+        low = lo[c] + (lo[c + 1] - lo[c]) * along
+        high = hi[c] + (hi[c + 1] - hi[c]) * along
+        return low + (high - low) * min(share, 1.0)
 
 
 def _attention(uses: list[OpUse]) -> list[OpUse]:
@@ -226,271 +200,298 @@ def _flops(uses: list[OpUse]) -> float:
 @dataclass(eq=False)  # each sequence is itself: identical requests are still two
 class _Seq:
     request: Request
-    target: int  # tokens to prefill: the prompt, or after preemption prompt + tokens produced
-    cached: int = 0  # tokens in its KV cache
-    produced: int = 0  # output tokens so far
-    pages: int = 0
-    running: bool = False
-    decoding: bool = False  # its prefill is done
-    first_token: float | None = None
+    index: int  # its place in the run's requests, where its times are kept
+    pages: int  # reserved at admission for the whole request
+    cached: int = 0  # prompt tokens in its KV cache
+    offset: int = 0  # decoding: its context less the step index (its context grows one a step)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The steady part of a run: from the end of the warm-up to the last admission."""
+
+    start: float
+    end: float
+    steady: bool  # False: the run is too short for one; its figures cover the whole run
 
 
 @dataclass
 class SimResult:
-    """What a simulated run served, per GPU, and how fast each request was."""
+    """What a simulated run served and how fast each request was: per request, when it was
+    sent, admitted, given its first token and finished; per step, its end, the sequences
+    running and the output tokens made so far."""
 
-    requests: int
-    output_tokens: int
-    seconds: float  # first arrival to last finish
     tp: int
-    ttft: list[float]  # seconds, per request
-    tpot: list[float]  # seconds per output token after the first, per request of 2+ tokens
-    preemptions: int
-    occupancy: list[tuple[float, int]] = field(default_factory=list)  # (time, running seqs)
-    steps: int = 0
+    output: np.ndarray  # tokens each request generated
+    sent: np.ndarray  # seconds: arrival, or for a closed loop when its client sent it
+    admitted: np.ndarray
+    first: np.ndarray
+    finish: np.ndarray
+    times: np.ndarray  # the end of each step
+    running: np.ndarray
+    made: np.ndarray  # output tokens made by the end of each step
+    mean_output: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mean_output = float(self.output.mean())
 
     @property
+    def requests(self) -> int:
+        return len(self.output)
+
+    @property
+    def output_tokens(self) -> int:
+        return int(self.output.sum())
+
+    @property
+    def steps(self) -> int:
+        return len(self.times)
+
+    @property
+    def seconds(self) -> float:
+        """First arrival to last finish."""
+        return float(self.finish.max() - self.sent.min())
+
+    @cached_property
+    def window(self) -> Window:
+        turn = float(np.percentile(self.finish - self.admitted, WARM_UP_PERCENTILE))
+        start = float(self.sent.min()) + turn
+        end = float(self.admitted.max())
+        if end - start < STEADY_TURNS * turn:
+            return Window(float(self.sent.min()), float(self.finish.max()), False)
+        return Window(start, end, True)
+
+    @cached_property
+    def steady(self) -> np.ndarray:
+        """Which requests were served under steady load: admitted in the steady window early
+        enough to be served in it (none in a run too short for a steady state)."""
+        w = self.window
+        last = w.end - float(np.percentile(self.finish - self.admitted, DRAIN_PERCENTILE))
+        return (self.admitted >= w.start) & (self.admitted <= last) & w.steady
+
+    @property
+    def latency_steady(self) -> bool:
+        """Whether the latency percentiles count steady requests only (else every request)."""
+        return bool(self.steady.any())
+
+    @cached_property
     def output_tokens_per_s(self) -> float:
-        """Per GPU: a TP group of `tp` GPUs serves it."""
-        return self.output_tokens / self.seconds / self.tp
+        """Output tokens/s per GPU (a TP group of `tp` GPUs serves it) in the steady window: the
+        least-squares slope of the tokens made against time, which the waves of fixed-length
+        requests (admitted, prefilled and finished together) do not bias as the tokens made
+        between two instants would."""
+        w = self.window
+        t = np.linspace(w.start, w.end, SLOPE_POINTS)
+        made = np.interp(t, self.times, self.made, left=0.0)
+        return float(np.polyfit(t, made, 1)[0]) / self.tp
 
     @property
     def requests_per_s(self) -> float:
-        return self.requests / self.seconds / self.tp
+        """Per GPU, at the steady output rate: output tokens/s over the mean output."""
+        return self.output_tokens_per_s / self.mean_output
+
+    def values(self, metric: str) -> np.ndarray:
+        """TTFT or TPOT (seconds) of each steady request (of every request of a run with none);
+        TPOT only of those with 2+ tokens, whose time per token after the first is defined."""
+        mask = self.steady if self.latency_steady else np.ones(self.requests, dtype=bool)
+        if metric == "ttft":
+            return (self.first - self.sent)[mask]
+        mask = mask & (self.output > 1)
+        return ((self.finish - self.first)[mask]) / (self.output[mask] - 1)
 
     def percentile(self, metric: str, q: float) -> float:
-        values = self.ttft if metric == "ttft" else self.tpot
-        return float(np.percentile(values, q)) if values else 0.0
+        """The q-th percentile of `metric`, NaN where no request defines it."""
+        values = self.values(metric)
+        return float(np.percentile(values, q)) if len(values) else math.nan
 
     @property
     def mean_occupancy(self) -> float:
-        """Running sequences, averaged over time."""
-        if len(self.occupancy) < 2:
-            return float(self.occupancy[0][1]) if self.occupancy else 0.0
-        times = [t for t, _ in self.occupancy]
-        spans = np.diff(times)
-        running = np.array([n for _, n in self.occupancy[:-1]], dtype=float)
-        return float((running * spans).sum() / max(spans.sum(), 1e-12))
+        """Running sequences, averaged over the steady window's time."""
+        w = self.window
+        inside = (self.times > w.start) & (self.times <= w.end)
+        spans = np.diff(self.times, prepend=self.sent.min())[inside]
+        return float((self.running[inside] * spans).sum() / max(spans.sum(), 1e-12))
 
 
-def simulate(requests: Sequence[Request], cost: StepCost, kv_pages: int) -> SimResult:
+def simulate(
+    requests: Sequence[Request], cost: StepCost, kv_pages: int, concurrency: int | None = None
+) -> SimResult:
     """Serve `requests` (sorted by arrival) with the scheduler above; `kv_pages` pages of KV
-    cache per GPU."""
+    cache per GPU; with `concurrency`, as a closed loop of that many clients that each send
+    their next request when the last one ends (vllm bench serve --max-concurrency)."""
     setup = cost.setup
-    page = setup.page
     longest = max(r.prompt + r.output for r in requests)
-    if -(-longest // page) > kv_pages:
+    if pages_for(setup, longest) > kv_pages:
         raise BenchError(
-            f"a request of {longest} tokens needs {-(-longest // page)} KV pages of {page} "
-            f"tokens but {kv_pages} fit beside the weights; shorten the requests or raise --tp"
+            f"a request of {longest:,} tokens needs {pages_for(setup, longest):,} KV pages of "
+            f"{setup.page} tokens but {kv_pages:,} fit beside the weights; shorten the requests "
+            "or raise --tp"
         )
-    engine = _Engine(cost, kv_pages)
-    pending = deque(requests)
+    engine = _Engine(cost, kv_pages, len(requests))
+    pending = deque(enumerate(requests))
     while pending or engine.busy:
-        while pending and pending[0].arrival <= engine.now:
-            engine.waiting.append(_Seq(pending[0], pending[0].prompt))
-            pending.popleft()
+        while pending and pending[0][1].arrival <= engine.now:
+            if concurrency is not None and engine.in_flight >= concurrency:
+                break
+            index, request = pending.popleft()
+            sent = request.arrival if concurrency is None else max(request.arrival, engine.now)
+            engine.arrive(index, request, sent)
         if not engine.busy:
-            engine.now = pending[0].arrival
+            engine.now = pending[0][1].arrival
             continue
         engine.step()
-    e = engine
-    return SimResult(
-        len(requests), e.output_tokens, e.last_finish - requests[0].arrival, setup.tp, e.ttft,
-        e.tpot, e.preemptions, e.occupancy, e.steps,
-    )  # fmt: skip
+    return engine.result(requests)
 
 
 class _Engine:
-    """The scheduler's state: waiting and running sequences, free KV pages, the clock."""
+    """The scheduler's state: waiting, prefilling and decoding sequences, free KV pages, the
+    clock, and what each request and step did.
 
-    def __init__(self, cost: StepCost, kv_pages: int) -> None:
+    Every decoding sequence gains one token a step, so they are kept as a count and the sum of
+    their contexts less the step index; each ends at a known step (a heap)."""
+
+    def __init__(self, cost: StepCost, kv_pages: int, n: int) -> None:
         self.cost, self.free = cost, kv_pages
-        self.reserve = int(WATERMARK * kv_pages)
-        self.page = cost.setup.page
         self.budget, self.cap = cost.setup.prefill_budget, cost.setup.max_batch
         self.waiting: deque[_Seq] = deque()
-        self.running: list[_Seq] = []  # in admission order
-        self.now, self.steps, self.preemptions = 0.0, 0, 0
-        self.ttft: list[float] = []
-        self.tpot: list[float] = []
-        self.occupancy: list[tuple[float, int]] = []
-        self.output_tokens, self.last_finish = 0, 0.0
+        self.prefilling: list[_Seq] = []  # admitted, in admission order
+        self.decoding, self.offsets = 0, 0
+        self.ending: list[tuple[int, int, _Seq]] = []  # (last decode step, index, seq)
+        self.now, self.index, self.made = 0.0, 0, 0
+        self.times: list[float] = []
+        self.running: list[int] = []
+        self.tokens: list[int] = []
+        self.sent, self.admitted = np.zeros(n), np.zeros(n)
+        self.first, self.finish = np.zeros(n), np.zeros(n)
 
     @property
     def busy(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.prefilling or self.decoding)
 
-    def _grow(self, seq: _Seq, tokens: int, reserve: int = 0) -> bool:
-        """Pages for `tokens` more tokens of seq, leaving `reserve` free; False when the cache
-        cannot hold them."""
-        need = max(0, -(-(seq.cached + tokens) // self.page) - seq.pages)
-        if need > self.free - reserve:
-            return False
-        self.free -= need
-        seq.pages += need
-        return True
+    @property
+    def in_flight(self) -> int:
+        return len(self.waiting) + len(self.prefilling) + self.decoding
 
-    def _preempt(self, seq: _Seq) -> None:
-        """Free its pages; it waits first in line to recompute its prompt and what it made."""
-        self.running.remove(seq)
-        self.free += seq.pages
-        seq.pages, seq.cached, seq.running, seq.decoding = 0, 0, False, False
-        seq.target = seq.request.prompt + seq.produced
-        self.waiting.appendleft(seq)
-        self.preemptions += 1
+    def arrive(self, index: int, request: Request, sent: float) -> None:
+        pages = pages_for(self.cost.setup, request.prompt + request.output)
+        self.waiting.append(_Seq(request, index, pages))
+        self.sent[index] = sent
 
-    def step(self) -> None:
-        # 1. a decode token for each sequence past its prefill, oldest first, preempting the
-        # newest sequences while the cache is full (only a token starting a page needs one)
-        page = self.page
-        for seq in [s for s in self.running if s.decoding]:
-            if seq.cached < seq.pages * page:
-                continue
-            while seq.running and not self._grow(seq, 1):
-                self._preempt(self.running[-1])
-        decoding = [s for s in self.running if s.decoding]
-        tokens = len(decoding)
-        planned: list[tuple[_Seq, int]] = []
-        # 2. prefills under way continue, oldest first; 3. waiting requests are admitted
-        for seq in [s for s in self.running if not s.decoding]:
-            chunk = min(seq.target - seq.cached, self.budget - tokens)
-            if chunk > 0 and self._grow(seq, chunk):
-                planned.append((seq, chunk))
-                tokens += chunk
-        while self.waiting and len(self.running) < self.cap and tokens < self.budget:
-            seq = self.waiting[0]
-            chunk = min(seq.target - seq.cached, self.budget - tokens)
-            if not self._grow(seq, chunk, self.reserve):
-                break
-            self.waiting.popleft()
-            seq.running = True
-            self.running.append(seq)
+    def _plan(self) -> list[tuple[_Seq, int]]:
+        """This step's prefill chunks: those under way, oldest first, then admissions while the
+        budget, the cap and the pages allow."""
+        tokens, planned = self.decoding, []
+        for seq in self.prefilling:
+            if tokens >= self.budget:
+                return planned
+            chunk = min(seq.request.prompt - seq.cached, self.budget - tokens)
             planned.append((seq, chunk))
             tokens += chunk
-        if tokens == 0:
-            raise BenchError("the KV cache cannot hold one more token of any sequence")
-        sampled = len(decoding) + sum(s.cached + c == s.target for s, c in planned)
-        context = sum(s.cached for s in decoding) / len(decoding) + 1 if decoding else 0.0
-        chunks = [(c, s.cached) for s, c in planned]
-        self.now += self.cost(tokens, sampled, len(decoding), context, chunks)
-        self.steps += 1
-        self.occupancy.append((self.now, len(self.running)))
-        # The step's results: a finished prefill samples a token, each decode makes one.
-        done = []
+        while self.waiting and tokens < self.budget:
+            seq = self.waiting[0]
+            if len(self.prefilling) + self.decoding >= self.cap or seq.pages > self.free:
+                break
+            self.waiting.popleft()
+            self.free -= seq.pages
+            self.admitted[seq.index] = self.now
+            self.prefilling.append(seq)
+            chunk = min(seq.request.prompt, self.budget - tokens)
+            planned.append((seq, chunk))
+            tokens += chunk
+        return planned
+
+    def step(self) -> None:
+        planned = self._plan()
+        done = [seq for seq, chunk in planned if seq.cached + chunk == seq.request.prompt]
+        tokens = self.decoding + sum(chunk for _, chunk in planned)
+        context = self.offsets / self.decoding + self.index + 1 if self.decoding else 0.0
+        chunks = [(chunk, seq.cached) for seq, chunk in planned]
+        self.now += self.cost(tokens, self.decoding + len(done), self.decoding, context, chunks)
+        self.made += self.decoding + len(done)
+        while self.ending and self.ending[0][0] == self.index:
+            self._end(heapq.heappop(self.ending)[2])
         for seq, chunk in planned:
             seq.cached += chunk
-            if seq.cached >= seq.target:
-                seq.decoding = True
-                seq.produced += 1
-                if seq.first_token is None:
-                    seq.first_token = self.now
-                if seq.produced >= seq.request.output:
-                    done.append(seq)
-        for seq in decoding:
-            seq.cached += 1
-            seq.produced += 1
-            if seq.produced >= seq.request.output:
-                done.append(seq)
+        if done:
+            self.prefilling = [s for s in self.prefilling if s.cached < s.request.prompt]
         for seq in done:
-            self._finish(seq)
+            self.first[seq.index] = self.now
+            if seq.request.output == 1:
+                self._end(seq, decoding=False)
+                continue
+            # It decodes from the next step on: its last token comes output − 1 steps later.
+            seq.offset = seq.request.prompt - (self.index + 1)
+            self.decoding += 1
+            self.offsets += seq.offset
+            last = self.index + seq.request.output - 1
+            heapq.heappush(self.ending, (last, seq.index, seq))
+        self.index += 1
+        self.times.append(self.now)
+        self.running.append(len(self.prefilling) + self.decoding)
+        self.tokens.append(self.made)
 
-    def _finish(self, seq: _Seq) -> None:
-        self.running.remove(seq)
+    def _end(self, seq: _Seq, decoding: bool = True) -> None:
+        if decoding:
+            self.decoding -= 1
+            self.offsets -= seq.offset
         self.free += seq.pages
-        r = seq.request
-        self.ttft.append(seq.first_token - r.arrival)
-        if r.output > 1:
-            self.tpot.append((self.now - seq.first_token) / (r.output - 1))
-        self.output_tokens += r.output
-        self.last_finish = self.now
+        self.finish[seq.index] = self.now
 
-
-# --- under an SLO -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Slo:
-    """Latency targets, each at a percentile of the requests."""
-
-    ttft: float | None  # seconds
-    tpot: float | None  # seconds per output token
-    percentile: float = 99.0
-
-    def met(self, result: SimResult) -> bool:
-        return all(
-            limit is None or result.percentile(metric, self.percentile) <= limit
-            for metric, limit in (("ttft", self.ttft), ("tpot", self.tpot))
-        )
-
-    def describe(self) -> str:
-        limits = (("TTFT", self.ttft), ("TPOT", self.tpot))
-        parts = [f"{m} ≤ {fmt_target(v)}" for m, v in limits if v]
-        return f"p{self.percentile:g} " + " and ".join(parts)
-
-
-_DURATION = {"ms": 1e-3, "s": 1.0, "us": 1e-6, "µs": 1e-6}
-
-
-def parse_slo(text: str, percentile: float = 99.0) -> Slo:
-    """'ttft=2s,tpot=200ms' -> Slo(2.0, 0.2)."""
-    limits: dict[str, float] = {}
-    for pair in text.split(","):
-        key, _, value = (p.strip() for p in pair.partition("="))
-        number = value.rstrip("msuµ")
-        try:
-            seconds = float(number) * _DURATION[value[len(number) :]]
-        except (ValueError, KeyError):
-            seconds = -1.0
-        if key not in ("ttft", "tpot") or key in limits or not 0 < seconds < math.inf:
-            raise BenchError(
-                f"bad --slo '{text}': expected ttft=DURATION and/or tpot=DURATION, each once "
-                "and a positive number with a unit (s, ms, us), e.g. ttft=2s,tpot=200ms"
-            )
-        limits[key] = seconds
-    if not 0 < percentile <= 100:
-        raise BenchError(f"--percentile must be in (0, 100], got {percentile}")
-    return Slo(limits.get("ttft"), limits.get("tpot"), percentile)
+    def result(self, requests: Sequence[Request]) -> SimResult:
+        output = np.array([r.output for r in requests])
+        return SimResult(
+            self.cost.setup.tp, output, self.sent, self.admitted, self.first, self.finish,
+            np.array(self.times), np.array(self.running), np.array(self.tokens),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
-class RateSearch:
-    """The highest arrival rate meeting an SLO, the run at it, and the offline bound."""
+class Offline:
+    """An offline run: the result, the pace it was fed at (None: all at once) and its
+    requests (doubled from those asked for until a steady state shows)."""
 
-    rate: float  # requests/s per TP group (0 when even a trickle misses the SLO)
-    result: SimResult | None
-    offline: SimResult
-    tried: int
-
-
-def highest_rate(
-    lengths: Sequence[tuple[int, int]],
-    cost: StepCost,
-    kv_pages: int,
-    slo: Slo,
-    seed: int = 0,
-    iterations: int = 12,
-) -> RateSearch:
-    """Bisect the Poisson arrival rate between 0 and the offline throughput for the highest
-    rate whose run meets the SLO (MLPerf Server, Vidur-Search)."""
-    offline = simulate(arrivals(lengths, None), cost, kv_pages)
-    high = offline.requests / offline.seconds  # per TP group: no arrival rate beats offline
-    low, best = 0.0, None
-    for _ in range(iterations):
-        rate = (low + high) / 2
-        result = simulate(arrivals(lengths, rate, seed), cost, kv_pages)
-        if slo.met(result):
-            low, best = rate, result
-        else:
-            high = rate
-    return RateSearch(low, best, offline, iterations)
+    result: SimResult
+    pace: float | None
+    requests: int
 
 
-def kv_pages(setup: Serving, memory: float) -> int:
-    """Pages of KV cache one GPU holds beside its weights and workspace."""
-    plan = setup.memory_plan(memory)
-    per_page = plan.kv_per_token * setup.page
-    return max(0, int(plan.kv_budget // per_page))
+def offline(load: Workload, requests: int, seed: int, cost: StepCost, kv_pages: int) -> Offline:
+    """Every request queued from the start (MLPerf's Offline scenario, which leaves the feeding
+    to the system under test), fed to the scheduler all at once or evenly at the pace that
+    serves the most of PACES. Fed all at once, requests of one length are admitted, prefilled
+    and finished in waves, and between waves decode runs alone, its weights read for a few
+    tokens; fed evenly, every step mixes a prefill chunk into the decodes (Sarathi-Serve's
+    piggybacking), which serves more where decode is memory-bound. So no arrival process
+    serves more than the offline run. Runs too short for a steady state are doubled, up to
+    GROWTH times."""
+    n = requests
+    lengths = load.lengths(n, seed)
+    first = simulate(arrivals(lengths, None), cost, kv_pages)
+    while not first.window.steady and 2 * n <= GROWTH * requests:
+        n *= 2
+        lengths = load.lengths(n, seed)
+        first = simulate(arrivals(lengths, None), cost, kv_pages)
+    best = Offline(first, None, n)
+    for factor in PACES:
+        pace = first.requests_per_s * first.tp * factor
+        evenly = [Request(i / pace, prompt, output) for i, (prompt, output) in enumerate(lengths)]
+        result = simulate(evenly, cost, kv_pages)
+        if result.window.steady and result.output_tokens_per_s > best.result.output_tokens_per_s:
+            best = Offline(result, pace, n)
+    return best
+
+
+def kv_pages(setup: Serving, memory: float, cuda: bool = True) -> int:
+    """Pages of KV cache (`page` tokens of every layer each) one GPU (or with `cuda` false, a
+    CPU) holds beside its weights and what the engine keeps."""
+    plan = setup.memory_plan(memory, cuda)
+    return max(0, int(plan.kv_budget // (setup.kv_bytes_per_token() * setup.page)))
+
+
+def pages_for(setup: Serving, context: int) -> int:
+    """Pages a sequence holds at `context` tokens: fewer than its tokens need in every layer
+    where windowed layers keep only their window."""
+    return math.ceil(setup.kv_tokens(context) / setup.page - 1e-9)
 
 
 def grid_exact(lengths: Sequence[tuple[int, int]]) -> list[int]:
@@ -501,119 +502,11 @@ def grid_exact(lengths: Sequence[tuple[int, int]]) -> list[int]:
 
 def occupancy_series(result: SimResult, points: int = 10) -> list[tuple[float, int]]:
     """Running sequences at `points` evenly spaced times of the run."""
-    if not result.occupancy:
-        return []
-    times = [t for t, _ in result.occupancy]
-    end = times[-1]
+    times = result.times
+    end = float(times[-1])
     out = []
     for k in range(1, points + 1):
         t = end * k / points
-        i = min(bisect.bisect_left(times, t), len(times) - 1)
-        out.append((t, result.occupancy[i][1]))
-    return out
-
-
-# --- a whole simulation ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Workload:
-    """Requests' lengths, and a trace's own arrival times when it has them."""
-
-    name: str
-    lengths: list[tuple[int, int]]
-    trace: list[Request] | None = None
-
-    def requests(self, rate: float | None, seed: int) -> list[Request]:
-        """At the trace's own times unless a rate is given; else all at once (offline) or at
-        Poisson arrivals of `rate` requests/s."""
-        if rate is None and self.trace is not None:
-            return self.trace
-        return arrivals(self.lengths, rate, seed)
-
-
-def workload(kind: str, n: int, isl: int, osl: int, sigma: float = 1.0, seed: int = 0) -> Workload:
-    """'fixed' (isl, osl), 'lognormal' (means isl, osl, log-spread sigma) or a JSONL trace."""
-    if n < 1:
-        raise BenchError(f"--requests must be at least 1, got {n}")
-    if kind == "fixed":
-        return Workload(f"{n:,} requests of {isl} + {osl} tokens", fixed_lengths(n, isl, osl))
-    if kind == "lognormal":
-        if not 0 <= sigma < math.inf:
-            raise BenchError(f"--sigma must be a finite number of at least 0, got {sigma}")
-        lengths = lognormal_lengths(n, isl, osl, sigma, seed)
-        name = f"{n:,} requests, lognormal lengths (means {isl} + {osl}, σ {sigma:g})"
-        return Workload(name, lengths)
-    path = Path(kind)
-    if path.suffix != ".jsonl" and not path.exists():
-        raise BenchError(f"unknown workload '{kind}'; use fixed, lognormal or a JSONL trace file")
-    trace = read_trace(path)
-    lengths = [(r.prompt, r.output) for r in trace]
-    return Workload(f"{len(trace):,} requests of the trace {path.name}", lengths, trace)
-
-
-@dataclass(frozen=True)
-class Simulation:
-    """A simulated serving run of one model replica (a TP group), and how it was set up."""
-
-    step_model: StepModel
-    workload: Workload
-    rate: float | None  # requests/s arriving at the replica; None: all at once (or the trace's)
-    result: SimResult
-    kv_pages: int
-    search: RateSearch | None = None
-    slo: Slo | None = None
-
-
-def run(
-    step_model: StepModel,
-    load: Workload,
-    *,
-    rate: float | None = None,
-    slo: Slo | None = None,
-    seed: int = 0,
-) -> Simulation:
-    """Simulate `load` on the step model's target; with an SLO, at the highest Poisson rate
-    that meets it (an SLO that no rate meets is an error)."""
-    setup = step_model.setup
-    longest = max(i + o for i, o in load.lengths)
-    cost = StepCost(step_model, longest, grid_exact(load.lengths))
-    pages = kv_pages(setup, step_model.target.memory)
-    if slo is None:
-        result = simulate(load.requests(rate, seed), cost, pages)
-        return Simulation(step_model, load, rate, result, pages)
-    search = highest_rate(load.lengths, cost, pages, slo, seed)
-    if search.result is None:
-        raise BenchError(
-            f"{setup.model.name} at TP {setup.tp} on {step_model.target.name} misses "
-            f"{slo.describe()} at every arrival rate tried, down to a trickle of requests"
-        )
-    return Simulation(step_model, load, search.rate, search.result, pages, search, slo)
-
-
-def figures(sim: Simulation) -> dict[str, object]:
-    """The simulation's figures by name, as `simulate --json` prints them."""
-    setup, r = sim.step_model.setup, sim.result
-    out: dict[str, object] = {
-        "model": setup.model.name,
-        "gpu": sim.step_model.target.name,
-        "tp": setup.tp,
-        "precision": setup.precision,
-        "kv_precision": setup.kv_dtype,
-        "workload": sim.workload.name,
-        "rate_requests_s": sim.rate,
-        "output_tokens_s_per_gpu": r.output_tokens_per_s,
-        "requests_s_per_gpu": r.requests_per_s,
-        "mean_running": r.mean_occupancy,
-        "preemptions": r.preemptions,
-        "steps": r.steps,
-        "seconds": r.seconds,
-    }
-    for metric in ("ttft", "tpot"):
-        for q in PERCENTILES:
-            out[f"{metric}_p{q}_s"] = r.percentile(metric, q)
-    if sim.search is not None:
-        out["slo"] = sim.slo.describe()
-        out["offline_output_tokens_s_per_gpu"] = sim.search.offline.output_tokens_per_s
-    out["notes"] = source_notes(sim.step_model)
+        i = min(int(np.searchsorted(times, t)), len(times) - 1)
+        out.append((t, int(result.running[i])))
     return out

@@ -1,4 +1,5 @@
-"""Per-GPU token throughput of a model, from the kernel times in result files.
+"""Per-GPU token throughput of a model, from the kernel times in result files or the op-time
+model.
 
 One forward step on one GPU (docs/estimate.md) is the sum of:
 
@@ -6,17 +7,16 @@ One forward step on one GPU (docs/estimate.md) is the sum of:
   every layer, rotary, the KV-cache write, prefill or decode attention (windowed where the
   layer is), SiLU·mul or the fused MoE, the residual add + RMSNorms, with TP > 1 the two
   all-reduces of the hidden state per layer, and the LM head, each timed by bench.plan.lookup
-  (measured, interpolated or roofline × measured efficiency); a memory-bound op the files
-  cannot time is modelled from its bytes, an all-reduce as a ring over the spec sheet's
-  interconnect, and the notes say so;
-- the kernels no op measures (a MoE router's softmax + top-k): their minimum bytes over a
-  bandwidth, measured where the file has one.
+  (measured, interpolated, or the op-time model, scaled by a measured case where there is one;
+  collectives by the network model); without a spec entry (a CPU file) a memory-bound op the
+  files cannot time is modelled from its bytes, and the notes say so;
+- the kernels no op measures (a MoE router's softmax + top-k): their bytes, modelled alike.
 
 Ops are summed without overlap, as a serving engine without fusion would run them; the layer
-validation (bench.measure.decoder_check) measures how far that is from a real layer. Decode tokens/s
-per GPU is batch / step time / TP; prefill likewise with batch × prompt length. A GPU other than the
-measured one is a projection: every op time is scaled by the ratio of the two spec sheets'
-rooflines.
+validation (bench.measure.decoder_check) measures how far that is from a real layer. Decode
+tokens/s per GPU is batch / step time / TP; prefill likewise with batch × prompt length. A GPU
+other than the measured one is a projection: every measured op time is scaled by the ratio of
+the two spec sheets' rooflines.
 """
 
 from __future__ import annotations
@@ -32,20 +32,17 @@ from bench import BenchError
 from bench.measure.ops import OPS, get_op
 from bench.measure.ops.base import PARTS, dtype_unsupported
 from bench.measure.ops.step import OpUse
-from bench.plan.efficiency import KERNEL_FLOOR_S, MEMORY_BOUND
+from bench.plan import optime
 from bench.plan.lookup import Measurements, Timed
 from bench.plan.models import DEFAULT_BATCHES, MemoryPlan, Serving, part
 from bench.record import results
-from bench.record.hardware import SPECS, GpuSpec, get_spec, spec_of
+from bench.record.hardware import GpuSpec, get_spec, spec_of
 from bench.record.schema import DeviceInfo, EstimateRecord, EstimateRow, ResultDoc
 from bench.record.units import fmt_bytes, plural
 
 if TYPE_CHECKING:
     from bench.measure.timing import TimerConfig
 
-# A small all-reduce is latency-bound; this per-call latency is an assumption of the order of
-# NCCL's small-message all-reduce on NVLink (nccl-tests), used where no all_reduce is measured.
-ALLREDUCE_LATENCY_S = 10e-6
 # The parts of a step the tables show: the registry's parts of a model step, and the LM head
 # (a GEMM run once per step, not per layer) on its own.
 STEP_PARTS = {**PARTS, "lm_head": "LM head"}
@@ -53,10 +50,9 @@ STEP_PARTS = {**PARTS, "lm_head": "LM head"}
 SOURCES = {
     "measured": "meas.",
     "interpolated": "interp.",
-    "roofline": "roofl.",
+    "scaled": "scaled",
     "reference": "ref.",
-    "default": "def.",
-    "modelled": "mod.",
+    "modelled": "model",
 }
 
 
@@ -69,6 +65,10 @@ class Target:
     memory: float  # bytes per GPU
     projected: bool  # some measurements come from another GPU, scaled by spec sheets
     measured_on: str  # the device(s) the result files were measured on
+    cuda: bool = True  # a GPU (a serving engine keeps its reserve), not a CPU
+
+    def memory_plan(self, setup: Serving) -> MemoryPlan:
+        return setup.memory_plan(self.memory, self.cuda)
 
 
 def resolve_target(docs: list[ResultDoc], paths: list[str], gpu: str | None) -> Target:
@@ -83,7 +83,7 @@ def resolve_target(docs: list[ResultDoc], paths: list[str], gpu: str | None) -> 
                 "result files (--results FILE) measured on it"
             )
         spec = _spec(gpu)
-        return Target(spec.name, spec, spec.memory_gb * 1e9, False, "")
+        return Target(spec.name, spec, spec.memory_bytes, False, "")
     first = docs[0]
     if gpu is None:
         if len(names) > 1:
@@ -93,7 +93,9 @@ def resolve_target(docs: list[ResultDoc], paths: list[str], gpu: str | None) -> 
                 "time, or pass --gpu KEY to project them all onto one spec"
             )
         spec = spec_of(first.device, first.spec)
-        return Target(first.device.name, spec, float(first.device.memory_bytes), False, names[0])
+        cuda = first.device.kind == "cuda"
+        memory = float(first.device.memory_bytes)
+        return Target(first.device.name, spec, memory, False, names[0], cuda)
     spec = _spec(gpu)
     specs = [spec_of(doc.device, doc.spec) for doc in docs]
     for path, doc, own in zip(paths, docs, specs, strict=True):
@@ -105,7 +107,7 @@ def resolve_target(docs: list[ResultDoc], paths: list[str], gpu: str | None) -> 
             )
     if all(own.key == spec.key for own in specs) and len(names) == 1:
         return Target(first.device.name, spec, float(first.device.memory_bytes), False, names[0])
-    return Target(spec.name, spec, spec.memory_gb * 1e9, True, ", ".join(names))
+    return Target(spec.name, spec, spec.memory_bytes, True, ", ".join(names))
 
 
 def _spec(gpu: str) -> GpuSpec:
@@ -163,8 +165,8 @@ class StepModel:
 
     def op_time(self, use: OpUse) -> Timed:
         """One op's time on the target GPU (projected already by the measurements if needed).
-        A memory-bound op the files cannot time is modelled from its bytes; a collective, as a
-        ring over the spec interconnect."""
+        Without a spec entry (a CPU file), a memory-bound op the files cannot time is modelled
+        from its bytes at the bandwidth the files reached."""
         op = get_op(use.op)
         try:
             timed = self.meas.time(use.op, use.shape, use.dtype)
@@ -172,14 +174,20 @@ class StepModel:
             if op.part == "memory":
                 note = f"{use.op} not measured in the files: modelled from its bytes, as below"
                 self.notes[note] = None
-                return Timed(self._bytes_time(op.bytes(use.shape, use.dtype)), "modelled", "bytes")
+                seconds = self._bytes_time(op.bytes(use.shape, use.dtype))
+                return Timed(seconds, "modelled", "bytes", bound="memory")
             if op.part == "communication":
-                return Timed(self._ring(op.bytes(use.shape, use.dtype)), "modelled", "ring")
+                raise BenchError(
+                    f"TP {self.setup.tp} needs {use.op} times: the files hold none measured on "
+                    f"{use.shape['world']} ranks at this size, and {self.target.name} has no "
+                    f"spec entry to model them from; measure one with torchrun --nproc-per-node "
+                    f"{use.shape['world']} -m bench run --op {use.op}"
+                ) from None
             raise
-        if op.part == "communication":
+        if op.part == "communication" and timed.source != "modelled":
             world = use.shape["world"]
             self.notes[f"{use.op}: from the one measured on {world} ranks ({timed.source})"] = None
-        if timed.source in ("default", "reference"):
+        if timed.source in ("modelled", "reference"):
             self.assumed.setdefault(timed.detail, {})[use.op] = None
         return timed
 
@@ -198,74 +206,42 @@ class StepModel:
         """Add the kernels no op measures, for the step's tokens, to its memory-bound part."""
         kernels = self.setup.modelled_kernels(step.tokens)
         if kernels:
-            per_layer = sum(self._bytes_time(nbytes) for _, nbytes in kernels)
+            per_layer = sum(self._bytes_time(nbytes, step.tokens) for _, nbytes in kernels)
             step.add("memory", per_layer * self.setup.model.layers, "modelled")
             self.notes[
                 f"modelled per layer, no op measures it ({', '.join(k for k, _ in kernels)}): "
                 f"{self._bytes_note()}"
             ] = None
 
-    def _bytes_time(self, nbytes: float) -> float:
-        """A memory-bound kernel's time: its minimum bytes over the bandwidth, but no less than
-        the floor for one kernel (bench.plan.efficiency.KERNEL_FLOOR_S, or with measurements the
-        shortest time any measured case took)."""
-        gbs, _ = self._bandwidth
-        return max(nbytes / (gbs * 1e9), self._floor[0])
+    def _bytes_time(self, nbytes: float, programs: float | None = None) -> float:
+        """A memory-bound kernel no file times: the op-time model's on a GPU of the spec table;
+        else (a CPU) its bytes at the most any measured case reached, but no less than the
+        shortest measured case."""
+        if self.target.spec is not None:
+            spec, share = self.target.spec, optime.ELEMENTWISE_SHARE
+            return optime.streaming_time(nbytes, programs, spec, share).seconds
+        fastest = max(p.case.gbps for p in self.meas.best.values() if p.case.gbps)
+        return max(nbytes / (fastest * 1e9), self._shortest[0])
 
     def _bytes_note(self) -> str:
-        _, where = self._bandwidth
-        floor, why = self._floor
-        return f"bytes / {where}, each at least {floor * 1e6:.1f} µs ({why})"
+        if self.target.spec is not None:
+            share, spec = optime.ELEMENTWISE_SHARE, self.target.spec
+            return optime.streaming_time(0.0, None, spec, share).detail
+        fastest = max(p.case.gbps for p in self.meas.best.values() if p.case.gbps)
+        floor, why = self._shortest
+        return (
+            f"bytes at {fastest:.0f} GB/s, the most any measured case reached (no spec entry), "
+            f"each at least {floor * 1e6:.1f} µs ({why})"
+        )
 
     @cached_property
-    def _floor(self) -> tuple[float, str]:
-        """The least time a kernel takes, and why."""
-        if not self.meas.best:
-            return KERNEL_FLOOR_S, "assumed: one kernel's launch and tail"
+    def _shortest(self) -> tuple[float, str]:
+        """The shortest time any measured case took, and which."""
         shortest = min(self.meas.best.values(), key=lambda p: p.case.timing.median_ms)
         return (
             shortest.case.timing.median_ms / 1e3,
             f"the shortest measured case, {shortest.describe()}",
         )
-
-    @cached_property
-    def _bandwidth(self) -> tuple[float, str]:
-        """GB/s for the memory-bound kernels: measured copy bandwidth, else the spec sheet's at
-        the default memory-bound efficiency, else (no spec: a CPU) the highest GB/s any
-        measured case reached."""
-        copies = [
-            d.measured_peaks["copy_gbs"] for d in self.meas.docs if "copy_gbs" in d.measured_peaks
-        ]
-        if copies and not self.target.projected:
-            return max(copies), f"measured copy bandwidth {max(copies):.0f} GB/s"
-        if self.target.spec is not None:
-            gbs, share = self.target.spec.bandwidth_gbs, MEMORY_BOUND.share
-            return (
-                gbs * share,
-                f"{share:.0%} of {self.target.spec.name} spec bandwidth {gbs:.0f} GB/s",
-            )
-        best = max(p.case.gbps for p in self.meas.best.values() if p.case.gbps)
-        return best, f"{best:.0f} GB/s, the most any measured case reached (no spec entry)"
-
-    def _ring(self, nbytes: float) -> float:
-        """One ring all-reduce of nbytes over the spec interconnect, plus an assumed latency."""
-        tp, spec = self.setup.tp, self.target.spec
-        if spec is None:
-            raise BenchError(
-                f"TP {tp} needs all-reduce times: the files hold no all_reduce measured on {tp} "
-                f"ranks at this size, and {self.target.name} has no spec interconnect to model "
-                f"them from; measure one with torchrun --nproc-per-node {tp} -m bench run --op "
-                "all_reduce"
-            )
-        # Ring all-reduce: each GPU sends and receives 2(p−1)/p of the message, one direction
-        # of the link at a time; spec sheets quote both directions together.
-        per_direction = spec.interconnect_gbs / 2
-        self.notes[
-            f"all_reduce: a ring over {spec.name} spec interconnect "
-            f"{spec.interconnect_gbs:.0f} GB/s ({per_direction:.0f} per direction) + "
-            f"{ALLREDUCE_LATENCY_S * 1e6:.0f} µs assumed latency each (none measured on {tp} ranks)"
-        ] = None
-        return 2 * (tp - 1) / tp * nbytes / (per_direction * 1e9) + ALLREDUCE_LATENCY_S
 
 
 @dataclass(frozen=True)
@@ -345,7 +321,7 @@ def _batches(
             if b > plan.max_batch:
                 raise BenchError(
                     f"batch {b} does not fit: {plan.seq_tokens} tokens per sequence need "
-                    f"{fmt_bytes(b * plan.seq_tokens * plan.kv_per_token)} of KV cache beside "
+                    f"{fmt_bytes(b * plan.seq_bytes)} of KV cache beside "
                     f"{fmt_bytes(plan.weights)} of weights in {fmt_bytes(plan.usable)} usable; "
                     f"the largest batch that fits is {plan.max_batch}"
                 )
@@ -421,18 +397,6 @@ def measured_summary(setup: Serving, docs: list[ResultDoc], paths: list[str]) ->
     )
 
 
-def _check_precision(setup: Serving, target: Target) -> None:
-    """A precision the target GPU has no tensor-core peak for is refused in one line."""
-    spec = target.spec
-    if spec is None or setup.precision == "fp32" or spec.peak_tflops.get(setup.precision):
-        return
-    having = [s.key for s in SPECS.values() if s.peak_tflops.get(setup.precision)]
-    raise BenchError(
-        f"{spec.name} has no {setup.precision} tensor cores in the spec table; "
-        f"--precision {setup.precision} needs one of: {', '.join(having)}"
-    )
-
-
 def _hint(model_arg: str, setup: Serving, docs: list[ResultDoc], paths: list[str]) -> str:
     """The end of a missing-shape error: what the files have, and how to measure what is not."""
     run = (
@@ -451,6 +415,14 @@ def _hint(model_arg: str, setup: Serving, docs: list[ResultDoc], paths: list[str
     return f"{have}; measure them with: {run}"
 
 
+def _kept(plan: MemoryPlan) -> str:
+    """What the engine keeps of a GPU's memory, in words."""
+    return (
+        f"of {fmt_bytes(plan.memory)}, {plan.workspace_fraction:.0%} kept by the engine and "
+        f"{fmt_bytes(plan.reserved)} for the CUDA context and graphs and the activations"
+    )
+
+
 def step_model_for(
     setup: Serving,
     docs: list[ResultDoc],
@@ -460,25 +432,26 @@ def step_model_for(
     impl: str | None = None,
     model_arg: str | None = None,
     references: list[ResultDoc] | None = None,
+    fit: bool = True,
 ) -> StepModel:
     """The step-time model of a served model on the files' device (or `gpu`), once the model
-    is known to fit it and the precision to run there."""
+    is known to fit it (unless `fit` is false: a single step's times need no fit)."""
     _check_impl(impl, docs, paths)
     target = resolve_target(docs, paths, gpu)
-    _check_precision(setup, target)
-    plan = setup.memory_plan(target.memory)
-    if plan.max_batch < 1:
+    plan = target.memory_plan(setup)
+    if fit and plan.max_batch < 1:
         raise BenchError(
             f"{setup.model.name} at TP {setup.tp} in {setup.precision} does not fit "
             f"{target.name}: {fmt_bytes(plan.weights)} of weights per GPU and one sequence's KV "
-            f"cache ({fmt_bytes(plan.seq_tokens * plan.kv_per_token)}) exceed "
-            f"{fmt_bytes(plan.usable)} usable ({setup.workspace:.0%} kept for workspace); "
+            f"cache ({fmt_bytes(plan.seq_bytes)}) exceed "
+            f"{fmt_bytes(plan.usable)} usable ({_kept(plan)}); "
             "raise --tp or lower --precision"
         )
     hint = _hint(model_arg or setup.model.name, setup, docs, paths)
     meas = Measurements(
-        docs, target=target.spec if gpu else None, impl=impl, hint=hint, references=references
-    )
+        docs, target=target.spec if gpu else None, impl=impl, hint=hint, references=references,
+        engine=setup.collectives,
+    )  # fmt: skip
     return StepModel(setup, meas, target)
 
 
@@ -502,7 +475,7 @@ def estimate_throughput(
         setup, docs, paths, gpu=gpu, impl=impl, model_arg=model_arg, references=references
     )
     meas, target = step_model.meas, step_model.target
-    plan = setup.memory_plan(target.memory)
+    plan = target.memory_plan(setup)
     largest = setup.decode_cap(plan)
     chosen = _batches(batches, meas, setup, plan, largest)
     meas.hint += "".join(f" --batch {b}" for b in chosen if b != largest)
@@ -629,7 +602,7 @@ def source_notes(step_model: StepModel) -> list[str]:
     """Where the step model's op times came from, what it assumed, and what it leaves out."""
     notes = list(step_model.notes)
     for detail, op_names in step_model.assumed.items():
-        notes.append(f"{', '.join(op_names)} at {detail}")
+        notes.append(f"{', '.join(op_names)}: {detail}")
     if step_model.setup.model.unmodelled:
         notes.append(f"not modelled: {'; '.join(step_model.setup.model.unmodelled)}")
     if not step_model.meas.docs:

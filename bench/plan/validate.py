@@ -2,9 +2,10 @@
 
 Each row names a model, GPU, weight and KV-cache precision, tensor-parallel degree, request
 lengths, a scenario and the published output tokens/s per GPU, with its source. The estimate
-for a row is a simulated run from the GPU's spec sheet (and any reference files' measured
-efficiencies): `throughput`/`offline` rows serve all their requests at once, `server` rows the
-highest Poisson rate meeting the row's `slo`. The estimator is built from first principles and
+for a row is the simulated run `tokbench simulate` makes of the same set-up, from the GPU's spec
+sheet (and any reference files' measured efficiencies): `throughput`/`offline` rows the offline
+run (the throughput ceiling), `server` rows the highest Poisson rate meeting the row's `slo`;
+the rate is the run's steady state. The estimator is built from first principles and
 kernel measurements; nothing here is fitted to the rows.
 """
 
@@ -17,19 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import BenchError
-from bench.plan.capacity import served_per_gpu
 from bench.plan.models import Serving, get_model
-from bench.plan.simulate import parse_slo, run, workload
+from bench.plan.scenarios import run
+from bench.plan.slo import parse_slo
 from bench.plan.throughput import StepModel
+from bench.plan.workloads import workload
 
 COLUMNS = (
     "model", "gpu", "precision", "kv_precision", "tp", "isl", "osl", "scenario",
     "tokens_per_s_per_gpu", "source",
 )  # fmt: skip
 SCENARIOS = ("throughput", "offline", "server")
-# Requests a row's simulation serves: four times the largest batch that fits, so that the ramp
-# at each end is a small share of the run, within these bounds.
-REQUESTS = (500, 4096)
+# The published figures tokbench is checked against, shipped inside the package (docs/ links to
+# it) so that an installed tool validates without a checkout.
+PUBLISHED = Path(__file__).with_name("published.csv")
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def kv_for(row: Row) -> tuple[str, str]:
         return row.kv_precision, ""
     if row.kv_precision in ("bf16", "fp16"):
         return "auto", ""
-    kv = "fp8" if row.precision in ("fp8", "fp4") else "auto"
+    kv = "fp8" if row.precision in ("fp8", "fp4", "mxfp4") else "auto"
     return kv, f"KV cache not stated: {'fp8' if kv == 'fp8' else 'as the activations'} assumed"
 
 
@@ -126,9 +128,7 @@ def check_row(row: Row, step_model_of: Callable[[Serving, str], StepModel]) -> C
         setup = Serving(get_model(row.model), tp=row.tp, precision=row.precision,
                         kv_precision=kv, isl=row.isl, osl=row.osl)  # fmt: skip
         step_model = step_model_of(setup, row.gpu)
-        batch = setup.decode_cap(setup.memory_plan(step_model.target.memory))
-        requests = min(max(REQUESTS[0], 4 * batch), REQUESTS[1])
-        load = workload("fixed", requests, row.isl, row.osl)
+        load = workload("fixed", 1, row.isl, row.osl, config=setup.model)
         if row.scenario == "server":
             if not row.slo:
                 raise BenchError("a server row needs its SLO in the slo column")
@@ -137,7 +137,7 @@ def check_row(row: Row, step_model_of: Callable[[Serving, str], StepModel]) -> C
             sim = run(step_model, load)
     except BenchError as e:
         return Check(row, None, str(e))
-    return Check(row, served_per_gpu(sim), note)
+    return Check(row, sim.output_tokens_per_s, note)
 
 
 def geometric_mean(checks: list[Check]) -> float | None:

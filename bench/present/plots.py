@@ -40,7 +40,9 @@ def _device_title(doc: ResultDoc) -> str:
     return f"{device}, {doc.created[:10]}"
 
 
-def _timed(doc: ResultDoc) -> list[CaseResult]:
+def timed(doc: ResultDoc) -> list[CaseResult]:
+    """The cases a chart shows: timed on hardware, with their FLOPs and bytes (as the report's
+    charts show them too)."""
     return [c for c in doc.cases if c.comparable and c.tflops is not None and c.bytes > 0]
 
 
@@ -54,7 +56,7 @@ def _series(cases: list[CaseResult], by) -> dict[str, list[CaseResult]]:
 def roofline(doc: ResultDoc, path: Path) -> Path | None:
     """Each timed case at (FLOP/byte, TFLOP/s) under the device's roofs; None when no case was
     timed on hardware."""
-    cases = _timed(doc)
+    cases = timed(doc)
     if not cases:
         return None
     spec = spec_of(doc.device, doc.spec)
@@ -109,7 +111,7 @@ def _roofs(ax, spec, dtypes: list[str], colors: dict[str, str], intensities: lis
 def throughput(doc: ResultDoc, op: str, path: Path) -> Path | None:
     """TFLOP/s against problem size (GFLOP per call) for one op, a line per implementation and
     dtype; None when the op has no timed case."""
-    cases = [c for c in _timed(doc) if c.op == op]
+    cases = [c for c in timed(doc) if c.op == op]
     if not cases:
         return None
     fig = _figure(f"{op}: TFLOP/s vs size, {_device_title(doc)}")
@@ -151,8 +153,8 @@ def write_plots(runs: Sequence[tuple[str, ResultDoc]], out_dir: Path) -> list[Pa
     """Every chart for every (name, document): a roofline and one TFLOP/s-vs-size chart per op,
     then one tokens/s chart per model and serving setup across all runs that saved estimates.
 
-    Files are named after the run name (the result file's stem), so runs on the same device
-    do not overwrite each other.
+    Files are named after the run name (bench.present.names: the result file's stem, with its
+    folders where stems alike need them), so no two runs overwrite each other's charts.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise BenchError(f"{out_dir} is a file; plots are written into a directory")
@@ -205,4 +207,68 @@ def tokens_chart(entries: Sequence[tuple[str, EstimateRecord, str]], path: Path)
 
         handles.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="projection"))
     ax.legend(handles=handles, fontsize=8)
+    return _save(fig, path)
+
+
+def roofline_shares_chart(
+    shares: dict[str, list[tuple[int, float]]], title: str, path: Path
+) -> Path:
+    """Each op's predicted share of its roofline against the step's tokens (`tokbench step
+    --plot`): one line per role, log tokens, the legend outside the data."""
+    fig = _figure(title)
+    ax = fig.add_subplot()
+    cmap = _colours(len(shares))
+    for i, (role, points) in enumerate(shares.items()):
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], markersize=4, color=cmap[i], label=role)
+    ax.set(xscale="log", ylim=(0, 1.05), xlabel="tokens in the step",
+           ylabel="predicted share of the roofline")  # fmt: skip
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def _colours(n: int) -> list[Any]:
+    """n distinct colours (tab20's when more than ten are needed)."""
+    from matplotlib import colormaps
+
+    name = "tab10" if n <= 10 else "tab20"
+    return [colormaps[name](i) for i in range(n)]
+
+
+def frontier_chart(frontiers: Sequence[Any], path: Path) -> Path:
+    """Output tok/s per GPU against tok/s per user (`simulate --concurrency --plot`): one line per
+    GPU through its points of every layout (bench.plan.frontier.Frontier), each point labelled
+    with its clients (and its TP degree where the GPU's line joins several)."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    setup = frontiers[0].step_model.setup
+    fig = _figure(
+        f"{setup.model.name}, {setup.precision}, {setup.isl} + {setup.osl} tokens: throughput "
+        "against interactivity (simulated)"
+    )
+    ax = fig.add_subplot()
+    gpus: dict[str, list[tuple[int, Any]]] = {}
+    for f in frontiers:
+        gpus.setdefault(f.step_model.target.name, []).extend((f.step_model.setup.tp, p)
+                                                               for p in f.points)  # fmt: skip
+    cmap = _colours(len(gpus))
+    for i, (gpu, points) in enumerate(gpus.items()):
+        points.sort(key=lambda tp_point: tp_point[1].per_user)
+        layouts = {tp for tp, _ in points}
+        xs = [p.per_user for _, p in points]
+        ys = [p.output_tokens_per_s for _, p in points]
+        ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], color=cmap[i], label=gpu)
+        for (tp, p), x, y in zip(points, xs, ys, strict=True):
+            text = f"TP{tp}·{p.concurrency}" if len(layouts) > 1 else str(p.concurrency)
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                        color=cmap[i])  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="output tok/s per user (1 / median TPOT)",
+           ylabel="output tok/s per GPU")  # fmt: skip
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())  # a decade or less of tok/s per user
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, title="points: clients (TP·clients)", title_fontsize=8)
     return _save(fig, path)

@@ -231,7 +231,7 @@ def check_output(path: Path, inputs: typing.Iterable[str | Path] = ()) -> None:
 
 def _is_result(path: Path) -> bool:
     try:
-        data = _read_json(path)
+        data = read_json(path)
     except BenchError:
         return False
     return isinstance(data, dict) and data.get("format") == FORMAT
@@ -254,7 +254,7 @@ def updating(path: str | Path) -> typing.Iterator[ResultDoc]:
 def load(path: str | Path) -> ResultDoc:
     """Read and validate a result file; any problem is a BenchError naming the file and field."""
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BenchError(f'{path}: not a tokbench result file (no "format": "{FORMAT}")')
     version = data.get("schema_version")
@@ -279,7 +279,9 @@ def _migrate(doc: ResultDoc) -> None:
         doc.schema_version = SCHEMA_VERSION
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A tokbench JSON document (a result file, or what a planning command's --json printed),
+    read within the result file's limits; any problem is a one-line BenchError."""
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:

@@ -22,9 +22,21 @@ READABLE_VERSIONS = (1, 2)
 # Sizes and switches; a string value is kept for ops of newer versions that use one.
 Shape = dict[str, int | bool | str]
 
-# The dtypes cases are measured or estimated in, with their element sizes in bytes; fp4 is
-# NVFP4, Blackwell's: 4-bit values with one fp8 scale per 16 (4.5 bits an element).
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "fp4": 0.5625}
+# The dtypes cases are measured or estimated in, with their element sizes in bytes. fp4 is
+# NVFP4: 4-bit values with one fp8 scale per 16 (4.5 bits an element); mxfp4 (OCP MX, gpt-oss's
+# experts) one 8-bit exponent per 32 ("4.25 bits per parameter": the gpt-oss model card); int4
+# is W4A16 with an fp16 scale per 128 weights (GPTQ's and AWQ's default group size); int8 is
+# W8A16 with per-channel scales (a negligible share).
+DTYPE_BYTES = {
+    "fp32": 4,
+    "fp16": 2,
+    "bf16": 2,
+    "fp8": 1,
+    "fp4": 0.5625,
+    "mxfp4": 0.53125,
+    "int8": 1,
+    "int4": 0.515625,
+}
 STATUSES = ("ok", "failed", "skipped")
 TIMING_MODES = ("cuda-events", "cuda-graph", "cpu", "interpreted")
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import kernels
+from bench import ceil_div
 from bench.measure.ops.base import (
     TF32_TOLERANCE,
     Impl,
@@ -178,6 +179,10 @@ class Attention(Op):
 
     def step_of(self, shape: Shape) -> tuple[str, int, int, int] | None:
         return "prefill", shape["B"], shape["Sq"], shape["Skv"]
+
+    def programs(self, shape: Shape) -> float:
+        """A program per 128 queries of each sequence and head, as flash attention tiles."""
+        return shape["B"] * shape["H"] * ceil_div(shape["Sq"], 128)
 
     def make_inputs(
         self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator

@@ -74,6 +74,17 @@ class Key:
         return None
 
 
+@dataclass(frozen=True)
+class Gemm:
+    """A matrix product a kernel computes, (m × k)·(k × n), `groups` of them in one launch (a
+    MoE's experts): the geometry the op-time model tiles over a GPU's SMs."""
+
+    m: int
+    n: int
+    k: int
+    groups: float = 1.0
+
+
 def no_workspace(shape: Shape, dtype: str) -> float:
     return 0.0
 
@@ -172,6 +183,17 @@ class Op:
         """Elements of the weights behind one use at this shape (a GEMM's matrix, every expert
         of a MoE however many a step routes to), for the memory a model's weights take."""
         return 0
+
+    def gemms(self, shape: Shape) -> list[Gemm]:
+        """The matrix products of a shape, for ops the op-time model times as GEMMs (the
+        "gemm" and "moe" efficiency classes)."""
+        return []
+
+    def programs(self, shape: Shape) -> float | None:
+        """How many independent pieces of work (thread blocks) a kernel for this shape spreads
+        over the GPU's SMs, where so few could leave SMs idle (a decode step's rows); None:
+        always enough to fill a GPU."""
+        return None
 
     def step_of(self, shape: Shape) -> tuple[str, int, int, int] | None:
         """(phase, batch, new tokens per sequence, context) of the step a shape of this op was

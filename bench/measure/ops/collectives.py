@@ -47,6 +47,9 @@ class Collective(Op):
     axes = (("bytes",),)
     # Whether S is split into one chunk per rank (S must then divide by the ranks).
     split: ClassVar[bool] = False
+    # Whether serving engines run small ones with a one-shot kernel of their own instead of
+    # NCCL (vLLM's and TensorRT-LLM's custom all-reduce).
+    engine_kernel: ClassVar[bool] = False
 
     def bus_factor(self, world: int) -> float:
         raise NotImplementedError
@@ -117,6 +120,7 @@ def _chunk(inputs: Inputs, i: int) -> torch.Tensor:
 class AllReduce(Collective):
     name = "all_reduce"
     description = "all-reduce (sum) of an S-byte buffer over the ranks"
+    engine_kernel = True
 
     def bus_factor(self, world: int) -> float:
         return 2 * (world - 1) / world

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from bench import ceil_div
 from bench.measure.ops.attention import (
     SINKS,
     WINDOW,
@@ -68,6 +69,10 @@ def decode_shape(
         "fp8kv": fp8kv,
     }
 
+
+# The fewest keys one program of a split-KV decode kernel reads (assumption: a few KV pages,
+# as FlashDecoding-style kernels split no finer).
+SPLIT_KEYS = 256
 
 # Batch × context pairs whose KV cache (one layer) stays within 2^20 tokens.
 BATCH_CONTEXT = [
@@ -135,7 +140,7 @@ class Decode(Op):
         cache_dtype = "fp8" if shape["fp8kv"] else dtype
         cache = 2 * b * shape["Hkv"] * span * d * DTYPE_BYTES[cache_dtype]
         q_and_o = 2 * b * shape["H"] * d * DTYPE_BYTES[dtype]
-        table = 4 * b * -(-span // page) if page else 0
+        table = 4 * b * ceil_div(span, page) if page else 0
         return cache + q_and_o + table + 4 * shape["H"] * shape["sinks"]
 
     def footprint(self, shape: Shape, dtype: str) -> float:
@@ -154,8 +159,8 @@ class Decode(Op):
 
     def step_uses(self, step: ModelStep) -> list[OpUse]:
         """A decode step's attention: one query a sequence over its cached context, a use for
-        the full layers and one for the windowed ones."""
-        if step.phase != "decode":
+        the full layers and one for the windowed ones (latent attention's is the mla op's)."""
+        if step.phase != "decode" or step.latent:
             return []
         s = step
         return [
@@ -171,6 +176,12 @@ class Decode(Op):
 
     def step_of(self, shape: Shape) -> tuple[str, int, int, int] | None:
         return "decode", shape["B"], 1, shape["L"]
+
+    def programs(self, shape: Shape) -> float:
+        """A program per sequence, KV head and chunk of the keys it reads: split-KV kernels
+        (FlashDecoding, this one) split a context to fill the GPU, into chunks of at least
+        SPLIT_KEYS keys."""
+        return shape["B"] * shape["Hkv"] * ceil_div(_span(shape), SPLIT_KEYS)
 
     def make_inputs(
         self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator

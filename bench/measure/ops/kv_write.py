@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from bench import ceil_div
 from bench.measure.ops.base import (
     Impl,
     Inputs,
@@ -22,10 +23,10 @@ from bench.measure.ops.base import (
     dtype_unsupported,
     feeding,
     randn,
-    row_kernel_impl,
     torch_dtype,
 )
 from bench.measure.ops.rotary import STEP_TOKENS
+from bench.measure.ops.rows import Arguments, row_impls
 from bench.measure.ops.step import ModelStep, OpUse
 from bench.record.schema import DTYPE_BYTES, DeviceInfo, Shape
 
@@ -99,13 +100,16 @@ class KVWrite(Op):
         shape = kv_write_shape(step.tokens, step.kv_heads, step.head_dim, step.page, step.fp8_kv)
         return [self.use("kv_write", shape, step.act, step.layers)]
 
+    def programs(self, shape: Shape) -> float:
+        return shape["tokens"]  # engines' kernels (and this one) give each token its own
+
     def make_inputs(
         self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator
     ) -> Inputs:
         import torch
 
         t, hkv, d, page = (shape[k] for k in ("tokens", "Hkv", "D", "page"))
-        blocks = -(-2 * t // page)
+        blocks = ceil_div(2 * t, page)
         cache_dtype = torch.float8_e4m3fn if shape["fp8kv"] else torch_dtype(dtype)
         pool = (blocks, page, hkv, d)
         inputs = {
@@ -150,7 +154,13 @@ class KVWrite(Op):
         return feeding(inputs, prepare(inputs), "k", "v")
 
     def implementations(self) -> tuple[Impl, ...]:
-        return (row_kernel_impl(_triton, refuses=_fp8_cache), Impl("torch", _torch))
+        # The slots are distinct and in range and the scales positive by construction: no sync
+        # to check them in the timed call.
+        unchecked = {"check_slots": False}
+        return row_impls(
+            _kernel, {"torch": write_kv_torch}, _own_copy, output=_caches, unchecked=unchecked,
+            refuses=_fp8_cache,
+        )  # fmt: skip
 
 
 def _elements(shape: Shape) -> int:
@@ -170,38 +180,52 @@ def _fp8_cache(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
     return dtype_unsupported("fp8", device) if shape["fp8kv"] and device.kind == "cuda" else None
 
 
-Closure = Callable[[], "tuple[torch.Tensor, torch.Tensor]"]
-
-
-def _own_copy(inputs: Inputs) -> tuple[tuple[torch.Tensor, ...], dict]:
+def _own_copy(inputs: Inputs) -> Arguments:
     """The arguments with a fresh copy of the pools: each implementation writes its own."""
     k, v, k_cache, v_cache, slots = _args(inputs)
     return (k, v, k_cache.clone(), v_cache.clone(), slots), _scales(inputs)
 
 
-def _triton(inputs: Inputs) -> Closure:
+def _caches(args: tuple, returned: None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a write leaves to check: the two pools it wrote into."""
+    return args[2], args[3]
+
+
+def _kernel() -> Callable[..., None]:
     from kernels.kvcache import write_kv
 
-    args, scales = _own_copy(inputs)
-
-    def fn() -> tuple[torch.Tensor, torch.Tensor]:
-        # The slots are distinct and in range by construction: no sync to check them.
-        write_kv(*args, **scales, check_slots=False)
-        return args[2], args[3]
-
-    return fn
+    return write_kv
 
 
-def _torch(inputs: Inputs) -> Closure:
-    from kernels.kvcache import write_kv_torch
+def write_kv_torch(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    *,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
+) -> None:
+    """The same in-place write with plain PyTorch indexing: selecting the kept tokens (slot >= 0)
+    costs a device sync and a gather, then one index_put per pool through (block, row) index
+    tensors, which works for pools of any strides. fp8 pools get the kernel's scaling,
+    saturation and rounding."""
+    keep = slot_mapping >= 0
+    slots = slot_mapping[keep]
+    blocks, rows = slots // k_cache.shape[1], slots % k_cache.shape[1]
+    k_cache[blocks, rows] = _to_cache(k[keep], k_cache, k_scale)
+    v_cache[blocks, rows] = _to_cache(v[keep], v_cache, v_scale)
 
-    args, scales = _own_copy(inputs)
 
-    def fn() -> tuple[torch.Tensor, torch.Tensor]:
-        write_kv_torch(*args, **scales)
-        return args[2], args[3]
+def _to_cache(x: torch.Tensor, cache: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """x as a pool stores it: itself, or x / scale saturated to ±448 and rounded to fp8."""
+    import torch
 
-    return fn
+    if scale is None:
+        return x
+    limit = torch.finfo(torch.float8_e4m3fn).max
+    return (x.float() / scale).clamp(-limit, limit).to(cache.dtype)
 
 
 OP = KVWrite()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bench.measure.ops.base import (
+    Gemm,
     Impl,
     Inputs,
     Key,
@@ -65,9 +66,14 @@ class Matmul(Op):
         return 2.0 * shape["M"] * shape["N"] * shape["K"]
 
     def bytes(self, shape: Shape, dtype: str) -> float:
+        """A and B read, C written: B in the weights' format; A in it too where tensor cores
+        take that format (fp8, fp4), else in bf16 (the weight-only formats); C in the input
+        dtype, or bf16 below 16 bits."""
         m, n, k = shape["M"], shape["N"], shape["K"]
-        out_bytes = 2 if dtype in ("fp8", "fp4") else DTYPE_BYTES[dtype]  # these write bf16
-        return (m * k + k * n) * DTYPE_BYTES[dtype] + m * n * out_bytes
+        weights = DTYPE_BYTES[dtype]
+        a = weights if dtype in ("fp32", "fp16", "bf16", "fp8", "fp4") else 2
+        out = weights if weights >= 2 else 2
+        return m * k * a + k * n * weights + m * n * out
 
     def footprint(self, shape: Shape, dtype: str) -> float:
         m, n, k = shape["M"], shape["N"], shape["K"]
@@ -98,6 +104,9 @@ class Matmul(Op):
             )
         uses.append(self.use("lm_head", matmul_shape(s.batch, s.vocab, s.hidden), s.act, 1))
         return uses
+
+    def gemms(self, shape: Shape) -> list[Gemm]:
+        return [Gemm(shape["M"], shape["N"], shape["K"])]
 
     def weight_elements(self, shape: Shape) -> int:
         return shape["N"] * shape["K"]

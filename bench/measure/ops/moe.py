@@ -14,10 +14,13 @@ once, and the routing (a float32 weight and an int64 id per pair).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from bench import ceil_div
 from bench.measure.ops.base import (
+    Gemm,
     Impl,
     Inputs,
     Key,
@@ -116,6 +119,13 @@ class MoE(Op):
         shape = moe_shape(s.tokens, s.hidden, s.intermediate, s.experts, s.top_k)
         return [self.use("experts", shape, s.weights, s.layers)]
 
+    def gemms(self, shape: Shape) -> list[Gemm]:
+        """Each expert that gets tokens runs gate/up then down on its share of the pairs."""
+        active = active_experts(shape)
+        rows = ceil_div(shape["T"] * shape["k"], max(1, round(active)))
+        h, i = shape["H"], shape["I"]
+        return [Gemm(rows, 2 * i, h, active), Gemm(rows, h, i, active)]
+
     def weight_elements(self, shape: Shape) -> int:
         return shape["E"] * 3 * shape["H"] * shape["I"]
 
@@ -123,8 +133,6 @@ class MoE(Op):
         self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator
     ) -> Inputs:
         import torch
-
-        from kernels.moe import route
 
         t, h, i, e, k = (shape[key] for key in ("T", "H", "I", "E", "k"))
         act = torch_dtype(_activation(dtype))
@@ -197,8 +205,8 @@ def _tuning(shape: Shape, dtype: str) -> int:
 
 
 def _activation(dtype: str) -> str:
-    """The activations' dtype: fp8 (and fp4, estimated only) MoE keeps them in bf16."""
-    return "bf16" if dtype in ("fp8", "fp4") else dtype
+    """The activations' dtype: a MoE with 8-bit or narrower weights keeps them in bf16."""
+    return "bf16" if DTYPE_BYTES[dtype] < 2 else dtype
 
 
 def _args(inputs: Inputs) -> tuple[torch.Tensor, ...]:
@@ -218,8 +226,6 @@ def _triton(inputs: Inputs) -> Callable[[], torch.Tensor]:
 
 
 def _grouped_mm(inputs: Inputs) -> Callable[[], torch.Tensor]:
-    from kernels.moe import grouped_mm_unsupported, moe_grouped_mm
-
     x = inputs["x"]
     if reason := grouped_mm_unsupported(x.device, x.dtype):
         raise Unsupported(reason)
@@ -231,10 +237,177 @@ def _grouped_mm(inputs: Inputs) -> Callable[[], torch.Tensor]:
 
 
 def _loop(inputs: Inputs) -> Callable[[], torch.Tensor]:
-    from kernels.moe import moe_loop
-
     args = _args(inputs)
     return lambda: moe_loop(*args)
+
+
+# -------------------------------------------------------------------------- baselines, routing
+
+
+def moe_loop(
+    x: torch.Tensor,
+    w_gate_up: torch.Tensor,
+    w_down: torch.Tensor,
+    topk_weights: torch.Tensor,
+    topk_ids: torch.Tensor,
+) -> torch.Tensor:
+    """Baseline: the MoE MLP as Hugging Face's MixtralSparseMoeBlock computes it, a Python loop
+    over the experts that got tokens, each gathering its tokens (index_select), running two
+    torch.matmul and adding its weighted rows back (index_add_, in x's dtype, as HF does).
+
+    Same arguments as kernels.moe.fused_moe without fp8; any device, bfloat16 on a CPU too.
+    Syncs with the device once per expert (torch.where), as the original does.
+    """
+    import torch
+
+    tokens, hidden = x.shape
+    inter = w_gate_up.shape[1] // 2
+    out = torch.zeros((tokens, hidden), dtype=x.dtype, device=x.device)
+    for expert in torch.unique(topk_ids).tolist():
+        token, slot = torch.where(topk_ids == expert)
+        rows = x.index_select(0, token)
+        gate_up = torch.matmul(rows, w_gate_up[expert].t())
+        h = torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:]
+        y = torch.matmul(h, w_down[expert].t()) * topk_weights[token, slot, None].to(x.dtype)
+        out.index_add_(0, token, y)
+    return out
+
+
+@functools.cache
+def _grouped_mm_probe(device: str, dtype: torch.dtype) -> str | None:
+    """Run a tiny torch._grouped_mm once per (device, dtype); its error's first line, or None."""
+    import torch
+
+    try:
+        a = torch.ones((8, 16), dtype=dtype, device=device)
+        b = torch.ones((2, 16, 16), dtype=dtype, device=device).transpose(1, 2)
+        offs = torch.tensor([4, 8], dtype=torch.int32, device=device)
+        out = torch._grouped_mm(a, b, offs=offs)
+        if out.shape != (8, 16) or float(out[0, 0]) != 16.0:
+            return "torch._grouped_mm returned a wrong result on a probe"
+    except (RuntimeError, NotImplementedError, TypeError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return f"torch._grouped_mm fails on {device} {dtype}: {first}"
+    return None
+
+
+def grouped_mm_unsupported(
+    device: torch.device | str, dtype: torch.dtype | None = None
+) -> str | None:
+    """Why :func:`moe_grouped_mm` cannot run on ``device`` in ``dtype`` (default bfloat16), or
+    None when it can.
+
+    ``torch._grouped_mm`` appeared in torch 2.8 for bfloat16 on Hopper; since torch 2.9 it also
+    runs on CUDA from compute capability 8.0 and on the CPU, every float dtype, through a
+    per-group fallback. Only bfloat16 on Hopper/Blackwell runs the fused CUTLASS grouped GEMM:
+    time it against the Triton kernel there. A tiny probe call settles the rest.
+    """
+    import torch
+
+    from kernels.checks import FLOAT_DTYPES, dtype_names
+
+    dtype = torch.bfloat16 if dtype is None else dtype
+    if not hasattr(torch, "_grouped_mm"):
+        return "torch has no _grouped_mm (it needs torch 2.8 or later)"
+    device = torch.device(device)
+    if dtype not in FLOAT_DTYPES:
+        return f"dtype {dtype} unsupported; allowed: {dtype_names(FLOAT_DTYPES)}"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "torch._grouped_mm on CUDA needs a CUDA device; none is available"
+        capability = torch.cuda.get_device_capability(device)
+        if capability < (8, 0):
+            have = ".".join(map(str, capability))
+            return f"torch._grouped_mm needs compute capability >= 8.0; this device has {have}"
+    elif device.type != "cpu":
+        return f"torch._grouped_mm baseline runs on CUDA or CPU; got {device.type}"
+    return _grouped_mm_probe(str(device), dtype)
+
+
+def moe_grouped_mm(
+    x: torch.Tensor,
+    w_gate_up: torch.Tensor,
+    w_down: torch.Tensor,
+    topk_weights: torch.Tensor,
+    topk_ids: torch.Tensor,
+) -> torch.Tensor:
+    """Baseline: the MoE MLP with ``torch._grouped_mm`` for both GEMMs (torch's own grouped
+    GEMM, what recent Hugging Face and torchtitan MoE layers use): pairs sorted by expert,
+    tokens gathered, gate_up grouped GEMM, SiLU·up, down grouped GEMM, weighted index_add_.
+
+    Same arguments as :func:`moe_loop`, where :func:`grouped_mm_unsupported` gives no reason;
+    torch._grouped_mm needs 16-byte aligned rows: H and I multiples of 8 (16-bit) or 4
+    (float32) elements, weights with a unit last stride.
+    """
+    import torch
+
+    tokens, hidden = x.shape
+    experts, inter = w_gate_up.shape[0], w_gate_up.shape[1] // 2
+    top_k = topk_ids.shape[1]
+    flat = topk_ids.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    token = order // top_k
+    counts = torch.zeros(experts, dtype=torch.int64, device=x.device)
+    counts.scatter_add_(0, flat.to(torch.int64), torch.ones_like(order))
+    offs = torch.cumsum(counts, 0).to(torch.int32)
+    rows = x.index_select(0, token)
+    gate_up = torch._grouped_mm(rows, w_gate_up.transpose(1, 2), offs=offs)
+    h = torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:]
+    y = torch._grouped_mm(h, w_down.transpose(1, 2), offs=offs)
+    y = y.float() * topk_weights.reshape(-1)[order, None].float()
+    out = torch.zeros((tokens, hidden), dtype=torch.float32, device=x.device)
+    return out.index_add_(0, token, y).to(x.dtype)
+
+
+def route(
+    num_tokens: int,
+    num_experts: int,
+    top_k: int,
+    skew: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic router output for benchmarks: (topk_weights, topk_ids), each (T, top_k).
+
+    Each token draws top_k distinct experts one after another without replacement, expert e
+    with probability ∝ 1 / (e + 1)^skew among those not yet drawn: skew = 0 is uniform routing,
+    skew = 1 Zipf's law (expert 0 the hottest), larger skews concentrate tokens on the first
+    experts further. Distinctness caps the skew's effect: with top_k = E every token has every
+    expert. The weights are a softmax of standard normal logits over the chosen experts (what
+    Mixtral's router normalises), sorted in descending order, so they are positive and sum to 1.
+
+    Args:
+        num_tokens: T >= 0.
+        num_experts: E >= 1.
+        top_k: 1 <= top_k <= E.
+        skew: Zipf exponent, finite and >= 0.
+        generator: Seeds the draws; the tensors are made on its device (CPU when None).
+
+    Returns:
+        float32 weights and int64 ids, on the generator's device.
+    """
+    import torch
+
+    for name, value, low in (("num_tokens", num_tokens, 0), ("num_experts", num_experts, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"route: {name} must be an int >= {low}, got {value!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_experts:
+        raise ValueError(
+            f"route: top_k {top_k!r} unsupported with {num_experts} experts; allowed: 1 to "
+            f"{num_experts}"
+        )
+    if not isinstance(skew, (int, float)) or not 0 <= skew < float("inf"):
+        raise ValueError(f"route: skew must be a finite number >= 0, got {skew!r}")
+    device = torch.device("cpu") if generator is None else generator.device
+    if num_tokens == 0:
+        empty = torch.empty((0, top_k), device=device)
+        return empty, empty.to(torch.int64)
+    probs = (torch.arange(num_experts, dtype=torch.float64, device=device) + 1.0) ** -skew
+    ids = torch.multinomial(
+        probs.expand(num_tokens, num_experts), top_k, replacement=False, generator=generator
+    )
+    logits = torch.randn((num_tokens, top_k), generator=generator, device=device)
+    weights, slot = torch.softmax(logits, dim=-1).sort(dim=-1, descending=True)
+    return weights, ids.gather(1, slot)
 
 
 OP = MoE()

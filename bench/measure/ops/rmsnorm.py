@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import kernels
 from bench.measure.ops.base import (
     Impl,
     Inputs,
@@ -20,10 +19,10 @@ from bench.measure.ops.base import (
     Prepare,
     feeding,
     randn,
-    row_kernel_impl,
 )
+from bench.measure.ops.rows import Arguments, row_impls
 from bench.measure.ops.step import ModelStep, OpUse
-from bench.record.schema import DTYPE_BYTES, DeviceInfo, Shape
+from bench.record.schema import DTYPE_BYTES, Shape
 
 if TYPE_CHECKING:
     import torch
@@ -72,6 +71,9 @@ class RMSNorm(Op):
     def weight_elements(self, shape: Shape) -> int:
         return shape["hidden"]
 
+    def programs(self, shape: Shape) -> float:
+        return shape["tokens"]  # engines' kernels (and this one) give each token its own
+
     def make_inputs(
         self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator
     ) -> Inputs:
@@ -100,52 +102,38 @@ class RMSNorm(Op):
         return feeding(inputs, prepare(inputs), "x", "residual")
 
     def implementations(self) -> tuple[Impl, ...]:
-        triton = row_kernel_impl(_triton, refuses=_wider_than_the_kernel)
-        return (triton, Impl("torch", _torch), Impl("eager", _eager))
+        return row_impls(_kernel, {"torch": _torch, "eager": _eager}, _arguments)
 
 
-def _wider_than_the_kernel(shape: Shape, dtype: str, device: DeviceInfo) -> str | None:
-    if shape["hidden"] <= kernels.MAX_HIDDEN:
-        return None
-    return f"the Triton kernel holds rows of at most {kernels.MAX_HIDDEN} elements"
+Outputs = tuple["torch.Tensor", "torch.Tensor"]
 
 
-Closure = Callable[[], "tuple[torch.Tensor, torch.Tensor]"]
+def _arguments(inputs: Inputs) -> Arguments:
+    return (inputs["x"], inputs["residual"], inputs["weight"], EPS), {}
 
 
-def _triton(inputs: Inputs) -> Closure:
+def _kernel() -> Callable[..., Outputs]:
     from kernels.rmsnorm import add_rmsnorm
 
-    x, residual, weight = inputs["x"], inputs["residual"], inputs["weight"]
-    return lambda: add_rmsnorm(x, residual, weight, EPS)
+    return add_rmsnorm
 
 
-def _torch(inputs: Inputs) -> Closure:
+def _torch(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> Outputs:
     import torch.nn.functional as F
 
-    x, residual, weight = inputs["x"], inputs["residual"], inputs["weight"]
-
-    def fn() -> tuple[torch.Tensor, torch.Tensor]:
-        h = x + residual
-        return F.rms_norm(h, weight.shape, weight, EPS), h
-
-    return fn
+    h = x + residual
+    return F.rms_norm(h, weight.shape, weight, eps), h
 
 
-def _eager(inputs: Inputs) -> Closure:
+def _eager(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> Outputs:
     """As Hugging Face's LlamaRMSNorm: the mean square in fp32, the weight applied after the
     cast back."""
     import torch
 
-    x, residual, weight = inputs["x"], inputs["residual"], inputs["weight"]
-
-    def fn() -> tuple[torch.Tensor, torch.Tensor]:
-        h = x + residual
-        h32 = h.float()
-        normed = h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + EPS)
-        return weight * normed.to(h.dtype), h
-
-    return fn
+    h = x + residual
+    h32 = h.float()
+    normed = h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(h.dtype), h
 
 
 OP = RMSNorm()

@@ -20,8 +20,8 @@ from bench.measure.ops.base import (
     Prepare,
     feeding,
     randn,
-    row_kernel_impl,
 )
+from bench.measure.ops.rows import Arguments, row_impls
 from bench.measure.ops.step import ModelStep, OpUse
 from bench.record.schema import DTYPE_BYTES, Shape
 
@@ -85,6 +85,9 @@ class Rotary(Op):
         shape = rotary_shape(step.tokens, step.heads, step.kv_heads, step.head_dim)
         return [self.use("rotary", shape, step.act, step.layers)]
 
+    def programs(self, shape: Shape) -> float:
+        return shape["tokens"]  # engines' kernels (and this one) give each token its own
+
     def make_inputs(
         self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator
     ) -> Inputs:
@@ -123,7 +126,9 @@ class Rotary(Op):
         return feeding(inputs, prepare(inputs), "q", "k")
 
     def implementations(self) -> tuple[Impl, ...]:
-        return (row_kernel_impl(_triton), Impl("torch", _torch))
+        # The positions are in range by construction: no sync to check them in the timed call.
+        unchecked = {"check_positions": False}
+        return row_impls(_kernel, {"torch": rotary_torch}, _arguments, unchecked=unchecked)
 
 
 def _elements(shape: Shape) -> int:
@@ -134,22 +139,34 @@ def _args(inputs: Inputs) -> tuple[torch.Tensor, ...]:
     return inputs["q"], inputs["k"], inputs["positions"], inputs["cos_sin"]
 
 
-Closure = Callable[[], "tuple[torch.Tensor, torch.Tensor]"]
+def _arguments(inputs: Inputs) -> Arguments:
+    return _args(inputs), {}
 
 
-def _triton(inputs: Inputs) -> Closure:
+def _kernel() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     from kernels.rotary import rotary
 
-    args = _args(inputs)
-    # The positions are in range by construction: no sync to check them in the timed call.
-    return lambda: rotary(*args, check_positions=False)
+    return rotary
 
 
-def _torch(inputs: Inputs) -> Closure:
-    from kernels.rotary import rotary_torch
+def rotary_torch(
+    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotation in plain PyTorch, as HF Llama's apply_rotary_pos_emb and vLLM's
+    forward_native do: each token's cos/sin row gathered and cast to q's dtype, then
+    x·cos + rotate_half(x)·sin in that dtype, some fifteen small kernels and their
+    intermediate tensors where the Triton kernel has one."""
+    import torch
 
-    args = _args(inputs)
-    return lambda: rotary_torch(*args)
+    cos, sin = cos_sin_cache[positions].to(q.dtype).chunk(2, dim=-1)
+    cos = torch.cat((cos, cos), dim=-1)[:, None, :]
+    sin = torch.cat((sin, sin), dim=-1)[:, None, :]
+
+    def rotate_half(x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((-x2, x1), dim=-1)
+
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 
 OP = Rotary()

@@ -19,9 +19,9 @@ from bench.measure.ops.base import (
     Prepare,
     feeding,
     randn,
-    row_kernel_impl,
 )
 from bench.measure.ops.rotary import STEP_TOKENS
+from bench.measure.ops.rows import Arguments, row_impls
 from bench.measure.ops.step import ModelStep, OpUse
 from bench.record.schema import DTYPE_BYTES, Shape
 
@@ -67,6 +67,9 @@ class SiluMul(Op):
         shape = silu_mul_shape(step.tokens, step.intermediate)
         return [self.use("act", shape, step.act, step.layers)]
 
+    def programs(self, shape: Shape) -> float:
+        return shape["tokens"]  # engines' kernels (and this one) give each token its own
+
     def make_inputs(
         self, shape: Shape, dtype: str, device: torch.device, gen: torch.Generator
     ) -> Inputs:
@@ -82,21 +85,26 @@ class SiluMul(Op):
         return feeding(inputs, prepare(inputs), "gate_up")
 
     def implementations(self) -> tuple[Impl, ...]:
-        return (row_kernel_impl(_triton), Impl("torch", _torch))
+        return row_impls(_kernel, {"torch": silu_mul_torch}, _arguments)
 
 
-def _triton(inputs: Inputs) -> Callable[[], torch.Tensor]:
+def _arguments(inputs: Inputs) -> Arguments:
+    return (inputs["gate_up"],), {}
+
+
+def _kernel() -> Callable[[torch.Tensor], torch.Tensor]:
     from kernels.activation import silu_mul
 
-    gate_up = inputs["gate_up"]
-    return lambda: silu_mul(gate_up)
+    return silu_mul
 
 
-def _torch(inputs: Inputs) -> Callable[[], torch.Tensor]:
-    from kernels.activation import silu_mul_torch
+def silu_mul_torch(gate_up: torch.Tensor) -> torch.Tensor:
+    """``F.silu(gate) * up`` in plain PyTorch, two kernels with the silu output written and read
+    back in between, rounded to the input dtype after each."""
+    import torch.nn.functional as F
 
-    gate_up = inputs["gate_up"]
-    return lambda: silu_mul_torch(gate_up)
+    inter = gate_up.shape[-1] // 2
+    return F.silu(gate_up[:, :inter]) * gate_up[:, inter:]
 
 
 OP = SiluMul()

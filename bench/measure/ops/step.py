@@ -15,7 +15,8 @@ from bench.record.schema import Shape
 
 # What an op does in a decoder step, in the order a layer runs them; the LM head ends the step.
 # `norm` is the residual add fused with RMSNorm (twice a layer); `act` the MLP's activation;
-# `experts` a MoE layer's expert MLP; the collectives are tensor parallelism's.
+# `experts` a MoE layer's expert MLP; the collectives are tensor parallelism's. An op may bring a
+# role of its own: it runs after these and before the LM head.
 ROLES = (
     "norm",
     "qkv",
@@ -34,7 +35,7 @@ ROLES = (
     "lm_head",
 )
 
-# How the op-time model treats an op (bench.plan.efficiency): tensor-core GEMMs, prefill and
+# How the op-time model treats an op (bench.plan.optime): tensor-core GEMMs, prefill and
 # decode attention, a MoE's grouped GEMMs, memory-bound kernels, collectives.
 EFFICIENCY_CLASSES = (
     "gemm",
@@ -67,6 +68,10 @@ class ModelStep:
     window: int = 0  # the sliding window of the windowed layers, in tokens (0: none)
     sliding_layers: int = 0  # layers attending within `window`
     sinks: bool = False  # a learned sink logit per head (gpt-oss)
+    # Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2): the latent each token caches
+    # (kv_lora_rank) and its rotary key's width; 0 for attention with per-head keys and values.
+    latent: int = 0
+    rope_dim: int = 0
     # How it is served.
     tp: int = 1
     weights: str = "bf16"  # the GEMMs' and experts' weights
@@ -109,5 +114,7 @@ class OpUse:
 
 
 def in_layer_order(uses: list[OpUse]) -> list[OpUse]:
-    """Uses in the order a layer runs their roles (stable within a role)."""
-    return sorted(uses, key=lambda u: ROLES.index(u.role))
+    """Uses in the order a layer runs their roles (stable within a role), roles of an op's own
+    after the known layer roles, the LM head last."""
+    last = ROLES.index("lm_head")
+    return sorted(uses, key=lambda u: ROLES.index(u.role) if u.role in ROLES else last - 0.5)

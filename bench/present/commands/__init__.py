@@ -1,0 +1,1 @@
+"""The `tokbench` commands, grouped by what they work on; bench.present.cli registers them."""

@@ -1,0 +1,66 @@
+"""Hopper and Blackwell checked without a GPU: the kernels compiled ahead of time for sm_90 and
+sm_100 with Triton's bundled ptxas (bench.measure.aot) may not spill registers or need more
+shared memory than a block may use, at the shapes the suites run and at the kernels' limits.
+
+The default run compiles a sample, the heaviest config of each kernel at its worst problems
+(about 30 s); with TOKBENCH_AOT_ALL=1 every config the autotuners keep at every problem (the
+standard suites' and the kernels' limits: half an hour a target on two cores, minutes once
+Triton has cached the builds).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench import BenchError
+from bench.measure.aot import SPILL_LIMIT, TARGETS, KernelBuild, Target, compile_report
+
+EVERY_CONFIG = os.environ.get("TOKBENCH_AOT_ALL") == "1"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_build_fits_its_target(target: str) -> None:
+    builds = compile_report(target, sample=not EVERY_CONFIG)
+    kernels = {b.kernel for b in builds}
+    assert kernels == {"matmul", "flash_attention", "decode_split", "decode_merge", "moe_gemm",
+                       "add_rmsnorm", "silu_mul", "rotary", "write_kv"}  # fmt: skip
+    failed = [f"{b.kernel} {b.config} at {b.problem}: {', '.join(p)}"
+              for b in builds if (p := b.problems(TARGETS[target]))]  # fmt: skip
+    assert not failed, f"{len(failed)} of {len(builds)} builds:\n" + "\n".join(failed)
+    # The numbers are read off real cubins: every build uses registers and warps fit.
+    assert all(b.registers > 0 and 0 < b.occupancy <= 64 for b in builds)
+
+
+def test_occupancy_follows_the_targets_limits() -> None:
+    hopper = TARGETS["sm_90"]
+    # Registers: 128 a thread is 4,096 a warp, 16 warps of 65,536.
+    assert hopper.occupancy(warps=4, registers=128, shared=0) == 16
+    # Shared memory: 100 KiB blocks (plus the 1 KiB reserved) fit twice in 228 KiB.
+    assert hopper.occupancy(warps=8, registers=64, shared=100 * 1024) == 16
+    # Neither binds: 64 warps an SM at most.
+    assert hopper.occupancy(warps=4, registers=32, shared=0) == 64
+    # Over the 227 KiB a block may use: it does not run at all.
+    assert hopper.occupancy(warps=4, registers=32, shared=228 * 1024) == 0
+
+
+def test_a_build_over_the_limits_says_why() -> None:
+    target = Target("sm_90", 90, sms=132)
+    fits = KernelBuild("matmul", "BLOCK_M=64", "sm_90", 96, SPILL_LIMIT, 1024, 32, "p")
+    assert fits.problems(target) == []
+    over = KernelBuild("matmul", "BLOCK_M=64", "sm_90", 255, 2168, 240_000, 0, "p", "PTXASError")
+    assert over.problems(target) == [
+        "PTXASError",
+        f"240000 B of shared memory > {227 * 1024} B",
+        "spills 2168 B a thread",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("target", "kernels", "message"),
+    [("sm_80", None, "unknown target 'sm_80'"), ("sm_90", ["sdpa"], "no Triton kernel for 'sdpa'")],
+)
+def test_unknown_targets_and_ops_are_refused(target, kernels, message) -> None:
+    with pytest.raises(BenchError, match=message):
+        compile_report(target, kernels)
