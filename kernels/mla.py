@@ -61,12 +61,18 @@ INTERPRETER_CONFIG = config(4, 1, BLOCK_N=16)
 def _select(
     configs: list[triton.Config], latent_pad: int, rope_pad: int, elem: int, max_smem: int | None
 ) -> list[triton.Config]:
-    """Configs whose cached tiles (every pipeline stage) and query tile fit the shared memory,
-    eight warps only for a wide latent (assumption: from 512 columns, as FlashMLA's)."""
+    """Configs whose cached tiles (every pipeline stage), the latent tile once more and the
+    query tile fit the shared memory, eight warps only for a wide latent (assumption: from 512
+    columns, as FlashMLA's). The latent tile is both dots' operand in two layouts: Triton
+    converts it through shared memory, so that one stage of 64 fp32 rows needs 300,032 B on
+    sm_90, not the 184,320 B of one tile and the queries (`tokbench kernels --target sm_90
+    --op mla`, Triton 3.9)."""
     width = latent_pad + rope_pad
 
     def smem(c: triton.Config) -> int:
-        return (c.num_stages * meta(c, "BLOCK_N") + _HEAD_BLOCK) * width * elem
+        block_n = meta(c, "BLOCK_N")
+        tiles = c.num_stages * block_n * width + block_n * latent_pad + _HEAD_BLOCK * width
+        return tiles * elem
 
     def fits(c: triton.Config) -> bool:
         return (c.num_warps == 8) == (latent_pad >= 512)

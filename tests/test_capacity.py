@@ -16,6 +16,7 @@ from bench.plan.capacity import (
     PLAUSIBLE,
     Asks,
     Fleet,
+    Parallel,
     Part,
     PerGpu,
     Terms,
@@ -24,6 +25,7 @@ from bench.plan.capacity import (
     given_rate,
     gpus_needed,
     parse_gpus,
+    parse_parallel,
 )
 from bench.plan.deal import Deal, Ramp, linear_ramp, price_check, read_ramp
 from bench.plan.models import Serving, get_model
@@ -97,8 +99,11 @@ def test_the_physical_bound_caps_simulation_and_publication() -> None:
     issue's two cases sit where the issue put them: KV reads cap Llama-3.1-8B at 8000/8000 on
     an H100 near 3.7k tok/s; prefill FLOPs cap 405B fp4 on GB200 TP4 far below 11,000."""
     for row in read_published(ROOT / "docs" / "published.csv"):
-        setup = Serving(get_model(row.model), tp=row.tp, precision=row.precision,
-                        kv_precision=kv_for(row)[0], isl=row.isl, osl=row.osl)  # fmt: skip
+        if row.scenario == "decode":  # a decode pool's: its prompts' prefill ran elsewhere
+            continue
+        setup = Serving(get_model(row.model), tp=row.tp, dp=row.dp, ep=row.ep,
+                        precision=row.precision, kv_precision=kv_for(row)[0], isl=row.isl,
+                        osl=row.osl)  # fmt: skip
         assert row.published < output_bound(setup, SPECS[row.gpu]).tokens_per_s, row
     long = Serving(get_model("llama-3.1-8b"), precision="fp8", kv_precision="fp8", isl=8000,
                    osl=8000)  # fmt: skip
@@ -230,7 +235,7 @@ def test_bad_fleets(gpus: str, gpu: str | None, message: str) -> None:
     with pytest.raises(BenchError, match=message):
         parse_gpus(gpus, gpu)
     with pytest.raises(BenchError, match=r"2 GPUs cannot hold one copy of the model at TP 4"):
-        Terms(((None, 2),)).check(4)
+        Terms(((None, 2),)).check(Parallel(4))
 
 
 def test_capacity_text_is_singular_for_one_gpu_and_keeps_small_rates() -> None:
@@ -334,3 +339,32 @@ def test_estimate_and_capacity_read_the_lengths_a_result_file_measured() -> None
     assert (out["isl"], out["osl"]) == (32, 16)
     assert "as schema1-cpu.json measured them" in out["assumptions"][0]
     assert out["source"].startswith("the estimate's serving mix")
+
+
+@pytest.mark.parametrize(
+    ("text", "layout"),
+    [("8", Parallel(8)), ("8ep", Parallel(8, 1, 8)), ("1x8", Parallel(1, 8, 8)),
+     ("2X36", Parallel(2, 36, 72))],
+)  # fmt: skip
+def test_tp_names_a_layout(text: str, layout: Parallel) -> None:
+    assert parse_parallel(text) == layout
+
+
+def test_a_bad_layout_is_one_clear_line() -> None:
+    with pytest.raises(BenchError, match="a whole number of GPUs or auto, got 'eight'"):
+        parse_parallel("eight")
+
+
+@pytest.mark.parametrize("gpu", ["h200", "gb200"])
+def test_the_layout_search_serves_deepseek_r1_with_expert_parallelism(gpu: str) -> None:
+    """SGLang and NVIDIA serve DeepSeek-R1 with DP attention and EP on an 8-GPU board and on
+    an NVL72 rack (lmsys.org/blog/2025-05-05-large-scale-ep, 2025-06-16-gb200-part-1)."""
+    from bench.plan import planner
+
+    serving = planner.ServingOptions("deepseek-r1", "auto", "fp8", isl=1000, osl=1000)
+    sources = planner.TimeSources(gpu=gpu)
+    answer = planner.estimate(planner.EstimateSettings(serving, sources, [64]))
+    assert answer.throughput.setup.ep > 1
+    tried = {layout.label for layout in answer.layouts}
+    assert {"TP 8", "TP 1 × DP 8, EP 8"} <= tried
+    assert ("TP 1 × DP 72, EP 72" in tried) == (gpu == "gb200")

@@ -163,3 +163,15 @@ def test_the_prepared_gpu_call_plans_every_phase_here(tmp_path: Path) -> None:
     assert [int(cases) for cases, _ in plans][:3] == [14, 4, 6], done.stdout
     assert len(plans) == 4 and int(plans[3][0]) > 0
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("rank", "status", "lines"), [("0", 2, 1), ("1", 0, 0)])
+def test_under_torchrun_a_bad_flag_is_one_line_from_rank_0(
+    capsys, monkeypatch: pytest.MonkeyPatch, rank: str, status: int, lines: int
+) -> None:
+    """Every rank parses the same bad flag; rank 0 alone says so, the others end quietly."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    done = invoke(capsys, "run", "--batch", "-3")
+    assert done.returncode == status
+    assert len(done.stderr.strip().splitlines()) == lines, done.stderr

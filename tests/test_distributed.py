@@ -3,8 +3,10 @@ checked and timed as nccl-tests does, a failing rank named, a killed rank's run 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,15 +37,32 @@ def run_ranks(ranks: int, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def launch(ranks: int, *args: str) -> list[str]:
+    """tokbench starting its ranks itself (torch's launcher, without torchrun's report)."""
+    return [sys.executable, "-m", "bench", "run", "--nproc-per-node", str(ranks), *args]
+
+
 @pytest.fixture(scope="module")
-def four_ranks(tmp_path_factory) -> Path:
-    """Every collective at the smoke sizes, and a GEMM, on 4 ranks."""
+def four_ranks_run(tmp_path_factory) -> tuple[Path, str]:
+    """Every collective at the smoke sizes, and a GEMM, on 4 ranks: the file and the log."""
     path = tmp_path_factory.mktemp("four") / "r.json"
     ops = [a for name in (*COLLECTIVES, "matmul") for a in ("--op", name)]
     done = run_ranks(4, *ops, "--dtype", "fp32", "--impl", "torch", "--no-ceilings",
                      "--max-time", "0.05", "--out", str(path))  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    return path
+    return path, done.stderr
+
+
+@pytest.fixture(scope="module")
+def four_ranks(four_ranks_run: tuple[Path, str]) -> Path:
+    return four_ranks_run[0]
+
+
+def test_progress_counts_cases_not_ranks_times_cases(four_ranks_run: tuple[Path, str]) -> None:
+    """15 collective cases and 4 GEMM shapes: 19 steps, each counted once, not once a rank."""
+    counts = re.findall(r"^\[(\d+)/(\d+) ", four_ranks_run[1], re.MULTILINE)
+    assert counts and counts[-1] == ("19", "19"), counts
+    assert all(int(done) <= int(total) for done, total in counts)
 
 
 def test_one_file_holds_every_rank(four_ranks: Path) -> None:
@@ -140,17 +159,55 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _gone(pid: int, within_s: float = 120) -> None:
+    """Wait until process pid has ended (or is a zombie)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # reaped
+            return
+        if state == "Z":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} still runs")
+
+
+def one_error_line(done_err: str) -> str:
+    """The run's one error line: no other rank's, no torchrun report or gloo log."""
+    errors = [line for line in done_err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), done_err[-3000:]
+    assert "Traceback" not in done_err and "[rank" not in done_err, done_err[-3000:]
+    return errors[0]
+
+
+def test_bad_input_is_one_line_from_rank_0_and_status_2() -> None:
+    done = subprocess.run(launch(2, "--op", "nosuch"), capture_output=True, text=True,
+                          timeout=300, env=ENV, check=False)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "unknown op 'nosuch'" in one_error_line(done.stderr)
+    assert done.stderr.count("\n") == 1
+
+
+LOST = [
+    (signal.SIGKILL, ("another rank ended first", "lost the other ranks")),
+    (signal.SIGSTOP, ("rank 1 did not answer within 2 s",)),
+]
+
+
 @pytest.mark.skipif(not Path("/proc").exists(), reason="finds the workers through /proc")
-def test_a_killed_rank_ends_the_run_clearly_and_keeps_what_was_measured(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop", "said"), LOST)
+def test_a_lost_rank_ends_the_run_in_one_line_keeping_what_was_measured(
+    tmp_path: Path, stop: signal.Signals, said: tuple[str, ...]
+) -> None:
+    """A killed rank, or one that stops answering (the watchdog's timeout), ends the run with
+    rank 0's one line and status 2; the file keeps every case measured, marked incomplete."""
     path = tmp_path / "r.json"
-    args = ("-m", "bench", "run", "--op", "matmul", "--op", "rmsnorm", "--no-ceilings")
-    proc = subprocess.Popen(
-        torchrun(2, *args, "--out", str(path)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
+    args = ("--op", "matmul", "--op", "rmsnorm", "--impl", "torch", "--dtype", "fp32",
+            "--max-time", "0.5", "--no-ceilings", "--rank-timeout", "2")  # fmt: skip
+    proc = subprocess.Popen(launch(2, *args, "--out", str(path)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+    workers = []
     try:
         deadline = time.monotonic() + 120
         while not (path.exists() and load(path).cases) and time.monotonic() < deadline:
@@ -158,13 +215,18 @@ def test_a_killed_rank_ends_the_run_clearly_and_keeps_what_was_measured(tmp_path
         assert path.exists(), "no case was measured in time"
         workers = sorted(_children(proc.pid))
         assert len(workers) == 2
-        os.kill(workers[1], signal.SIGKILL)  # the later-started worker: rank 1
+        os.kill(workers[1], stop)  # the later-started worker: rank 1
+        if stop == signal.SIGSTOP:
+            _gone(workers[0])  # rank 0 ended the run on its own, after the timeout
+            os.kill(workers[1], signal.SIGKILL)  # as torch's agent does, 30 s later
         err = proc.communicate(timeout=120)[1]
     finally:
         proc.kill()
-    assert proc.returncode != 0
-    mine = [line for line in err.splitlines() if "error: " in line]  # torchrun adds "[rank0]:"
-    assert mine and ("another rank ended first" in mine[0] or "lost the other ranks" in mine[0])
-    assert "measured so far kept in" in mine[0]
+        for pid in workers:  # a stopped rank the launcher could not end
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 2, err[-3000:]
+    line = one_error_line(err)
+    assert any(words in line for words in said) and "measured so far kept in" in line, line
     kept = load(path)
     assert kept.cases and not kept.complete

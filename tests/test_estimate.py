@@ -633,4 +633,4 @@ def test_estimate_tp_auto_picks_the_best_degree() -> None:
                     "fp8", "--tp", "auto", "--isl", "512", "--osl", "128")  # fmt: skip
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
-    assert "--tp auto: each degree tried" in text and "chosen" in text
+    assert "--tp auto: each layout tried" in text and "chosen" in text

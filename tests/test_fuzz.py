@@ -3,6 +3,7 @@ exits 1 (a failed gate) or 2 with one line; it never ends in a traceback."""
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import os
@@ -10,9 +11,14 @@ from pathlib import Path
 
 import pytest
 from console import invoke
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from resultdocs import case, doc, estimate
+
+from bench import BenchError
+from bench.plan.models import get_model
+from bench.plan.validate import read_published
+from bench.plan.workloads import read_trace
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema1-cpu.json"
 BASES = {
@@ -116,3 +122,101 @@ def test_plot_on_damaged_files(content: bytes, tmp_path: Path, capsys) -> None:
     assert done.returncode in (0, 2), done
     if done.returncode == 2:
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+# The fuzz tests of issue 25: a few examples each, the whole under a few seconds.
+QUICK = settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+# The text files the planner reads, and the damage each may come with.
+HF_CONFIG = {
+    "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 100,
+    "max_position_embeddings": 4096,
+}  # fmt: skip
+CSV = Path(__file__).parent.parent / "docs" / "published.csv"
+TEXTS = {
+    "published.csv": "".join(CSV.read_text().splitlines(keepends=True)[:3]),
+    "trace.jsonl": "".join(
+        json.dumps({"arrival": i / 2, "input": 100 + i, "output": 10 + i}) + "\n" for i in range(3)
+    ),
+    "config.json": json.dumps(HF_CONFIG),
+}
+# Pieces that trouble CSV, JSON and their decoders.
+PIECES = [*',"\n\r\x00 -.e[]{}:', "Infinity", "NaN", "1e400", "\ufeff", "\u2028", "999999999999"]
+
+
+DAMAGE = ["insert", "truncate", "utf-16", "bom", "noise"]
+blobs = st.binary(min_size=1, max_size=16) | st.lists(
+    st.sampled_from(PIECES), min_size=1, max_size=6
+).map(lambda pieces: "".join(pieces).encode())
+
+
+def damage(text: str, kind: str, at: int, blob: bytes) -> bytes:
+    """A text file damaged one way: `blob` inserted at `at`, cut at `at`, saved as UTF-16 or
+    with a byte-order mark, or `blob` alone."""
+    raw = text.encode()
+    at %= len(raw) + 1
+    if kind == "insert":
+        return raw[:at] + blob + raw[at:]
+    if kind == "truncate":
+        return raw[:at]
+    if kind in ("utf-16", "bom"):
+        return text.encode("utf-16") if kind == "utf-16" else codecs.BOM_UTF8 + raw
+    return blob
+
+
+READERS = {
+    "published.csv": read_published,
+    "trace.jsonl": lambda path: read_trace(path, get_model("tiny")),
+    "config.json": lambda path: get_model(str(path)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+@QUICK
+@given(kind=st.sampled_from(DAMAGE), at=st.integers(0, 2**16), blob=blobs)
+@example(kind="bom", at=0, blob=b"x")
+@example(kind="utf-16", at=0, blob=b"x")
+@example(kind="insert", at=0, blob=b"[" * 5000)
+def test_readers_on_damaged_files(
+    name: str, kind: str, at: int, blob: bytes, tmp_path: Path
+) -> None:
+    """Issue 25: the CSV, trace and config readers give a result or one line naming the file;
+    a byte-order mark (Excel's "CSV UTF-8") changes nothing."""
+    path = tmp_path / name
+    path.write_bytes(damage(TEXTS[name], kind, at, blob))
+    try:
+        READERS[name](path)
+    except BenchError as e:
+        assert "\n" not in str(e) and str(path) in str(e), str(e)
+        assert kind != "bom", str(e)
+
+
+sizes = st.integers(-(2**70), 2**70) | st.integers(-2, 64)
+
+
+@QUICK
+@given(tokens=sizes, batch=sizes, context=sizes)
+@example(tokens=1, batch=1, context=2**70)
+def test_step_flags(tokens: int, batch: int, context: int, capsys) -> None:
+    """Any whole numbers for `step`'s sizes: a layer's times for a step the model can run (each
+    sequence within its context), else one line."""
+    args = ["--tokens", str(tokens), "--batch", str(batch), "--context", str(context)]
+    done = invoke(capsys, "step", "--model", "tiny", "--gpu", "h100-sxm", *args)
+    if done.returncode == 0:
+        assert 1 <= batch <= tokens and context >= 0 and not tokens % batch
+        assert context + tokens // batch <= get_model("tiny").max_context
+    else:
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done
+
+
+@QUICK
+@given(flag=st.sampled_from(["--batch", "--tp", "--isl", "--osl", "--seed"]), value=sizes)
+@example(flag="--batch", value=-4)
+@example(flag="--seed", value=2**64)
+def test_run_size_flags_out_of_range(flag: str, value: int, capsys) -> None:
+    """run's whole-number flags outside what a run can take: one line before any work."""
+    assume(not 1 <= value <= 2**20 if flag != "--seed" else not 0 <= value < 2**64)
+    done = invoke(capsys, "run", "--dry-run", "--model", "tiny", flag, str(value))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done

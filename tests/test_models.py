@@ -1,5 +1,6 @@
 """Model configs and the shapes, FLOPs, weight and KV-cache bytes derived from them, by hand."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -402,3 +403,105 @@ def test_models_table_keeps_sources_whole_at_120_columns() -> None:
     assert "…" not in text
     for config in MODELS.values():
         assert config.source in text, config.source
+
+
+# --- latent attention and expert parallelism (DeepSeek-V3/R1, Kimi-K2) --------------------------
+
+DEEPSEEK_R1 = get_model("deepseek-r1")
+HF_DEEPSEEK_V3 = {
+    "model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61,
+    "num_attention_heads": 128, "num_key_value_heads": 128, "intermediate_size": 18432,
+    "moe_intermediate_size": 2048, "n_routed_experts": 256, "n_shared_experts": 1,
+    "num_experts_per_tok": 8, "first_k_dense_replace": 3, "q_lora_rank": 1536,
+    "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+    "vocab_size": 129280, "max_position_embeddings": 163840, "tie_word_embeddings": False,
+}  # fmt: skip
+
+
+def _by_op(uses: list) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for u in uses:
+        found.setdefault(u.op, []).append(u)
+    return found
+
+
+def test_latent_attention_caches_one_latent_and_rope_row_a_token_whatever_the_tp() -> None:
+    for tp in (1, 8):
+        setup = Serving(DEEPSEEK_R1, tp=tp, precision="fp8")
+        assert setup.kv_bytes_per_token() == 61 * (512 + 64) * 2  # bf16, every layer
+    assert Serving(DEEPSEEK_R1, kv_precision="fp8").kv_bytes_per_token() == 61 * 576
+
+
+def test_deepseek_decodes_absorbed_and_prefills_unabsorbed_with_dense_and_shared_mlps() -> None:
+    setup = Serving(DEEPSEEK_R1, tp=8, precision="fp8")
+    decode = _by_op(setup.decode_step(4, 1000))
+    (mla,) = decode["mla"]
+    assert (mla.shape["H"], mla.shape["latent"], mla.shape["rope"]) == (16, 512, 64)
+    assert "decode" not in decode and "attention" not in decode
+    gemms = {(u.shape["N"], u.shape["K"], u.count) for u in decode["matmul"]}
+    # kv_a and q_a replicated, q_b split by heads, kv_b absorbed: K into q, V after attention.
+    assert {(576, 7168, 61), (1536, 7168, 61), (16 * 192, 1536, 61)} <= gemms
+    assert {(16 * 512, 128, 61), (16 * 128, 512, 61), (7168, 16 * 128, 61)} <= gemms
+    # Three dense layers' MLP and the 58 MoE layers' shared expert, split by TP.
+    assert {(2 * 18432 // 8, 7168, 3), (2 * 2048 // 8, 7168, 58)} <= gemms
+    assert decode["moe"][0].count == 58
+    (prefill,) = _by_op(setup.prefill_step(1, 1000))["attention"]
+    assert (prefill.shape["H"], prefill.shape["Hkv"], prefill.shape["D"]) == (16, 16, 160)
+
+
+def test_a_deepseek_config_json_reads_like_the_built_in(tmp_path: Path) -> None:
+    path = tmp_path / "DeepSeek-V3" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(HF_DEEPSEEK_V3))
+    config = get_model(str(path))
+    assert (config.latent, config.rope_dim, config.q_lora, config.head_dim) == (512, 64, 1536, 128)
+    assert (config.dense_layers, config.dense_intermediate, config.shared_experts) == (3, 18432, 1)
+    assert param_count(config) == param_count(get_model("deepseek-v3"))
+
+
+def test_expert_parallelism_spreads_the_experts_and_adds_dispatch_and_combine() -> None:
+    setup = Serving(DEEPSEEK_R1, tp=1, dp=8, ep=8, precision="fp8")
+    uses = _by_op(setup.decode_step(64, 1000))
+    (moe,) = uses["moe"]
+    assert (moe.shape["E"], moe.shape["I"], moe.shape["k"]) == (32, 2048, 1)
+    # 64 tokens in each of 8 DP groups, 8 experts each, over 8 ranks: ≥ 512 pairs a rank.
+    assert 512 < moe.shape["T"] < 1.3 * 512
+    dispatch, combine = uses["all_to_all"]
+    assert dispatch.shape["world"] == 8 and dispatch.count == combine.count == 58
+    assert combine.shape["bytes"] == pytest.approx(2 * dispatch.shape["bytes"], rel=1e-3)
+    assert "all_reduce" not in uses  # TP 1: nothing to reduce
+    # Each GPU holds all of TP 1's weights but 224 of each MoE layer's 256 experts (fp8).
+    whole = Serving(DEEPSEEK_R1, tp=1, precision="fp8").weight_bytes()
+    assert setup.weight_bytes() == whole - 58 * 224 * 3 * 7168 * 2048
+
+
+@pytest.mark.parametrize(
+    ("model", "tp", "dp", "ep", "message"),
+    [("llama-3.1-8b", 1, 8, 8, "need a MoE"),
+     ("deepseek-r1", 1, 8, 4, "--ep 4 must be TP × DP = 8"),
+     ("deepseek-r1", 1, 8, 1, "need expert parallelism")],
+)  # fmt: skip
+def test_layouts_the_step_model_lacks_are_one_clear_line(
+    model: str, tp: int, dp: int, ep: int, message: str
+) -> None:
+    with pytest.raises(BenchError, match=message):
+        Serving(get_model(model), tp=tp, dp=dp, ep=ep)
+
+
+def test_redundant_experts_even_out_a_skewed_router() -> None:
+    from bench.measure.ops.moe import rank_imbalance
+
+    assert rank_imbalance(256, 8, 0, 0) == pytest.approx(1.0)
+    skewed, balanced = rank_imbalance(256, 8, 0, 100), rank_imbalance(256, 8, 32, 100)
+    assert skewed > 1.5 and balanced < 1.1
+
+
+def test_tp_attention_with_expert_parallel_experts_reduces_only_what_tp_splits() -> None:
+    setup = Serving(DEEPSEEK_R1, tp=8, ep=8, precision="fp8")
+    uses = _by_op(setup.decode_step(64, 1000))
+    (reduce,) = uses["all_reduce"]
+    assert reduce.count == 61 + 3 + 58  # after attention, the dense MLPs, the shared experts
+    no_shared = dataclasses.replace(DEEPSEEK_R1, shared_experts=0)
+    (reduce,) = _by_op(Serving(no_shared, tp=8, ep=8).decode_step(64, 1000))["all_reduce"]
+    assert reduce.count == 61 + 3
+    assert uses["moe"][0].shape["E"] == 32 and uses["moe"][0].shape["I"] == 2048

@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from resultdocs import CPU, case, doc, estimate, write
+from resultdocs import CPU, case, doc, estimate, timing, write
 from typer.testing import CliRunner
 
 from bench import BenchError
+from bench.measure.ops import get_op
 from bench.present import plots
 from bench.present.cli import app
+from bench.record.schema import CaseResult
 
 pytest.importorskip("matplotlib")
 
@@ -78,3 +80,57 @@ def test_matplotlib_stays_optional() -> None:
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [getattr(node, "module", None) or ""] + [a.name for a in node.names]
                 assert not any(n.startswith("matplotlib") for n in names), source.name
+
+
+# --- charts that fit their op ---------------------------------------------------------------------
+
+
+def kv_write_doc():
+    """KV-cache writes (no FLOPs, memory-bound) at three sizes, with a measured copy bandwidth."""
+    op, cases = get_op("kv_write"), []
+    for tokens in (16, 256, 4096):
+        shape = {"tokens": tokens, "Hkv": 8, "D": 128, "page": 16, "fp8kv": False}
+        nbytes = op.bytes(shape, "bf16")
+        ms = nbytes / 2000e9 * 1e3  # 2 TB/s
+        cases.append(
+            CaseResult(
+                op="kv_write", impl="triton", dtype="bf16", shape=shape, status="ok",
+                flops=op.flops(shape), bytes=nbytes, rel_error=0.0, timing=timing(ms),
+                tflops=0.0, gbps=2000.0,
+            )
+        )  # fmt: skip
+    d = doc(*cases)
+    d.measured_peaks["copy_gbs"] = 2500.0
+    return d
+
+
+def test_a_memory_bound_op_charts_gb_s_and_its_share_of_copy(tmp_path: Path) -> None:
+    fig = plots.throughput_figure(kv_write_doc(), "kv_write")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "achieved GB/s" and "MB moved" in ax.get_xlabel()
+    assert [line.get_ydata()[0] for line in ax.get_lines()] == [2000.0]
+    right = [a for a in ax.child_axes if "copy" in a.get_ylabel()]
+    assert right and "2,500 GB/s" in right[0].get_ylabel()
+    assert plots.roofline_figure(kv_write_doc()) is None  # no FLOPs: no place on a roofline
+    names = [p.name for p in plots.write_plots([("run", kv_write_doc())], tmp_path)]
+    assert names == ["run-kv-write-gbs.png"]
+
+
+def test_every_line_has_its_own_style() -> None:
+    twelve = doc(*[case(s, s, s, 0.01 * s / 256, impl=f"impl{i}") for i in range(12)
+                   for s in (256, 1024)])  # fmt: skip
+    lines = plots.throughput_figure(twelve, "matmul").axes[0].get_lines()
+    styles = {(line.get_color(), line.get_linestyle(), line.get_marker()) for line in lines}
+    assert len(lines) == len(styles) == 12
+    for n in (12, 41, 321, 8192):
+        drawn = plots._styles(n)
+        assert len({tuple(sorted(map(str, s.values()))) for s in drawn}) == n
+
+
+@pytest.mark.parametrize("figure", ["roofline", "throughput"])
+def test_the_legend_stays_outside_the_data(figure: str) -> None:
+    d = h100_doc()
+    fig = plots.roofline_figure(d) if figure == "roofline" else plots.throughput_figure(d, "matmul")
+    fig.draw_without_rendering()
+    (legend,) = fig.legends
+    assert not legend.get_window_extent().overlaps(fig.axes[0].get_window_extent())

@@ -1,7 +1,10 @@
 """The results schema: round trip, atomic incremental writes, and loading with clear errors."""
 
+import dataclasses
 import json
+import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -74,6 +77,56 @@ def test_writer_keeps_every_case_on_disk(tmp_path: Path) -> None:
             on_disk = load(path)
             assert len(on_disk.cases) == i and not on_disk.complete
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary or lock file left
+
+
+@pytest.mark.parametrize("when", ["before the rename", "after the rename", "disk full"])
+def test_what_the_writer_counts_is_what_the_file_holds(tmp_path: Path, monkeypatch, when) -> None:
+    """Ctrl-C or a full disk while the third case is written: the count the run reports (and
+    the document it returns) match the file, whichever side of the rename the stop lands."""
+    from bench.record import results
+
+    real, calls = results.write_atomic, []
+
+    def third_stops(path: Path, text: str) -> None:
+        calls.append(path)
+        if len(calls) == 3 and when == "disk full":
+            raise BenchError(f"cannot write {path}: No space left on device")
+        if len(calls) == 3 and when == "before the rename":
+            os.kill(os.getpid(), signal.SIGINT)
+        real(path, text)
+        if len(calls) == 3 and when == "after the rename":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(results, "write_atomic", third_stops)
+    doc = _doc()
+    doc.cases = [doc.cases[0]] * 4
+    cases, doc.cases = doc.cases, []
+    path = tmp_path / "r.json"
+    with pytest.raises((KeyboardInterrupt, BenchError)), ResultWriter(doc, path) as writer:
+        for case in cases:
+            writer.add(case)
+    assert writer.measured == len(load(path).cases) == len(writer.doc.cases)
+
+
+def test_appending_to_an_unfinished_file_leaves_it_unfinished(tmp_path: Path) -> None:
+    """A killed run's file stays incomplete after --append: complete means every run that
+    wrote it finished."""
+    doc = _doc()
+    cases, doc.cases = doc.cases, []
+    path = tmp_path / "r.json"
+    with ResultWriter(doc, path) as writer:
+        writer.add(cases[0])  # killed here: never finished
+    with ResultWriter(dataclasses.replace(doc, cases=[]), path, "append") as writer:
+        writer.add(cases[1])
+        writer.finish()
+    assert len(load(path).cases) == 2 and not load(path).complete
+    with ResultWriter(dataclasses.replace(doc, cases=[]), path, "replace") as writer:
+        writer.add(cases[1])
+        writer.finish()
+    with ResultWriter(dataclasses.replace(doc, cases=[]), path, "append") as writer:
+        writer.add(cases[0])
+        writer.finish()
+    assert len(load(path).cases) == 2 and load(path).complete
 
 
 def _write(tmp_path: Path, text: str) -> Path:

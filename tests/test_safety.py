@@ -18,6 +18,7 @@ from resultdocs import case, doc, estimate, timing, write, write_json
 
 from bench import BenchError
 from bench.measure.suites import parse_shape
+from bench.present import plots
 from bench.record.results import FileLock, ResultWriter, load, write_atomic
 from bench.record.schema import ResultDoc
 
@@ -134,6 +135,31 @@ def test_export_never_writes_over_a_result(tmp_path: Path, capsys) -> None:
     exported = tmp_path / "a.pytest-benchmark.json"
     exported.chmod(0o444)
     one_line(invoke(capsys, "export", str(a)), "is read-only")
+
+
+def test_plot_and_export_never_replace_what_tokbench_did_not_write(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Charts of files whose names differ only where a chart name cannot (a.json, A.json) stay
+    apart; a file plot or export did not write is replaced only with --force."""
+    monkeypatch.setattr(plots, "throughput", lambda *_: None)  # rooflines suffice (and are slow)
+    a = write(tmp_path, "a.json", doc(case(64, 64, 64, 1.0)))
+    big_a = write(tmp_path, "A.json", doc(case(64, 64, 64, 2.0)))
+    charts = tmp_path / "charts"
+    assert invoke(capsys, "plot", str(a), str(big_a), "--out", str(charts)).returncode == 0
+    assert len(list(charts.glob("*roofline*.png"))) == 2
+    mine = charts / "a-roofline.png"
+    assert plots._drawn_by_tokbench(mine)  # a later plot replaces it
+    mine.write_text("my notes")
+    one_line(invoke(capsys, "plot", str(a), "--out", str(charts)), str(mine), "--force")
+    assert mine.read_text() == "my notes"
+    assert invoke(capsys, "plot", str(a), "--out", str(charts), "--force").returncode == 0
+    notes = tmp_path / "x.csv"
+    notes.write_text("my notes")
+    one_line(invoke(capsys, "export", str(a), "--out", str(notes)), "not a tokbench export")
+    assert notes.read_text() == "my notes"
+    assert invoke(capsys, "export", str(a), "--out", str(notes), "--force").returncode == 0
+    assert invoke(capsys, "export", str(big_a), "--out", str(notes)).returncode == 0  # its own
 
 
 def test_writes_into_places_that_cannot_take_them_are_one_line(tmp_path: Path, capsys) -> None:

@@ -287,7 +287,7 @@ def test_simulate_tp_auto_tries_each_degree() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
-    assert "--tp auto: each degree tried" in text and "chosen" in text
+    assert "--tp auto: each layout tried" in text and "chosen" in text
     assert "does not fit H100 SXM" in text  # TP 1: 141 GB of bf16 weights beside 85.5 GB
 
 
@@ -296,7 +296,7 @@ def test_simulate_tp_auto_tries_each_degree() -> None:
     [
         (("--rate", "5", "--slo", "ttft=1s"), "--rate and --slo exclude each other"),
         (("--workload", "nope"), "unknown workload 'nope'; use fixed, lognormal or a JSONL"),
-        (("--requests", "0"), "--requests must be at least 1"),
+        (("--requests", "0"), "Invalid value for '--requests'"),
         (("--tp", "two"), "--tp must be a whole number of GPUs or auto, got 'two'"),
         (("--rate", "-1"), "--rate (requests/s) must be positive"),
         (("--rate", "1e-300"), "a run may span at most 1e+07 s"),

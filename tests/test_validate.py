@@ -83,3 +83,53 @@ def test_the_shipped_file_reads_and_every_row_has_its_source() -> None:
     rows = read_published(Path(__file__).parent.parent / "docs" / "published.csv")
     assert len(rows) >= 20
     assert all(r.source.startswith("https://") for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (f"{HEADER}\n{ROWS[0]}\nLlama-3.1-8B,h100-sxm,fp8\n".encode(), r"csv:3: 3 field\(s\)"),
+        (f"{HEADER}\n{ROWS[0]},extra\n".encode(), r"csv:2: 11 field\(s\) where the header has 10"),
+        (
+            f'{HEADER}\n{ROWS[0]}\n"Llama,h100\n'.encode(),
+            r"csv:3: not CSV \(unexpected end of data",
+        ),
+        (
+            f"{HEADER}\n{ROWS[0]}\n".encode("utf-16"),
+            r"csv: UTF-16 text; save the published-results CSV as UTF-8 \(Excel",
+        ),
+        (f"{HEADER}\nx,".encode() + b"\x80\xff", r"csv: not UTF-8 text \(line 2, byte 83\)"),
+        (f"{HEADER},model\n{ROWS[0]},x\n".encode(), r"csv: column\(s\) 'model' named twice"),
+        (f"{HEADER}\n{ROWS[0].replace('10000', 'inf')}\n".encode(), r"must be positive and finite"),
+    ],
+)
+def test_damaged_csv_files_are_one_line_naming_the_line(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    """Issue 25: short rows, open quotes, UTF-16 and binary bytes were tracebacks."""
+    path = tmp_path / "published.csv"
+    path.write_bytes(content)
+    with pytest.raises(BenchError, match=message) as raised:
+        read_published(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_csv_with_excels_byte_order_mark_reads(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a byte-order mark, once read as a missing `model`."""
+    path = tmp_path / "published.csv"
+    path.write_bytes(f"\ufeff{HEADER}\r\n{ROWS[0]}\r\n".encode())
+    assert [r.model for r in read_published(path)] == ["Llama-3.1-8B"]
+
+
+def test_a_decode_pool_row_names_its_layout_and_is_estimated_from_decode_steps(
+    tmp_path: Path,
+) -> None:
+    from bench.plan.planner import TimeSources
+    from bench.plan.validate import check_row
+
+    line = "DeepSeek-R1,gb200,fp8,auto,1x48,2000,100,decode,9087,https://x"
+    path = write(tmp_path, ",".join(COLUMNS), line)
+    (found,) = read_published(path)
+    assert (found.tp, found.dp, found.ep, found.scenario) == (1, 48, 48, "decode")
+    check = check_row(found, lambda setup, gpu: TimeSources(gpu=gpu).layer_model(setup))
+    assert check.estimate is not None and check.note == ""

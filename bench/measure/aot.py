@@ -88,8 +88,8 @@ class KernelBuild:
     """One config of one kernel compiled for one target.
 
     Attributes:
-        kernel: The Triton kernel: matmul, attention, decode_split, decode_merge, moe_gemm,
-            rmsnorm, silu_mul, rotary, write_kv.
+        kernel: The Triton kernel: matmul, flash_attention, decode_split, decode_merge,
+            mla_split, moe_gemm, add_rmsnorm, silu_mul, rotary, write_kv.
         config: Its autotune config (block sizes, warps, stages), or the launch's own.
         target: "sm_90" or "sm_100".
         registers: 32-bit registers a thread uses.
@@ -131,8 +131,8 @@ def compile_report(
 
     Args:
         target: "sm_90" (Hopper) or "sm_100" (Blackwell).
-        kernels: The ops whose kernels to compile (matmul, attention, decode, moe, rmsnorm,
-            silu_mul, rotary, kv_write); None for all.
+        kernels: The ops whose kernels to compile (matmul, attention, decode, mla, moe,
+            rmsnorm, silu_mul, rotary, kv_write); None for all.
         sample: Compile only each op's worst problems (its widest heads, fp8 and fp32, the
             most splits), and there only the heaviest config (the most tile elements a thread,
             then the most pipeline stages): a quick check, about a dozen builds.
@@ -251,6 +251,20 @@ def _decode(shape: Shape, dtype: str, target: Target) -> None:
     )  # fmt: skip
 
 
+def _mla(shape: Shape, dtype: str, target: Target) -> None:
+    from kernels import decode, mla
+
+    b, h, length, latent, rope, page = (shape[k] for k in ("B", "H", "L", "latent", "rope", "page"))
+    table = _meta((b, ceil_div(length, page)), "int32")
+    cache = _meta((b * table.shape[1], page, latent + rope), dtype)
+    # As mla_decode chooses: its head blocks stand in for decode's kv heads.
+    blocks = ceil_div(h, mla._HEAD_BLOCK)
+    splits = shape.get("splits") or decode.choose_num_splits(b, blocks, length, target.sms)
+    out = _meta((b, h, latent), dtype)
+    mla._launch(out, _meta((b, h, rope), dtype), cache, _meta((b,), "int32"), table, out,
+                softmax_scale=1.0, num_splits=splits, longest=length)  # fmt: skip
+
+
 def _moe(shape: Shape, dtype: str, target: Target) -> None:
     from kernels import moe
 
@@ -315,6 +329,15 @@ def _decode_limits() -> tuple[Shape, ...]:
     return (*widest, {**widest[0], "splits": MAX_USER_SPLITS})
 
 
+def _mla_limits() -> tuple[Shape, ...]:
+    from bench.measure.ops.mla import mla_shape
+    from kernels.decode import MAX_USER_SPLITS
+
+    # DeepSeek-V3's 128 heads at a long context, split as much as a caller may (the merge of
+    # 512-wide latents).
+    return ({**mla_shape(1, 128, 32768), "splits": MAX_USER_SPLITS},)
+
+
 def _rmsnorm_limits() -> tuple[Shape, ...]:
     from bench.measure.ops.rmsnorm import rmsnorm_shape
 
@@ -344,6 +367,14 @@ def _attention_sample() -> tuple[tuple[Shape, str], ...]:
 def _decode_sample() -> tuple[tuple[Shape, str], ...]:
     # The widest head with an fp8 cache, and the most splits there (the merge).
     return tuple((shape, "fp16") for shape in _decode_limits()[1:])
+
+
+def _mla_sample() -> tuple[tuple[Shape, str], ...]:
+    from bench.measure.ops.mla import mla_shape
+
+    # fp32 (the most registers, the largest tiles) at DeepSeek-V3's shape, split in four there
+    # (the merge too); the most splits, whose merge is light, are left to the whole report.
+    return ((mla_shape(16, 128, 32768), "fp32"),)
 
 
 def _moe_sample() -> tuple[tuple[Shape, str], ...]:
@@ -381,6 +412,7 @@ PROBLEMS = {
     "matmul": _Kernels(_matmul, (*_FLOATS, "fp8"), _no_limits, _matmul_sample),
     "attention": _Kernels(_attention, _FLOATS, _attention_limits, _attention_sample),
     "decode": _Kernels(_decode, _FLOATS, _decode_limits, _decode_sample),
+    "mla": _Kernels(_mla, _FLOATS, _mla_limits, _mla_sample),
     "moe": _Kernels(_moe, ("fp16", "bf16", "fp8"), _no_limits, _moe_sample),
     "rmsnorm": _Kernels(_rmsnorm, _FLOATS, _rmsnorm_limits, _widest("rmsnorm")),
     "silu_mul": _Kernels(_silu_mul, _FLOATS, _no_limits, _widest("silu_mul")),

@@ -6,9 +6,11 @@ NVML is optional: without it (no NVIDIA driver, CPU-only machine) telemetry is s
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -16,13 +18,22 @@ import numpy as np
 import torch
 
 import bench
-from bench.record.schema import DeviceInfo, Telemetry
+from bench.record.schema import CpuLoad, DeviceInfo, Telemetry
 
 try:
     import pynvml
 except ImportError:  # nvidia-ml-py is a dependency, but a bare checkout may lack it
     pynvml = None
 
+
+# A case counts as contended when other processes and our threads wanted more than the cores
+# there are by over a quarter of a core (assumption: a margin for the harness's own main thread
+# and short system tasks, which an otherwise idle box shows at a few hundredths of a core).
+CONTENTION_SLACK = 0.25
+# How long the load is read before a run, to choose the thread count: 10 ticks of /proc/stat at
+# Linux's usual USER_HZ of 100, so a busy core shows as 10 ticks, read to ±1 (assumption: enough
+# to tell a busy core from an idle one, short enough not to slow every run).
+LOAD_WINDOW_S = 0.1
 
 # NVML's clock-event reason bits; bench.record.schema.THROTTLING says which mean throttling.
 _REASON_BITS = {
@@ -67,6 +78,100 @@ def _cpu() -> DeviceInfo:
                 break
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return DeviceInfo(kind="cpu", name=name, memory_bytes=memory, cores=os.cpu_count() or 1)
+
+
+def cpu_budget() -> float:
+    """The CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota
+    (a container's `--cpus`), which the kernel enforces without changing the mask."""
+    cores = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0)
+    cores = cores or float(os.cpu_count() or 1)
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(float(quota) / float(period), 1.0))
+    return cores
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds the machine's CPUs in our affinity mask have spent busy (steal included:
+    time the hypervisor gave to other guests), from /proc/stat; None off Linux."""
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    ticks = 0
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu" and int(name[3:]) in mine:
+            # user nice system idle iowait irq softirq steal (guest is inside user already)
+            values = [int(v) for v in fields[:8]]
+            ticks += sum(values) - values[3] - values[4]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _counters() -> tuple[float, float | None, float]:
+    """(wall seconds, the machine's busy CPU seconds or None, this process's CPU seconds)."""
+    t = os.times()
+    return time.perf_counter(), _busy_seconds(), t.user + t.system
+
+
+class CpuProbe:
+    """The CPU time other processes took while this process worked: the machine's busy time
+    less this process's own (all its threads), over the same wall time."""
+
+    def __init__(self) -> None:
+        self._start = _counters()
+
+    def finish(self) -> CpuLoad | None:
+        """The load since the probe started; None where /proc/stat cannot be read."""
+        (wall0, busy0, own0), (wall1, busy1, own1) = self._start, _counters()
+        if busy0 is None or busy1 is None:
+            return None
+        others = max((busy1 - busy0) - (own1 - own0), 0.0) / max(wall1 - wall0, 1e-9)
+        threads, cores = torch.get_num_threads(), cpu_budget()
+        return CpuLoad(
+            threads=threads,
+            cores=cores,
+            others=round(others, 3),
+            loadavg=round(os.getloadavg()[0], 2),  # Linux has it, as it has /proc/stat
+            contended=contended(others, threads, cores),
+        )
+
+
+def contended(others: float, threads: int, cores: float) -> bool:
+    """Whether other processes and our threads wanted more cores than there are."""
+    return others + threads > cores + CONTENTION_SLACK
+
+
+def cpu_probe(device: DeviceInfo) -> CpuProbe | None:
+    """A probe of the CPU's load around a timed loop; None on a GPU, whose timing it is not."""
+    return CpuProbe() if device.kind == "cpu" else None
+
+
+def prepare_cpu(device: DeviceInfo) -> CpuLoad | None:
+    """On a CPU, choose torch's thread count and return the load found before the run.
+
+    torch's default is one thread per core it sees; with other processes on those cores the
+    threads wait on each other at every barrier, and small ops stick at the scheduler's time
+    slices (rmsnorm 256×256: 40 ms against 102 µs single-threaded, issue 25). An explicit
+    OMP_NUM_THREADS is kept; otherwise the threads are the cores left free by other processes,
+    at least one. None on a GPU.
+    """
+    if device.kind != "cpu":
+        return None
+    probe = CpuProbe()
+    time.sleep(LOAD_WINDOW_S)
+    before = probe.finish()
+    if "OMP_NUM_THREADS" not in os.environ:
+        others = before.others if before else 0.0
+        torch.set_num_threads(max(1, math.floor(cpu_budget() - others + CONTENTION_SLACK)))
+    if before is None:
+        return None
+    # The reading was taken with the old thread count; judge it with the one the run uses.
+    threads = torch.get_num_threads()
+    busy = contended(before.others, threads, before.cores)
+    return CpuLoad(threads, before.cores, before.others, before.loadavg, busy)
 
 
 def free_memory_bytes(device: DeviceInfo) -> int:

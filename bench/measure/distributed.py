@@ -10,9 +10,15 @@ records and writes the one result file. A run without torchrun has no process gr
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import signal
 import socket
+import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,10 +27,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from bench import BenchError
 from bench.measure.timing import TimerConfig, summarize
 from bench.record.schema import DeviceInfo, Timing
 
-# A rank that waits longer than this in a collective has lost its peers.
+# A rank that waits longer than this in a collective has lost its peers (`run --rank-timeout`).
 TIMEOUT = timedelta(minutes=10)
 # nccl-tests' defaults: 5 warm-up calls; here at least 5 and at most 1,000 timed ones.
 WARMUP_CALLS, MIN_CALLS, MAX_CALLS = 5, 5, 1000
@@ -45,9 +52,15 @@ class Ranks:
         return self.rank == 0
 
 
-def start() -> Ranks | None:
+# The gloo group whose monitored barrier watches every meeting of the ranks (the default group
+# itself on CPUs; beside it on GPUs, since NCCL has no monitored barrier), and its timeout.
+_watch: dict[str, Any] = {}
+
+
+def start(timeout: timedelta = TIMEOUT) -> Ranks | None:
     """Join the process group torchrun set up, or None when this is not a run of several
-    ranks. Each rank's GPU is cuda:LOCAL_RANK."""
+    ranks. Each rank's GPU is cuda:LOCAL_RANK; a rank that does not answer within `timeout`
+    ends the run (see _all_present)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -55,8 +68,75 @@ def start() -> Ranks | None:
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
         backend = "nccl"
-    dist.init_process_group(backend, timeout=TIMEOUT)
+    dist.init_process_group(backend, timeout=timeout)
+    group = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
+    _watch.update(group=group, timeout=timeout)
     return Ranks(dist.get_rank(), dist.get_world_size(), local, socket.gethostname())
+
+
+def _all_present() -> None:
+    """Before the ranks exchange anything, every rank answers rank 0 within the run's timeout,
+    or a RuntimeError names the ranks that did not (a stopped or killed rank): the watchdog
+    that keeps a run from waiting forever on one rank."""
+    dist.monitored_barrier(_watch.get("group"), timeout=_watch.get("timeout"), wait_all_ranks=True)
+
+
+def why_lost(e: Exception) -> str:
+    """A lost-rank error in a few words: the ranks the watchdog found missing, else the
+    backend's first line without gloo's source location."""
+    found = re.search(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier in (\d+) ms", str(e))
+    if found:
+        ranks, ms = found.groups()
+        which = f"ranks {ranks.strip()}" if "," in ranks else f"rank {ranks.strip()}"
+        return f"{which} did not answer within {int(ms) / 1e3:g} s"
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    text = re.sub(r"^\[[^\]]*\]:?\s*", "", text).split(". ")[0]  # its first sentence
+    return text if len(text) <= 120 else f"{text[:119]}…"
+
+
+def under_torchrun() -> bool:
+    """Whether torchrun (or launch) started this process as one of its ranks."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """Run `python -m bench ARGS` as nproc ranks of this machine, with torch's own launcher (as
+    `torchrun --standalone --nproc-per-node N -m bench ARGS`), and return the status to exit
+    with. Only rank 0 prints (the other ranks' output goes to files deleted at the end), and a
+    failure ends with rank 0's one line and status instead of torchrun's report."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException, Std
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    # The agent logs each failure and each stop it sends, and gloo logs what the watchdog
+    # found (TORCH_CPP_LOG_LEVEL, read by each rank as torch loads): rank 0's line says it.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
+    with tempfile.TemporaryDirectory(prefix="tokbench-ranks-") as logs:
+        quiet = {r: Std.ALL for r in range(1, nproc)}
+        config = LaunchConfig(
+            min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
+            rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+            logs_specs=DefaultLogsSpecs(log_dir=logs, redirects=quiet), shutdown_timeout=2,
+        )  # fmt: skip
+        try:
+            elastic_launch(config, sys.executable)("-m", "bench", *args)
+        except ChildFailedError as e:
+            return _failed(e.failures)
+        except SignalException:  # Ctrl-C (or a stop) here; the ranks, told too, say what they kept
+            return 130
+    return 0
+
+
+def _failed(failures: dict[int, Any]) -> int:
+    """The status a failed launch exits with. Rank 0 has said why in one line (the others end
+    quietly; a rank that ends first has the launcher stop rank 0 with SIGTERM, and rank 0 then
+    says what it kept), unless something else killed it: then a BenchError says so."""
+    mine = failures.get(0)
+    if mine is None or mine.exitcode > 0 or mine.exitcode == -signal.SIGTERM:
+        return mine.exitcode if mine and mine.exitcode > 0 else 2
+    killer = {-s.value: s.name for s in signal.Signals}.get(mine.exitcode, "a signal")
+    raise BenchError(f"rank 0 was killed by {killer}; its result file keeps what it wrote")
 
 
 def world() -> int:
@@ -75,6 +155,7 @@ def stop() -> None:
 
 def gather(obj: Any) -> list[Any] | None:
     """Every rank's obj, in rank order, on rank 0 (None elsewhere)."""
+    _all_present()
     objs = [None] * world() if rank() == 0 else None
     dist.gather_object(obj, objs, dst=0)
     return objs
@@ -82,6 +163,7 @@ def gather(obj: Any) -> list[Any] | None:
 
 def all_gather(obj: Any) -> list[Any]:
     """Every rank's obj, in rank order, on every rank."""
+    _all_present()
     objs: list[Any] = [None] * world()
     dist.all_gather_object(objs, obj)
     return objs
@@ -89,6 +171,7 @@ def all_gather(obj: Any) -> list[Any]:
 
 def broadcast(obj: Any) -> Any:
     """Rank 0's obj, on every rank."""
+    _all_present()
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]

@@ -98,7 +98,7 @@ def run_cases(
     """Run every case on the device, adding each record to the writer as soon as it exists.
 
     Under torchrun (`ranks`) every rank runs every case; after each, rank 0 gathers the
-    records of all ranks, and only rank 0's writer and `on_case` see them.
+    records of all ranks for its writer, and hears of the case once, through its own record.
     """
     tdev = dev.torch_device(device)
     gen = torch.Generator(device=tdev).manual_seed(config.seed)
@@ -114,6 +114,7 @@ def run_cases(
         ]
         for record in _on_rank_0(records, op, ranks):
             writer.add(record)
+        for record in records:  # progress counts cases: this rank's records stand for all
             on_case(record)
         del inputs, ref
         if device.kind == "cuda":
@@ -176,9 +177,10 @@ def run_one(
             # running the interpreter again.
             record.timing = summarize([checked_ms], mode="interpreted")
         else:
-            before = dev.telemetry(device)
+            before, probe = dev.telemetry(device), dev.cpu_probe(device)
             record.timing = _time(fn, device, config)
             record.telemetry = dev.merge(before, dev.telemetry(device))
+            record.cpu_load = probe.finish() if probe else None
     except Unsupported as e:
         record.status, record.error = "skipped", str(e)
         return record

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 import signal
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -120,6 +121,8 @@ class RunSettings:
     cuda_graph: bool = False
     seed: int = 0
     ceilings: bool = True  # first measure copy bandwidth and a large GEMM
+    rank_timeout: float = 600.0  # under torchrun: seconds a rank may stay silent
+    nproc: int | None = None  # start this many ranks here (torch's launcher), unless one already
 
     def mode(self) -> str:
         """How the result file is opened: new, replace or append."""
@@ -153,18 +156,51 @@ class Interrupted(Exception):
     """Ctrl-C stopped the run; the message says what was kept."""
 
 
+class Stopped(BenchError):
+    """The run stopped part-way (a lost rank, a case that does not fit); the message says what
+    was kept."""
+
+
+def _launch(nproc: int) -> int | None:
+    """This command (`tokbench run … --nproc-per-node N`) on nproc ranks of this machine, started
+    by torch's launcher: the status to exit with, or None in a process that already is a rank
+    (torchrun's or the launcher's), which runs its part."""
+    check_range("--nproc-per-node", nproc, 1, closed="low")
+    from bench.measure import distributed
+
+    if distributed.under_torchrun():
+        return None
+    return distributed.launch(nproc, sys.argv[1:])
+
+
 def dry_run(settings: RunSettings) -> list[Planned]:
     """The cases the run would measure, what runs each and what its Triton kernel autotunes
     over: the device is detected (the model suite fits its memory), nothing is measured."""
-    _, _, selection = _prepare(settings)
+    _, selection = _select(settings, _start(settings))
     return suites.plan(selection.cases, settings.impls)
 
 
 def measure(settings: RunSettings, progress: Progress) -> Measured | None:
     """Check and time every case, writing each record as soon as it exists; None on ranks
     other than 0, whose records rank 0 writes. A stop (Ctrl-C, a lost rank, a case that does
-    not fit) keeps what was measured and says so."""
-    ranks, device, selection = _prepare(settings)
+    not fit) keeps what was measured and says so; under torchrun rank 0 says it, alone.
+
+    With `nproc`, the process that starts the ranks returns None once they are done, or
+    exits with rank 0's status after rank 0 has said why the run failed."""
+    if settings.nproc is not None and (status := _launch(settings.nproc)) is not None:
+        if status:
+            raise SystemExit(status)
+        return None
+    ranks = _start(settings)
+    with _rank_0_speaks(ranks), _stopped_by_torchrun(ranks):
+        return _measure(settings, progress, ranks)
+
+
+def _measure(settings: RunSettings, progress: Progress, ranks: Ranks | None) -> Measured | None:
+    """measure, once the process group (if any) is joined."""
+    from bench.measure import distributed
+
+    device, selection = _select(settings, ranks)
     _check_dtypes(device, selection.dtypes)
     mode = settings.mode()
     config = _config(settings, device)
@@ -172,7 +208,7 @@ def measure(settings: RunSettings, progress: Progress) -> Measured | None:
     doc = _document(selection.suite, device, spec, ranks)
     leader = ranks is None or ranks.leader
     path = (settings.out or results.default_path(device)) if leader else None
-    with results.ResultWriter(doc, path, mode) as writer, _stopped_by_torchrun(ranks):
+    with results.ResultWriter(doc, path, mode) as writer:
         try:
             if settings.ceilings and leader and not writer.doc.measured_peaks:
                 from bench.measure.ceilings import measure as ceilings
@@ -183,30 +219,34 @@ def measure(settings: RunSettings, progress: Progress) -> Measured | None:
         except KeyboardInterrupt:
             raise Interrupted(_kept(writer)) from None
         except BenchError as e:
-            raise BenchError(f"{e} ({_kept(writer)})") from None
+            raise Stopped(f"{e} ({_kept(writer)})") from None
         except RuntimeError as e:  # a collective whose peers are gone
             if ranks is None:
                 raise
-            raise BenchError(f"lost the other ranks ({_why(e)}); {_kept(writer)}") from None
+            why = distributed.why_lost(e)
+            raise Stopped(f"lost the other ranks ({why}); {_kept(writer)}") from None
         writer.finish()
-    from bench.measure import distributed
-
     distributed.stop()
     return Measured(writer.doc, path, writer.measured) if leader else None
 
 
-def _prepare(settings: RunSettings) -> tuple[Ranks | None, DeviceInfo, Selection]:
-    """Triton's mode chosen, the process group joined (under torchrun), this rank's device, and
-    the cases that one of the implementations asked for runs."""
+def _start(settings: RunSettings) -> Ranks | None:
+    """Triton's mode chosen and the process group joined (under torchrun)."""
     kernels.use_interpreter_without_gpu()
-    from bench.measure import device as dev
     from bench.measure import distributed
 
-    ranks = distributed.start()
+    check_range("--rank-timeout", settings.rank_timeout)
+    return distributed.start(timedelta(seconds=settings.rank_timeout))
+
+
+def _select(settings: RunSettings, ranks: Ranks | None) -> tuple[DeviceInfo, Selection]:
+    """This rank's device, and the cases that one of the implementations asked for runs."""
+    from bench.measure import device as dev
+
     device = dev.detect(ranks.local_rank if ranks else 0)
     selection = settings.cases.select(device, ranks.world if ranks else 1)
     cases = _select_impls(selection.cases, settings.impls)
-    return ranks, device, dataclasses.replace(selection, cases=cases)
+    return device, dataclasses.replace(selection, cases=cases)
 
 
 def _select_impls(cases: list[CaseSpec], impls: list[str] | None) -> list[CaseSpec]:
@@ -249,8 +289,10 @@ def _document(
     """The result document the run fills: the device, software, command and every rank."""
     from bench.measure import device as dev
 
+    cpu = dev.prepare_cpu(device)  # before software(), which records the thread count
     return ResultDoc(
         device=device,
+        cpu=cpu,
         software=dev.software(),
         command=results.command_line(),
         suite=suite,
@@ -265,7 +307,13 @@ def _ranks(ranks: Ranks | None, device: DeviceInfo) -> list[RankInfo]:
     from bench.measure import distributed
 
     mine = RankInfo(ranks.rank if ranks else 0, socket.gethostname(), device, dev.nvlinks(device))
-    return (distributed.gather(mine) or [mine]) if ranks else [mine]
+    if ranks is None:
+        return [mine]
+    try:
+        return distributed.gather(mine) or [mine]
+    except RuntimeError as e:  # a rank lost before the run began: nothing to keep
+        why = distributed.why_lost(e)
+        raise Stopped(f"lost the other ranks ({why}); no case measured") from None
 
 
 def _run(
@@ -294,13 +342,14 @@ def _run(
 @contextlib.contextmanager
 def _stopped_by_torchrun(ranks: Ranks | None) -> Iterator[None]:
     """torchrun stops the other ranks with SIGTERM when one fails: rank 0 then ends like an
-    interrupted run, keeping what it measured, instead of dying without a word."""
+    interrupted run, keeping what it measured, instead of dying without a word (the other
+    ranks end quietly: see _rank_0_speaks)."""
     if ranks is None:
         yield
         return
 
     def stop(signum: int, frame: object) -> None:
-        raise BenchError("torchrun stopped this run: another rank ended first")
+        raise BenchError("another rank ended first, and torchrun stopped the run")
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
@@ -309,10 +358,20 @@ def _stopped_by_torchrun(ranks: Ranks | None) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _why(e: Exception) -> str:
-    """A backend's error in a few words: its first line, without gloo's source location."""
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return re.sub(r"^\[[^\]]*\]\s*", "", text)[:120]
+@contextlib.contextmanager
+def _rank_0_speaks(ranks: Ranks | None) -> Iterator[None]:
+    """Under torchrun rank 0 alone says why a run ended: another rank ends without a word. On
+    bad input, which every rank meets before measuring, it exits cleanly (rank 0's status 2
+    fails the run); stopped part-way, with status 2 (130 on Ctrl-C), so that torchrun stops the
+    others rather than waiting for a rank that may never answer."""
+    try:
+        yield
+    except (BenchError, Interrupted, KeyboardInterrupt) as e:
+        if ranks is None or ranks.leader:
+            raise
+        raise SystemExit(
+            2 if isinstance(e, Stopped) else 0 if isinstance(e, BenchError) else 130
+        ) from None
 
 
 def _kept(writer: results.ResultWriter) -> str:

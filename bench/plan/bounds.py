@@ -82,7 +82,7 @@ def output_bound(setup: Serving, spec: GpuSpec) -> Bound:
     held = setup.kv_bytes_per_token() * _mean_of_ends(setup.kv_tokens, isl, isl + osl)
     if spec.memory_bytes - weights < held:
         raise BenchError(
-            f"{setup.model.name} at TP {setup.tp} in {setup.precision} does not fit {spec.name}: "
+            f"{setup.model.name} at {setup.layout} in {setup.precision} does not fit {spec.name}: "
             f"{fmt_bytes(weights)} of weights per GPU beside {fmt_bytes(spec.memory_bytes)} of "
             "memory leave no room for one sequence's KV cache"
         )

@@ -28,7 +28,7 @@ from bench.plan.deal import (
     gpu_power,
     price_check,
 )
-from bench.plan.models import Serving
+from bench.plan.models import Serving, layout_label
 from bench.record.hardware import GpuSpec, get_spec
 from bench.record.market import (
     COMMITTED_SOURCE,
@@ -73,7 +73,8 @@ def per_gpu(output_tokens_per_s: float, mean_in: float, mean_out: float, source:
 
 
 def whole_groups(gpus: int, tp: int) -> int:
-    """GPUs in whole TP groups; a remainder cannot hold a copy of the model."""
+    """GPUs in whole groups of `tp` (a copy of the model: TP × attention DP); a remainder
+    cannot hold one."""
     return gpus // tp * tp
 
 
@@ -92,7 +93,7 @@ class Part:
 
     @property
     def serving_gpus(self) -> int:
-        return whole_groups(self.gpus, self.setup.tp)
+        return whole_groups(self.gpus, self.setup.gpus)
 
 
 @dataclass(frozen=True)
@@ -221,37 +222,86 @@ TP_CHOICES = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
+class Parallel:
+    """How one copy of a model is laid out: `dp` attention data-parallel groups of `tp` GPUs;
+    with `ep` > 1 a MoE's experts spread over all tp × dp of them (expert parallelism)."""
+
+    tp: int
+    dp: int = 1
+    ep: int = 1
+
+    @property
+    def label(self) -> str:
+        return layout_label(self.tp, self.dp, self.ep)
+
+
+def parse_parallel(text: str) -> Parallel:
+    """`--tp`'s layout: N (tensor parallelism), NxD (D attention-DP groups of N GPUs, experts
+    over all N × D), either with a trailing `ep` for experts over the group (Nep: TP attention
+    with expert-parallel experts)."""
+    raw = text.strip().lower()
+    body = raw.removesuffix("ep")
+    try:
+        tp, dp = (int(p) for p in body.split("x")) if "x" in body else (int(body), 1)
+    except ValueError:
+        raise BenchError(
+            f"--tp must be a whole number of GPUs or auto, got '{text}' (or a layout: NxD, TP "
+            "N × attention DP D with experts over all; Nep, TP N with experts over them)"
+        ) from None
+    ep = tp * dp if dp > 1 or raw.endswith("ep") else 1
+    return Parallel(tp, dp, ep)
+
+
+def layout_choices(moe: bool, domain: int) -> list[Parallel]:
+    """The layouts --tp auto tries: every TP degree of an HGX board; for a MoE also expert
+    parallelism over a board and over the whole NVLink domain (an NVL72 rack's 72), attention
+    split by TP × DP within it, as SGLang and TensorRT-LLM run DeepSeek (DP attention + EP)."""
+    layouts = [Parallel(tp) for tp in TP_CHOICES]
+    if moe:
+        for group in sorted({min(8, domain), domain}):
+            layouts += [Parallel(tp, group // tp, group) for tp in TP_CHOICES if not group % tp]
+    return layouts
+
+
+@dataclass(frozen=True)
 class Layout:
-    """One tensor-parallel degree tried: its per-GPU output rate, or why it cannot serve."""
+    """One layout tried: its per-GPU output rate, or why it cannot serve."""
 
     tp: int
     rate: float | None  # output tokens/s per GPU
     why: str = ""
+    dp: int = 1
+    ep: int = 1
+
+    @property
+    def label(self) -> str:
+        return layout_label(self.tp, self.dp, self.ep)
 
 
 def best_layout(
-    build: Callable[[int], Result], rate: Callable[[Result], float]
+    build: Callable[[Parallel], Result],
+    rate: Callable[[Result], float],
+    choices: list[Parallel] | None = None,
 ) -> tuple[Result, list[Layout]]:
-    """The result of `build(tp)` for the TP degree whose per-GPU output rate is highest, and
-    every degree tried; a degree that cannot serve (does not fit, does not divide the heads,
-    misses the SLO) says why. Data-parallel replicas fill the rest of a fleet."""
-    results: dict[int, Result] = {}
+    """The result of `build(layout)` for the layout (default: each TP degree) whose per-GPU
+    output rate is highest, and every layout tried; one that cannot serve (does not fit, does
+    not divide the heads, misses the SLO) says why. Replicas fill the rest of a fleet."""
+    results: dict[Parallel, Result] = {}
     tried = []
-    for tp in TP_CHOICES:
+    for p in choices or [Parallel(tp) for tp in TP_CHOICES]:
         try:
-            results[tp] = build(tp)
+            results[p] = build(p)
         except BenchError as e:
-            tried.append(Layout(tp, None, str(e)))
+            tried.append(Layout(p.tp, None, str(e), p.dp, p.ep))
             continue
-        tried.append(Layout(tp, rate(results[tp])))
+        tried.append(Layout(p.tp, rate(results[p]), "", p.dp, p.ep))
     rated = [t for t in tried if t.rate]
     if not rated:
         raise BenchError(
-            "no tensor-parallel degree serves it: "
-            + "; ".join(f"TP {t.tp}: {t.why or 'no output'}" for t in tried)
+            "no layout serves it: " + "; ".join(f"{t.label}: {t.why or 'no output'}" for t in tried)
         )
     best = max(rated, key=lambda t: t.rate)
-    return results[best.tp], tried
+    return results[Parallel(best.tp, best.dp, best.ep)], tried
 
 
 # --- the fleet's terms --------------------------------------------------------------------------
@@ -314,14 +364,14 @@ class Terms:
     def price_per_gpu_hour(self) -> float | None:
         return self.price if self.deal is None else self.deal.price_per_gpu_hour(self.total)
 
-    def check(self, tp: int) -> None:
-        """Raise a one-line BenchError for a kind too small for one TP group."""
+    def check(self, layout: Parallel) -> None:
+        """Raise a one-line BenchError for a kind too small for one copy of the model."""
         for key, n in self.gpus:
-            if n < tp:
+            if n < layout.tp * layout.dp:
                 kind = f" {spec(key).name}" if key else ""
                 raise BenchError(
                     f"{n:,}{kind} GPU{'s' if n > 1 else ''} cannot hold one copy of the model "
-                    f"at TP {tp}"
+                    f"at {layout.label}"
                 )
 
 
@@ -436,7 +486,7 @@ def _figures(plan: Plan, asks: Asks) -> dict[str, object]:
             out[f"target_{name}"] = target
             out[f"gpus_for_target_{name}"] = gpus_needed(
                 per_s, fleet.busy_rate("output") / fleet.serving_gpus, fleet.utilization,
-                first.setup.tp,
+                first.setup.gpus,
             )  # fmt: skip
     out.update(_check_figures(plan))
     return out
@@ -445,7 +495,8 @@ def _figures(plan: Plan, asks: Asks) -> dict[str, object]:
 def _part_figures(part: Part) -> dict[str, object]:
     setup = part.setup
     out: dict[str, object] = {
-        "gpu": part.gpu, "gpus": part.gpus, "tp": setup.tp, "precision": setup.precision,
+        "gpu": part.gpu, "gpus": part.gpus, "tp": setup.tp, "dp": setup.dp, "ep": setup.ep,
+        "precision": setup.precision,
         "kv_precision": setup.kv_dtype, "per_gpu_output_tokens_s": part.rate.output_tokens_per_s,
         "source": part.rate.source,
     }  # fmt: skip

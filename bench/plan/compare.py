@@ -4,9 +4,14 @@ Cases are matched across files by CaseResult.key (op, implementation, dtype, sha
 never needs to know which op it is looking at. The first file is the baseline: every other column
 shows its speedup over it (baseline time / this time; above 1 is faster).
 
-The regression gate is noise-aware: a change counts only when the two runs' [p20, p80]
-intervals do not overlap, i.e. it lies outside the measured spread of both runs. Only comparable
-cases (passed, timed on hardware, not interpreted) are ever judged.
+The regression gate is noise-aware. With the timed rounds of both runs (Timing.rounds_ms), a
+change counts only when a two-sided Mann–Whitney U test of their round medians is significant (as
+Google Benchmark's compare.py tests its repetitions) and it exceeds both runs' noise floors (the
+spread of their rounds); older files fall back to [p20, p80] intervals that do not overlap. A
+gate fails a case only when its change counts and is beyond the threshold; where a noise floor
+exceeds the threshold, a note says so. A case timed under CPU contention in either run is not
+judged, and the gate says so. Only comparable cases (passed, timed on hardware, not
+interpreted) are ever judged.
 
 A projection turns a measured file into a column for a GPU that was not measured, through the spec
 table: each case's time scales by the ratio of the two GPUs' rooflines for its FLOPs and bytes
@@ -31,31 +36,89 @@ from bench import BenchError
 from bench.measure.ops import OPS, label, load_results
 from bench.record.hardware import SPECS, GpuSpec, get_spec, peak_tflops, projection, spec_of
 from bench.record.schema import CaseResult, EstimateRecord, ResultDoc, Timing
-from bench.record.units import fmt_slowdown
+from bench.record.units import fmt_slowdown, plural
 
 
 class Verdict(str, Enum):
     """How a case's time in one run compares with the baseline run."""
 
     # Short words, as tables are narrow; the legend under them explains each.
-    SAME = "same"  # within noise: the [p20, p80] intervals overlap
+    SAME = "same"  # within noise (see differs)
     SLOWER = "slower"  # beyond noise, but not beyond the gate's threshold (or no gate)
     FASTER = "faster"
     REGRESSION = "regressed"  # slower beyond noise and beyond the gate's threshold
     IMPROVEMENT = "improved"  # faster beyond noise and beyond the gate's threshold
+    CONTENDED = "contended"  # timed under CPU contention in either run: not judged
+
+
+# Significance level of the U test: Google Benchmark's compare.py uses 0.05 (its `--alpha`).
+ALPHA = 0.05
+# Rounds each run needs for the U test (the timer takes 10); fewer (older files, collectives)
+# fall back to the [p20, p80] rule. With 5 against 5 the smallest two-sided p is 0.008 (exact)
+# or 0.012 (normal approximation), under ALPHA; with 3 against 3 it is 0.1, never significant.
+MIN_ROUNDS = 5
+
+
+def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of the Mann–Whitney U test that a and b come from one distribution:
+    the normal approximation with tie and continuity corrections (scipy.stats.mannwhitneyu's
+    method="asymptotic"), exact enough at the p ≈ 0.01–0.05 the gate decides at."""
+    n1, n2 = len(a), len(b)
+    pooled = sorted([*a, *b])
+    ranks: dict[float, float] = {}  # value -> its average rank, ties sharing one
+    ties = 0.0
+    i = 0
+    while i < len(pooled):
+        j = i
+        while j < len(pooled) and pooled[j] == pooled[i]:
+            j += 1
+        ranks[pooled[i]] = (i + j + 1) / 2
+        ties += (j - i) ** 3 - (j - i)
+        i = j
+    u = sum(ranks[x] for x in a) - n1 * (n1 + 1) / 2
+    n = n1 + n2
+    sigma = math.sqrt(n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1))))
+    if sigma == 0:  # every value equal
+        return 1.0
+    z = max(abs(u - n1 * n2 / 2) - 0.5, 0.0) / sigma
+    return math.erfc(z / math.sqrt(2))
+
+
+def change(base: Timing, new: Timing) -> float:
+    """The relative change of the median, either way: 0.05 is 5% slower or 5% faster."""
+    ratio = new.median_ms / base.median_ms
+    return max(ratio, 1 / ratio) - 1
+
+
+def differs(base: Timing, new: Timing) -> bool:
+    """Whether new differs from base beyond the noise the runs measured: with MIN_ROUNDS rounds
+    in both, the U test of their round medians is significant at ALPHA and the change exceeds
+    both runs' noise floors; otherwise (older files, collectives) the two [p20, p80] intervals
+    do not overlap."""
+    if min(len(base.rounds_ms), len(new.rounds_ms)) >= MIN_ROUNDS:
+        floor = max(base.noise_floor or 0.0, new.noise_floor or 0.0)
+        return mann_whitney_p(base.rounds_ms, new.rounds_ms) < ALPHA and change(base, new) > floor
+    return new.p20_ms > base.p80_ms or base.p20_ms > new.p80_ms
+
+
+def _evidence(base: Timing, new: Timing) -> str:
+    """What made a change count, for the gate's line: the U test's p with the rounds."""
+    if min(len(base.rounds_ms), len(new.rounds_ms)) < MIN_ROUNDS:
+        return " (outside both runs' [p20, p80] spread)"
+    p = mann_whitney_p(base.rounds_ms, new.rounds_ms)
+    return f" (Mann–Whitney p = {p:.2g} over {len(base.rounds_ms)} and {len(new.rounds_ms)} rounds)"
 
 
 def verdict(base: Timing, new: Timing, threshold: float | None = None) -> Verdict:
     """Judge new against base; threshold is the gate's relative change (0.05 for 5%), or None.
 
-    Overlapping [p20, p80] intervals mean the change is inside the spread of the runs: the same.
-    Speedups and slowdowns are both measured as ratios above 1, so 5% means the same either way.
+    A regression is both: beyond noise (differs) and beyond the threshold. Speedups and
+    slowdowns are both measured as ratios above 1, so 5% means the same either way.
     """
-    if new.p20_ms <= base.p80_ms and base.p20_ms <= new.p80_ms:
+    if not differs(base, new):
         return Verdict.SAME
     slower = new.median_ms > base.median_ms
-    change = (new.median_ms / base.median_ms if slower else base.median_ms / new.median_ms) - 1
-    if threshold is None or change <= threshold:
+    if threshold is None or change(base, new) <= threshold:
         return Verdict.SLOWER if slower else Verdict.FASTER
     return Verdict.REGRESSION if slower else Verdict.IMPROVEMENT
 
@@ -227,9 +290,12 @@ class Comparison:
         """One line per case and column that the gate fails for being slower."""
         out = []
         for row in self.rows:
-            for col, v, up in zip(self.columns, row.verdicts, row.speedups, strict=True):
+            for col, cell, v, up in zip(
+                self.columns, row.cells, row.verdicts, row.speedups, strict=True
+            ):
                 if v is Verdict.REGRESSION:
-                    out.append(f"{row.label}: {col.tag} is {fmt_slowdown(up)} than A")
+                    why = _evidence(row.cells[0].case.timing, cell.case.timing)
+                    out.append(f"{row.label}: {col.tag} is {fmt_slowdown(up)} than A{why}")
         return out
 
     def broken(self) -> list[str]:
@@ -237,9 +303,28 @@ class Comparison:
         skipped, lacks or has no usable time for: the gate fails these too."""
         return [f"{row.label}: {p.reason}" for row in self.rows for p in row.problems if p]
 
+    def contended(self) -> list[str]:
+        """One line per case and column not judged because either run was timed under CPU
+        contention: the gate neither passes nor fails them, and says so."""
+        out = []
+        for row in self.rows:
+            for col, cell, v in zip(self.columns, row.cells, row.verdicts, strict=True):
+                if v is Verdict.CONTENDED:
+                    pair = (("A", row.cells[0].case), (col.tag, cell.case))
+                    where = "; ".join(
+                        f"{tag}: {c.cpu_load.others:.1f} cores busy with other processes, "
+                        f"{c.cpu_load.threads} threads on {c.cpu_load.cores:g} cores"
+                        for tag, c in pair
+                        if c.contended
+                    )
+                    out.append(f"{row.label}: {col.tag} not judged: CPU contention ({where})")
+        return out
+
     def judged(self) -> int:
-        """How many (case, column) pairs the gate judged by time."""
-        return sum(v is not None for row in self.rows for v in row.verdicts)
+        """How many (case, column) pairs the gate judged by time (contended ones are not)."""
+        return sum(
+            v is not None and v is not Verdict.CONTENDED for row in self.rows for v in row.verdicts
+        )
 
     def incomplete(self) -> list[Column]:
         """Later measured files whose run was interrupted (or is still running)."""
@@ -284,11 +369,14 @@ def compare(
     _check_overlap(columns)
     columns += [projected_column(next(tags), *_projection(columns, gpu)) for gpu in project]
     rows = _rows(columns, threshold)
-    comparison = Comparison(columns, rows, threshold, _notes(columns), prices or {})
+    notes = _notes(columns) + _noisy(columns, rows, threshold)
+    comparison = Comparison(columns, rows, threshold, notes, prices or {})
     if threshold is not None and not comparison.judged() and not comparison.broken():
+        contended = len(comparison.contended())
         raise BenchError(
             "nothing to gate: no case passed and was timed on hardware (not interpreted) "
             "in both the first file and another"
+            + (f" without CPU contention ({contended} were contended)" if contended else "")
         )
     return comparison
 
@@ -355,7 +443,7 @@ def _rows(columns: list[Column], threshold: float | None) -> list[Row]:
             for c in cells
         ]
         verdicts = [
-            verdict(base.case.timing, c.case.timing, threshold)
+            _judge(base.case, c.case, threshold)
             if i > 0 and col.measured and base and c and usable(base.case) and usable(c.case)
             else None
             for i, (col, c) in enumerate(zip(columns, cells, strict=True))
@@ -370,9 +458,44 @@ def _rows(columns: list[Column], threshold: float | None) -> list[Row]:
     return sorted(rows, key=lambda r: order[r.case.op])
 
 
+def _judge(base: CaseResult, new: CaseResult, threshold: float | None) -> Verdict:
+    """A verdict, unless either run was timed under CPU contention: its time says more about
+    the other processes than about the code, so it is not judged (and the gate says so)."""
+    if base.contended or new.contended:
+        return Verdict.CONTENDED
+    return verdict(base.timing, new.timing, threshold)
+
+
+def _noisy(columns: list[Column], rows: list[Row], threshold: float | None) -> list[str]:
+    """Per measured column, the judged cases whose noise floor (in either run) exceeds the
+    gate's threshold: a change that small is one those runs cannot tell from noise."""
+    notes = []
+    for i, col in enumerate(columns[1:] if threshold is not None else (), start=1):
+        floors = [
+            max(c.case.timing.noise_floor or 0.0 for c in (row.cells[0], row.cells[i]))
+            for row in rows
+            if row.verdicts[i] not in (None, Verdict.CONTENDED)
+        ]
+        noisy = [f for f in floors if f > threshold]
+        if noisy:
+            notes.append(
+                f"{col.tag}: {plural(len(noisy), 'case')} {'has' if len(noisy) == 1 else 'have'} "
+                f"a noise floor above the {threshold:.0%} gate (up to {max(noisy):.0%}, in A or "
+                f"{col.tag}); a slowdown that small cannot fail there"
+            )
+    return notes
+
+
 def _notes(columns: list[Column]) -> list[str]:
     notes = []
+    base = columns[0].doc.cpu if columns[0].measured else None
     for col in columns:
+        cpu = col.doc.cpu if col.measured else None
+        if base and cpu and cpu.threads != base.threads:
+            notes.append(
+                f"{col.tag} ran on {plural(cpu.threads, 'CPU thread')}, A on {base.threads}: "
+                "their times differ by more than the code"
+            )
         if col.measured and not col.doc.complete:
             notes.append(f"{col.tag} is an incomplete run: the sweep was interrupted or is running")
         if col.measured:

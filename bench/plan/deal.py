@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import BenchError, check_range
+from bench.plan.texts import read_text
 from bench.record.hardware import get_spec
 from bench.record.market import (
     API_PRICES,
@@ -70,10 +71,7 @@ def linear_ramp(months: float) -> Ramp:
 def read_ramp(path: Path) -> Ramp:
     """A CSV with columns month and online (the share of the fleet online, 0 to 1), months
     rising from 0."""
-    try:
-        rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
-    except (OSError, UnicodeDecodeError) as e:
-        raise BenchError(f"{path}: cannot read the ramp ({getattr(e, 'strerror', e)})") from None
+    rows = list(csv.DictReader(read_text(path, "ramp CSV").splitlines()))
     points = []
     for line, row in enumerate(rows, 2):
         try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bench import BenchError, check_range
 from bench.plan.simulate import SimResult, StepCost, simulate
 from bench.plan.throughput import StepModel
-from bench.plan.workloads import Workload, arrivals
+from bench.plan.workloads import MAX_REQUESTS, Workload, arrivals
 
 # Requests each point serves per client: InferenceX runs `--num-prompts $((CONC * 10))` at
 # `--max-concurrency $CONC` (its benchmarks/ scripts), so a point is ten turns of every client.
@@ -46,18 +46,20 @@ class Frontier:
 
     step_model: StepModel
     points: tuple[Point, ...]
+    features: tuple[str, ...] = ()  # what the engine did beside plain decoding, in words
 
     @property
     def label(self) -> str:
         setup = self.step_model.setup
-        return f"{self.step_model.target.name}, TP {setup.tp}, {setup.precision}"
+        return f"{self.step_model.target.name}, {setup.layout}, {setup.precision}"
 
 
 def check_concurrencies(values: Sequence[int]) -> None:
-    if not values or any(c < 1 for c in values):
+    most = MAX_REQUESTS // REQUESTS_PER_CLIENT  # each client's requests are simulated
+    if not values or any(not 1 <= c <= most for c in values):
         raise BenchError(
-            f"--concurrency takes whole numbers of clients of at least 1, e.g. 1,4,16,64; got "
-            f"{','.join(map(str, values)) or 'none'}"
+            f"--concurrency takes whole numbers of clients from 1 to {most:,}, e.g. 1,4,16,64; "
+            f"got {','.join(map(str, values)) or 'none'}"
         )
 
 
@@ -82,7 +84,7 @@ def sweep(
     """The frontier's points at each concurrency."""
     check_concurrencies(concurrencies)
     points = [point(cost, pages, load, c, seed) for c in sorted(set(concurrencies))]
-    return Frontier(step_model, tuple(points))
+    return Frontier(step_model, tuple(points), tuple(cost.features.describe()))
 
 
 def pareto(points: Sequence[Point]) -> list[Point]:
@@ -105,7 +107,7 @@ def at_interactivity(
     best = point(cost, pages, load, 1, seed)
     if not best.per_user >= per_user:
         raise BenchError(
-            f"{cost.setup.model.name} at TP {cost.setup.tp} gives one user alone "
+            f"{cost.setup.model.name} at {cost.setup.layout} gives one user alone "
             f"{best.per_user:.3g} output tok/s, below --interactivity {per_user:g}"
         )
     low, high = 1, None

@@ -13,6 +13,7 @@ from bench.measure.ops import get_op
 from bench.measure.ops.step import ModelStep, OpUse
 from bench.plan import optime
 from bench.plan.lookup import model_time
+from bench.plan.models import check_context
 from bench.plan.throughput import StepModel, source_notes
 from bench.record.schema import Shape
 
@@ -88,6 +89,7 @@ def step_of(step_model: StepModel, tokens: int, batch: int, context: int) -> Mod
     if tokens % batch:
         raise BenchError(f"--tokens {tokens} must split evenly over --batch {batch} sequences")
     seq = tokens // batch
+    check_context(step_model.setup.model, context, seq, f"--context {context:,} + {seq:,} new")
     phase = "decode" if seq == 1 and context > 0 else "prefill"
     return step_model.setup.step(phase, batch, seq, context + seq)
 

@@ -26,6 +26,7 @@ from bench import BenchError, ceil_div, check_range
 from bench.measure.ops import OPS, get_op
 from bench.measure.ops.step import ModelStep, OpUse, in_layer_order
 from bench.measure.suites import CaseSpec
+from bench.plan.texts import read_text
 from bench.record.schema import DTYPE_BYTES, shape_key
 
 # Weights' precisions: the GEMMs' and the MoE experts'. fp8 and fp4 (NVFP4) run on tensor cores
@@ -85,6 +86,18 @@ class ModelConfig:
     sliding_window: int = 0
     sliding_layers: int = 0
     sinks: bool = False
+    # Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2): each token caches a `latent`
+    # (kv_lora_rank) and a rotary key of `rope_dim` (qk_rope_head_dim); queries go through a
+    # `q_lora` rank (0: none). `head_dim` is then the heads' no-rope key and value width.
+    latent: int = 0
+    rope_dim: int = 0
+    q_lora: int = 0
+    # A MoE whose first `dense_layers` layers have a dense MLP of `dense_intermediate`
+    # (first_k_dense_replace, intermediate_size) and whose MoE layers add `shared_experts`
+    # experts every token goes through (n_shared_experts, each `intermediate` wide).
+    dense_layers: int = 0
+    dense_intermediate: int = 0
+    shared_experts: int = 0
     params: float | None = None  # the published parameter count, for checking the derivation
     source: str = ""
     # The longest sequence (prompt + output) the model serves: config.json's
@@ -103,12 +116,22 @@ class ModelConfig:
 # gpt-oss's checkpoints store the experts in MXFP4 (--precision mxfp4); the rest is bf16.
 GPT_OSS_UNMODELLED = ("attention and expert biases", "the clamped SwiGLU (as SiLU·mul)")
 
-# DeepSeek-V3/R1's attention caches one 576-wide latent per token instead of per-head keys and
-# values: modelling it as grouped-query attention would misstate its KV cache ~60-fold.
-DEEPSEEK_MLA = (
-    "multi-head latent attention (MLA: a compressed KV cache, absorbed projections), its shared "
-    "expert and its first three dense layers"
-)
+# DeepSeek-V3/R1: https://huggingface.co/deepseek-ai/DeepSeek-V3/blob/main/config.json (R1's
+# is the same architecture), 671B parameters + a 14B MTP module, 37B active (DeepSeek-V3 tech
+# report, arXiv:2412.19437). Kimi-K2:
+# https://huggingface.co/moonshotai/Kimi-K2-Instruct/blob/main/config.json ("1T" total, 32B
+# active: its model card). Their figures were checked against copies of these configs in public
+# repositories (Kimi-K2.5's text_config repeats K2's shapes); the configs themselves were not
+# reachable from here.
+# DeepSeek-V3/R1 and Kimi-K2 leave these out of the step model: the router's sigmoid scoring
+# and group-limited top-k (the router GEMM and a top-k are modelled), the multi-token-prediction
+# module (speculative decoding's), and YaRN rotary scaling (only the cos/sin table changes).
+DEEPSEEK_UNMODELLED = ("sigmoid, group-limited routing (as softmax top-k)", "the MTP module")
+
+# The fields of latent attention, first dense layers and shared experts: 0 where a model has none.
+MLA_FIELDS = (
+    "latent", "rope_dim", "q_lora", "dense_layers", "dense_intermediate", "shared_experts",
+)  # fmt: skip
 
 # Qwen3's configs (dense and MoE) give max_position_embeddings 40960: 32,768 tokens native plus
 # room for output; Qwen's model cards extend it to 131,072 with YaRN rotary scaling, which a
@@ -212,13 +235,26 @@ MODELS: dict[str, ModelConfig] = {
             max_context=131072,
             source="HF openai/gpt-oss-20b config.json; OpenAI gpt-oss model card (20.9B total)",
         ),
+        *(
+            ModelConfig(
+                name=name, hidden=7168, layers=61, heads=128, kv_heads=128,
+                head_dim=128, intermediate=2048, vocab=129280,
+                experts=256, top_k=8, latent=512, rope_dim=64, q_lora=1536,
+                dense_layers=3, dense_intermediate=18432, shared_experts=1,
+                params=671e9, unmodelled=DEEPSEEK_UNMODELLED,
+                max_context=163840,
+                source=f"HF deepseek-ai/{name} config.json (671B + 14B MTP; 37B active)",
+            )
+            for name in ("DeepSeek-V3", "DeepSeek-R1")
+        ),
         ModelConfig(
-            name="DeepSeek-V3", hidden=7168, layers=61, heads=128, kv_heads=128,
-            head_dim=128, intermediate=2048, vocab=129280,
-            experts=256, top_k=8,
-            params=671e9, unsupported=DEEPSEEK_MLA,
-            max_context=163840,
-            source="HF deepseek-ai/DeepSeek-V3 config.json (671B total, 37B active; R1: same)",
+            name="Kimi-K2", hidden=7168, layers=61, heads=64, kv_heads=64,
+            head_dim=128, intermediate=2048, vocab=163840,
+            experts=384, top_k=8, latent=512, rope_dim=64, q_lora=1536,
+            dense_layers=1, dense_intermediate=18432, shared_experts=1,
+            unmodelled=DEEPSEEK_UNMODELLED,  # its card's "1T total" is too round to check
+            max_context=131072,
+            source="HF moonshotai/Kimi-K2-Instruct config.json (1T total, 32B active)",
         ),
         ModelConfig(
             name="tiny", hidden=256, layers=2, heads=4, kv_heads=2,
@@ -249,7 +285,8 @@ MODELS: dict[str, ModelConfig] = {
 # Hugging Face model types that are Llama-style decoders with a gated MLP (Mixtral, Qwen3-MoE,
 # gpt-oss: with MoE; gpt-oss also with sliding-window layers and attention sinks).
 HF_MODEL_TYPES = (
-    "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gpt_oss", "deepseek_v3",
+    "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gpt_oss", "deepseek_v2",
+    "deepseek_v3", "kimi_k2",
 )  # fmt: skip
 
 
@@ -273,12 +310,15 @@ def get_model(name_or_path: str) -> ModelConfig:
 
 def load_config(path: Path) -> ModelConfig:
     """Read tokbench's own JSON (ModelConfig's fields) or a Hugging Face config.json."""
+    text = read_text(path, "model config")
     try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise BenchError(f"{path}: cannot read model config ({e.strerror})") from None
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise BenchError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (RecursionError, ValueError):  # nested too deep; an integer too long to read
+        raise BenchError(
+            f"{path}: not a model config (JSON nested too deeply, or a number too long)"
+        ) from None
     if not isinstance(data, dict):
         raise BenchError(f"{path}: a model config must be a JSON object")
     if "hidden_size" in data:
@@ -306,11 +346,33 @@ def _from_own(data: dict[str, Any], path: Path) -> ModelConfig:
     values = {"name": path.stem, "source": str(path), **data}
     for name in [*required, "experts", "top_k"]:
         _check_int(values.get(name, 1), name, path)
-    for name in ("sliding_window", "sliding_layers", "max_context"):
+    for name in ("sliding_window", "sliding_layers", "max_context", *MLA_FIELDS):
         if values.get(name, 0):
             _check_int(values[name], name, path)
-    values["unmodelled"] = tuple(str(u) for u in values.get("unmodelled", ()))
+    for name, value in data.items():
+        _check_json_type(value, name, str(fields[name].type), path)
+    values["unmodelled"] = tuple(values.get("unmodelled", ()))
     return ModelConfig(**values)
+
+
+# The JSON type of each field of a tokbench config, by the field's annotation: what isinstance
+# accepts, and its name in the error (sizes are then _check_int's: positive).
+_JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "an integer"),
+    "bool": ((bool,), "true or false"),
+    "str": ((str,), "a string"),
+    "float | None": ((int, float, type(None)), "a number or null"),
+    "tuple[str, ...]": ((list,), "a list of strings"),
+}
+
+
+def _check_json_type(value: Any, key: str, annotation: str, path: Path) -> None:
+    """A field of a tokbench config of the JSON type its annotation names (a boolean is no
+    number, though Python's bool is an int)."""
+    kinds, words = _JSON_TYPES.get(annotation, ((object,), ""))
+    wrong = not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+    if wrong or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
+        raise BenchError(f"{path}: field '{key}' must be {words}, got {value!r}")
 
 
 def _from_hf(data: dict[str, Any], path: Path) -> ModelConfig:
@@ -339,7 +401,11 @@ def _from_hf(data: dict[str, Any], path: Path) -> ModelConfig:
         layers=layers,
         heads=heads,
         kv_heads=get("num_key_value_heads", heads),
-        head_dim=get("head_dim", hidden // heads if heads else 0),
+        head_dim=(
+            get("qk_nope_head_dim")
+            if "kv_lora_rank" in data
+            else get("head_dim", hidden // heads if heads else 0)
+        ),
         intermediate=get(mlp or "intermediate_size"),
         vocab=get("vocab_size"),
         experts=experts,
@@ -350,9 +416,36 @@ def _from_hf(data: dict[str, Any], path: Path) -> ModelConfig:
         sinks=kind == "gpt_oss",
         source=f"Hugging Face config.json read from {path}",
         unmodelled=_hf_unmodelled(data),
-        unsupported=DEEPSEEK_MLA if kind == "deepseek_v3" else "",
+        **_hf_mla(data, path),
         max_context=get("max_position_embeddings") if "max_position_embeddings" in data else 0,
     )
+
+
+def _hf_mla(data: dict[str, Any], path: Path) -> dict[str, int]:
+    """DeepSeek-V2/V3's and Kimi-K2's fields of a config.json: latent attention (kv_lora_rank,
+    qk_rope_head_dim, q_lora_rank: null where queries skip it), the first dense layers
+    (first_k_dense_replace, intermediate_size) and the shared experts (n_shared_experts)."""
+    fields: dict[str, int] = {}
+    if "kv_lora_rank" in data:
+        if data.get("v_head_dim", data.get("qk_nope_head_dim")) != data.get("qk_nope_head_dim"):
+            raise BenchError(
+                f"{path}: v_head_dim {data.get('v_head_dim')} differs from qk_nope_head_dim "
+                f"{data.get('qk_nope_head_dim')}; latent attention is modelled with them equal"
+            )
+        fields["latent"] = _check_int(data["kv_lora_rank"], "kv_lora_rank", path)
+        fields["rope_dim"] = _check_int(data.get("qk_rope_head_dim"), "qk_rope_head_dim", path)
+        if data.get("q_lora_rank") is not None:
+            fields["q_lora"] = _check_int(data["q_lora_rank"], "q_lora_rank", path)
+    if data.get("first_k_dense_replace"):
+        fields["dense_layers"] = _check_int(
+            data["first_k_dense_replace"], "first_k_dense_replace", path
+        )
+        fields["dense_intermediate"] = _check_int(
+            data.get("intermediate_size"), "intermediate_size", path
+        )
+    if data.get("n_shared_experts"):
+        fields["shared_experts"] = _check_int(data["n_shared_experts"], "n_shared_experts", path)
+    return fields
 
 
 def _hf_window(data: dict[str, Any], layers: int, path: Path) -> tuple[int, int]:
@@ -375,7 +468,7 @@ def _hf_unmodelled(data: dict[str, Any]) -> tuple[str, ...]:
     missing = []
     if data.get("attention_bias"):
         missing.append("attention biases")
-    if data.get("shared_expert_intermediate_size") or data.get("n_shared_experts"):
+    if data.get("shared_expert_intermediate_size"):
         missing.append("shared experts")
     return tuple(missing)
 
@@ -486,6 +579,15 @@ class Serving:
     page: int = DEFAULT_PAGE  # KV-cache page, tokens
     prefill_budget: int = DEFAULT_MAX_PREFILL_TOKENS  # tokens one prefill step may hold
     collectives: str = "nccl"  # the all-reduce engine: nccl, auto (vLLM's choice), custom
+    # Attention data parallelism and expert parallelism (SGLang's --enable-dp-attention with
+    # --ep, TensorRT-LLM's enable_attention_dp): `dp` groups of `tp` GPUs each attend to their
+    # own sequences; a MoE's experts spread over all `ep` = tp × dp of them (1: every GPU holds
+    # a TP shard of every expert). `redundant` expert replicas balance the load (EPLB);
+    # `router_skew`: the router's Zipf exponent in hundredths (0: uniform).
+    dp: int = 1
+    ep: int = 1
+    redundant: int = 0
+    router_skew: int = 0
 
     def __post_init__(self) -> None:
         if self.model.unsupported:
@@ -496,6 +598,7 @@ class Serving:
         if self.tp < 1:
             raise BenchError(f"tensor-parallel degree must be at least 1, got {self.tp}")
         _check_tp(self.model, self.tp)
+        _check_ep(self)
         check_precision(self.precision)
         if self.kv_precision not in KV_PRECISIONS:
             raise BenchError(
@@ -543,15 +646,29 @@ class Serving:
 
     # --- one forward step -----------------------------------------------------------------------
 
+    @property
+    def gpus(self) -> int:
+        """GPUs one copy of the model spans: `dp` attention groups of `tp`."""
+        return self.tp * self.dp
+
+    @property
+    def layout(self) -> str:
+        return layout_label(self.tp, self.dp, self.ep)
+
     def step(self, phase: str, batch: int, seq: int, context: int) -> ModelStep:
-        """One GPU's view of a forward step of `batch` sequences of `seq` new tokens each,
-        attending to `context` tokens (their new ones included), as op modules read it."""
-        c = self.model
+        """One GPU's view of a forward step of `batch` sequences of `seq` new tokens each (per
+        attention-DP group), attending to `context` tokens (their new ones included), as op
+        modules read it. Under EP a routed expert is whole on its GPU; otherwise split by TP."""
+        c, tp = self.model, self.tp
         return ModelStep(
-            hidden=c.hidden, layers=c.layers, heads=c.heads // self.tp, kv_heads=self.kv_heads,
-            head_dim=c.head_dim, intermediate=c.intermediate // self.tp,
-            vocab=ceil_div(c.vocab, self.tp), experts=c.experts, top_k=c.top_k,
-            window=c.sliding_window, sliding_layers=c.sliding_layers, sinks=c.sinks, tp=self.tp,
+            hidden=c.hidden, layers=c.layers, heads=c.heads // tp, kv_heads=self.kv_heads,
+            head_dim=c.head_dim, intermediate=c.intermediate // (1 if self.ep > 1 else tp),
+            vocab=ceil_div(c.vocab, tp), experts=c.experts, top_k=c.top_k,
+            window=c.sliding_window, sliding_layers=c.sliding_layers, sinks=c.sinks,
+            latent=c.latent, rope_dim=c.rope_dim, q_lora=c.q_lora, dense_layers=c.dense_layers,
+            dense_intermediate=c.dense_intermediate // tp,
+            shared=c.shared_experts * c.intermediate // tp, tp=tp, dp=self.dp, ep=self.ep,
+            redundant=self.redundant, skew=self.router_skew,
             weights=self.precision, act=self.act, fp8_kv=self.fp8_kv, page=self.page,
             phase=phase, batch=batch, seq=seq, context=context,
         )  # fmt: skip
@@ -576,7 +693,7 @@ class Serving:
 
     def modelled_kernels(self, tokens: int) -> list[tuple[str, float]]:
         """(name, minimum bytes) of each kernel of one layer that no registry op measures, run
-        once per layer: a MoE router's softmax and top-k (the logits read, each token's k
+        once per MoE layer: a MoE router's softmax and top-k (the logits read, each token's k
         weights and ids written)."""
         c = self.model
         if not c.moe:
@@ -592,8 +709,11 @@ class Serving:
 
     def kv_bytes_per_token(self) -> float:
         """KV cache one GPU holds per token of a sequence in every layer: 2 (K and V) · layers ·
-        KV heads · head_dim · bytes."""
+        KV heads · head_dim · bytes; latent attention's one latent + rope row a layer, whatever
+        the heads (every GPU of a TP group holds it whole)."""
         c = self.model
+        if c.latent:
+            return float(c.layers * (c.latent + c.rope_dim) * DTYPE_BYTES[self.kv_dtype])
         return float(2 * c.layers * self.kv_heads * c.head_dim * DTYPE_BYTES[self.kv_dtype])
 
     def kv_tokens(self, context: float) -> float:
@@ -668,6 +788,38 @@ def _check_tp(config: ModelConfig, tp: int) -> None:
         )
     if config.intermediate % tp:
         raise BenchError(f"TP {tp} does not divide {config.name}'s MLP width {config.intermediate}")
+
+
+def layout_label(tp: int, dp: int, ep: int) -> str:
+    """A layout in words: "TP 8", "TP 1 × DP 8, EP 8", "TP 8, EP 8"."""
+    words = f"TP {tp}" + (f" × DP {dp}" if dp > 1 else "")
+    return words + (f", EP {ep}" if ep > 1 else "")
+
+
+def _check_ep(setup: Serving) -> None:
+    """Raise a BenchError unless the DP × EP layout is one the step model has: no DP or EP, or
+    experts over the whole group (ep = tp × dp) of a MoE."""
+    dp, ep, c = setup.dp, setup.ep, setup.model
+    if dp < 1 or ep < 1 or setup.redundant < 0 or setup.router_skew < 0:
+        raise BenchError(
+            f"--dp and --ep must be at least 1 and --redundant-experts and --router-skew at "
+            f"least 0, got {dp}, {ep}, {setup.redundant} and {setup.router_skew}"
+        )
+    if ep == 1 and dp == 1 and not setup.redundant:
+        return
+    if ep == 1:
+        raise BenchError("--dp and --redundant-experts need expert parallelism: give --ep")
+    if not c.moe:
+        raise BenchError(f"--dp, --ep and --redundant-experts need a MoE; {c.name} is dense")
+    if ep != setup.tp * dp:
+        raise BenchError(
+            f"--ep {ep} must be TP × DP = {setup.tp * dp}: experts spread over every GPU of the "
+            "group (attention DP needs expert parallelism here)"
+        )
+    if ep > c.experts + setup.redundant:
+        raise BenchError(
+            f"--ep {ep} exceeds {c.name}'s {c.experts} experts + {setup.redundant} redundant"
+        )
 
 
 def _weights(setup: Serving) -> list[tuple[float, str]]:

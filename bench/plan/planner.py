@@ -19,7 +19,7 @@ import kernels
 from bench import BenchError
 from bench.measure.ops import load_results
 from bench.plan import capacity, models
-from bench.plan.capacity import Layout
+from bench.plan.capacity import Layout, Parallel
 from bench.plan.layer_times import LayerTimes, layer_times, roofline_shares
 from bench.plan.models import Serving
 from bench.plan.throughput import (
@@ -31,6 +31,7 @@ from bench.plan.throughput import (
     step_model_for,
 )
 from bench.record import results
+from bench.record.hardware import get_spec
 from bench.record.schema import ResultDoc
 
 # Reference result files from real hardware, committed with the code (the repository's results/).
@@ -53,25 +54,35 @@ class ServingOptions:
     max_batch: int = models.DEFAULT_MAX_BATCH
     max_tokens: int = models.DEFAULT_MAX_PREFILL_TOKENS
     collectives: str = models.COLLECTIVES[0]
+    redundant: int = 0  # redundant expert replicas under expert parallelism
+    router_skew: int = 0  # the router's Zipf exponent, in hundredths
 
     @property
     def auto(self) -> bool:
         return self.tp.strip().lower() == "auto"
 
-    def degree(self) -> int:
-        """The tensor-parallel degree given (not auto)."""
-        try:
-            return int(self.tp)
-        except ValueError:
-            raise BenchError(
-                f"--tp must be a whole number of GPUs or auto, got '{self.tp}'"
-            ) from None
+    def degree(self) -> Parallel:
+        """The layout given (not auto): a TP degree, or TP × attention DP with EP."""
+        return capacity.parse_parallel(self.tp)
 
-    def at(self, tp: int) -> Serving:
-        """The serving set-up at tensor-parallel degree tp."""
+    def layouts(self, gpu: str | None) -> list[Parallel]:
+        """The layouts to try: with auto, capacity.layout_choices within `gpu`'s NVLink domain
+        (an HGX board's 8 GPUs where no GPU is named: assumption); else the one given."""
+        if not self.auto:
+            return [self.degree()]
+        domain = get_spec(gpu).domain if gpu else 8
+        return capacity.layout_choices(models.get_model(self.model).moe, domain)
+
+    def at(self, layout: int | Parallel) -> Serving:
+        """The serving set-up at a layout (a bare number: that TP degree)."""
+        p = Parallel(layout) if isinstance(layout, int) else layout
         return Serving(
             models.get_model(self.model),
-            tp=tp,
+            tp=p.tp,
+            dp=p.dp,
+            ep=p.ep,
+            redundant=self.redundant,
+            router_skew=self.router_skew,
             precision=self.precision,
             kv_precision=self.kv_precision,
             prefill_budget=self.max_tokens,
@@ -175,12 +186,15 @@ def _measured_lengths(serving: ServingOptions, sources: TimeSources) -> tuple[in
 
 
 def laid_out(
-    serving: ServingOptions, build: Callable[[int], Result], rate: Callable[[Result], float]
+    serving: ServingOptions,
+    build: Callable[[Parallel], Result],
+    rate: Callable[[Result], float],
+    gpu: str | None = None,
 ) -> tuple[Result, list[Layout]]:
-    """`build` at the degree given, or at the degree serving the most per GPU (auto), with every
-    degree tried."""
+    """`build` at the layout given, or at the layout of `gpu` serving the most per GPU (auto),
+    with every layout tried."""
     if serving.auto:
-        return capacity.best_layout(build, rate)
+        return capacity.best_layout(build, rate, serving.layouts(gpu))
     return build(serving.degree()), []
 
 
@@ -211,10 +225,12 @@ def estimate(settings: EstimateSettings) -> Estimate:
     serving, lengths = with_lengths(settings.serving, settings.sources)
     sources = settings.sources
 
-    def build(degree: int) -> Throughput:
-        return sources.throughput(serving.at(degree), serving.model, settings.batches)
+    def build(layout: Parallel) -> Throughput:
+        return sources.throughput(serving.at(layout), serving.model, settings.batches)
 
-    result, layouts = laid_out(serving, build, lambda r: r.record.serving_output_tokens_per_s)
+    result, layouts = laid_out(
+        serving, build, lambda r: r.record.serving_output_tokens_per_s, sources.gpu
+    )
     checks = _measure_layers(result, sources.results) if settings.validate else []
     for check in checks:
         where = f"{check.phase}_batch{check.batch}"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from bench import BenchError
 from bench.measure.ops import load_results
-from bench.plan import capacity, frontier, scenarios, validate
+from bench.plan import capacity, disagg, frontier, scenarios, sweep, validate
 from bench.plan.bounds import output_bound
-from bench.plan.capacity import Layout, Part, PerGpu
+from bench.plan.capacity import Layout, Parallel, Part, PerGpu
 from bench.plan.models import Serving
 from bench.plan.planner import ServingOptions, TimeSources, laid_out, references, with_lengths
 from bench.plan.slo import Slo, parse_slo
@@ -43,6 +43,13 @@ class SimulateSettings:
     seed: int = 0
     concurrency: tuple[int, ...] = ()  # closed-loop clients: the frontier's sweep
     gpus: tuple[str, ...] = ()  # the frontier's GPUs (one at most without --concurrency)
+    spec: str | None = None  # speculative decoding (bench.plan.speculative)
+    prefix_hit: float = 0.0  # share of prompt tokens found in the prefix cache
+    pools: str | None = None  # disaggregated prefill:decode instances, or auto (searched)
+    prefill_tp: str | None = None  # the prefill pool's layout (default: --tp)
+    sweep: str | None = None  # ISL/OSL pairs: a GPU × layout × workload sweep
+    workers: int = 1  # the sweep's local processes
+    engine: str = "local"  # the sweep's: local or ray
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class Simulated:
     run: scenarios.Simulation | None = None
     layouts: list[Layout] = field(default_factory=list)
     frontiers: list[frontier.Frontier] = field(default_factory=list)
+    disagg: disagg.Disaggregated | None = None
+    sweep: list[sweep.Row] = field(default_factory=list)
 
 
 def _check_simulate(settings: SimulateSettings) -> Slo | None:
@@ -61,7 +70,11 @@ def _check_simulate(settings: SimulateSettings) -> Slo | None:
         raise BenchError("--rate and --slo exclude each other: --slo searches for the rate")
     if settings.concurrency and (settings.rate is not None or settings.slo):
         raise BenchError("--concurrency sweeps closed loops of clients: it excludes --rate, --slo")
-    if len(settings.gpus) > 1 and not settings.concurrency:
+    modes = [f for f, on in (("--concurrency", settings.concurrency), ("--pools", settings.pools),
+                             ("--sweep", settings.sweep)) if on]  # fmt: skip
+    if len(modes) > 1 or (modes and settings.rate is not None):
+        raise BenchError(f"{', '.join(modes)} and --rate exclude each other: give one")
+    if len(settings.gpus) > 1 and not (settings.concurrency or settings.sweep):
         raise BenchError("several --gpu draw one frontier: they need --concurrency")
     if settings.requests is not None and settings.requests < 1:
         raise BenchError(f"--requests must be at least 1, got {settings.requests}")
@@ -75,17 +88,31 @@ def simulation(settings: SimulateSettings) -> Simulated:
     slo = _check_simulate(settings)
     serving, lengths = with_lengths(settings.serving, settings.sources)
     load = _workload(settings, serving)
+    model = serving.at(1).model.name
+    features = scenarios.engine_features(settings.spec, settings.prefix_hit, model)
+    if settings.sweep:
+        setups = sweep.setups(serving, settings.gpus, sweep.parse_lengths(settings.sweep))
+        rows = sweep.sweep(serving, setups, requests=settings.requests, seed=settings.seed,
+                           workers=settings.workers, engine=settings.engine)  # fmt: skip
+        return Simulated(lengths, sweep=rows)
     if settings.concurrency:
-        return Simulated(lengths, frontiers=_frontiers(settings, serving, load))
+        return Simulated(lengths, frontiers=_frontiers(settings, serving, load, features))
     sources = _sources(settings.sources, settings.gpus[0] if settings.gpus else None)
+    if settings.pools:
+        answer = disagg.planned(
+            serving, sources, load, settings.pools, settings.prefill_tp, slo=slo,
+            requests=settings.requests, seed=settings.seed, features=features,
+        )  # fmt: skip
+        return Simulated(lengths, disagg=answer)
 
-    def build(degree: int) -> scenarios.Simulation:
+    def build(degree: Parallel) -> scenarios.Simulation:
         step_model = sources.step_model(serving.at(degree), serving.model)
         return scenarios.run(
-            step_model, load, settings.requests, rate=settings.rate, slo=slo, seed=settings.seed
-        )
+            step_model, load, settings.requests, rate=settings.rate, slo=slo, seed=settings.seed,
+            features=features,
+        )  # fmt: skip
 
-    run, layouts = laid_out(serving, build, lambda sim: sim.output_tokens_per_s)
+    run, layouts = laid_out(serving, build, lambda sim: sim.output_tokens_per_s, sources.gpu)
     return Simulated(lengths, run, layouts)
 
 
@@ -102,23 +129,23 @@ def _sources(sources: TimeSources, gpu: str | None) -> TimeSources:
 
 
 def _frontiers(
-    settings: SimulateSettings, serving: ServingOptions, load: Workload
-) -> list[frontier.Frontier]:
+    settings: SimulateSettings, serving: ServingOptions, load: Workload,
+    features: scenarios.Features,
+) -> list[frontier.Frontier]:  # fmt: skip
     """Each GPU's frontier: at the degree given, or with --tp auto each degree that fits, its
     points kept where no other layout of that GPU beats them (the GPU's Pareto frontier)."""
     out = []
     for gpu in settings.gpus or (None,):
         sources = _sources(settings.sources, gpu)
-        degrees = capacity.TP_CHOICES if serving.auto else (serving.degree(),)
         swept = []
-        for degree in degrees:
+        for degree in serving.layouts(gpu):
             try:
                 step_model = sources.step_model(serving.at(degree), serving.model)
             except BenchError:
                 if not serving.auto:
                     raise
                 continue  # a degree that does not shard or fit this model
-            cost, pages = scenarios.costs(step_model, load, 1, settings.seed)
+            cost, pages = scenarios.costs(step_model, load, 1, settings.seed, features)
             swept.append(frontier.sweep(step_model, cost, pages, load, settings.concurrency,
                                         settings.seed))  # fmt: skip
         out.extend(_envelope(swept) if serving.auto else swept)
@@ -151,6 +178,10 @@ class CapacitySettings:
     percentile: float = 99.0
     requests: int | None = None  # each simulation's; None: scenarios.default_requests
     seed: int = 0
+    spec: str | None = None  # speculative decoding (bench.plan.speculative)
+    prefix_hit: float = 0.0  # share of prompt tokens found in the prefix cache
+    pools: str | None = None  # disaggregated prefill:decode instances, or auto (searched)
+    prefill_tp: str | None = None  # the prefill pool's layout (default: --tp)
 
 
 def fleet(settings: CapacitySettings) -> capacity.Plan:
@@ -159,7 +190,7 @@ def fleet(settings: CapacitySettings) -> capacity.Plan:
     given, simulated (at the SLO or at the interactivity) or estimated (the serving mix) for
     each GPU kind."""
     serving = settings.serving
-    settings.terms.check(1 if serving.auto else serving.degree())
+    settings.terms.check(Parallel(1) if serving.auto else serving.degree())
     settings.asks.check()
     given = settings.tokens_per_gpu is not None
     if given and (settings.sources.results or settings.slo or settings.interactivity
@@ -183,22 +214,27 @@ def _part(settings: CapacitySettings, serving: ServingOptions, key: str | None, 
         rate, bound = capacity.given_rate(setup, settings.tokens_per_gpu, key)
         return Part(gpu, key, n, setup, rate, bound)
     build = _per_gpu_builder(settings, serving, key)
-    (setup, rate, name), layouts = laid_out(serving, build, lambda b: b[1].output_tokens_per_s)
+    (setup, rate, name), layouts = laid_out(serving, build, lambda b: b[1].output_tokens_per_s, key)
     bound = output_bound(setup, capacity.spec(key)) if key else None
     return Part(name, key, n, setup, rate, bound, tuple(layouts))
 
 
 def _per_gpu_builder(
     settings: CapacitySettings, serving: ServingOptions, key: str | None
-) -> Callable[[int], tuple[Serving, PerGpu, str]]:
+) -> Callable[[Parallel], tuple[Serving, PerGpu, str]]:
     """At a TP degree: the set-up, its per-GPU rate (simulated at the SLO or at the
     interactivity, else the estimate's serving mix) and the GPU's name."""
     sources = _sources(settings.sources, key)
     slo = parse_slo(settings.slo, settings.percentile) if settings.slo else None
+    model = serving.at(1).model.name
+    features = scenarios.engine_features(settings.spec, settings.prefix_hit, model)
+    simulated = settings.pools or features != scenarios.PLAIN
 
-    def build(degree: int) -> tuple[Serving, PerGpu, str]:
+    def build(degree: Parallel) -> tuple[Serving, PerGpu, str]:
         setup = serving.at(degree)
-        if slo is None and settings.interactivity is None:  # the estimate's rate, as it says
+        if settings.pools:
+            return setup, _pooled(settings, serving, sources, slo, features), key or "GPU"
+        if not simulated and slo is None and settings.interactivity is None:
             estimate = sources.throughput(setup, serving.model)
             record = estimate.record
             rate = capacity.per_gpu(record.requests_per_s * setup.osl, setup.isl, setup.osl,
@@ -207,13 +243,28 @@ def _per_gpu_builder(
         step_model = sources.step_model(setup, serving.model)
         load = workload("fixed", 1, setup.isl, setup.osl, config=setup.model)
         if settings.interactivity is not None:
-            rate = _at_interactivity(step_model, load, settings)
+            rate = _at_interactivity(step_model, load, settings, features)
         else:
             rate = served(scenarios.run(step_model, load, settings.requests, slo=slo,
-                                        seed=settings.seed))  # fmt: skip
+                                        seed=settings.seed, features=features))  # fmt: skip
         return setup, rate, step_model.target.name
 
     return build
+
+
+def _pooled(
+    settings: CapacitySettings, serving: ServingOptions, sources: TimeSources, slo: Slo | None,
+    features: scenarios.Features,
+) -> PerGpu:  # fmt: skip
+    """The per-GPU rate of disaggregated pools over all their GPUs (offline, or at the SLO)."""
+    if settings.interactivity is not None:
+        raise BenchError("--pools plans offline or at --slo: it excludes --interactivity")
+    load = workload("fixed", 1, serving.isl, serving.osl, config=serving.at(1).model)
+    d = disagg.planned(
+        serving, sources, load, settings.pools, settings.prefill_tp, slo=slo,
+        requests=settings.requests, seed=settings.seed, features=features,
+    )  # fmt: skip
+    return capacity.per_gpu(d.output_tokens_per_s, serving.isl, serving.osl, disagg.describe(d))
 
 
 def served(sim: scenarios.Simulation) -> PerGpu:
@@ -230,8 +281,11 @@ def served(sim: scenarios.Simulation) -> PerGpu:
     return capacity.per_gpu(sim.output_tokens_per_s, mean_in, mean_out, source)
 
 
-def _at_interactivity(step_model: StepModel, load: Workload, settings: CapacitySettings) -> PerGpu:
-    cost, pages = scenarios.costs(step_model, load, 1, settings.seed)
+def _at_interactivity(
+    step_model: StepModel, load: Workload, settings: CapacitySettings,
+    features: scenarios.Features,
+) -> PerGpu:  # fmt: skip
+    cost, pages = scenarios.costs(step_model, load, 1, settings.seed, features)
     point = frontier.at_interactivity(cost, pages, load, settings.interactivity, settings.seed)
     mean_in, mean_out = load.mean_lengths()
     source = (

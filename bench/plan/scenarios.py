@@ -16,8 +16,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bench.plan.simulate import SimResult, StepCost, grid_exact, kv_pages, offline, simulate
+from bench.plan.simulate import (
+    PLAIN,
+    Features,
+    SimResult,
+    StepCost,
+    grid_exact,
+    kv_pages,
+    offline,
+    simulate,
+)
 from bench.plan.slo import RateSearch, Slo, highest_rate
+from bench.plan.speculative import check_prefix_hit, parse_spec
 from bench.plan.throughput import StepModel, source_notes
 from bench.plan.workloads import Workload
 
@@ -37,6 +47,13 @@ SERVING_MODELS = {
     "slo": "simulated scheduler at the highest Poisson rate meeting the SLO",
     "closed loop": "simulated scheduler, a closed loop of clients",
 }
+
+
+def engine_features(spec: str | None, prefix_hit: float, model: str) -> Features:
+    """The engine's features as the options name them: --spec (bench.plan.speculative's
+    forms, for `model`) and --prefix-hit."""
+    speculation = parse_spec(spec, model) if spec else None
+    return Features(speculation, check_prefix_hit(prefix_hit))
 
 
 def default_requests(step_model: StepModel) -> int:
@@ -61,6 +78,7 @@ class Simulation:
     search: RateSearch | None = None
     slo: Slo | None = None
     ceiling: SimResult | None = None  # the offline run of the workload, beside an open loop
+    features: Features = PLAIN  # what the engine did beside plain decoding
 
     @property
     def serving_model(self) -> str:
@@ -80,12 +98,15 @@ class Simulation:
         return self.output_tokens_per_s / self.result.mean_output
 
 
-def costs(step_model: StepModel, load: Workload, requests: int, seed: int) -> tuple[StepCost, int]:
+def costs(
+    step_model: StepModel, load: Workload, requests: int, seed: int,
+    features: Features = PLAIN,
+) -> tuple[StepCost, int]:  # fmt: skip
     """The step costs of the set-up (their grid up to the longest request drawn, exact at a few
-    prompt lengths) and the KV pages one GPU holds."""
+    prompt lengths), with the engine's `features`, and the KV pages one GPU holds."""
     lengths = load.lengths(requests, seed)
     longest = max(i + o for i, o in lengths)
-    cost = StepCost(step_model, longest, grid_exact(lengths))
+    cost = StepCost(step_model, longest, grid_exact(lengths), features)
     pages = kv_pages(step_model.setup, step_model.target.memory, step_model.target.cuda)
     return cost, pages
 
@@ -98,27 +119,31 @@ def run(
     rate: float | None = None,
     slo: Slo | None = None,
     seed: int = 0,
+    features: Features = PLAIN,
 ) -> Simulation:
     """Simulate `requests` of `load` (default_requests when None; a trace's own) on the step
-    model's target: offline, at a Poisson rate, at a trace's times, or with an SLO at the
-    highest Poisson rate meeting it (an SLO no rate meets is an error)."""
+    model's target, with the engine's `features`: offline, at a Poisson rate, at a trace's
+    times, or with an SLO at the highest Poisson rate meeting it (an SLO no rate meets is an
+    error)."""
     n = len(load.trace) if load.trace and rate is None and slo is None else requests
     n = n or default_requests(step_model)
-    cost, pages = costs(step_model, load, n, seed)
+    cost, pages = costs(step_model, load, n, seed, features)
     if slo is not None:  # its runs' lengths follow from time: fewer requests may start them
         search = highest_rate(load, cost, pages, slo, requests or REQUESTS[0], seed)
         return Simulation(
             step_model, load, search.check_requests, "slo", search.result, pages,
-            rate=search.rate, search=search, slo=slo, ceiling=search.ceiling,
+            rate=search.rate, search=search, slo=slo, ceiling=search.ceiling, features=features,
         )  # fmt: skip
     if rate is None and not load.trace:
         ran = offline(load, n, seed, cost, pages)
         return Simulation(step_model, load, ran.requests, "offline", ran.result, pages,
-                          pace=ran.pace)  # fmt: skip
+                          pace=ran.pace, features=features)  # fmt: skip
     result = simulate(load.requests(n, rate, seed), cost, pages)
     ceiling = offline(load, n, seed, cost, pages).result
     mode = "rate" if rate else "trace"
-    return Simulation(step_model, load, n, mode, result, pages, rate, ceiling=ceiling)
+    return Simulation(
+        step_model, load, n, mode, result, pages, rate, ceiling=ceiling, features=features
+    )
 
 
 def figures(sim: Simulation) -> dict[str, object]:
@@ -159,5 +184,5 @@ def figures(sim: Simulation) -> dict[str, object]:
                 for t in s.trials
             ],
         )
-    out["notes"] = [*sim.workload.notes, *source_notes(sim.step_model)]
+    out["notes"] = [*sim.workload.notes, *sim.features.describe(), *source_notes(sim.step_model)]
     return out

@@ -20,6 +20,12 @@ time per FLOP of a fresh prompt of c tokens. Each is taken from the step model (
 interpolated, or roofline over an efficiency) on a grid of sizes and interpolated between
 (linearly beyond the grid's longest context).
 
+Features (`Features`, bench.plan.speculative): speculative decoding puts k + 1 tokens per
+decoding sequence through each step, adds the draft's passes, and gains every sequence the
+expected accepted tokens; a prefix-cache hit rate starts each prompt with that share cached
+(no prefill compute, its pages still reserved); prefilled requests (a disaggregated decode
+pool, bench.plan.disagg) arrive with their prompt cached and first token made.
+
 Steady state (`SimResult.window`): a run starts empty and ends draining. Its served rate is the
 slope of the output tokens made between the end of the warm-up (the first request's arrival plus
 the 90th percentile of the time requests spend admitted: a turn of the batch) and the last
@@ -45,6 +51,7 @@ from bench import BenchError
 from bench.measure.ops import get_op
 from bench.measure.ops.step import OpUse
 from bench.plan.models import Serving, part
+from bench.plan.speculative import Speculation, cached_prefix
 from bench.plan.throughput import Step, StepModel
 from bench.plan.workloads import Request, Workload, arrivals
 
@@ -109,19 +116,61 @@ class _Curve:
         return self.ys[i] + (self.ys[i + 1] - self.ys[i]) * share
 
 
+@dataclass(frozen=True)
+class Features:
+    """What the engine does beside plain decoding (bench.plan.speculative): speculative
+    decoding, a prefix-cache hit rate, and requests that arrive prefilled (a disaggregated
+    decode pool: their prompt's KV cache and first token come from a prefill pool)."""
+
+    spec: Speculation | None = None
+    prefix_hit: float = 0.0
+    prefilled: bool = False
+
+    @property
+    def width(self) -> int:
+        """Tokens a decoding sequence puts through the model per step."""
+        return self.spec.width if self.spec else 1
+
+    @property
+    def gain(self) -> float:
+        """Tokens a decoding sequence gains per step, on average."""
+        return self.spec.tokens_per_step if self.spec else 1.0
+
+    def describe(self) -> list[str]:
+        """The features in words, for a run's notes."""
+        said = [self.spec.describe()] if self.spec else []
+        if self.prefix_hit:
+            said.append(
+                f"prefix cache: {self.prefix_hit:.0%} of every prompt's tokens found cached "
+                "(no prefill compute; their KV pages still held)"
+            )
+        return said
+
+
+# The engine without any of them.
+PLAIN = Features()
+
+
 class StepCost:
     """Seconds of one engine step on one GPU of the served model's TP group."""
 
-    def __init__(self, step_model: StepModel, max_context: int, exact: Iterable[int] = ()) -> None:
+    def __init__(
+        self, step_model: StepModel, max_context: int, exact: Iterable[int] = (),
+        features: Features | None = None,
+    ) -> None:  # fmt: skip
         setup = step_model.setup
-        self.setup, self.model = setup, step_model
+        features = features or PLAIN
+        self.setup, self.model, self.features = setup, step_model, features
         self._chunk_flops: dict[tuple[int, int], float] = {}
         exact = list(exact)
-        tokens = _grid(setup.prefill_budget + setup.max_batch, exact)
+        widest = setup.max_batch * features.width
+        tokens = _grid(setup.prefill_budget + widest, exact)
         self._linear = _Curve([float(t) for t in tokens], [self._token_ops(t) for t in tokens])
         rows = _grid(setup.max_batch)
         self._rows = _Curve([float(r) for r in rows], [float(r) for r in rows])
-        self._head = _Curve(self._rows.xs, [self._seconds(self._head_uses(r)) for r in rows])
+        heads = _grid(widest + setup.max_batch)
+        self._head = _Curve([float(r) for r in heads], [self._seconds(self._head_uses(r))
+                                                        for r in heads])  # fmt: skip
         contexts = _grid(max_context, exact)
         self._contexts = _Curve([float(c) for c in contexts], [float(c) for c in contexts])
         self._decode = [  # on the curves' points (a grid of one point is padded to two)
@@ -176,6 +225,15 @@ class StepCost:
             seconds += self._per_flop(chunk) * self.chunk_flops(chunk, past)
         return seconds
 
+    def draft(self, decodes: int) -> float:
+        """The draft's seconds in a step of `decodes` decoding sequences: k passes of a head
+        of `draft_layers` decoder layers and the LM head (0 without speculation)."""
+        spec = self.features.spec
+        if spec is None or not decodes:
+            return 0.0
+        layer = self._linear(decodes) * spec.draft_layers / self.setup.model.layers
+        return spec.k * (layer + self._head(decodes))
+
     def _decode_seconds(self, batch: int, context: float) -> float:
         """Decode attention, bilinear in (batch, context) between grid points."""
         c, along = self._contexts.segment(context)
@@ -203,7 +261,8 @@ class _Seq:
     index: int  # its place in the run's requests, where its times are kept
     pages: int  # reserved at admission for the whole request
     cached: int = 0  # prompt tokens in its KV cache
-    offset: int = 0  # decoding: its context less the step index (its context grows one a step)
+    offset: float = 0.0  # decoding: its context less the gain times the step index
+    excess: float = 0.0  # tokens its last step's mean gain makes beyond its output
 
 
 @dataclass(frozen=True)
@@ -347,20 +406,21 @@ class _Engine:
     """The scheduler's state: waiting, prefilling and decoding sequences, free KV pages, the
     clock, and what each request and step did.
 
-    Every decoding sequence gains one token a step, so they are kept as a count and the sum of
-    their contexts less the step index; each ends at a known step (a heap)."""
+    Every decoding sequence gains the same tokens a step (one, or speculation's mean), so they
+    are kept as a count and the sum of their contexts less the gain times the step index; each
+    ends at a known step (a heap)."""
 
     def __init__(self, cost: StepCost, kv_pages: int, n: int) -> None:
-        self.cost, self.free = cost, kv_pages
+        self.cost, self.free, self.features = cost, kv_pages, cost.features
         self.budget, self.cap = cost.setup.prefill_budget, cost.setup.max_batch
         self.waiting: deque[_Seq] = deque()
         self.prefilling: list[_Seq] = []  # admitted, in admission order
         self.decoding, self.offsets = 0, 0
         self.ending: list[tuple[int, int, _Seq]] = []  # (last decode step, index, seq)
-        self.now, self.index, self.made = 0.0, 0, 0
+        self.now, self.index, self.made = 0.0, 0, 0.0
         self.times: list[float] = []
         self.running: list[int] = []
-        self.tokens: list[int] = []
+        self.tokens: list[float] = []  # output tokens made (a mean gain's: fractional)
         self.sent, self.admitted = np.zeros(n), np.zeros(n)
         self.first, self.finish = np.zeros(n), np.zeros(n)
 
@@ -374,20 +434,23 @@ class _Engine:
 
     def arrive(self, index: int, request: Request, sent: float) -> None:
         pages = pages_for(self.cost.setup, request.prompt + request.output)
-        self.waiting.append(_Seq(request, index, pages))
+        f = self.features
+        cached = request.prompt if f.prefilled else cached_prefix(request.prompt, f.prefix_hit)
+        self.waiting.append(_Seq(request, index, pages, cached))
         self.sent[index] = sent
 
     def _plan(self) -> list[tuple[_Seq, int]]:
         """This step's prefill chunks: those under way, oldest first, then admissions while the
         budget, the cap and the pages allow."""
-        tokens, planned = self.decoding, []
+        tokens, planned = self.decoding * self.features.width, []
         for seq in self.prefilling:
             if tokens >= self.budget:
                 return planned
             chunk = min(seq.request.prompt - seq.cached, self.budget - tokens)
             planned.append((seq, chunk))
             tokens += chunk
-        while self.waiting and tokens < self.budget:
+        # A prefilled request (a decode pool's) needs no prefill tokens: only a slot and pages.
+        while self.waiting and (tokens < self.budget or self.features.prefilled):
             seq = self.waiting[0]
             if len(self.prefilling) + self.decoding >= self.cap or seq.pages > self.free:
                 break
@@ -395,7 +458,7 @@ class _Engine:
             self.free -= seq.pages
             self.admitted[seq.index] = self.now
             self.prefilling.append(seq)
-            chunk = min(seq.request.prompt, self.budget - tokens)
+            chunk = min(seq.request.prompt - seq.cached, max(self.budget - tokens, 0))
             planned.append((seq, chunk))
             tokens += chunk
         return planned
@@ -403,11 +466,15 @@ class _Engine:
     def step(self) -> None:
         planned = self._plan()
         done = [seq for seq, chunk in planned if seq.cached + chunk == seq.request.prompt]
-        tokens = self.decoding + sum(chunk for _, chunk in planned)
-        context = self.offsets / self.decoding + self.index + 1 if self.decoding else 0.0
-        chunks = [(chunk, seq.cached) for seq, chunk in planned]
-        self.now += self.cost(tokens, self.decoding + len(done), self.decoding, context, chunks)
-        self.made += self.decoding + len(done)
+        # Prefilled requests' first token came with their KV cache: none is sampled here.
+        sampled = len(done) if not self.features.prefilled else 0
+        width, gain = self.features.width, self.features.gain
+        tokens = self.decoding * width + sum(chunk for _, chunk in planned)
+        context = self.offsets / self.decoding + gain * self.index if self.decoding else 0.0
+        chunks = [(chunk, seq.cached) for seq, chunk in planned if chunk]
+        self.now += self.cost(tokens, self.decoding * width + sampled, self.decoding, context,
+                              chunks) + self.cost.draft(self.decoding)  # fmt: skip
+        self.made += self.decoding * gain + sampled
         while self.ending and self.ending[0][0] == self.index:
             self._end(heapq.heappop(self.ending)[2])
         for seq, chunk in planned:
@@ -415,25 +482,34 @@ class _Engine:
         if done:
             self.prefilling = [s for s in self.prefilling if s.cached < s.request.prompt]
         for seq in done:
-            self.first[seq.index] = self.now
-            if seq.request.output == 1:
-                self._end(seq, decoding=False)
-                continue
-            # It decodes from the next step on: its last token comes output − 1 steps later.
-            seq.offset = seq.request.prompt - (self.index + 1)
-            self.decoding += 1
-            self.offsets += seq.offset
-            last = self.index + seq.request.output - 1
-            heapq.heappush(self.ending, (last, seq.index, seq))
+            self._started(seq, gain)
         self.index += 1
         self.times.append(self.now)
         self.running.append(len(self.prefilling) + self.decoding)
         self.tokens.append(self.made)
 
+    def _started(self, seq: _Seq, gain: float) -> None:
+        """A sequence whose prompt is cached: its first token is out (now, or for a prefilled
+        one when it was sent) and it decodes from the next step on, its other output − 1 tokens
+        in as many steps as the gain needs."""
+        prefilled = self.features.prefilled
+        self.first[seq.index] = self.sent[seq.index] if prefilled else self.now
+        if seq.request.output == 1:
+            self._end(seq, decoding=False)
+            return
+        rest = seq.request.output - 1
+        steps = math.ceil(rest / gain - 1e-9)
+        seq.excess = steps * gain - rest
+        seq.offset = seq.request.prompt + 1 - gain * (self.index + 1)
+        self.decoding += 1
+        self.offsets += seq.offset
+        heapq.heappush(self.ending, (self.index + steps, seq.index, seq))
+
     def _end(self, seq: _Seq, decoding: bool = True) -> None:
         if decoding:
             self.decoding -= 1
             self.offsets -= seq.offset
+            self.made -= seq.excess
         self.free += seq.pages
         self.finish[seq.index] = self.now
 

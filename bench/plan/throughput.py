@@ -207,7 +207,8 @@ class StepModel:
         kernels = self.setup.modelled_kernels(step.tokens)
         if kernels:
             per_layer = sum(self._bytes_time(nbytes, step.tokens) for _, nbytes in kernels)
-            step.add("memory", per_layer * self.setup.model.layers, "modelled")
+            moe_layers = self.setup.model.layers - self.setup.model.dense_layers
+            step.add("memory", per_layer * moe_layers, "modelled")
             self.notes[
                 f"modelled per layer, no op measures it ({', '.join(k for k, _ in kernels)}): "
                 f"{self._bytes_note()}"
@@ -441,7 +442,7 @@ def step_model_for(
     plan = target.memory_plan(setup)
     if fit and plan.max_batch < 1:
         raise BenchError(
-            f"{setup.model.name} at TP {setup.tp} in {setup.precision} does not fit "
+            f"{setup.model.name} at {setup.layout} in {setup.precision} does not fit "
             f"{target.name}: {fmt_bytes(plan.weights)} of weights per GPU and one sequence's KV "
             f"cache ({fmt_bytes(plan.seq_bytes)}) exceed "
             f"{fmt_bytes(plan.usable)} usable ({_kept(plan)}); "
@@ -603,8 +604,16 @@ def source_notes(step_model: StepModel) -> list[str]:
     notes = list(step_model.notes)
     for detail, op_names in step_model.assumed.items():
         notes.append(f"{', '.join(op_names)}: {detail}")
-    if step_model.setup.model.unmodelled:
-        notes.append(f"not modelled: {'; '.join(step_model.setup.model.unmodelled)}")
+    setup = step_model.setup
+    if setup.ep > 1:
+        skew = f"Zipf {setup.router_skew / 100:g}" if setup.router_skew else "uniform (assumption)"
+        notes.append(
+            f"expert parallelism over {setup.ep} GPUs: each runs the busiest rank's pairs, the "
+            f"router {skew} with {setup.redundant} redundant experts (--router-skew, "
+            "--redundant-experts), and the dispatch and combine all-to-alls as NCCL's"
+        )
+    if setup.model.unmodelled:
+        notes.append(f"not modelled: {'; '.join(setup.model.unmodelled)}")
     if not step_model.meas.docs:
         notes.append(f"no result file: every op from {step_model.target.name}'s spec sheet")
     return notes
@@ -649,6 +658,13 @@ def measure_layer(
     from bench.measure.decoder_check import OUTSIDE_A_LAYER, time_layer
 
     setup = step_model.setup
+    c = setup.model
+    if c.latent or c.dense_layers or c.shared_experts or setup.ep > 1:
+        raise BenchError(
+            f"--validate runs a Llama-style decoder layer on one GPU; {c.name} at "
+            f"{setup.layout} (latent attention, dense first layers, shared experts or expert "
+            "parallelism) is not one: estimate it without --validate"
+        )
     if phase == "prefill":
         step, uses = step_model.prefill(batch, seq), setup.prefill_step(batch, seq)
         where = setup.step("prefill", batch, seq, seq)

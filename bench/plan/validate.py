@@ -12,15 +12,19 @@ kernel measurements; nothing here is fitted to the rows.
 from __future__ import annotations
 
 import csv
+import io
 import math
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import BenchError
+from bench.plan.capacity import parse_parallel
 from bench.plan.models import Serving, get_model
 from bench.plan.scenarios import run
 from bench.plan.slo import parse_slo
+from bench.plan.texts import read_text
 from bench.plan.throughput import StepModel
 from bench.plan.workloads import workload
 
@@ -28,7 +32,10 @@ COLUMNS = (
     "model", "gpu", "precision", "kv_precision", "tp", "isl", "osl", "scenario",
     "tokens_per_s_per_gpu", "source",
 )  # fmt: skip
-SCENARIOS = ("throughput", "offline", "server")
+# "decode": a disaggregated decode pool's figure (prompts prefilled elsewhere), estimated as
+# the decode steps' rate per GPU at the largest batch that fits, every sequence at the mean
+# decode context (the estimate's steady-state formula; the KV transfer in is not charged).
+SCENARIOS = ("throughput", "offline", "server", "decode")
 # The published figures tokbench is checked against, shipped inside the package (docs/ links to
 # it) so that an installed tool validates without a checkout.
 PUBLISHED = Path(__file__).with_name("published.csv")
@@ -50,6 +57,8 @@ class Row:
     published: float  # output tokens/s per GPU
     source: str
     slo: str = ""
+    dp: int = 1  # the `tp` column's layout beyond TP: attention DP groups and EP degree
+    ep: int = 1
 
 
 @dataclass(frozen=True)
@@ -66,24 +75,46 @@ class Check:
 
 
 def read_published(path: Path) -> list[Row]:
-    """The rows of a published-results CSV; a bad row is a one-line error naming its line."""
+    """The rows of a published-results CSV (UTF-8, a byte-order mark allowed); a bad file or row
+    is a one-line error naming its line."""
+    text = read_text(path, "published-results CSV")
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise BenchError(f"{path}: cannot read ({e.strerror})") from None
-    reader = csv.DictReader(text.splitlines())
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
+        columns = _header(path, reader.fieldnames or [])
+        rows = [_row(path, reader.line_num, raw, columns) for raw in reader]
+    except csv.Error as e:  # the record that failed starts on the line after those read
         raise BenchError(
-            f"{path}: missing column(s) {', '.join(missing)}; needs {', '.join(COLUMNS)}"
-        )
-    rows = [_row(path, number, raw) for number, raw in enumerate(reader, 2)]
+            f"{path}:{reader.line_num + 1}: not CSV ({e}); a field holding a comma or a line "
+            'break is quoted whole, a quote inside it doubled ("")'
+        ) from None
     if not rows:
         raise BenchError(f"{path}: no rows")
     return rows
 
 
-def _row(path: Path, line: int, raw: dict[str, str]) -> Row:
+def _header(path: Path, names: Sequence[str]) -> int:
+    """The header's column count, once it names every column, each once."""
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        raise BenchError(
+            f"{path}: missing column(s) {', '.join(missing)}; needs {', '.join(COLUMNS)}"
+        )
+    twice = sorted(n for n, k in Counter(names).items() if k > 1)
+    if twice:
+        raise BenchError(f"{path}: column(s) {', '.join(map(repr, twice))} named twice")
+    return len(names)
+
+
+def _row(path: Path, line: int, raw: dict, columns: int) -> Row:
+    # csv.DictReader fills a short row's missing fields with None and keeps a long row's extra
+    # ones under the key None.
+    count = sum(v is not None for k, v in raw.items() if k is not None) + len(raw.get(None, ()))
+    if count != columns:
+        raise BenchError(
+            f"{path}:{line}: {count} field(s) where the header has {columns}; quote a field "
+            "that holds a comma"
+        )
+
     def number(column: str, kind: Callable[[str], float]) -> float:
         try:
             value = kind(raw[column])
@@ -91,8 +122,10 @@ def _row(path: Path, line: int, raw: dict[str, str]) -> Row:
             raise BenchError(
                 f"{path}:{line}: {column} must be a number, got {raw[column]!r}"
             ) from None
-        if not value > 0:
-            raise BenchError(f"{path}:{line}: {column} must be positive, got {raw[column]!r}")
+        if not 0 < value < math.inf:
+            raise BenchError(
+                f"{path}:{line}: {column} must be positive and finite, got {raw[column]!r}"
+            )
         return value
 
     scenario = raw["scenario"].strip().lower()
@@ -100,12 +133,18 @@ def _row(path: Path, line: int, raw: dict[str, str]) -> Row:
         raise BenchError(
             f"{path}:{line}: scenario {raw['scenario']!r}; known: {', '.join(SCENARIOS)}"
         )
+    try:
+        layout = parse_parallel(raw["tp"] or "")
+    except BenchError:
+        raise BenchError(
+            f"{path}:{line}: tp must be a number or a layout (NxD, Nep), got {raw['tp']!r}"
+        ) from None
     return Row(
         line, raw["model"].strip(), raw["gpu"].strip(), raw["precision"].strip().lower(),
-        raw["kv_precision"].strip().lower() or "unknown", int(number("tp", int)),
+        raw["kv_precision"].strip().lower() or "unknown", layout.tp,
         int(number("isl", int)), int(number("osl", int)), scenario,
         number("tokens_per_s_per_gpu", float), raw["source"].strip(),
-        (raw.get("slo") or "").strip(),
+        (raw.get("slo") or "").strip(), layout.dp, layout.ep,
     )  # fmt: skip
 
 
@@ -125,9 +164,15 @@ def check_row(row: Row, step_model_of: Callable[[Serving, str], StepModel]) -> C
     """Estimate one row; an estimate that cannot be made says why."""
     kv, note = kv_for(row)
     try:
-        setup = Serving(get_model(row.model), tp=row.tp, precision=row.precision,
-                        kv_precision=kv, isl=row.isl, osl=row.osl)  # fmt: skip
+        setup = Serving(get_model(row.model), tp=row.tp, dp=row.dp, ep=row.ep,
+                        precision=row.precision, kv_precision=kv, isl=row.isl,
+                        osl=row.osl)  # fmt: skip
         step_model = step_model_of(setup, row.gpu)
+        if row.scenario == "decode":
+            batch = setup.decode_cap(step_model.target.memory_plan(setup))
+            if batch < 1:
+                raise BenchError(f"{setup.model.name} at {setup.layout}: no sequence fits")
+            return Check(row, step_model.decode(batch).tokens_per_s, note)
         load = workload("fixed", 1, row.isl, row.osl, config=setup.model)
         if row.scenario == "server":
             if not row.slo:

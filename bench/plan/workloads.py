@@ -21,11 +21,18 @@ import numpy as np
 
 from bench import BenchError, check_range
 from bench.plan.models import ModelConfig, check_context
+from bench.plan.texts import read_text
 
 # The simulator's clock is a float64 of seconds. A run may span at most this long, so that one
 # ulp of the clock (1.9 ns at 1e7 s) stays below 0.1% of the shortest kernel's time, the op-time
 # model's 4.66 µs floor (docs/optime.md): a longer run would lose whole steps to rounding.
 MAX_SPAN_S = 1e7
+# Requests a run may start with: 100,000 take about 15 s on one core, so ten million, hours.
+MAX_REQUESTS = 10**7
+# The widest lognormal spread: at σ = 5 the median length is e^-12.5 of the mean, so nearly every
+# draw rounds to one token and the mean rests on rare draws the context clips; wider spreads
+# (and σ² overflowing at 1e154) describe no workload.
+MAX_SIGMA = 5.0
 
 
 @dataclass(frozen=True)
@@ -69,14 +76,7 @@ def clip_to(context: int, lengths: Sequence[tuple[int, int]]) -> tuple[list[tupl
 def read_trace(path: Path, config: ModelConfig | None = None) -> list[Request]:
     """A JSONL trace, one request a line: {"arrival": s, "input": n, "output": n} ("arrival"
     may be left out: 0, all at once); each request within `config`'s context."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise BenchError(f"{path}: cannot read the trace ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise BenchError(
-            f"{path}: not UTF-8 text; a trace is JSON Lines, one object a line"
-        ) from None
+    lines = read_text(path, "trace").splitlines()
     requests = [
         _trace_request(path, number, line, config)
         for number, line in enumerate(lines, 1)
@@ -90,9 +90,10 @@ def read_trace(path: Path, config: ModelConfig | None = None) -> list[Request]:
 def _trace_request(path: Path, number: int, line: str, config: ModelConfig | None) -> Request:
     try:
         row = json.loads(line)
-        request = Request(float(row.get("arrival", 0.0)), _count(row["input"]),
+        request = Request(_seconds(row.get("arrival", 0.0)), _count(row["input"]),
                           _count(row["output"]))  # fmt: skip
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError, AttributeError):
+    # ValueError covers bad JSON and integers too long to read; RecursionError, nesting too deep.
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError, RecursionError):
         raise BenchError(
             f"{path}:{number}: expected a JSON object with integer 'input' and 'output' "
             "token counts and an optional 'arrival' in seconds"
@@ -106,6 +107,13 @@ def _trace_request(path: Path, number: int, line: str, config: ModelConfig | Non
         what = f"{path}:{number}: input {request.prompt:,} + output {request.output:,}"
         check_context(config, request.prompt, request.output, what)
     return request
+
+
+def _seconds(value: object) -> float:
+    """A time in seconds: a number, never a boolean."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(value)
+    return float(value)
 
 
 def _count(value: object) -> int:
@@ -200,16 +208,19 @@ def workload(
     """'fixed' (isl, osl), 'lognormal' (means isl, osl, log-spread sigma) or a JSONL trace,
     held to `config`'s context; `n` requests (not for a trace) drawn with `seed` for the note
     on clipped draws."""
-    if n < 1:
-        raise BenchError(f"--requests must be at least 1, got {n}")
+    if not 1 <= n <= MAX_REQUESTS:
+        raise BenchError(f"--requests must be from 1 to {MAX_REQUESTS:,}, got {n:,}")
     context = config.max_context if config else 0
     if kind == "fixed":
         if config is not None:
             check_context(config, isl, osl)
         return Workload("fixed", isl, osl, context=context)
     if kind == "lognormal":
-        if not 0 <= sigma < math.inf:
-            raise BenchError(f"--sigma must be a finite number of at least 0, got {sigma}")
+        if not 0 <= sigma <= MAX_SIGMA:
+            raise BenchError(
+                f"--sigma must be a finite number of at least 0 and at most {MAX_SIGMA:g}, got "
+                f"{sigma:g}"
+            )
         clipped = clip_to(context, lognormal_lengths(n, isl, osl, sigma, seed))[1]
         notes = (
             (f"{clipped:,} of {n:,} lognormal draws were longer than the model's context of "

@@ -8,6 +8,7 @@ choose how Triton runs (kernels.use_interpreter_without_gpu), before anything im
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -15,7 +16,7 @@ import typer
 from rich.markup import escape
 
 from bench import BenchError, __version__
-from bench.present.commands import catalog, files, measure, planning
+from bench.present.commands import catalog, files, kernels, measure, planning
 from bench.present.consoles import err
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app = typer.Typer(
 COMMANDS = {
     "info": measure.info,
     "ops": catalog.ops_cmd,
+    "kernels": kernels.kernels_cmd,
     "run": measure.run,
     "compare": files.compare_cmd,
     "plot": files.plot_cmd,
@@ -89,5 +91,7 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0":
+        sys.exit(0)  # under torchrun every rank meets bad input; rank 0 alone says so (exit 2)
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(2)

@@ -107,11 +107,29 @@ def default_output(source: Path, fmt: ExportFormat) -> Path:
     return source.with_name(f"{source.stem}.{fmt.value}.json")
 
 
-def export(source: Path, fmt: ExportFormat, out: Path | None = None) -> tuple[Path, int]:
+def export(
+    source: Path, fmt: ExportFormat, out: Path | None = None, force: bool = False
+) -> tuple[Path, int]:
     """Write source in fmt; returns the path written and how many cases it holds. Never writes
-    over the source or any other tokbench result file."""
+    over the source or any other tokbench result file, and over another file only when it is an
+    earlier export or `force` says so."""
     data = to_pytest_benchmark(load_results(source))
     path = out or default_output(source, fmt)
     results.check_output(path, inputs=[source])
+    if path.exists() and not force and not _is_export(path):
+        raise BenchError(
+            f"{path} exists and is not a tokbench export; tokbench never replaces a file it did "
+            "not write: choose another --out, or --force replaces it"
+        )
     results.write_atomic(path, json.dumps(data, indent=1, allow_nan=False))
     return path, len(data["benchmarks"])
+
+
+def _is_export(path: Path) -> bool:
+    """Whether path holds what `export` writes (its commit_info names tokbench)."""
+    try:
+        data = results.read_json(path)
+    except BenchError:
+        return False
+    info = data.get("commit_info") if isinstance(data, dict) else None
+    return isinstance(info, dict) and info.get("project") == "tokbench"

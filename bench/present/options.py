@@ -10,6 +10,25 @@ from typing import Annotated
 import typer
 
 
+def file_to_write(path: Path | None) -> Path | None:
+    """A file a command will write, refused as it is parsed when it names a directory (`--out
+    ''` names the current one), before any work is done."""
+    try:
+        if path is not None and path.is_dir():
+            raise typer.BadParameter(f"'{path}' is a directory; give a file name")
+    except OSError as e:  # a name too long for the file system, a loop of links
+        raise typer.BadParameter(f"'{path}': {e.strerror or e}") from None
+    return path
+
+
+def chart_to_write(path: Path | None) -> Path | None:
+    """A chart's file, as file_to_write, named .png: charts are PNGs (matplotlib would append
+    .png to a name without it, and its other formats refuse the metadata tokbench stamps)."""
+    if path is not None and path.suffix.lower() != ".png":
+        raise typer.BadParameter(f"'{path}': a chart is a PNG; end the name with .png")
+    return file_to_write(path)
+
+
 class Format(str, Enum):
     """How a command shows its tables: for a terminal, or as Markdown (a CI job summary, a docs
     page)."""
@@ -40,8 +59,27 @@ ResultsOpt = Annotated[
 TpOpt = Annotated[
     str,
     typer.Option(
-        help="Tensor-parallel degree: GPUs per model copy, or auto: the degree (1, 2, 4, 8) "
-        "that serves the most output tokens/s per GPU; replicas fill the rest."
+        help="Layout of a model copy: N (tensor parallelism over N GPUs), NxD (D attention "
+        "data-parallel groups of N, a MoE's experts over all N×D: expert parallelism), Nep "
+        "(TP N, experts over the N), or auto: the layout (TP 1-8; for a MoE, EP over a board "
+        "and over the GPU's NVLink domain) that serves the most output tokens/s per GPU; "
+        "replicas fill the rest."
+    ),
+]
+RedundantOpt = Annotated[
+    int,
+    typer.Option(
+        "--redundant-experts",
+        help="Extra replicas of the hottest experts under expert parallelism (EPLB; DeepSeek "
+        "serves 256 experts as 288).",
+    ),
+]
+SkewOpt = Annotated[
+    int,
+    typer.Option(
+        "--router-skew",
+        help="The router's skew, a Zipf exponent in hundredths (0: uniform, 100: Zipf's law), "
+        "for the busiest expert-parallel GPU's load.",
     ),
 ]
 PrecisionOpt = Annotated[
@@ -60,6 +98,7 @@ KvPrecisionOpt = Annotated[
 IslOpt = Annotated[
     int | None,
     typer.Option(
+        min=1,
         help="Prompt (input) tokens per request (default: as the result files measured the "
         "model, else 1024).",
         show_default=False,
@@ -68,6 +107,7 @@ IslOpt = Annotated[
 OslOpt = Annotated[
     int | None,
     typer.Option(
+        min=1,
         help="Output tokens per request (default: as the result files measured the model, "
         "else 256).",
         show_default=False,

@@ -247,7 +247,8 @@ _SPEC_LIST = (
         nccl_gbs=680.0,
         measured=(
             "SMs: assumption, the B200's 148; 189471 MiB: nvidia-smi (NVIDIA GB200); NVL72: 72 "
-            "GPUs on one NVLink domain (NVIDIA GB200 NVL72 page); NIC: 4 × 400 Gb/s ConnectX-7 "
+            "GPUs on one NVLink domain, NVLink 5 1.8 TB/s a GPU, both directions "
+            "(https://www.nvidia.com/en-us/data-center/gb200-nvl72/); NIC: 4 × 400 Gb/s ConnectX-7 "
             "per 4-GPU tray (assumption from NVIDIA's GB200 NVL72 reference); fp8 2906.9 and fp4 "
             "7627.6 TFLOP/s at 16384³, NCCL ring 679.6 GB/s bus bandwidth over 4 GPUs: Azure "
             "ND_GB200_v6_results.md"
@@ -309,8 +310,9 @@ _SPEC_LIST = (
         domain=72,
         scale_out_gbs=100.0,
         measured=(
-            "SMs and memory: assumption, the B300's; NVL72: 72 GPUs on one NVLink domain (NVIDIA "
-            "GB300 NVL72 page); NIC: 800 Gb/s ConnectX-8 per GPU (secondary)"
+            "SMs and memory: assumption, the B300's; NVL72: 72 GPUs on one NVLink domain, NVLink 5 "
+            "1.8 TB/s a GPU (https://www.nvidia.com/en-us/data-center/gb300-nvl72/); NIC: 800 "
+            "Gb/s ConnectX-8 per GPU (secondary)"
         ),
     ),
     GpuSpec(

@@ -22,9 +22,11 @@ import json
 import math
 import os
 import secrets
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import types
 import typing
 from datetime import datetime, timezone
@@ -48,6 +50,8 @@ from bench.record.schema import (
 
 # Larger than any run writes (a case takes about 1 KB): a file beyond it is not a result file.
 MAX_FILE_BYTES = 256 * 2**20
+# The signals that stop a run: Ctrl-C, and torchrun stopping the ranks.
+_STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
 def default_path(device: DeviceInfo, directory: Path = Path("results")) -> Path:
@@ -152,7 +156,9 @@ class ResultWriter:
         """`path` None keeps the document in memory only."""
         self.doc, self.path, self.mode = doc, path, mode
         self.lock = FileLock(path) if path is not None else contextlib.nullcontext()
-        self.measured = 0  # cases this writer added
+        self.measured = 0  # cases this writer added and put on disk
+        # An appended file is complete only if every run that wrote it finished.
+        self.earlier_complete = True
 
     def __enter__(self) -> ResultWriter:
         self.lock.__enter__()
@@ -178,22 +184,54 @@ class ResultWriter:
                 "--append adds this run's cases to it, --force replaces it"
             )
         if self.mode == "append":
-            self.doc = _appended(load(self.path), self.doc, self.path)
+            old = load(self.path)
+            self.earlier_complete = old.complete
+            self.doc = _appended(old, self.doc, self.path)
 
     def add(self, case: CaseResult) -> None:
+        """Put the case on disk; `measured` counts it only once it is there. A write that
+        fails (a full disk) or is interrupted leaves the case out of the document too, so
+        what the run says it kept is what the file holds."""
         self.doc.cases.append(case)
-        self.measured += 1
-        self.flush()
+        with _signals_deferred():
+            try:
+                self.flush()
+            except BaseException:
+                self.doc.cases.pop()
+                raise
+            self.measured += 1
 
     def finish(self) -> None:
-        """Mark the run complete; a run that measured nothing writes nothing."""
-        self.doc.complete = True
+        """Mark the run complete (unless it was appended to the file of a run that was not);
+        a run that measured nothing writes nothing."""
+        self.doc.complete = self.earlier_complete
         if self.measured:
             self.flush()
 
     def flush(self) -> None:
         if self.path is not None:
             write_atomic(self.path, self.doc.to_json())
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> typing.Iterator[None]:
+    """Hold Ctrl-C and SIGTERM (torchrun's stop) until the block ends, so that a case is written
+    and counted, or neither. The handlers are swapped rather than the signals masked: a signal
+    sent to the process reaches any thread that does not mask it (torch starts several), and
+    its Python handler then runs in the main thread all the same. Python runs handlers in the
+    main thread only, so elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda n, _: caught.append(n)) for s in _STOPS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler or signal.SIG_DFL)  # None: set outside Python
+        for number in caught:  # now to the handler the run had
+            signal.raise_signal(number)
 
 
 def _check_writable(path: Path) -> None:

@@ -15,7 +15,10 @@ from datetime import datetime, timezone
 
 FORMAT = "tokbench.results"
 # 2 added the ranks of a run under torchrun (`ranks`, `cases[].rank`) and collectives' bus
-# bandwidth (`cases[].bus_gbps`); a version-1 file loads as a run of one rank.
+# bandwidth (`cases[].bus_gbps`); a version-1 file loads as a run of one rank. Fields added
+# since, each optional, keep the version, as readers of either age load the other's files (a
+# reader skips fields it does not know): the timed rounds and noise floor of a timing
+# (`timing.rounds_ms`, `timing.noise_floor`) and a CPU run's load (`cpu`, `cases[].cpu_load`).
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
@@ -63,6 +66,12 @@ class Timing:
     cv: float  # standard deviation / mean
     n: int
     mode: str  # one of TIMING_MODES
+    # The median of each timed round (bench.measure.timing), in the order timed; empty in older
+    # files, for a single-call timing (interpreted) and for collectives.
+    rounds_ms: list[float] = field(default_factory=list)
+    # The interquartile range of the round medians / their median: a change smaller than it is
+    # one this run cannot tell from its own noise.
+    noise_floor: float | None = None
 
 
 @dataclass
@@ -126,6 +135,18 @@ THROTTLING = frozenset(
 
 
 @dataclass
+class CpuLoad:
+    """The CPU as a CPU run found it: before the run (ResultDoc.cpu), or during one case's timed
+    loop (CaseResult.cpu_load)."""
+
+    threads: int  # torch's intra-op threads
+    cores: float  # CPUs this process may run on (affinity mask and cgroup quota)
+    others: float  # cores other processes (and the hypervisor's steal) kept busy, on average
+    loadavg: float  # the 1-minute load average at the end of the reading
+    contended: bool  # others and our threads wanted more cores than there were
+
+
+@dataclass
 class RankInfo:
     """One process of a run: under torchrun, one per GPU; otherwise the only one."""
 
@@ -158,6 +179,12 @@ class CaseResult:
     telemetry: Telemetry | None = None
     rank: int = 0  # the rank that measured it; a collective's: its slowest rank
     bus_gbps: float | None = None  # collectives: algorithm bandwidth × the nccl-tests factor
+    cpu_load: CpuLoad | None = None  # CPU runs: the machine's load while the case was timed
+
+    @property
+    def contended(self) -> bool:
+        """Timed on a CPU that other processes were using too: its time is not a fair figure."""
+        return self.cpu_load is not None and self.cpu_load.contended
 
     @property
     def problem(self) -> tuple:
@@ -251,6 +278,7 @@ class ResultDoc:
     notes: list[str] = field(default_factory=list)
     estimates: list[EstimateRecord] = field(default_factory=list)
     ranks: list[RankInfo] = field(default_factory=list)  # every rank of the run, rank 0 first
+    cpu: CpuLoad | None = None  # CPU runs: the threads chosen and the load before the cases
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, allow_nan=False)

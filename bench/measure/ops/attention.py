@@ -166,10 +166,13 @@ class Attention(Op):
         if step.phase != "prefill":
             return []
         s = step
+        # Latent attention prefills un-absorbed: every head its own keys (nope + rope wide)
+        # and values (nope wide); a head dim of their mean gives its FLOPs and bytes exactly.
+        dim = (2 * s.head_dim + s.rope_dim) // 2 if s.latent else s.head_dim
         return [
             self.use(
                 "attention",
-                attention_shape(s.batch, s.heads, s.kv_heads, s.seq, s.context, s.head_dim,
+                attention_shape(s.batch, s.heads, s.kv_heads, s.seq, s.context, dim,
                                 causal=True, window=window, sinks=s.sinks),
                 s.act,
                 layers,

@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
+from bench import ceil_div
 from bench.measure.ops.base import Impl, Inputs, Key, Op, randn
+from bench.measure.ops.moe import busiest_load
 from bench.measure.ops.step import ModelStep, OpUse
 from bench.record.schema import DTYPE_BYTES, DeviceInfo, Shape
 from bench.record.units import fmt_bytes
@@ -131,7 +133,11 @@ class AllReduce(Collective):
         if step.tp == 1:
             return []
         shape = {"bytes": int(step.tokens * step.hidden * DTYPE_BYTES[step.act]), "world": step.tp}
-        return [self.use("all_reduce", shape, step.act, 2 * step.layers)]
+        # Under expert parallelism a MoE layer's routed experts come back by the all-to-all
+        # combine; its dense layers and shared experts (split by TP) still reduce.
+        mlps = step.dense_layers + (step.moe_layers if step.shared else 0)
+        count = 2 * step.layers if step.ep == 1 else step.layers + mlps
+        return [self.use("all_reduce", shape, step.act, count)]
 
     def _prepare(self, inputs: Inputs) -> Callable[[], torch.Tensor]:
         import torch.distributed as dist
@@ -208,6 +214,29 @@ class AllToAll(Collective):
 
     def bus_factor(self, world: int) -> float:
         return (world - 1) / world
+
+    def step_uses(self, step: ModelStep) -> list[OpUse]:
+        """Expert parallelism's two a MoE layer (DeepEP's dispatch and combine): each GPU sends
+        its share of its group's tokens (a TP group's GPUs split them) once to every EP rank
+        holding one of a token's k experts, and gets their outputs back; the busiest rank
+        (bench.measure.ops.moe.busiest_load) moves the most and bounds both. Dispatch in fp8
+        where the experts' weights are 8-bit or narrower, combine in the activations' dtype,
+        as DeepEP runs them (github.com/deepseek-ai/DeepEP README: "FP8 dispatching and BF16
+        combining")."""
+        if step.ep == 1 or not step.moe:
+            return []
+        n = step.ep
+        # Ranks a token reaches: the distinct ranks among its k experts (uniform placement).
+        ranks = n * (1 - (1 - 1 / n) ** step.top_k)
+        rows = step.tokens / step.tp * ranks * busiest_load(step)
+        narrow = DTYPE_BYTES[step.weights] < 2
+        uses = []
+        for dtype in ("fp8" if narrow else step.act, step.act):
+            unit = 4 * n
+            size = ceil_div(int(rows * step.hidden * DTYPE_BYTES[dtype]), unit) * unit
+            uses.append(self.use("all_to_all", {"bytes": size, "world": n}, step.act,
+                                 step.moe_layers))  # fmt: skip
+        return uses
 
     def _prepare(self, inputs: Inputs) -> Callable[[], torch.Tensor]:
         import torch.distributed as dist

@@ -96,8 +96,12 @@ class KVWrite(Op):
         return f"{shape['tokens']}×{shape['Hkv']}×{shape['D']} page {shape['page']}{fp8}"
 
     def step_uses(self, step: ModelStep) -> list[OpUse]:
-        """Once a layer: the step's new keys and values into the cache."""
-        shape = kv_write_shape(step.tokens, step.kv_heads, step.head_dim, step.page, step.fp8_kv)
+        """Once a layer: the step's new keys and values into the cache; latent attention's
+        one latent + rope row a token, written as a key and a value of two heads of a quarter
+        of its width each (the same bytes, within the kernels' head dims)."""
+        s = step
+        hkv, dim = (2, (s.latent + s.rope_dim) // 4) if s.latent else (s.kv_heads, s.head_dim)
+        shape = kv_write_shape(s.tokens, hkv, dim, s.page, s.fp8_kv)
         return [self.use("kv_write", shape, step.act, step.layers)]
 
     def programs(self, shape: Shape) -> float:

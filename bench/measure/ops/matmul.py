@@ -85,23 +85,20 @@ class Matmul(Op):
 
     def step_uses(self, step: ModelStep) -> list[OpUse]:
         """Every linear layer of a step, tensor-parallel as Megatron and vLLM split them: QKV
-        and gate/up by output columns, O and down by input rows; a MoE layer's router instead
-        of gate/up and down (its experts are the moe op); the LM head over this GPU's share of
-        the vocabulary, for each sequence's last token only."""
+        and gate/up by output columns, O and down by input rows; a MoE layer's router (its
+        experts are the moe op) and, where it has them, its shared experts; the LM head over
+        this GPU's share of the vocabulary, for each sequence's last token only."""
         s, t = step, step.tokens
-        q_width, kv_width = s.heads * s.head_dim, s.kv_heads * s.head_dim
-        uses = [
-            self.use("qkv", matmul_shape(t, q_width + 2 * kv_width, s.hidden), s.weights, s.layers),
-            self.use("o", matmul_shape(t, s.hidden, q_width), s.weights, s.layers),
-        ]
+        uses = _latent_projections(self, s) if s.latent else _attention_projections(self, s)
         if s.moe:
-            uses.append(self.use("router", matmul_shape(t, s.experts, s.hidden), s.act, s.layers))
-        else:
-            gate_up = matmul_shape(t, 2 * s.intermediate, s.hidden)
-            uses.append(self.use("gate_up", gate_up, s.weights, s.layers))
             uses.append(
-                self.use("down", matmul_shape(t, s.hidden, s.intermediate), s.weights, s.layers)
+                self.use("router", matmul_shape(t, s.experts, s.hidden), s.act, s.moe_layers)
             )
+        for width, layers in s.dense_mlps():
+            uses.append(
+                self.use("gate_up", matmul_shape(t, 2 * width, s.hidden), s.weights, layers)
+            )
+            uses.append(self.use("down", matmul_shape(t, s.hidden, width), s.weights, layers))
         uses.append(self.use("lm_head", matmul_shape(s.batch, s.vocab, s.hidden), s.act, 1))
         return uses
 
@@ -189,3 +186,38 @@ def _torch(inputs: Inputs) -> Callable[[], torch.Tensor]:
 
 
 OP = Matmul()
+
+
+def _attention_projections(op: Op, s: ModelStep) -> list[OpUse]:
+    """QKV (queries and grouped keys and values in one GEMM) and O."""
+    t, q_width, kv_width = s.tokens, s.heads * s.head_dim, s.kv_heads * s.head_dim
+    return [
+        op.use("qkv", matmul_shape(t, q_width + 2 * kv_width, s.hidden), s.weights, s.layers),
+        op.use("o", matmul_shape(t, s.hidden, q_width), s.weights, s.layers),
+    ]
+
+
+def _latent_projections(op: Op, s: ModelStep) -> list[OpUse]:
+    """Multi-head latent attention's projections (DeepSeek-V3 tech report §2.1.1,
+    arXiv:2412.19437): q_a (hidden → q_lora) and kv_a (hidden → latent + rope), replicated on
+    every GPU as vLLM and SGLang run them; q_b (q_lora → heads × (nope + rope)) split by heads;
+    kv_b (latent → heads × (nope + v)) and O split by heads. Prefill runs kv_b on every token
+    (un-absorbed); decode absorbs its key half into the queries (heads × nope → heads × latent)
+    and its value half after attention (heads × latent → heads × v), a batched GEMM per head
+    written as one GEMM of the same FLOPs and weight bytes."""
+    t, h, nope, rope, latent = s.tokens, s.heads, s.head_dim, s.rope_dim, s.latent
+    q_in = s.q_lora or s.hidden
+    uses = [op.use("qkv", matmul_shape(t, latent + rope, s.hidden), s.weights, s.layers)]
+    if s.q_lora:
+        uses.append(op.use("qkv", matmul_shape(t, s.q_lora, s.hidden), s.weights, s.layers))
+    uses.append(op.use("qkv", matmul_shape(t, h * (nope + rope), q_in), s.weights, s.layers))
+    if s.phase == "prefill":
+        kv_b = [("qkv", matmul_shape(t, h * 2 * nope, latent))]
+    else:
+        kv_b = [
+            ("qkv", matmul_shape(t, h * latent, nope)),
+            ("o", matmul_shape(t, h * nope, latent)),
+        ]
+    uses += [op.use(role, shape, s.weights, s.layers) for role, shape in kv_b]
+    uses.append(op.use("o", matmul_shape(t, s.hidden, h * nope), s.weights, s.layers))
+    return uses

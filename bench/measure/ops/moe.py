@@ -15,6 +15,8 @@ once, and the routing (a float32 weight and an int64 id per pair).
 from __future__ import annotations
 
 import functools
+import math
+import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -112,12 +114,21 @@ class MoE(Op):
         return f"{t}×{h}×{i} top-{k} of {e}{skew}"
 
     def step_uses(self, step: ModelStep) -> list[OpUse]:
-        """A MoE layer's expert MLP, every token to its top-k experts (uniform routing)."""
+        """A MoE layer's routed experts on one GPU. Without expert parallelism every token
+        goes to its top-k of all experts (uniform routing). With it, this GPU holds
+        (experts + redundant) / EP of them and gets the pairs of the busiest GPU: its mean
+        share of every DP group's tokens × k, times the router's load imbalance
+        (`busiest_load`); written as that many tokens to one expert each over its experts."""
         if not step.moe:
             return []
         s = step
-        shape = moe_shape(s.tokens, s.hidden, s.intermediate, s.experts, s.top_k)
-        return [self.use("experts", shape, s.weights, s.layers)]
+        if s.ep == 1:
+            shape = moe_shape(s.tokens, s.hidden, s.intermediate, s.experts, s.top_k)
+        else:
+            here = ceil_div(s.experts + s.redundant, s.ep)
+            pairs = busiest_load(s) * s.group_tokens * s.top_k / s.ep
+            shape = moe_shape(max(1, round(pairs)), s.hidden, s.intermediate, here, 1)
+        return [self.use("experts", shape, s.weights, s.moe_layers)]
 
     def gemms(self, shape: Shape) -> list[Gemm]:
         """Each expert that gets tokens runs gate/up then down on its share of the pairs."""
@@ -186,14 +197,61 @@ class MoE(Op):
         )
 
 
+def zipf_loads(experts: int, skew: float) -> list[float]:
+    """Each expert's share of the pairs under the router's Zipf skew (0: uniform)."""
+    weights = [(j + 1) ** -skew for j in range(experts)]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def busiest_load(step: ModelStep) -> float:
+    """The busiest EP rank's pairs over the mean rank's in a step (≥ 1): the expected loads of
+    the router's Zipf skew placed on the ranks (`rank_imbalance`), plus the spread of the
+    step's finite draw: a rank expecting m pairs gets at most about m + sqrt(2·m·ln ranks)
+    (the largest of `ranks` Poisson counts)."""
+    ranks = step.ep
+    mean_pairs = step.group_tokens * step.top_k / ranks
+    skewed = rank_imbalance(step.experts, ranks, step.redundant, step.skew) * mean_pairs
+    return (skewed + math.sqrt(2 * skewed * math.log(ranks))) / mean_pairs
+
+
+@functools.cache
+def rank_imbalance(experts: int, ranks: int, redundant: int, skew: int) -> float:
+    """The busiest rank's expected share of the pairs over the mean rank's, the experts'
+    loads from the router's Zipf skew (in hundredths).
+
+    Without redundant experts, expert ids are dealt to ranks in blocks as engines place them,
+    the hot ones in a fixed shuffled order (a router's hot experts have no reason to sit
+    together: assumption). With `redundant` replicas, DeepSeek's EPLB idea
+    (github.com/deepseek-ai/EPLB): replicate the hottest experts, splitting their load, then
+    deal replicas hottest first to the least-loaded rank with a free slot."""
+    loads = zipf_loads(experts, skew / 100)
+    slots = ceil_div(experts + redundant, ranks)
+    rank_loads = [0.0] * ranks
+    if not redundant:
+        order = list(range(experts))
+        random.Random(0).shuffle(order)
+        for slot, e in enumerate(order):
+            rank_loads[slot // slots] += loads[e]
+        return max(rank_loads) * ranks
+    copies = [1] * experts
+    for _ in range(redundant):
+        copies[max(range(experts), key=lambda e: loads[e] / copies[e])] += 1
+    each = [loads[e] / copies[e] for e in range(experts)]
+    replicas = sorted((each[e] for e in range(experts) for _ in range(copies[e])), reverse=True)
+    held = [0] * ranks
+    for load in replicas:
+        r = min((r for r in range(ranks) if held[r] < slots), key=lambda r: rank_loads[r])
+        rank_loads[r], held[r] = rank_loads[r] + load, held[r] + 1
+    return max(rank_loads) * ranks
+
+
 def active_experts(shape: Shape) -> float:
     """The expected number of experts that get at least one of the T tokens: each token takes
     expert e with probability about min(1, k·p_e), p_e ∝ 1/(e+1)^skew (exact for k = 1 and
     for uniform routing; the draw without replacement lifts cold experts a little more)."""
-    t, e, k, s = shape["T"], shape["E"], shape["k"], shape["skew"] / 100
-    weights = [(j + 1) ** -s for j in range(e)]
-    total = sum(weights)
-    return sum(1 - (1 - min(1.0, k * w / total)) ** t for w in weights)
+    t, k = shape["T"], shape["k"]
+    return sum(1 - (1 - min(1.0, k * p)) ** t for p in zipf_loads(shape["E"], shape["skew"] / 100))
 
 
 def _tuning(shape: Shape, dtype: str) -> int:

@@ -64,9 +64,14 @@ class RMSNorm(Op):
         return f"{shape['tokens']}×{shape['hidden']}"
 
     def step_uses(self, step: ModelStep) -> list[OpUse]:
-        """Twice a layer: before attention and before the MLP."""
-        shape = rmsnorm_shape(step.tokens, step.hidden)
-        return [self.use("norm", shape, step.act, 2 * step.layers)]
+        """Twice a layer: before attention and before the MLP; latent attention adds one on
+        its query latent and one on its KV latent (DeepSeek-V3's q_a and kv_a layernorms)."""
+        s = step
+        uses = [self.use("norm", rmsnorm_shape(s.tokens, s.hidden), s.act, 2 * s.layers)]
+        for width in (s.q_lora, s.latent) if s.latent else ():
+            if width:
+                uses.append(self.use("norm", rmsnorm_shape(s.tokens, width), s.act, s.layers))
+        return uses
 
     def weight_elements(self, shape: Shape) -> int:
         return shape["hidden"]

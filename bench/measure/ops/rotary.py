@@ -81,8 +81,14 @@ class Rotary(Op):
         return f"{shape['tokens']}×{shape['H']}/{shape['Hkv']}×{shape['D']}"
 
     def step_uses(self, step: ModelStep) -> list[OpUse]:
-        """Once a layer, on the step's queries and keys."""
-        shape = rotary_shape(step.tokens, step.heads, step.kv_heads, step.head_dim)
+        """Once a layer, on the step's queries and keys (latent attention's: the rope part of
+        every head's query and the one shared rope key)."""
+        s = step
+        shape = (
+            rotary_shape(s.tokens, s.heads, 1, s.rope_dim)
+            if s.latent
+            else rotary_shape(s.tokens, s.heads, s.kv_heads, s.head_dim)
+        )
         return [self.use("rotary", shape, step.act, step.layers)]
 
     def programs(self, shape: Shape) -> float:

@@ -61,11 +61,12 @@ class SiluMul(Op):
         return f"{shape['tokens']}×{2 * shape['I']}"
 
     def step_uses(self, step: ModelStep) -> list[OpUse]:
-        """Between a dense MLP's gate/up and down GEMMs (a MoE fuses it into its experts)."""
-        if step.moe:
-            return []
-        shape = silu_mul_shape(step.tokens, step.intermediate)
-        return [self.use("act", shape, step.act, step.layers)]
+        """Between a dense MLP's gate/up and down GEMMs (a MoE's dense layers and shared
+        experts too; its routed experts fuse it)."""
+        return [
+            self.use("act", silu_mul_shape(step.tokens, width), step.act, layers)
+            for width, layers in step.dense_mlps()
+        ]
 
     def programs(self, shape: Shape) -> float:
         return shape["tokens"]  # engines' kernels (and this one) give each token its own

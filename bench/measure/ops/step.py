@@ -72,8 +72,23 @@ class ModelStep:
     # (kv_lora_rank) and its rotary key's width; 0 for attention with per-head keys and values.
     latent: int = 0
     rope_dim: int = 0
+    # MLA's query down-projection (q_lora_rank; 0: queries projected from the hidden state).
+    # MLA's per-head no-rope key and value widths are `head_dim` (DeepSeek-V3, Kimi-K2: 128).
+    q_lora: int = 0
+    # A MoE's first `dense_layers` layers run a dense MLP of `dense_intermediate` (this GPU's
+    # shard); its MoE layers also run shared experts of `shared` total width (this GPU's shard).
+    dense_layers: int = 0
+    dense_intermediate: int = 0
+    shared: int = 0
     # How it is served.
     tp: int = 1
+    # Attention data parallelism: `dp` groups of `tp` GPUs, each with its own `batch`; expert
+    # parallelism: a MoE's experts (plus `redundant` replicas) spread over `ep` GPUs (1: every
+    # GPU holds every expert's TP shard), the router's skew a Zipf exponent in hundredths.
+    dp: int = 1
+    ep: int = 1
+    redundant: int = 0
+    skew: int = 0
     weights: str = "bf16"  # the GEMMs' and experts' weights
     act: str = "bf16"  # activations, attention, router, LM head
     fp8_kv: bool = False  # the KV cache in fp8 (else in `act`)
@@ -92,6 +107,24 @@ class ModelStep:
     @property
     def moe(self) -> bool:
         return self.experts > 1
+
+    @property
+    def moe_layers(self) -> int:
+        """Layers with a MoE (a MoE model's first dense layers have none)."""
+        return self.layers - self.dense_layers if self.moe else 0
+
+    def dense_mlps(self) -> list[tuple[int, int]]:
+        """(width, layers) of the gated MLPs run as plain GEMMs: every layer's of a dense model;
+        a MoE's first dense layers' and its shared experts'."""
+        if not self.moe:
+            return [(self.intermediate, self.layers)]
+        groups = [(self.dense_intermediate, self.dense_layers), (self.shared, self.moe_layers)]
+        return [g for g in groups if g[0] and g[1]]
+
+    @property
+    def group_tokens(self) -> int:
+        """Tokens a MoE layer routes in the step: every attention-DP group's."""
+        return self.tokens * self.dp
 
     def attention_groups(self) -> list[tuple[int, int]]:
         """(window, layers) of the layers' attention: full layers (window 0), then the windowed

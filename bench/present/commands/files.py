@@ -80,13 +80,18 @@ def compare_cmd(
 
 PlotFilesArg = Annotated[list[Path], typer.Argument(help="Result files to chart.")]
 PlotOutOpt = Annotated[Path, typer.Option(help="Directory for the PNG files.")]
+PlotForceOpt = Annotated[
+    bool, typer.Option(help="Replace files in --out that tokbench did not draw.")
+]
 
 
-def plot_cmd(files: PlotFilesArg, out: PlotOutOpt = Path("plots")) -> None:
+def plot_cmd(
+    files: PlotFilesArg, out: PlotOutOpt = Path("plots"), force: PlotForceOpt = False
+) -> None:
     """Write PNG charts: a roofline per file, TFLOP/s vs size per op, tokens/s per GPU."""
     names = short_names(files)
     runs = [(name, load_results(path)) for name, path in zip(names, files, strict=True)]
-    _report_plots(plots.write_plots(runs, out), out)
+    _report_plots(plots.write_plots(runs, out, force=force), out)
 
 
 def _report_plots(written: list[Path], out: Path) -> None:
@@ -102,13 +107,20 @@ ExportOutOpt = Annotated[
 ]
 
 
+ExportForceOpt = Annotated[
+    bool,
+    typer.Option(help="Replace an --out file that is not an earlier export (never a result file)."),
+]
+
+
 def export_cmd(
     file: ExportFileArg,
     fmt: ExportFormatOpt = export.ExportFormat.pytest_benchmark,
     out: ExportOutOpt = None,
+    force: ExportForceOpt = False,
 ) -> None:
     """Export a result file for other tools: `pytest-benchmark compare` reads the output."""
-    path, count = export.export(file, fmt, out)
+    path, count = export.export(file, fmt, out, force=force)
     err.print(f"wrote {count} cases to {path}")
 
 

@@ -16,6 +16,7 @@ from bench.measure import ops
 from bench.measure.suites import MODEL_SUITE
 from bench.present import markdown as md
 from bench.present.consoles import console, err
+from bench.present.options import file_to_write
 from bench.present.progress import ConsoleProgress
 from bench.present.tables.runs import info_table, plan_table, provenance_table, results_tables
 
@@ -57,7 +58,10 @@ ShapesOpt = Annotated[
 ]
 OutOpt = Annotated[
     Path | None,
-    typer.Option(help="Result file (default: a new one in results/ named by device and date)."),
+    typer.Option(
+        callback=file_to_write,
+        help="Result file (default: a new one in results/ named by device and date).",
+    ),
 ]
 ForceOpt = Annotated[
     bool, typer.Option(help="Replace an existing --out file (from the first case on).")
@@ -73,9 +77,30 @@ NoiseOpt = Annotated[
 ]
 MaxTimeOpt = Annotated[
     float | None,
-    typer.Option(min=1e-3, help="Seconds of timed reps per case (default 1 GPU, 0.1 CPU)."),
+    typer.Option(
+        min=1e-3, max=3600, help="Seconds of timed reps per case (default 1 GPU, 0.1 CPU)."
+    ),
 ]
-SeedOpt = Annotated[int, typer.Option(help="Seed for the random inputs.")]
+NprocOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--nproc-per-node",
+        min=1,
+        help="Run on this many ranks of this machine, started as torchrun would (without "
+        "torchrun's report on a failure: rank 0's one line); ignored under torchrun.",
+    ),
+]
+RankTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.1,
+        help="Under torchrun: seconds a rank may go without answering (longer than any case) "
+        "before the run ends, keeping its cases.",
+    ),
+]
+# torch.Generator.manual_seed takes 0 to 2**64 - 1 (a negative seed would fold onto the top half:
+# two seeds, one stream).
+SeedOpt = Annotated[int, typer.Option(min=0, max=2**64 - 1, help="Seed for the random inputs.")]
 CeilingsOpt = Annotated[
     bool, typer.Option(help="First measure copy bandwidth and a large GEMM as ceilings.")
 ]
@@ -85,7 +110,7 @@ SuiteModelOpt = Annotated[
 ]
 TpsOpt = Annotated[
     list[int] | None,
-    typer.Option(help="Model suite: tensor-parallel degree; repeatable (default 1)."),
+    typer.Option(min=1, help="Model suite: tensor-parallel degree; repeatable (default 1)."),
 ]
 SuitePrecisionOpt = Annotated[
     str, typer.Option(help="Model suite: GEMM precision, bf16, fp16, fp8 or fp32.")
@@ -93,16 +118,26 @@ SuitePrecisionOpt = Annotated[
 SuiteKvPrecisionOpt = Annotated[
     str, typer.Option(help="Model suite: KV-cache precision, auto or fp8.")
 ]
+# Sequences one GPU decodes together: vLLM's max_num_seqs is 256-1024; past 2**20 a case's shapes
+# describe no deployment, and its inputs fit no GPU.
+MAX_SUITE_BATCH = 2**20
 BatchesOpt = Annotated[
     list[int] | None,
-    typer.Option(help="Model suite: batch size; repeatable (default 1, 8, 32, 128)."),
+    typer.Option(
+        min=1,
+        max=MAX_SUITE_BATCH,
+        help="Model suite: batch size; repeatable (default 1, 8, 32, 128).",
+    ),
 ]
 IslsOpt = Annotated[
-    list[int] | None, typer.Option(help="Model suite: prompt length; repeatable (default 1024).")
+    list[int] | None,
+    typer.Option(min=1, help="Model suite: prompt length; repeatable (default 1024)."),
 ]
 OslsOpt = Annotated[
     list[int] | None,
-    typer.Option(help="Model suite: output length (decode at prompt + output/2; default 256)."),
+    typer.Option(
+        min=1, help="Model suite: output length (decode at prompt + output/2; default 256)."
+    ),
 ]
 DryRunOpt = Annotated[
     bool,
@@ -115,6 +150,7 @@ SummaryOpt = Annotated[
     Path | None,
     typer.Option(
         "--summary-md",
+        callback=file_to_write,
         help="Also append the run's tables as Markdown to this file: a CI job summary "
         "(e.g. $GITHUB_STEP_SUMMARY).",
     ),
@@ -135,6 +171,8 @@ def run(
     noise: NoiseOpt = 0.01,
     max_time: MaxTimeOpt = None,
     seed: SeedOpt = 0,
+    rank_timeout: RankTimeoutOpt = 600.0,
+    nproc: NprocOpt = None,
     ceilings: CeilingsOpt = True,
     model: SuiteModelOpt = None,
     tp: TpsOpt = None,
@@ -151,7 +189,6 @@ def run(
     from bench.measure import session
     from bench.plan.model_suite import ModelSuite
 
-    _check_summary(summary_md)
     cases: CaseSource = session.NamedSuite(suite, op, dtype, shape)
     if model or suite == MODEL_SUITE:
         if suite not in (None, MODEL_SUITE):
@@ -160,8 +197,8 @@ def run(
             raise BenchError("--dtype and --shape do not apply to the model suite; use --precision")
         cases = ModelSuite(model, tp or [1], precision, kv_precision, batch, isl, osl, ops=op)
     settings = session.RunSettings(
-        cases, impl, out, force=force, append=append, noise=noise, max_time=max_time,
-        cuda_graph=cuda_graph, seed=seed, ceilings=ceilings,
+        cases, impl, out, force=force, append=append, noise=noise, cuda_graph=cuda_graph,
+        max_time=max_time, seed=seed, ceilings=ceilings, rank_timeout=rank_timeout, nproc=nproc,
     )  # fmt: skip
     if dry_run:
         console().print(plan_table(session.dry_run(settings)))
@@ -180,12 +217,6 @@ def run(
     err.print(f"wrote {done.path}" if done.measured else "measured no case: wrote nothing")
     if summary_md is not None and done.measured:
         _summarise(summary_md, done.doc, done.path)
-
-
-def _check_summary(path: Path | None) -> None:
-    """A --summary-md that cannot be written, found before the run rather than after it."""
-    if path is not None and path.is_dir():
-        raise BenchError(f"--summary-md {path} is a directory; give a file name")
 
 
 def _summarise(path: Path, doc: ResultDoc, written: Path) -> None:

@@ -26,6 +26,7 @@ from bench.plan.scenarios import SERVING_MODELS
 from bench.plan.scenarios import figures as simulation_figures
 from bench.plan.throughput import json_record, save
 from bench.plan.validate import PUBLISHED, as_dicts
+from bench.plan.workloads import MAX_REQUESTS
 from bench.present.consoles import console, err
 from bench.present.options import (
     CollectivesOpt,
@@ -39,10 +40,13 @@ from bench.present.options import (
     OslOpt,
     PercentileOpt,
     PrecisionOpt,
+    RedundantOpt,
     ResultsOpt,
+    SkewOpt,
     SloOpt,
     TpOpt,
     WorkspaceOpt,
+    chart_to_write,
 )
 from bench.present.tables.estimates import estimate_tables, layout_table, validation_table
 from bench.present.tables.fleets import (
@@ -55,7 +59,14 @@ from bench.present.tables.fleets import (
 )
 from bench.present.tables.markets import market_tables
 from bench.present.tables.published import validate_table
-from bench.present.tables.simulations import frontier_figures, frontier_table, simulation_tables
+from bench.present.tables.simulations import (
+    disagg_table,
+    frontier_figures,
+    frontier_table,
+    simulation_tables,
+    sweep_figures,
+    sweep_table,
+)
 from bench.present.tables.steps import step_table
 from bench.record.market import PUE_AWS
 
@@ -87,6 +98,8 @@ def estimate_cmd(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     max_batch: MaxBatchOpt = DEFAULT_MAX_BATCH,
     collectives: CollectivesOpt = COLLECTIVES[0],
+    redundant: RedundantOpt = 0,
+    router_skew: SkewOpt = 0,
     validate: ValidateOpt = False,
     save_to_file: SaveOpt = True,
     as_json: EstimateJsonOpt = False,
@@ -96,7 +109,7 @@ def estimate_cmd(
 
     serving = planner.ServingOptions(
         model, tp, precision, kv_precision, isl, osl, workspace, max_batch,
-        collectives=collectives,
+        collectives=collectives, redundant=redundant, router_skew=router_skew,
     )  # fmt: skip
     sources = planner.TimeSources(tuple(results_files or ()), gpu, impl)
     answer = planner.estimate(planner.EstimateSettings(serving, sources, batch, validate))
@@ -107,7 +120,7 @@ def estimate_cmd(
         out = console()
         out.print(*estimate_tables(result))
         if answer.layouts:
-            out.print(layout_table(answer.layouts, result.setup.tp, "serving mix"))
+            out.print(layout_table(answer.layouts, result.setup, "serving mix"))
         if answer.checks:
             out.print(validation_table(answer.checks))
         mix = SERVING_MODELS["serving mix"]
@@ -128,6 +141,8 @@ WorkloadOpt = Annotated[
 RequestsOpt = Annotated[
     int | None,
     typer.Option(
+        min=1,
+        max=MAX_REQUESTS,
         help="Requests a run starts with (default: four times the batch that fits, 500 to "
         "4,096; a trace: its own). Runs grow until a steady state shows.",
         show_default=False,
@@ -137,10 +152,11 @@ SigmaOpt = Annotated[float, typer.Option(help="lognormal: the spread of log leng
 RateOpt = Annotated[
     float | None,
     typer.Option(
-        help="Poisson arrivals, requests/s at one replica (default: all at once, offline)."
+        help="Poisson arrivals, requests/s at one replica (default: all at once, offline); "
+        "refused where the run would span over 1e7 s, beyond the simulator's clock."
     ),
 ]
-SimulationSeedOpt = Annotated[int, typer.Option(help="Seed for lengths and arrivals.")]
+SimulationSeedOpt = Annotated[int, typer.Option(min=0, help="Seed for lengths and arrivals.")]
 FiguresJsonOpt = Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")]
 GpusListOpt = Annotated[
     list[str] | None,
@@ -158,9 +174,51 @@ ConcurrencyOpt = Annotated[
         show_default=False,
     ),
 ]
+SpecOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--spec",
+        help="Speculative decoding: mtp:K (DeepSeek MTP, K of 1-3, published acceptance), "
+        "eagle3:k=K,accept=A1,.. or k=K,accept=A1,A2,.. (per-position acceptance).",
+        show_default=False,
+    ),
+]
+PrefixHitOpt = Annotated[
+    float,
+    typer.Option(help="Share of prompt tokens found in the prefix cache (no prefill compute)."),
+]
+PoolsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Disaggregated prefill/decode: P:D instances of each pool, or auto (sized for "
+        "the most output tok/s per GPU under --slo).",
+        show_default=False,
+    ),
+]
+PrefillTpOpt = Annotated[
+    str | None,
+    typer.Option(help="With --pools: the prefill pool's TP degree (default: --tp).",
+                 show_default=False),
+]  # fmt: skip
+SweepOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Sweep each --gpu × layout (--tp, or auto's) × these ISL/OSL pairs (e.g. "
+        "1024/256,8000/1000), offline, pruned by the physical bound.",
+        show_default=False,
+    ),
+]
+WorkersOpt = Annotated[int, typer.Option(help="--sweep: local worker processes.")]
+EngineOpt = Annotated[
+    str, typer.Option(help="--sweep: local (processes) or ray (pip install 'tokbench[cluster]').")
+]
 FrontierPlotOpt = Annotated[
     Path | None,
-    typer.Option("--plot", help="With --concurrency: also chart the frontier into this PNG."),
+    typer.Option(
+        "--plot",
+        callback=chart_to_write,
+        help="With --concurrency: also chart the frontier into this PNG.",
+    ),
 ]
 
 
@@ -186,10 +244,15 @@ def simulate_cmd(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE, max_batch: MaxBatchOpt = DEFAULT_MAX_BATCH,
     collectives: CollectivesOpt = COLLECTIVES[0],
     max_tokens: MaxTokensOpt = DEFAULT_MAX_PREFILL_TOKENS, as_json: FiguresJsonOpt = False,
+    spec: SpecOpt = None, prefix_hit: PrefixHitOpt = 0.0, pools: PoolsOpt = None,
+    prefill_tp: PrefillTpOpt = None, sweep: SweepOpt = None, workers: WorkersOpt = 1,
+    engine: EngineOpt = "local",
 ) -> None:  # fmt: skip
     """Serve a workload through a continuous-batching scheduler on the step-time model: output
     tokens/s in the steady state, TTFT and TPOT percentiles, batch over time; with --slo, at
-    the highest rate that meets it; with --concurrency, the throughput–interactivity frontier."""
+    the highest rate that meets it; with --concurrency, the throughput–interactivity frontier;
+    with --pools, disaggregated prefill and decode pools; with --sweep, GPUs × layouts ×
+    workloads."""
     from bench.plan import planner, plans
 
     serving = planner.ServingOptions(
@@ -199,13 +262,17 @@ def simulate_cmd(
     gpus = tuple(gpu or ())
     settings = plans.SimulateSettings(
         serving, planner.TimeSources(tuple(results_files or ()), None, impl), workload,
-        requests, sigma, rate, slo, percentile, seed, _concurrencies(concurrency), gpus,
+        requests, sigma, rate, slo, percentile, seed, _concurrencies(concurrency), gpus, spec,
+        prefix_hit, pools, prefill_tp, sweep, workers, engine,
     )  # fmt: skip
     if plot is not None and not settings.concurrency:
         raise BenchError("--plot draws the frontier: it needs --concurrency")
     answer = plans.simulation(settings)
     if answer.frontiers:
         _show_frontiers(answer, plot, as_json)
+        return
+    if answer.disagg or answer.sweep:
+        _show_pools_or_sweep(answer, as_json)
         return
     sim = answer.run
     if as_json:
@@ -214,7 +281,23 @@ def simulate_cmd(
     out = console()
     out.print(*simulation_tables(sim, answer.lengths))
     if answer.layouts:
-        out.print(layout_table(answer.layouts, sim.step_model.setup.tp, "simulated"))
+        out.print(layout_table(answer.layouts, sim.step_model.setup, "simulated"))
+
+
+def _show_pools_or_sweep(answer, as_json: bool) -> None:
+    """Disaggregated pools' figures, or a sweep's rows, as JSON or a table."""
+    from bench.plan import disagg
+
+    if as_json:
+        if answer.disagg:
+            figures = {**disagg.figures(answer.disagg), "lengths": answer.lengths}
+        else:
+            figures = {"sweep": sweep_figures(answer.sweep)}
+        typer.echo(json.dumps(figures, indent=1))
+    elif answer.disagg:
+        console().print(disagg_table(answer.disagg, answer.lengths))
+    else:
+        console().print(sweep_table(answer.sweep))
 
 
 def _show_frontiers(answer, plot: Path | None, as_json: bool) -> None:
@@ -303,6 +386,8 @@ def capacity_cmd(
     collectives: CollectivesOpt = COLLECTIVES[0], slo: SloOpt = None,
     interactivity: InteractivityOpt = None, percentile: PercentileOpt = 99.0,
     requests: RequestsOpt = None, seed: SimulationSeedOpt = 0, as_json: FiguresJsonOpt = False,
+    redundant: RedundantOpt = 0, router_skew: SkewOpt = 0, spec: SpecOpt = None,
+    prefix_hit: PrefixHitOpt = 0.0, pools: PoolsOpt = None, prefill_tp: PrefillTpOpt = None,
 ) -> None:  # fmt: skip
     """Fleet tokens/day and requests/day, GPUs for a target, cost per million tokens (from a
     price or a deal's terms, checked against market GPU and API prices), power, and claims
@@ -312,7 +397,7 @@ def capacity_cmd(
 
     serving = planner.ServingOptions(
         model, tp, precision, kv_precision, isl, osl, workspace, max_batch,
-        collectives=collectives,
+        collectives=collectives, redundant=redundant, router_skew=router_skew,
     )  # fmt: skip
     deal = _deal(deal_usd, years, non_gpu_share, ramp_months, ramp)
     terms = Terms(parse_gpus(gpus, gpu), utilization, price, deal, pue)
@@ -320,7 +405,7 @@ def capacity_cmd(
         plans.CapacitySettings(
             serving, terms, Asks(target_tokens_s, target_tokens_day, claim_tokens_s),
             planner.TimeSources(tuple(results_files or ()), None, impl), tokens_per_gpu, slo,
-            interactivity, percentile, requests, seed,
+            interactivity, percentile, requests, seed, spec, prefix_hit, pools, prefill_tp,
         )
     )  # fmt: skip
     if as_json:
@@ -358,7 +443,7 @@ def _show_plan(plan: Plan) -> None:
         out.print(line, highlight=False)
     for part in plan.fleet.parts:
         if part.layouts:
-            out.print(layout_table(list(part.layouts), part.setup.tp, f"per {part.gpu}"))
+            out.print(layout_table(list(part.layouts), part.setup, f"per {part.gpu}"))
     if plan.claim is not None:
         out.print(claim_table(plan))
     out.print(*market_tables(plan))
@@ -368,8 +453,9 @@ def _show_plan(plan: Plan) -> None:
 PublishedArg = Annotated[
     Path,
     typer.Argument(
-        help="CSV of published results: model, gpu, precision, kv_precision, tp, isl, osl, "
-        "scenario (throughput, offline, server), tokens_per_s_per_gpu (output), source; an "
+        help="CSV of published results: model, gpu, precision, kv_precision, tp (a layout, as "
+        "--tp takes it), isl, osl, scenario (throughput, offline, server; decode: a "
+        "disaggregated decode pool), tokens_per_s_per_gpu (output), source; an "
         "slo column for server rows. Default: the published rows tokbench ships "
         "(docs/published.csv).",
         show_default=False,
@@ -414,8 +500,9 @@ StepJsonOpt = Annotated[bool, typer.Option("--json", help="Print the layer as JS
 PlotOpt = Annotated[
     Path | None,
     typer.Option(
+        callback=chart_to_write,
         help="Also chart each op's predicted share of its roofline from 1 to 16,384 tokens into "
-        "this PNG."
+        "this PNG.",
     ),
 ]
 SWEEP = tuple(2**i for i in range(15))  # 1 to 16,384 tokens

@@ -58,17 +58,28 @@ def _legend(comparison: Comparison) -> Table:
     for word, meaning in _words(comparison):
         table.add_row(word, escape(meaning))
     if comparison.threshold is not None:
-        gate = f"a case more than {comparison.threshold:.0%} slower than in A, outside both runs'"
+        gate = f"a case more than {comparison.threshold:.0%} slower than in A, beyond noise,"
         table.add_row(
             "gate",
             escape(
-                f"{gate} [p20, p80] spread, fails (exit 1); so does a case timed in A that a "
-                "later file failed, skipped, lacks or has no usable time for"
+                f"{gate} fails (exit 1); so does a case timed in A that a later file failed, "
+                "skipped, lacks or has no usable time for"
             ),
         )
     for note in comparison.notes:
         table.add_row("note", escape(note))
     return table
+
+
+NOISE = (
+    "the timed rounds' medians do not differ significantly (Mann–Whitney U, p < 0.05) or by "
+    "more than either run's noise floor (the spread of its rounds); files without rounds: the "
+    "[p20, p80] spreads overlap"
+)
+CONTENDED = (
+    "timed on a CPU that other processes were using too (in either run): not judged by the "
+    "gate, which lists it, as its time says more about them than about the code"
+)
 
 
 def _words(comparison: Comparison) -> list[tuple[str, str]]:
@@ -78,9 +89,11 @@ def _words(comparison: Comparison) -> list[tuple[str, str]]:
     under = f" but within the {gate:.0%} gate" if gate is not None else ""
     out = []
     if Verdict.SAME in seen:
-        out.append(("same", "within noise: the two runs' [p20, p80] spreads overlap"))
+        out.append(("same", f"within noise: {NOISE}"))
     if seen & {Verdict.SLOWER, Verdict.FASTER}:
-        out.append(("slower, faster", f"beyond noise (the spreads do not overlap){under}"))
+        out.append(("slower, faster", f"beyond noise{under}"))
+    if Verdict.CONTENDED in seen:
+        out.append(("contended", CONTENDED))
     if seen & {Verdict.REGRESSION, Verdict.IMPROVEMENT}:
         out.append(
             ("regressed, improved", f"beyond noise and beyond the {gate:.0%} gate (either way)")
@@ -184,6 +197,7 @@ _STYLE = {
     Verdict.FASTER: "cyan",
     Verdict.REGRESSION: "bold red",
     Verdict.IMPROVEMENT: "bold green",
+    Verdict.CONTENDED: "yellow",
 }
 
 
@@ -298,14 +312,19 @@ def gate_report(comparison: Comparison, fail_on: str) -> tuple[list[str], bool]:
         for col in comparison.incomplete()
     ]
     regressions, broken = comparison.regressions(), comparison.broken()
+    contended = comparison.contended()
     lines += [f"[bold red]regression:[/bold red] {escape(line)}" for line in regressions]
     lines += [f"[bold red]broken:[/bold red] {escape(line)}" for line in broken]
+    lines += [f"[yellow]contended:[/yellow] {escape(line)}" for line in contended]
     gate = f"gate {escape(fail_on)}"
+    judged = plural(comparison.judged(), "comparison")
+    if contended:
+        judged += f"; {plural(len(contended), 'case')} not judged: timed under CPU contention"
     if regressions or broken:
         lines.append(
             f"{gate}: [bold red]failed[/bold red] ({plural(len(regressions), 'regression')}, "
-            f"{plural(len(broken), 'broken case')}; {plural(comparison.judged(), 'comparison')})"
+            f"{plural(len(broken), 'broken case')}; {judged})"
         )
         return lines, False
-    lines.append(f"{gate}: passed ({plural(comparison.judged(), 'comparison')})")
+    lines.append(f"{gate}: passed ({judged})")
     return lines, True

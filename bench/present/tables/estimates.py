@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench.plan.capacity import Layout
+from bench.plan.models import Serving
 from bench.plan.throughput import (
     SOURCES,
     STEP_PARTS,
@@ -40,7 +41,7 @@ def _summary(result: Throughput) -> Table:
     table.add_row("device", r.gpu + device)
     table.add_row(
         "parallelism / precision",
-        f"TP {r.tp}, {r.precision} GEMMs, {result.setup.act} activations, "
+        f"{result.setup.layout}, {r.precision} GEMMs, {result.setup.act} activations, "
         f"{result.setup.kv_dtype} KV cache",
     )
     table.add_row("weights per GPU", fmt_bytes(plan.weights))
@@ -178,12 +179,17 @@ def validation_table(checks: list[Validation]) -> Table:
     return column_table(title, VALIDATION_COLUMNS, checks, caption=caption)
 
 
-def layout_table(layouts: list[Layout], chosen: int, what: str) -> Table:
-    """The tensor-parallel degrees --tp auto tried, and the one chosen."""
+def layout_table(layouts: list[Layout], chosen: Serving, what: str) -> Table:
+    """The layouts --tp auto tried (TP, attention DP, EP), and the one `chosen` serves."""
+    picked = (chosen.tp, chosen.dp, chosen.ep)
+
+    def note(t: Layout) -> str:
+        return "[green]chosen[/green]" if (t.tp, t.dp, t.ep) == picked else escape(t.why)
+
     columns: tuple[Column[Layout], ...] = (
-        Column("TP", lambda t: str(t.tp)),
+        Column("layout", lambda t: t.label),
         Column(f"output tok/s/GPU, {what}", lambda t: fmt_rate(t.rate) if t.rate else "—"),
-        text("note", lambda t: "[green]chosen[/green]" if t.tp == chosen else escape(t.why)),
+        text("note", note),
     )
-    caption = "replicas of the chosen degree fill the fleet (data parallel)"
-    return column_table("--tp auto: each degree tried", columns, layouts, caption=caption)
+    caption = "replicas of the chosen layout fill the fleet (data parallel)"
+    return column_table("--tp auto: each layout tried", columns, layouts, caption=caption)

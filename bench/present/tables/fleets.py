@@ -21,7 +21,8 @@ def fleet_title(plan: Plan) -> str:
     """What the fleet is: model, GPUs, layouts, precisions and request lengths."""
     parts = plan.fleet.parts
     kinds = " + ".join(
-        f"{p.gpus:,} × {p.gpu} (TP {p.setup.tp} × {p.gpus // p.setup.tp:,} replicas)" for p in parts
+        f"{p.gpus:,} × {p.gpu} ({p.setup.layout} × {p.gpus // p.setup.gpus:,} replicas)"
+        for p in parts
     )
     setup = parts[0].setup
     return (

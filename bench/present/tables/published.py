@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
+from bench.plan.models import layout_label
 from bench.plan.validate import Check, geometric_mean, worst
 from bench.present.tables.base import Column, bullets, column_table, text
 from bench.record.units import fmt_rate, plural
@@ -28,7 +29,8 @@ CHECK_COLUMNS: tuple[Column[Check], ...] = (
     text("model", lambda c: escape(c.row.model)),
     text("GPU", lambda c: c.row.gpu),
     Column("weights/KV", lambda c: f"{c.row.precision}/{c.row.kv_precision}"),
-    Column("TP", lambda c: str(c.row.tp)),
+    # The TP degree, and where a row has them its attention DP groups and EP degree.
+    Column("TP", lambda c: layout_label(c.row.tp, c.row.dp, c.row.ep).removeprefix("TP ")),
     Column("in→out", lambda c: f"{c.row.isl}→{c.row.osl}"),
     Column("published", lambda c: fmt_rate(c.row.published)),
     Column("estimate", lambda c: fmt_rate(c.estimate) if c.estimate is not None else "—"),
@@ -42,7 +44,8 @@ def validate_table(checks: list[Check], name: str) -> Table:
     mean = geometric_mean(checks)
     rated = [c for c in checks if c.ratio]
     furthest = "; ".join(
-        f"{c.row.model} {c.row.gpu} TP{c.row.tp} {c.row.isl}→{c.row.osl} {c.ratio:.2f}"
+        f"{c.row.model} {c.row.gpu} {layout_label(c.row.tp, c.row.dp, c.row.ep)} "
+        f"{c.row.isl}→{c.row.osl} {c.ratio:.2f}"
         for c in worst(checks)
     )
     notes = [

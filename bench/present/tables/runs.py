@@ -46,6 +46,8 @@ def provenance_table(doc: ResultDoc, path: Path) -> Table:
     if interpreted:
         cases += f"; {interpreted} timed in Triton's interpreter (not speed figures)"
     table.add_row("cases", cases)
+    if doc.cpu is not None:
+        table.add_row("CPU", cpu_line(doc))
     if doc.measured_peaks:
         table.add_row("ceilings", ceilings_line(doc.measured_peaks).partition(": ")[2])
     _device_rows(table, doc.device)
@@ -54,6 +56,19 @@ def provenance_table(doc: ResultDoc, path: Path) -> Table:
     for note in doc.notes:
         table.add_row("note", escape(note))
     return table
+
+
+def cpu_line(doc: ResultDoc) -> str:
+    """A CPU run's threads, the load found before it, and how many cases were contended."""
+    cpu = doc.cpu
+    contended = sum(c.contended for c in doc.cases)
+    line = (
+        f"{plural(cpu.threads, 'thread')} on {cpu.cores:g} cores; before the run other processes "
+        f"kept {cpu.others:.1f} cores busy (load average {cpu.loadavg:.2f})"
+    )
+    if contended:
+        line += f"; [yellow]{plural(contended, 'case')} timed under contention[/yellow]"
+    return line
 
 
 def _device_rows(table: Table, device: DeviceInfo) -> None:
@@ -109,6 +124,10 @@ def speedups(cases: list[CaseResult]) -> dict[tuple, float]:
 
 
 INTERPRETED_NOTE = "* Triton's CPU interpreter: a correctness run; its time is not a speed figure"
+CONTENDED_NOTE = (
+    "contended: other processes kept busy cores this run's threads needed while the case was "
+    "timed; its time is not a fair figure (see docs/timing.md) and compare's gate does not judge it"
+)
 RANKS_NOTE = (
     "each row: the median of the {n} ranks, each on its own GPU; rank spread: ± half the range "
     "of their times; slow GPUs: ranks slower than the median beyond noise (their p20 above its "
@@ -142,6 +161,8 @@ def _op_results(doc: ResultDoc, op_name: str, ups: dict[tuple, float]) -> Table:
         footnotes.insert(0, RANKS_NOTE.format(n=len(doc.ranks)))
     if any(c.interpreted and c.timing for c in mine):
         footnotes.append(INTERPRETED_NOTE)
+    if any(c.contended for c in mine):
+        footnotes.append(CONTENDED_NOTE)
     table.caption = "  ".join(footnotes) or None
     return table
 
@@ -212,6 +233,7 @@ def _worst(cases: list[CaseResult]) -> CaseResult:
 def _check_cell(c: CaseResult, notes: dict[str, int]) -> str:
     if c.status == "ok":
         flag = " [yellow]throttled[/yellow]" if c.telemetry and c.telemetry.throttled else ""
+        flag += " [yellow]contended[/yellow]" if c.contended else ""
         return f"[green]✓[/green] {c.rel_error:.1e}{flag}"
     where = f"rank {c.rank}: " if c.rank else ""
     mark = f"[{notes.setdefault(where + (c.error or ''), len(notes) + 1)}]"
@@ -226,6 +248,9 @@ def case_line(c: CaseResult) -> str:
     if c.status != "ok":
         return f"{what}: {c.status}: {c.error}"
     mark = " (interpreted)" if c.interpreted else ""
+    if c.contended:
+        load = c.cpu_load
+        mark += f" (contended: {load.others:.1f} cores busy with other processes)"
     return f"{what}: ok {c.rel_error:.1e}, {fmt_ms(c.timing.median_ms)}{mark}"
 
 

@@ -4,6 +4,7 @@ batch over time, the SLO search's rates, and the throughput–interactivity fron
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.table import Table
@@ -15,6 +16,10 @@ from bench.plan.slo import Trial
 from bench.plan.throughput import source_notes
 from bench.present.tables.base import Column, bullets, column_table, key_value_table, text
 from bench.record.units import fmt_ms, fmt_rate, plural
+
+if TYPE_CHECKING:  # the planner's modules load as a command runs (bench.present.commands)
+    from bench.plan.disagg import Disaggregated
+    from bench.plan.sweep import Row
 
 
 def simulation_tables(sim: Simulation, lengths: str) -> list[Table]:
@@ -42,7 +47,9 @@ def simulation_tables(sim: Simulation, lengths: str) -> list[Table]:
         f"{r.mean_occupancy:,.1f} sequences running on average in the steady state; "
         f"{r.steps:,} steps over {fmt_ms(r.seconds * 1e3)}",
     )
-    summary.caption = bullets([*sim.workload.notes, *source_notes(sim.step_model)])
+    summary.caption = bullets(
+        [*sim.workload.notes, *sim.features.describe(), *source_notes(sim.step_model)]
+    )
     tables = [summary]
     if sim.search is not None:
         tables.append(trials_table(sim))
@@ -173,6 +180,7 @@ def frontier_table(frontiers: list[Frontier], lengths: str) -> Table:
         "state (warm-up and drain left out)",
         "tok/s per user: 1 / median TPOT (InferenceX's interactivity)",
         "with --tp auto, each GPU's points that no other layout of it beats on both axes",
+        *dict.fromkeys(n for f in frontiers for n in f.features),
     ])  # fmt: skip
     return column_table(title, FRONTIER_COLUMNS, rows, caption=escape(caption))
 
@@ -201,3 +209,70 @@ def frontier_figures(frontiers: list[Frontier], lengths: str) -> dict[str, objec
             for f in frontiers
         ],
     }
+
+
+def disagg_table(d: Disaggregated, lengths: str) -> Table:
+    """Disaggregated serving: each pool's instances, rate and latency, the KV transfer, and the
+    output tok/s per GPU over both pools, each with the serving model it rests on."""
+    rp, rd = d.rates
+    setup = d.decode.step_model.setup
+    title = f"{setup.model.name} on {d.decode.step_model.target.name}: disaggregated serving"
+    table = key_value_table(title)
+    sized = "sized for the most output tok/s per GPU" if d.searched else "given"
+    table.add_row("pools", f"{d.pools.prefill} prefill : {d.pools.decode} decode instances "
+                  f"({sized}), {d.gpus:,} GPUs")  # fmt: skip
+    for name, sim, rate, metric, extra in (
+        ("prefill pool", d.prefill, rp, "ttft", d.transfer.seconds),
+        ("decode pool", d.decode, rd, "tpot", 0.0),
+    ):
+        # Offline, every request is queued from the start: its latencies say nothing.
+        p99 = sim.result.percentile(metric, 99) + extra if sim.slo else math.nan
+        latency = f", {metric.upper()} p99 {fmt_ms(p99 * 1e3)}" if sim.slo else ""
+        table.add_row(name, escape(
+            f"{sim.step_model.setup.layout}: {fmt_rate(rate)} requests/s per instance"
+            f"{latency} — {sim.serving_model}"
+            + (f", {sim.slo.describe()}" if sim.slo else "")
+        ))  # fmt: skip
+    table.add_row("KV transfer", escape(
+        f"{d.transfer.bytes_per_gpu / 2**20:,.1f} MiB per prefill GPU for the longest prompt "
+        f"over {d.transfer.fabric}: {fmt_ms(d.transfer.seconds * 1e3)}, in every TTFT"
+    ))  # fmt: skip
+    table.add_row("served", f"{fmt_rate(d.requests_per_s)} requests/s, "
+                  f"{d.output_tokens_per_s:,.0f} output tok/s per GPU over all {d.gpus:,} GPUs "
+                  "(the slower pool's rate)")  # fmt: skip
+    notes = [f"requests: {lengths}", *d.decode.features.describe(),
+             *source_notes(d.decode.step_model)]  # fmt: skip
+    table.caption = escape(bullets(notes))
+    return table
+
+
+SWEEP_COLUMNS: tuple[Column[Row], ...] = (
+    Column("GPU", lambda r: r.setup.gpu, "left"),
+    Column("layout", lambda r: r.setup.layout.label, "left"),
+    Column("ISL/OSL", lambda r: f"{r.setup.isl}/{r.setup.osl}"),
+    Column("bound tok/s/GPU", lambda r: f"{r.bound:,.0f}" if r.bound else "—"),
+    Column("simulated tok/s/GPU", lambda r: f"{r.rate:,.0f}" if r.rate else "—"),
+    Column("why not", lambda r: escape(r.why), "left"),
+)
+
+
+def sweep_table(rows: list[Row]) -> Table:
+    """Each set-up of a sweep: its physical bound and its simulated offline rate, or why not."""
+    caption = bullets([
+        "simulated: the offline run (the throughput ceiling) of each set-up",
+        "bound: bench.plan.bounds' physical upper bound; a set-up whose bound is below the "
+        "best rate simulated for its workload cannot win and is not simulated",
+    ])  # fmt: skip
+    return column_table("sweep: GPU × layout × workload", SWEEP_COLUMNS, rows,
+                        caption=escape(caption))  # fmt: skip
+
+
+def sweep_figures(rows: list[Row]) -> list[dict[str, object]]:
+    """The sweep as `simulate --sweep --json` prints it."""
+    return [
+        {"gpu": r.setup.gpu, "tp": r.setup.layout.tp, "dp": r.setup.layout.dp,
+         "ep": r.setup.layout.ep, "isl": r.setup.isl, "osl": r.setup.osl,
+         "bound_output_tokens_s_per_gpu": r.bound, "output_tokens_s_per_gpu": r.rate,
+         "why": r.why or None}
+        for r in rows
+    ]  # fmt: skip

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from bench.measure import ops
 from bench.plan.layer_times import LayerTimes, OpTime
+from bench.plan.models import layout_label
 from bench.present.tables.base import Column, bullets, column_table, text
 from bench.record.units import fmt_ms
 
@@ -37,8 +38,9 @@ def step_table(layer: LayerTimes) -> Table:
     s = layer.step
     where = f"{s.batch} sequences × {s.seq} tokens" if s.batch > 1 else f"{s.seq} tokens"
     cached = f", {s.context - s.seq:,} cached each" if s.context > s.seq else ""
+    layout = layout_label(s.tp, s.dp, s.ep)
     title = (
-        f"one layer's {s.phase} step on {layer.gpu}: {where}{cached}, TP {s.tp}, "
+        f"one layer's {s.phase} step on {layer.gpu}: {where}{cached}, {layout}, "
         f"{s.weights} weights: {fmt_ms(layer.layer_seconds * 1e3)} a layer"
     )
     return column_table(title, STEP_COLUMNS, layer.rows, caption=bullets(layer.notes))
