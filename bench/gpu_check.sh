@@ -12,7 +12,8 @@
 #   b  ceilings, then a reference slice of the standard suite: matmul bf16 and fp8 at
 #      1024³, 4096³, 8192³ and M = 1, 64, 1024, 8192 on N×K = 14336×4096 (150); prefill
 #      attention, d128, causal and not, at 2k and 16k tokens (60); decode at batch 1, 64,
-#      256 with 4k and 32k context (60)                                                   270
+#      256 with 4k and 32k context (45); MLA decode (DeepSeek-V3's latent, 128 and 16 heads)
+#      at batch 1, 64 with 4k context (15)                                                270
 #   c  the llama-3.1-8b model suite at 1000 input + 1000 output tokens (fp8 GEMMs, fp8 KV
 #      cache, TP 1; the torch and SDPA baselines) (120), and its estimate with --validate
 #      (a real decoder layer timed against the op sum) (30)                                150
@@ -55,6 +56,8 @@ REF="$OUT/reference.json"
 MATMUL=(run --op matmul --dtype bf16 --dtype fp8 "${M_SHAPES[@]}")
 ATTENTION=(run --op attention --dtype bf16 "${A_SHAPES[@]}" "${ATTN_IMPLS[@]}")
 DECODE=(run --op decode --dtype bf16 "${D_SHAPES[@]}" "${ATTN_IMPLS[@]}" --impl gather+sdpa)
+MLA=(run --op mla --dtype bf16)
+for h in 128 16; do for b in 1 64; do MLA+=(--shape "B=$b,H=$h,L=4096"); done; done
 MODEL=(--model llama-3.1-8b --precision fp8 --kv-precision fp8 --isl 1000 --osl 1000)
 # The baselines alone at the model's shapes: Triton would autotune over some 400 configs there,
 # beyond the phase's cap; phase b measures the Triton kernels.
@@ -62,7 +65,7 @@ BASELINES=(--impl torch --impl sdpa-flash --impl sdpa-cudnn --impl gather+sdpa)
 
 if [ "$DRY" = "--dry-run" ]; then
     echo "phase a: $(python3 -m pytest -q -m gpu --collect-only -p no:cacheprovider tests | tail -n 1)"
-    for args in "MATMUL[@]" "ATTENTION[@]" "DECODE[@]"; do
+    for args in "MATMUL[@]" "ATTENTION[@]" "DECODE[@]" "MLA[@]"; do
         tokbench "${!args}" --dry-run | tail -n 4
     done
     tokbench run "${MODEL[@]}" "${BASELINES[@]}" --dry-run | tail -n 4
@@ -77,7 +80,8 @@ cap 150 "$OUT/gpu-tests.txt" python3 -m pytest -q -m gpu -p no:cacheprovider tes
 log="$OUT/reference.txt"
 cap 150 "$log" tokbench "${MATMUL[@]}" --out "$REF"
 cap 60 "$log" tokbench "${ATTENTION[@]}" --out "$REF" --append --no-ceilings
-cap 60 "$log" tokbench "${DECODE[@]}" --out "$REF" --append --no-ceilings
+cap 45 "$log" tokbench "${DECODE[@]}" --out "$REF" --append --no-ceilings
+cap 15 "$log" tokbench "${MLA[@]}" --out "$REF" --append --no-ceilings
 
 # c: one model's shapes, then its estimate checked against a real decoder layer.
 log="$OUT/llama-3.1-8b.txt"

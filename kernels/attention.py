@@ -50,7 +50,7 @@ import triton.language as tl
 from kernels import HOPPER_SMEM, MAX_HEAD_DIM, interpreted, on_device, strides
 from kernels.autotune import autotune, bucket, config, fitting, meta
 from kernels.checks import FLOAT_DTYPES, Checks
-from kernels.softmax import SINK_LOG2E, check_sinks, fold_sink
+from kernels.softmax import SINK_LOG2E, check_sinks, fold_sink, softmax_step
 
 _LOG2E = math.log2(math.e)
 _LN2: tl.constexpr = tl.constexpr(math.log(2.0))
@@ -282,15 +282,8 @@ def _attend_tiles(
             if WINDOW:
                 visible = visible & (cols[None, :] > offs_m[:, None] + diag_offset - window)
             s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        # Under a mask a row may have seen no visible key yet and keep m = -inf; shifting it by 0
-        # instead keeps exp2 from producing -inf - -inf = nan, so its p, alpha and l stay 0.
-        shift = tl.where(m_new == float("-inf"), 0.0, m_new) if MASKED else m_new
-        p = tl.math.exp2(s - shift[:, None])
-        alpha = tl.math.exp2(m_i - shift)
-        l_i = l_i * alpha + tl.sum(p, 1)
+        p, alpha, m_i, l_i = softmax_step(s, m_i, l_i, MASKED)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-        m_i = m_new
     return acc, m_i, l_i
 
 

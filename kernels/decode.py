@@ -62,7 +62,7 @@ import triton.language as tl
 from kernels import HOPPER_SMEM, MAX_HEAD_DIM, on_device, strides
 from kernels.autotune import autotune, bucket, config, fitting, meta
 from kernels.checks import FLOAT_DTYPES, FP8_DTYPE, Checks
-from kernels.softmax import SINK_LOG2E, check_sinks, fold_sink
+from kernels.softmax import SINK_LOG2E, check_sinks, fold_sink, softmax_step
 
 DEFAULT_PAGE_SIZE = 16
 # A split below this many tokens costs more in merge traffic than it gains in parallelism.
@@ -362,13 +362,9 @@ def _decode_split_kernel(
         v = v.to(q.dtype)
         s = tl.dot(q, tl.trans(k)) * qk_scale
         s = tl.where(valid[None, :], s, float("-inf"))
-        # Every tile holds at least one valid token, so m_new is finite and needs no guard.
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.math.exp2(s - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
+        # Every tile holds at least one valid token, so the new maximum is finite: no guard.
+        p, alpha, m_i, l_i = softmax_step(s, m_i, l_i, False)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-        m_i = m_new
 
     if sinks_ptr is not None:
         # Only without splits (see _decode_merge_kernel): the sink as one more key of score
@@ -758,21 +754,38 @@ def _launch(
         PAGE_SIZE=1 if block_table is None else k_cache.shape[1],
     )
     if part_out is not None:
-        block_s = triton.next_power_of_2(num_splits)
-        _decode_merge_kernel[(batch * heads,)](
-            part_out_ptr=part_out,
-            part_lse_ptr=part_lse,
-            sinks_ptr=sinks,
-            out_ptr=out,
-            stride_sinks=sink_stride,
-            **strides(out, "stride_ob", "stride_oh", "stride_od"),
-            num_heads=heads,
-            num_splits=num_splits,
-            HEAD_DIM=head_dim,
-            HEAD_PAD=_head_pad(head_dim),
-            BLOCK_S=block_s,
-            MERGE_SPLITS=min(block_s, _MERGE_SPLITS),
-        )
+        merge_splits(part_out, part_lse, out, head_pad=_head_pad(head_dim), sinks=sinks,
+                     sink_stride=sink_stride)  # fmt: skip
+
+
+def merge_splits(
+    part_out: torch.Tensor,
+    part_lse: torch.Tensor,
+    out: torch.Tensor,
+    *,
+    head_pad: int,
+    sinks: torch.Tensor | None = None,
+    sink_stride: int = 0,
+) -> None:
+    """Launch the merge of a split decode (this one's and MLA's): each (sequence, head) row's
+    partial outputs weighted by their log-sum-exps, and its sink if given, written into `out`
+    (batch, heads, head_dim); `part_out` is (batch, heads, splits, head_dim)."""
+    batch, heads, num_splits, head_dim = part_out.shape
+    block_s = triton.next_power_of_2(num_splits)
+    _decode_merge_kernel[(batch * heads,)](
+        part_out_ptr=part_out,
+        part_lse_ptr=part_lse,
+        sinks_ptr=sinks,
+        out_ptr=out,
+        stride_sinks=sink_stride,
+        **strides(out, "stride_ob", "stride_oh", "stride_od"),
+        num_heads=heads,
+        num_splits=num_splits,
+        HEAD_DIM=head_dim,
+        HEAD_PAD=head_pad,
+        BLOCK_S=block_s,
+        MERGE_SPLITS=min(block_s, _MERGE_SPLITS),
+    )
 
 
 def gather_paged_kv(

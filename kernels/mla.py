@@ -37,7 +37,8 @@ import triton.language as tl
 from kernels import HOPPER_SMEM, on_device, strides
 from kernels.autotune import autotune, bucket, config, fitting, meta
 from kernels.checks import FLOAT_DTYPES, Checks
-from kernels.decode import _decode_merge_kernel, _token_slots, choose_num_splits
+from kernels.decode import _token_slots, choose_num_splits, merge_splits
+from kernels.softmax import softmax_step
 
 _LOG2E = math.log2(math.e)
 # tl.dot's smallest tile side on NVIDIA GPUs: head blocks and the rotary width are padded to it.
@@ -46,8 +47,6 @@ _MIN_DOT = 16
 # rows keeps the (heads × kv_lora_rank) fp32 accumulator at 64 values a thread with four warps
 # at rank 512 (assumption: as kernels.decode's head groups).
 _HEAD_BLOCK = 16
-# Splits the merge kernel weighs at once, as kernels.decode's.
-_MERGE_SPLITS = 16
 
 GPU_CONFIGS = [
     config(warps, stages, BLOCK_N=bn)
@@ -220,14 +219,10 @@ def _mla_split_kernel(
         s = tl.dot(q_lat, tl.trans(c))
         s = tl.dot(q_rope, tl.trans(k_rope), s) * qk_scale
         s = tl.where(valid[None, :], s, float("-inf"))
-        # Every tile holds at least one valid token, so m_new is finite and needs no guard.
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.math.exp2(s - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
+        # Every tile holds at least one valid token, so the new maximum is finite: no guard.
+        p, alpha, m_i, l_i = softmax_step(s, m_i, l_i, False)
         # The latent is the value too: one tile read serves both dots.
         acc = tl.dot(p.to(c.dtype), c, acc * alpha[:, None])
-        m_i = m_new
 
     # An empty split or sequence has l = 0: its output is zero and its weight in the merge 0.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
@@ -410,21 +405,7 @@ def _launch(
         PAGE_SIZE=cache.shape[1],
     )
     if part_out is not None:
-        block_s = triton.next_power_of_2(num_splits)
-        _decode_merge_kernel[(batch * heads,)](
-            part_out_ptr=part_out,
-            part_lse_ptr=part_lse,
-            sinks_ptr=None,
-            out_ptr=out,
-            stride_sinks=0,
-            **strides(out, "stride_ob", "stride_oh", "stride_od"),
-            num_heads=heads,
-            num_splits=num_splits,
-            HEAD_DIM=latent,
-            HEAD_PAD=latent_pad,
-            BLOCK_S=block_s,
-            MERGE_SPLITS=min(block_s, _MERGE_SPLITS),
-        )
+        merge_splits(part_out, part_lse, out, head_pad=latent_pad)
 
 
 def mla_decode_torch(

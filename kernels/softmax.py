@@ -1,4 +1,4 @@
-"""The online-softmax step the attention kernels share, and the check of their sinks."""
+"""The online-softmax steps the attention kernels share, and the check of their sinks."""
 
 import math
 
@@ -10,6 +10,29 @@ from kernels.checks import Checks
 
 # Sink logits are natural-log scores (gpt-oss); the kernels' scores are base 2.
 SINK_LOG2E: tl.constexpr = tl.constexpr(math.log2(math.e))
+
+
+@triton.jit
+def softmax_step(s, m_i, l_i, MASKED: tl.constexpr):
+    """
+    Fold one tile of keys into a running softmax (the flash-attention recurrence, base 2).
+
+    Args:
+        s: Base-2 scores of the tile, (rows, keys) float32; masked keys at -inf.
+        m_i: Running row maximum so far, (rows,) float32.
+        l_i: Running row sum of exp2(score - m_i), (rows,) float32.
+        MASKED: A row may have seen no visible key yet (m = -inf): shift it by 0 instead, so
+            that exp2 does not make -inf - -inf = nan and its p, alpha and l stay 0.
+
+    Returns:
+        p (the tile's unnormalised weights), alpha (the factor that rescales what was summed
+        before), and the new m_i and l_i.
+    """
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    shift = tl.where(m_new == float("-inf"), 0.0, m_new) if MASKED else m_new
+    p = tl.math.exp2(s - shift[:, None])
+    alpha = tl.math.exp2(m_i - shift)
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
 
 
 @triton.jit

@@ -159,9 +159,9 @@ def test_the_prepared_gpu_call_plans_every_phase_here(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "tests collected" in done.stdout
     plans = re.findall(r"(\d+) cases?, (\d+) runs?", done.stdout)
-    # matmul (7 shapes × bf16, fp8), attention, decode; then the model's, which memory sets.
-    assert [int(cases) for cases, _ in plans][:3] == [14, 4, 6], done.stdout
-    assert len(plans) == 4 and int(plans[3][0]) > 0
+    # matmul (7 shapes × bf16, fp8), attention, decode, MLA; then the model's (memory sets it).
+    assert [int(cases) for cases, _ in plans][:4] == [14, 4, 6, 4], done.stdout
+    assert len(plans) == 5 and int(plans[4][0]) > 0
     assert not list(tmp_path.iterdir())
 
 
