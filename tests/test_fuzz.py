@@ -110,6 +110,19 @@ def test_commands_on_damaged_files(command: str, content: bytes, tmp_path: Path,
         assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
 
 
+def test_a_line_break_inside_a_damaged_file_stays_inside_the_one_line(
+    tmp_path: Path, capsys
+) -> None:
+    """A JSON key holding a line break, quoted by the error, does not split it."""
+    data = json.loads(BASES["h100"])
+    data["cases"][0]["shape"]["M\nN"] = None
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(json.dumps(data))
+    done = invoke(capsys, *COMMANDS["export"](damaged, damaged))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "M\\nN" in done.stderr
+
+
 @settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

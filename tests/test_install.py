@@ -26,7 +26,8 @@ tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11's")
 
 ROOT = Path(__file__).parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-MEASURING = {"torch", "triton", "nvidia-ml-py"}
+# What only measuring needs (numpy: bench/measure's timing statistics and device record).
+MEASURING = {"torch", "triton", "nvidia-ml-py", "numpy"}
 
 
 def _name(requirement: str) -> str:
@@ -112,13 +113,16 @@ def test_the_light_install_plans_outside_the_checkout(light: Path, tmp_path: Pat
         return done.stdout
 
     [site] = light.parent.glob("lib/python*/site-packages")
-    assert not list(site.glob("torch*")) and not list(site.glob("triton*"))
+    assert not [p for kind in ("torch*", "triton*", "numpy*") for p in site.glob(kind)]
     assert ok("tokbench", "--version").strip() == f"tokbench {PYPROJECT['project']['version']}"
     assert all(f" {op} " in ok("tokbench", "ops") for op in OPS)
     assert "Llama-3.1-8B" in ok("tokbench", "models")
     estimate = ok("tokbench", "estimate", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--json")
     (tmp_path / "estimate.json").write_text(estimate)
     assert json.loads(estimate)["decode_tokens_per_s"] > 0
+    sim = ("simulate", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--workload", "lognormal")
+    simulated = ok("tokbench", *sim, "--rate", "4", "--requests", "200", "--json")
+    assert json.loads(simulated)["output_tokens_s_per_gpu"] > 0  # the simulator, without numpy
     ok("tokbench", "report", "estimate.json", "--out", "report.html")
     assert "vegaEmbed" in (tmp_path / "report.html").read_text()
     with open(site / "bench" / "plan" / "published.csv") as f:  # validate's figures, shipped

@@ -6,9 +6,9 @@ to the model's context, and the `simulate` command."""
 import itertools
 import json
 import math
+import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 from console import tokbench
 
@@ -18,6 +18,7 @@ from bench.plan.lookup import Measurements
 from bench.plan.models import Serving, get_model
 from bench.plan.simulate import StepCost, grid_exact, kv_pages, pages_for, simulate
 from bench.plan.slo import highest_rate, parse_slo, percentile_bounds
+from bench.plan.stats import interpolate, percentile, slope, split
 from bench.plan.throughput import StepModel, resolve_target
 from bench.plan.workloads import (
     MAX_SPAN_S,
@@ -55,7 +56,7 @@ def test_one_request_alone_takes_the_prefill_then_the_decode_steps() -> None:
     setup = Serving(LLAMA_8B, isl=1000, osl=200)
     result, model = run(setup, [Request(0.0, 1000, 200)])
     # TTFT is the prefill step of the prompt; every later token a decode step of batch 1.
-    assert result.values("ttft").tolist() == [pytest.approx(model.prefill(1, 1000).seconds)]
+    assert result.values("ttft") == [pytest.approx(model.prefill(1, 1000).seconds)]
     # Decode attention grows about linearly with the context: the mean step is about the one
     # at the mean context (1000 + 100), up to the interpolation between grid points.
     assert result.values("tpot")[0] == pytest.approx(model.decode(1, 1100).seconds, rel=1e-2)
@@ -67,7 +68,7 @@ def test_a_saturated_offline_run_holds_the_batch_cap() -> None:
     output rate is 8 tokens per decode step (prefill steps aside)."""
     setup = Serving(LLAMA_8B, isl=64, osl=512, max_batch=8)
     result, model = run(setup, arrivals(fixed_lengths(64, 64, 512), None))
-    assert result.running.max() == 8 and result.mean_occupancy > 7.5
+    assert max(result.running) == 8 and result.mean_occupancy > 7.5
     step = model.decode(8, 64 + 256).seconds
     assert result.output_tokens_per_s == pytest.approx(8 / step, rel=0.05)
 
@@ -78,9 +79,9 @@ def test_admission_reserves_whole_requests_so_a_small_cache_never_preempts() -> 
     setup = Serving(LLAMA_8B, isl=512, osl=512)
     requests = arrivals(fixed_lengths(12, 512, 512), None)
     result, _ = run(setup, requests, pages=200)
-    assert 200 // pages_for(setup, 1024) == 3 == result.running.max()
+    assert 200 // pages_for(setup, 1024) == 3 == max(result.running)
     assert result.requests == 12 and result.output_tokens == 12 * 512
-    assert (result.finish > result.first).all()
+    assert all(f > s for f, s in zip(result.finish, result.first, strict=True))
 
 
 def test_a_request_that_can_never_fit_is_one_line() -> None:
@@ -139,12 +140,34 @@ def test_offline_is_the_throughput_ceiling(kind: str) -> None:
 
 
 def test_percentile_bounds_cover_the_percentile() -> None:
-    rng = np.random.default_rng(0)
-    values = rng.exponential(1.0, 4000)
+    rng = random.Random(0)
+    values = [rng.expovariate(1.0) for _ in range(4000)]
     b = percentile_bounds(values, 99)
     assert b.low < b.estimate < b.high and b.low < -math.log(0.01) < b.high  # 4.6
     few = percentile_bounds(values[:50], 99)  # too few for an upper bound of the p99
     assert few.high == math.inf
+
+
+def test_the_statistics_are_numpys() -> None:
+    """The simulator's statistics on lists equal numpy's: percentiles to the last bit (its
+    default, linear, method), interpolation, the even split and the least-squares slope."""
+    np = pytest.importorskip("numpy")  # the test environment has it (torch's); the planner not
+    rng = random.Random(1)
+    for n in (1, 2, 3, 7, 100, 1001):
+        values = [rng.lognormvariate(0.0, 1.0) for _ in range(n)]
+        for q in (0, 1, 25, 50, 90, 99, 99.9, 100, 100 / 3):
+            assert percentile(values, q) == float(np.percentile(values, q)), (n, q)
+        sections = split(values, 4)
+        assert [len(s) for s in sections] == [len(a) for a in np.array_split(values, 4)]
+        assert [v for s in sections for v in s] == values
+    assert math.isnan(percentile([], 50))
+    assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.5  # by hand: halfway between 2 and 3
+    xs, ys = [1.0, 2.0, 4.0], [10.0, 20.0, 0.0]
+    for x in (0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0):
+        assert interpolate(x, xs, ys, left=-1.0) == pytest.approx(np.interp(x, xs, ys, left=-1.0))
+    ts = [0.5 * k for k in range(50)]
+    made = [3.0 * t + rng.random() for t in ts]
+    assert slope(ts, made) == pytest.approx(np.polyfit(ts, made, 1)[0], rel=1e-12)
 
 
 def test_the_slo_rate_holds_for_other_seeds_and_longer_runs() -> None:
@@ -201,6 +224,9 @@ def test_lognormal_lengths_have_the_means_asked_for() -> None:
     assert sum(i for i, _ in lengths) / len(lengths) == pytest.approx(1000, rel=0.03)
     assert sum(o for _, o in lengths) / len(lengths) == pytest.approx(200, rel=0.03)
     assert min(min(i, o) for i, o in lengths) >= 1
+    # A seed is one answer, another seed another.
+    assert lognormal_lengths(20_000, 1000, 200, sigma=0.8, seed=3) == lengths
+    assert lognormal_lengths(20_000, 1000, 200, sigma=0.8, seed=4) != lengths
 
 
 def test_lognormal_draws_longer_than_the_context_are_clipped_and_said() -> None:

@@ -45,13 +45,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import numpy as np
-
 from bench import BenchError
 from bench.measure.ops import get_op
 from bench.measure.ops.step import OpUse
 from bench.plan.models import Serving, part
 from bench.plan.speculative import Speculation, cached_prefix
+from bench.plan.stats import evenly, interpolate, percentile, slope
 from bench.plan.throughput import Step, StepModel
 from bench.plan.workloads import Request, Workload, arrivals
 
@@ -281,18 +280,22 @@ class SimResult:
     running and the output tokens made so far."""
 
     tp: int
-    output: np.ndarray  # tokens each request generated
-    sent: np.ndarray  # seconds: arrival, or for a closed loop when its client sent it
-    admitted: np.ndarray
-    first: np.ndarray
-    finish: np.ndarray
-    times: np.ndarray  # the end of each step
-    running: np.ndarray
-    made: np.ndarray  # output tokens made by the end of each step
+    output: list[int]  # tokens each request generated
+    sent: list[float]  # seconds: arrival, or for a closed loop when its client sent it
+    admitted: list[float]
+    first: list[float]
+    finish: list[float]
+    times: list[float]  # the end of each step
+    running: list[int]
+    made: list[float]  # output tokens made by the end of each step
     mean_output: float = field(init=False)
+    # Each metric's steady values, kept: an SLO search reads them several times a run.
+    _values: dict[str, list[float]] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        self.mean_output = float(self.output.mean())
+        self.mean_output = sum(self.output) / len(self.output)
 
     @property
     def requests(self) -> int:
@@ -300,7 +303,7 @@ class SimResult:
 
     @property
     def output_tokens(self) -> int:
-        return int(self.output.sum())
+        return sum(self.output)
 
     @property
     def steps(self) -> int:
@@ -309,29 +312,37 @@ class SimResult:
     @property
     def seconds(self) -> float:
         """First arrival to last finish."""
-        return float(self.finish.max() - self.sent.min())
+        return max(self.finish) - min(self.sent)
+
+    @cached_property
+    def service(self) -> list[float]:
+        """Every request's service time (admission to last token), sorted: the warm-up and
+        drain are percentiles of it."""
+        return sorted(f - a for f, a in zip(self.finish, self.admitted, strict=True))
 
     @cached_property
     def window(self) -> Window:
-        turn = float(np.percentile(self.finish - self.admitted, WARM_UP_PERCENTILE))
-        start = float(self.sent.min()) + turn
-        end = float(self.admitted.max())
+        turn = percentile(self.service, WARM_UP_PERCENTILE, ordered=True)
+        start = min(self.sent) + turn
+        end = max(self.admitted)
         if end - start < STEADY_TURNS * turn:
-            return Window(float(self.sent.min()), float(self.finish.max()), False)
+            return Window(min(self.sent), max(self.finish), False)
         return Window(start, end, True)
 
     @cached_property
-    def steady(self) -> np.ndarray:
+    def steady(self) -> list[bool]:
         """Which requests were served under steady load: admitted in the steady window early
         enough to be served in it (none in a run too short for a steady state)."""
         w = self.window
-        last = w.end - float(np.percentile(self.finish - self.admitted, DRAIN_PERCENTILE))
-        return (self.admitted >= w.start) & (self.admitted <= last) & w.steady
+        if not w.steady:
+            return [False] * self.requests
+        last = w.end - percentile(self.service, DRAIN_PERCENTILE, ordered=True)
+        return [w.start <= a <= last for a in self.admitted]
 
     @property
     def latency_steady(self) -> bool:
         """Whether the latency percentiles count steady requests only (else every request)."""
-        return bool(self.steady.any())
+        return any(self.steady)
 
     @cached_property
     def output_tokens_per_s(self) -> float:
@@ -340,36 +351,46 @@ class SimResult:
         requests (admitted, prefilled and finished together) do not bias as the tokens made
         between two instants would."""
         w = self.window
-        t = np.linspace(w.start, w.end, SLOPE_POINTS)
-        made = np.interp(t, self.times, self.made, left=0.0)
-        return float(np.polyfit(t, made, 1)[0]) / self.tp
+        t = evenly(w.start, w.end, SLOPE_POINTS)
+        made = [interpolate(x, self.times, self.made, left=0.0) for x in t]
+        return slope(t, made) / self.tp
 
     @property
     def requests_per_s(self) -> float:
         """Per GPU, at the steady output rate: output tokens/s over the mean output."""
         return self.output_tokens_per_s / self.mean_output
 
-    def values(self, metric: str) -> np.ndarray:
-        """TTFT or TPOT (seconds) of each steady request (of every request of a run with none);
-        TPOT only of those with 2+ tokens, whose time per token after the first is defined."""
-        mask = self.steady if self.latency_steady else np.ones(self.requests, dtype=bool)
-        if metric == "ttft":
-            return (self.first - self.sent)[mask]
-        mask = mask & (self.output > 1)
-        return ((self.finish - self.first)[mask]) / (self.output[mask] - 1)
+    def values(self, metric: str) -> list[float]:
+        """TTFT or TPOT (seconds) of each steady request (of every request of a run with none),
+        in request order; TPOT only of those with 2+ tokens, whose time per token after the
+        first is defined. The list is kept: copy it before changing it."""
+        if metric not in self._values:
+            counted = self.steady if self.latency_steady else [True] * self.requests
+            rows = zip(counted, self.sent, self.first, self.finish, self.output, strict=True)
+            if metric == "ttft":
+                found = [first - sent for keep, sent, first, _, _ in rows if keep]
+            else:
+                found = [(end - first) / (out - 1)
+                         for keep, _, first, end, out in rows if keep and out > 1]  # fmt: skip
+            self._values[metric] = found
+        return self._values[metric]
 
     def percentile(self, metric: str, q: float) -> float:
         """The q-th percentile of `metric`, NaN where no request defines it."""
-        values = self.values(metric)
-        return float(np.percentile(values, q)) if len(values) else math.nan
+        return percentile(self.values(metric), q)
 
     @property
     def mean_occupancy(self) -> float:
         """Running sequences, averaged over the steady window's time."""
         w = self.window
-        inside = (self.times > w.start) & (self.times <= w.end)
-        spans = np.diff(self.times, prepend=self.sent.min())[inside]
-        return float((self.running[inside] * spans).sum() / max(spans.sum(), 1e-12))
+        weighted = spans = 0.0
+        before = min(self.sent)  # the first step runs from the first arrival
+        for end, running in zip(self.times, self.running, strict=True):
+            if w.start < end <= w.end:
+                weighted += running * (end - before)
+                spans += end - before
+            before = end
+        return weighted / max(spans, 1e-12)
 
 
 def simulate(
@@ -421,8 +442,8 @@ class _Engine:
         self.times: list[float] = []
         self.running: list[int] = []
         self.tokens: list[float] = []  # output tokens made (a mean gain's: fractional)
-        self.sent, self.admitted = np.zeros(n), np.zeros(n)
-        self.first, self.finish = np.zeros(n), np.zeros(n)
+        self.sent, self.admitted = [0.0] * n, [0.0] * n
+        self.first, self.finish = [0.0] * n, [0.0] * n
 
     @property
     def busy(self) -> bool:
@@ -514,10 +535,9 @@ class _Engine:
         self.finish[seq.index] = self.now
 
     def result(self, requests: Sequence[Request]) -> SimResult:
-        output = np.array([r.output for r in requests])
         return SimResult(
-            self.cost.setup.tp, output, self.sent, self.admitted, self.first, self.finish,
-            np.array(self.times), np.array(self.running), np.array(self.tokens),
+            self.cost.setup.tp, [r.output for r in requests], self.sent, self.admitted,
+            self.first, self.finish, self.times, self.running, self.tokens,
         )  # fmt: skip
 
 
@@ -579,10 +599,10 @@ def grid_exact(lengths: Sequence[tuple[int, int]]) -> list[int]:
 def occupancy_series(result: SimResult, points: int = 10) -> list[tuple[float, int]]:
     """Running sequences at `points` evenly spaced times of the run."""
     times = result.times
-    end = float(times[-1])
+    end = times[-1]
     out = []
     for k in range(1, points + 1):
         t = end * k / points
-        i = min(int(np.searchsorted(times, t)), len(times) - 1)
-        out.append((t, int(result.running[i])))
+        i = min(bisect.bisect_left(times, t), len(times) - 1)
+        out.append((t, result.running[i]))
     return out

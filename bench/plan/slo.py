@@ -20,10 +20,9 @@ figures are that run's.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from bench import BenchError
 from bench.plan.simulate import (
@@ -35,6 +34,7 @@ from bench.plan.simulate import (
     offline,
     simulate,
 )
+from bench.plan.stats import percentile, split
 from bench.plan.workloads import Workload
 from bench.record.units import fmt_target
 
@@ -62,6 +62,10 @@ T_99 = 2.7181
 # The bisection stops when the bracket is this share of the offline ceiling (assumption: about
 # as fine as the seeds' spread lets a rate be told from its neighbours).
 TOLERANCE = 1 / 32
+# Each trial halves the bracket, so TOLERANCE = 2⁻⁵ is five trials: counted, not compared, as
+# after five halvings the bracket equals TOLERANCE of the ceiling only up to rounding, and a
+# comparison would add a sixth trial or not by the ceiling's last bit.
+BISECTIONS = round(-math.log2(TOLERANCE))
 VERDICTS = ("met", "missed", "uncertain")
 
 
@@ -120,18 +124,18 @@ class Bounds:
     high: float
 
 
-def percentile_bounds(values: np.ndarray, q: float) -> Bounds:
+def percentile_bounds(values: Sequence[float], q: float) -> Bounds:
     """The q-th percentile of `values` with a distribution-free 95% interval: the order
     statistics at ranks n·p ± z·√(n·p·(1 − p))."""
     n, p = len(values), q / 100
     if not n:
         return Bounds(math.nan, -math.inf, math.inf)
-    ordered = np.sort(values)
+    ordered = sorted(values)
     half = Z_95 * math.sqrt(n * p * (1 - p))
     lo, hi = math.floor(n * p - half) - 1, math.ceil(n * p + half) - 1
     low = float(ordered[lo]) if lo >= 0 else -math.inf
     high = float(ordered[hi]) if hi < n else math.inf
-    return Bounds(float(np.percentile(values, q)), low, high)
+    return Bounds(percentile(ordered, q, ordered=True), low, high)
 
 
 @dataclass(frozen=True)
@@ -156,10 +160,10 @@ def _predicted(runs: Sequence[SimResult], metric: str, q: float) -> float:
     few tenths; sections tell that spread better than three seeds alone, and start from the
     worst seed, as the sections of one run move together. Infinite where a section holds too
     few requests to have the percentile inside it."""
-    sections = [part for r in runs for part in np.array_split(r.values(metric), SECTIONS)]
+    sections = [part for r in runs for part in split(r.values(metric), SECTIONS)]
     if q < 100 and min(len(part) for part in sections) * (1 - q / 100) < 1:
         return math.inf
-    spread = np.std([np.percentile(part, q) for part in sections], ddof=1)
+    spread = statistics.stdev([percentile(part, q) for part in sections])
     worst = max(r.percentile(metric, q) for r in runs)
     return float(worst + T_99 * spread * math.sqrt(1 + 1 / len(runs)))
 
@@ -179,7 +183,7 @@ def judge(
         if not all(r.latency_steady and _span(r) >= span for r in runs):
             verdicts.append("uncertain")  # a run too short for a steady state
             continue
-        values = np.concatenate([r.values(metric) for r in runs])
+        values = [v for r in runs for v in r.values(metric)]
         b = percentile_bounds(values, slo.percentile)
         if len(runs) == SEEDS and b.low <= limit:
             b = Bounds(b.estimate, b.low, max(b.high, _predicted(runs, metric, slo.percentile)))
@@ -228,10 +232,10 @@ class _Search:
         run of the requests asked for shows the service time (a turn of the batch) and the
         warm-up and drain around the span."""
         probe = self.run(rate, self.seeds[0], self.requests)
-        service = probe.finish - probe.admitted
-        turn = float(np.percentile(service, WARM_UP_PERCENTILE))
+        service = probe.service
+        turn = percentile(service, WARM_UP_PERCENTILE, ordered=True)
         span = min(MIN_DURATION_S, MIN_TURNS * turn)
-        ends = turn + float(np.percentile(service, DRAIN_PERCENTILE))
+        ends = turn + percentile(service, DRAIN_PERCENTILE, ordered=True)
         return max(self.requests, math.ceil(rate * (span + ends))), span
 
     def trial(self, rate: float) -> Trial:
@@ -266,7 +270,7 @@ def highest_rate(
     top = ceiling.requests_per_s * ceiling.tp
     search = _Search(load, cost, pages, slo, requests, seed)
     low, high = 0.0, top
-    while high - low > TOLERANCE * top:
+    for _ in range(BISECTIONS):
         rate = (low + high) / 2
         if search.trial(rate).verdict == "met":
             low = rate

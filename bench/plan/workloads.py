@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from bench import BenchError, check_range
 from bench.plan.models import ModelConfig, check_context
 from bench.plan.texts import read_text
@@ -51,14 +49,16 @@ def lognormal_lengths(
     n: int, mean_in: float, mean_out: float, sigma: float = 1.0, seed: int = 0
 ) -> list[tuple[int, int]]:
     """n (input, output) lengths, each lognormal with the given mean and log-space spread
-    sigma (µ = ln(mean) − σ²/2), rounded, at least 1."""
-    rng = np.random.default_rng(seed)
+    sigma (µ = ln(mean) − σ²/2), rounded (half to even), at least 1: all n inputs drawn
+    first, then the outputs, from one generator seeded with `seed`."""
+    rng = random.Random(seed)
 
-    def draw(mean: float) -> np.ndarray:
+    def draw(mean: float) -> list[int]:
         mu = math.log(mean) - sigma**2 / 2
-        return np.maximum(1, np.rint(rng.lognormal(mu, sigma, n))).astype(int)
+        # e^(µ + σ·z), z standard normal: Python's gauss is its quickest normal draw.
+        return [max(1, round(math.exp(rng.gauss(mu, sigma)))) for _ in range(n)]
 
-    return list(zip(draw(mean_in).tolist(), draw(mean_out).tolist(), strict=True))
+    return list(zip(draw(mean_in), draw(mean_out), strict=True))
 
 
 def clip_to(context: int, lengths: Sequence[tuple[int, int]]) -> tuple[list[tuple[int, int]], int]:

@@ -98,7 +98,7 @@ def _latencies(r: SimResult, metric: str) -> str:
     if math.isnan(values[0]):
         return "undefined: no request makes a second token"
     cells = ", ".join(f"p{q} {fmt_ms(v * 1e3)}" for q, v in zip(PERCENTILES, values, strict=True))
-    count = int(r.steady.sum()) if r.latency_steady else r.requests
+    count = sum(r.steady) if r.latency_steady else r.requests
     where = "steady" if r.latency_steady else "all (no steady state)"
     return f"{cells} over {plural(count, 'request')}, {where}"
 
