@@ -115,12 +115,12 @@ def test_a_line_break_inside_a_damaged_file_stays_inside_the_one_line(
 ) -> None:
     """A JSON key holding a line break, quoted by the error, does not split it."""
     data = json.loads(BASES["h100"])
-    data["cases"][0]["shape"]["M\nN"] = None
+    data["cases"][0]["shape"]["M\nN\x85"] = None
     damaged = tmp_path / "damaged.json"
     damaged.write_text(json.dumps(data))
     done = invoke(capsys, *COMMANDS["export"](damaged, damaged))
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "M\\nN" in done.stderr
+    assert "M\\nN\\x85" in done.stderr
 
 
 @settings(

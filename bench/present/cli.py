@@ -93,7 +93,10 @@ def main() -> None:
 def _fail(message: str) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0":
         sys.exit(0)  # under torchrun every rank meets bad input; rank 0 alone says so (exit 2)
-    # One line even when it quotes a file's text (a JSON key may hold a line break).
-    one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+    # One line even when it quotes a file's text: a JSON key may hold a line break (\n, \x85,
+    # \u2028…), shown escaped like any other unprintable character.
+    one_line = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode() for c in message
+    )
     err.print(f"[red]error:[/red] {escape(one_line)}", highlight=False, soft_wrap=True)
     sys.exit(2)
