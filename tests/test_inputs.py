@@ -56,6 +56,9 @@ def test_bad_run_flags_are_refused_before_any_work(capsys, args: tuple, message:
         (("step", *TINY, "--plot", ""), "a chart is a PNG"),  # wrote ./.png, said "wrote ."
         (("simulate", *TINY, "--concurrency", "1", "--plot", "/"), "a chart is a PNG"),
         (("run", "--dry-run", "--out", "a" * 300 + ".json"), "File name too long"),
+        (("simulate", *TINY, "--workers", "0"), "'--workers'"),
+        (("estimate", *TINY, "--router-skew", "99999999"), "'--router-skew'"),
+        (("estimate", *TINY, "--redundant-experts", "-1"), "'--redundant-experts'"),
     ],
 )
 def test_bad_planning_flags_are_one_line(capsys, args: tuple, message: str) -> None:

@@ -70,6 +70,8 @@ RedundantOpt = Annotated[
     int,
     typer.Option(
         "--redundant-experts",
+        min=0,
+        max=4096,
         help="Extra replicas of the hottest experts under expert parallelism (EPLB; DeepSeek "
         "serves 256 experts as 288).",
     ),
@@ -78,6 +80,8 @@ SkewOpt = Annotated[
     int,
     typer.Option(
         "--router-skew",
+        min=0,
+        max=1000,
         help="The router's skew, a Zipf exponent in hundredths (0: uniform, 100: Zipf's law), "
         "for the busiest expert-parallel GPU's load.",
     ),

@@ -208,7 +208,7 @@ SweepOpt = Annotated[
         show_default=False,
     ),
 ]
-WorkersOpt = Annotated[int, typer.Option(help="--sweep: local worker processes.")]
+WorkersOpt = Annotated[int, typer.Option(min=1, max=1024, help="--sweep: local worker processes.")]
 EngineOpt = Annotated[
     str, typer.Option(help="--sweep: local (processes) or ray (pip install 'tokbench[cluster]').")
 ]
