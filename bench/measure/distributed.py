@@ -114,10 +114,13 @@ def launch(nproc: int, args: list[str]) -> int:
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     with tempfile.TemporaryDirectory(prefix="tokbench-ranks-") as logs:
         quiet = {r: Std.ALL for r in range(1, nproc)}
+        # When a rank fails the agent sends the others SIGTERM and, after shutdown_timeout,
+        # SIGKILL: rank 0 needs those seconds to finish its file and say what it kept, on a
+        # busy machine too (2 s was seen to cut it off under a loaded CI run).
         config = LaunchConfig(
             min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
             rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
-            logs_specs=DefaultLogsSpecs(log_dir=logs, redirects=quiet), shutdown_timeout=2,
+            logs_specs=DefaultLogsSpecs(log_dir=logs, redirects=quiet), shutdown_timeout=15,
         )  # fmt: skip
         try:
             elastic_launch(config, sys.executable)("-m", "bench", *args)
