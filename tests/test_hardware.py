@@ -61,6 +61,16 @@ def test_get_spec_unknown_lists_known_keys() -> None:
         get_spec("v100")
 
 
+@pytest.mark.parametrize(("prefix", "key"), [("a100", "a100-sxm"), ("GB3", "gb300"), ("l4", "l4")])
+def test_get_spec_takes_an_unambiguous_prefix(prefix: str, key: str) -> None:
+    assert get_spec(prefix).key == key
+
+
+def test_get_spec_ambiguous_prefix_names_the_candidates() -> None:
+    with pytest.raises(ValueError, match=r"GPU 'h100' is ambiguous; say which: h100-sxm, h100-pcie$"):
+        get_spec("h100")
+
+
 def test_specs_keyed_by_key_in_generation_order() -> None:
     assert list(SPECS) == [
         "a100-sxm",

@@ -423,11 +423,20 @@ def match_spec(device_name: str) -> GpuSpec | None:
 
 
 def get_spec(key: str) -> GpuSpec:
-    """The spec for a CLI key or display name, case-insensitively."""
+    """The spec for a CLI key, display name or unambiguous key prefix, case-insensitively.
+
+    A prefix ("a100", "gb3") is taken when it names one entry only; "h100" names two, so the
+    error lists them rather than guessing which form factor was meant.
+    """
     wanted = key.strip().lower()
     for spec in SPECS.values():
         if wanted in (spec.key, spec.name.lower()):
             return spec
+    candidates = [k for k in SPECS if wanted and k.startswith(wanted)]
+    if len(candidates) == 1:
+        return SPECS[candidates[0]]
+    if candidates:
+        raise ValueError(f"GPU {key!r} is ambiguous; say which: {', '.join(candidates)}")
     raise ValueError(f"unknown GPU {key!r}; known: {', '.join(SPECS)}")
 
 
