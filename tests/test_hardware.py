@@ -67,7 +67,8 @@ def test_get_spec_takes_an_unambiguous_prefix(prefix: str, key: str) -> None:
 
 
 def test_get_spec_ambiguous_prefix_names_the_candidates() -> None:
-    with pytest.raises(ValueError, match=r"GPU 'h100' is ambiguous; say which: h100-sxm, h100-pcie$"):
+    wanted = r"GPU 'h100' is ambiguous; say which: h100-sxm, h100-pcie$"
+    with pytest.raises(ValueError, match=wanted):
         get_spec("h100")
 
 
