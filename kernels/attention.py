@@ -676,7 +676,7 @@ def flash_attention(
     if window is not None and window >= k.shape[2]:
         # Every query's window reaches back past key 0: the plain causal kernel, no window masks.
         window = None
-    scale = q.shape[3] ** -0.5 if sm_scale is None else float(sm_scale)
+    scale = q.shape[3] ** -0.5 if sm_scale is None else _CHECK.number("sm_scale", sm_scale)
     out = lse = None
     if k.shape[2] == 0:
         # No keys at all: every row is an empty softmax, whose denominator holds the sink alone.

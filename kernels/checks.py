@@ -10,6 +10,7 @@ for its inputs may skip.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NoReturn
 
 import torch
@@ -72,6 +73,27 @@ class Checks:
                 "Triton's interpreter, TRITON_INTERPRET=1)"
             )
         return device
+
+    def number(self, name: str, value: object, *, at_least: float | None = None) -> float:
+        """A finite real scalar (Python, NumPy or a one-element tensor; not a bool or a string),
+        at least `at_least` when given; returns it as the float a kernel's scalar argument takes
+        (a tensor would reach the kernel as a pointer)."""
+        allowed = "a finite real number" + ("" if at_least is None else f" >= {at_least:g}")
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if isinstance(value, torch.Tensor):
+            real = value.numel() == 1 and not (value.is_complex() or value.dtype == torch.bool)
+        number = float(value) if real else math.nan
+        if not math.isfinite(number) or (at_least is not None and number < at_least):
+            self.fail(f"{name} must be {allowed}, got {value!r}")
+        return number
+
+    def count(self, name: str, value: object, low: int, high: int, why: str = "") -> int:
+        """An int (Python or NumPy; not a bool) in [low, high]; returns it. `why` follows the
+        range in the message."""
+        whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if not whole or not low <= value <= high:
+            self.fail(f"{name} must be an int in [{low}, {high}]{why}, got {value!r}")
+        return int(value)
 
     def fp8(self, device: torch.device, what: str) -> None:
         """float8_e4m3fn `what` can be read on `device`: from compute capability 8.9 on a GPU

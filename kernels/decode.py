@@ -519,6 +519,8 @@ def _validate(
         _CHECK.fail(
             f"k_cache and v_cache shapes differ: {tuple(k_cache.shape)} vs {tuple(v_cache.shape)}"
         )
+    if paged and k_cache.shape[1] == 0:
+        _CHECK.fail("page_size (the caches' dim 1) must be >= 1, got 0")
     batch, heads, head_dim = q.shape
     if k_cache.shape[3] != head_dim:
         _CHECK.fail(f"head_dim mismatch: q has {head_dim}, the caches have {k_cache.shape[3]}")
@@ -533,15 +535,9 @@ def _validate(
         _CHECK.fail(f"block_table has {block_table.shape[0]} rows for a batch of {batch}")
     if not paged and k_cache.shape[0] != batch:
         _CHECK.fail(f"batch mismatch: q has {batch}, the contiguous caches have {k_cache.shape[0]}")
-    if num_splits is not None and (
-        isinstance(num_splits, bool)
-        or not isinstance(num_splits, int)
-        or not 1 <= num_splits <= MAX_USER_SPLITS
-    ):
-        _CHECK.fail(
-            f"num_splits must be an int in [1, {MAX_USER_SPLITS}], got {num_splits!r}: the merge "
-            "kernel reads every split's log-sum-exp at once"
-        )
+    if num_splits is not None:
+        why = " (the merge kernel reads every split's log-sum-exp at once)"
+        _CHECK.count("num_splits", num_splits, 1, MAX_USER_SPLITS, why)
     if window is not None and (
         isinstance(window, bool) or not isinstance(window, int) or window < 1
     ):
@@ -560,11 +556,7 @@ def _check_max_seq_len(
 ) -> int:
     """A caller-given longest length must fit the cache; returns it."""
     capacity = k_cache.shape[1] if block_table is None else block_table.shape[1] * k_cache.shape[1]
-    if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int):
-        _CHECK.fail(f"max_seq_len must be an int in [0, {capacity}] (the cache's capacity)")
-    if not 0 <= max_seq_len <= capacity:
-        _CHECK.fail(f"max_seq_len must be an int in [0, {capacity}] (the cache's capacity)")
-    return max_seq_len
+    return _CHECK.count("max_seq_len", max_seq_len, 0, capacity, " (the cache's capacity)")
 
 
 def _check_lengths(
@@ -579,8 +571,8 @@ def _check_lengths(
         return 0
     lens = seq_lens.to(torch.int64)
     stats = [lens.min(), lens.max()]
-    if block_table is not None:
-        page_size, num_blocks = k_cache.shape[1], k_cache.shape[0]
+    page_size, num_blocks = k_cache.shape[1], k_cache.shape[0]
+    if block_table is not None and block_table.shape[1] > 0:
         pages = torch.arange(block_table.shape[1], device=lens.device)
         used = pages[None, :] < (lens.clamp(min=0)[:, None] + page_size - 1) // page_size
         table = block_table.to(torch.int64)
@@ -599,7 +591,7 @@ def _check_lengths(
             f"seq_lens max {longest} exceeds the block table capacity {capacity} "
             f"({block_table.shape[1]} blocks x page_size {page_size})"
         )
-    if values[2] < 0 or values[3] >= num_blocks:
+    if len(values) > 2 and (values[2] < 0 or values[3] >= num_blocks):
         _CHECK.fail(
             f"block_table entries in use must lie in [0, {num_blocks}) (the pool's blocks), "
             f"got min {values[2]} and max {values[3]}"
@@ -669,6 +661,7 @@ def decode_attention(
     else:
         longest = _check_max_seq_len(max_seq_len, k_cache, block_table)
     batch, heads, head_dim = q.shape
+    scale = head_dim**-0.5 if sm_scale is None else _CHECK.number("sm_scale", sm_scale)
     out = torch.empty((batch, heads, head_dim), dtype=q.dtype, device=q.device)
     if out.numel() == 0:
         return out
@@ -677,7 +670,7 @@ def decode_attention(
     if num_splits is None:
         sm_count = 1 if q.device.type != "cuda" else _sm_count(q.device.index or 0)
         num_splits = choose_num_splits(batch, k_cache.shape[2], span, sm_count)
-    scale = head_dim**-0.5 if sm_scale is None else float(sm_scale)
+    num_splits = int(num_splits)  # a NumPy int would reach the kernel as a NumPy scalar
     with on_device(q):
         _launch(
             q, k_cache, v_cache, seq_lens, out, block_table=block_table, scale=scale, span=span,

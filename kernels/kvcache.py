@@ -217,6 +217,15 @@ def _validate(
             f"{k_cache.dtype} and {v_cache.dtype}"
         )
     device = _CHECK.device(k=k, v=v, k_cache=k_cache, v_cache=v_cache, slot_mapping=slot_mapping)
+    for name, cache in (("k_cache", k_cache), ("v_cache", v_cache)):
+        shared = zip(cache.stride(), cache.shape, strict=True)
+        if any(stride == 0 and n > 1 for stride, n in shared):
+            _CHECK.fail(f"{name} has a stride of 0 (an expanded view): its slots share memory")
+    if k_cache.numel() and k_cache.data_ptr() == v_cache.data_ptr():
+        _CHECK.fail(
+            "k_cache and v_cache start at the same memory, so values would overwrite keys; "
+            "pass two caches or two halves of one"
+        )
     if k_cache.dtype != FP8_DTYPE:
         if k_scale is not None or v_scale is not None:
             _CHECK.fail(

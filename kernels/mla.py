@@ -37,7 +37,7 @@ import triton.language as tl
 from kernels import HOPPER_SMEM, on_device, strides
 from kernels.autotune import autotune, bucket, config, fitting, meta
 from kernels.checks import FLOAT_DTYPES, Checks
-from kernels.decode import _token_slots, choose_num_splits, merge_splits
+from kernels.decode import MAX_USER_SPLITS, _token_slots, choose_num_splits, merge_splits
 from kernels.softmax import softmax_step
 
 _LOG2E = math.log2(math.e)
@@ -275,13 +275,15 @@ def _validate(
             f"cache rows must hold kv_lora_rank + rope_dim = {latent} + {q_rope.shape[2]} "
             f"columns, both at least 1; got {cache.shape[2]}"
         )
+    if cache.shape[1] == 0:
+        c.fail("page_size (the cache's dim 1) must be >= 1, got 0")
     if seq_lens.shape[0] != batch or block_table.shape[0] != batch:
         c.fail(
             f"seq_lens and block_table must have one row per sequence ({batch}), got "
             f"{seq_lens.shape[0]} and {block_table.shape[0]}"
         )
-    if num_splits is not None and not 1 <= num_splits <= 128:
-        c.fail(f"num_splits must be within 1..128, got {num_splits}")
+    if num_splits is not None:
+        c.count("num_splits", num_splits, 1, MAX_USER_SPLITS)
 
 
 def _check_lengths(cache: torch.Tensor, seq_lens: torch.Tensor, table: torch.Tensor) -> int:
@@ -332,12 +334,12 @@ def mla_decode(
         A new contiguous (batch, heads, kv_lora_rank) tensor in q_latent's dtype.
     """
     _validate(q_latent, q_rope, cache, seq_lens, block_table, num_splits)
+    softmax_scale = _CHECK.number("softmax_scale", softmax_scale)
     if max_seq_len is None:
         longest = _check_lengths(cache, seq_lens, block_table)
     else:
-        if not 0 <= max_seq_len <= block_table.shape[1] * cache.shape[1]:
-            _CHECK.fail(f"max_seq_len must be within 0..{block_table.shape[1] * cache.shape[1]}")
-        longest = max_seq_len
+        capacity = block_table.shape[1] * cache.shape[1]
+        longest = _CHECK.count("max_seq_len", max_seq_len, 0, capacity, " (pages × page_size)")
     batch, heads, latent = q_latent.shape
     out = torch.empty((batch, heads, latent), dtype=q_latent.dtype, device=q_latent.device)
     if out.numel() == 0:
@@ -347,6 +349,7 @@ def mla_decode(
         # Every head reads the one latent cache: a sequence's head blocks stand in for the
         # kv heads of decode attention's rule.
         num_splits = choose_num_splits(batch, triton.cdiv(heads, _HEAD_BLOCK), longest, sm_count)
+    num_splits = int(num_splits)  # a NumPy int would reach the kernel as a NumPy scalar
     with on_device(q_latent):
         _launch(q_latent, q_rope, cache, seq_lens, block_table, out, softmax_scale=softmax_scale,
                 num_splits=num_splits, longest=longest)  # fmt: skip

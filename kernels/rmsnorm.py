@@ -150,7 +150,7 @@ def add_rmsnorm(
         x: (rows, hidden) float16/bfloat16/float32, any strides; rows may be 0, hidden >= 1.
         residual: Same shape, dtype and device as x, any strides.
         weight: (hidden,), same dtype and device, any stride.
-        eps: Added to the mean square (Llama's rms_norm_eps is 1e-5).
+        eps: Added to the mean square, >= 0 (Llama's rms_norm_eps is 1e-5).
 
     Returns:
         y and h, new contiguous (rows, hidden) tensors in x's dtype.
@@ -169,6 +169,7 @@ def add_rmsnorm(
     _CHECK.dtype("x", x, FLOAT_DTYPES)
     _CHECK.same_dtype(x=x, residual=residual, weight=weight)
     _CHECK.device(x=x, residual=residual, weight=weight)
+    eps = _CHECK.number("eps", eps, at_least=0)
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     h = torch.empty_like(y)
     if x.shape[0]:

@@ -451,6 +451,8 @@ def test_invalid_inputs(case, words, device):
         ({"sinks": "dtype"}, r"sinks must be a float32 tensor .*got torch.bfloat16"),
         ({"sinks": "list"}, "sinks must be a torch.Tensor, got list"),
         ({"sinks": "device"}, "sinks is on meta but q is on"),
+        ({"sm_scale": "0.1"}, r"sm_scale must be a finite real number, got '0\.1'$"),
+        ({"sm_scale": float("inf")}, r"sm_scale must be a finite real number, got inf$"),
     ],
     ids=[
         "window-0",
@@ -462,6 +464,8 @@ def test_invalid_inputs(case, words, device):
         "sinks-dtype",
         "sinks-list",
         "sinks-device",
+        "scale-str",
+        "scale-inf",
     ],
 )
 def test_invalid_options(options, words, device):

@@ -1,5 +1,6 @@
 """Decode attention over contiguous and paged KV caches against the float64 reference."""
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -139,6 +140,23 @@ def test_length_one_and_zero(num_splits, device):
         assert torch.equal(out[0], group_v[0])
         assert torch.all(out[1] == 0)
         assert torch.equal(out[2], group_v[2])
+
+
+def test_an_empty_block_table_serves_empty_sequences(device):
+    q, k, v, lens = _inputs([0, 0], 4, 2, 64, torch.float16, device, max_len=16)
+    k_pool, v_pool, _ = _paged(k, v, torch.tensor([1, 1], dtype=torch.int32, device=device))
+    table = torch.zeros(2, 0, dtype=torch.int32, device=device)
+    assert not decode_attention(q, k_pool, v_pool, lens, block_table=table).any()
+
+
+def test_scalars_may_be_numpy_or_tensors(device):
+    q, k, v, lens = _inputs([20, 9], 4, 2, 64, torch.float16, device, max_len=32)
+    plain = decode_attention(q, k, v, lens, num_splits=2, max_seq_len=20, sm_scale=0.1)
+    for scale in (np.float32(0.1), torch.tensor(0.1)):
+        other = decode_attention(
+            q, k, v, lens, num_splits=np.int64(2), max_seq_len=np.int32(20), sm_scale=scale
+        )
+        assert torch.equal(other, plain)
 
 
 def test_unused_table_entries_are_ignored(device):
@@ -466,9 +484,13 @@ def test_make_and_gather_paged_cache(device):
         ("table_negative", "block_table entries in use"),
         ("table_past_pool", "block_table entries in use"),
         ("negative_len", "seq_lens must be >= 0"),
-        ("splits", r"num_splits must be an int in \[1, 128\], got 0"),
-        ("too_many_splits", r"num_splits must be an int in \[1, 128\], got 4096: the merge"),
-        ("splits_bool", r"num_splits must be an int in \[1, 128\], got True"),
+        ("splits", r"num_splits must be an int in \[1, 128\] .*got 0$"),
+        ("too_many_splits", r"num_splits must be an int in \[1, 128\] \(the merge .*got 4096$"),
+        ("splits_bool", r"num_splits must be an int in \[1, 128\] .*got True$"),
+        ("splits_float", r"num_splits must be an int in \[1, 128\] .*got 2\.5$"),
+        ("scale_str", r"sm_scale must be a finite real number, got 'x'$"),
+        ("scale_nan", r"sm_scale must be a finite real number, got nan$"),
+        ("page_size_zero", r"page_size \(the caches' dim 1\) must be >= 1, got 0$"),
         ("window_zero", r"window must be None or an int >= 1 .*, got 0$"),
         ("window_negative", r"window must be None or an int >= 1 .*, got -2$"),
         ("window_float", r"window must be None or an int >= 1 .*, got 8\.0$"),
@@ -527,6 +549,10 @@ def test_invalid_inputs(case, words, device):
         },
         "splits": {"args": (q, k, v, lens), "num_splits": 0},
         "splits_bool": {"args": (q, k, v, lens), "num_splits": True},
+        "splits_float": {"args": (q, k, v, lens), "num_splits": 2.5},
+        "scale_str": {"args": (q, k, v, lens), "sm_scale": "x"},
+        "scale_nan": {"args": (q, k, v, lens), "sm_scale": float("nan")},
+        "page_size_zero": {"args": (q, k_pool[:, :0], v_pool[:, :0], lens), "block_table": table},
         "k_scale_zero": {
             "args": (q, k, v, lens),
             "k_scale": torch.tensor([1.0, 0.0], device=device),

@@ -271,6 +271,11 @@ def _bad_inputs():
         (lambda k, v, kc, vc, s, sc: (k, v, kc, vc, s, sc), "apply to float8_e4m3fn caches only"),
         (lambda k, v, kc, vc, s, sc: (k, v, kc, vc, s + 100, {}), "must be < 32 \\(num_blocks"),
         (lambda k, v, kc, vc, s, sc: (k, v, kc, vc, s.tolist(), {}), "must be a torch.Tensor"),
+        (lambda k, v, kc, vc, s, sc: (k, v, kc, kc, s, {}), "start at the same memory"),
+        (
+            lambda k, v, kc, vc, s, sc: (k, v, kc[:1].expand(kc.shape), vc, s, {}),
+            "k_cache has a stride of 0",
+        ),
     ]
 
 

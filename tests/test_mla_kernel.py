@@ -4,6 +4,7 @@ one line."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -81,6 +82,15 @@ def test_the_torch_baseline_agrees() -> None:
     assert rel_err(mla_decode_torch(**inputs), mla_decode_ref(**inputs)) < 1e-6
 
 
+def test_scalars_may_be_numpy_or_tensors(device) -> None:
+    inputs = case(2, 16, 32, 16, [9, 20], 8, torch.float32, device)
+    plain = mla_decode(**{**inputs, "softmax_scale": 0.125}, num_splits=2, max_seq_len=20)
+    numpy = {**inputs, "softmax_scale": np.float32(0.125)}
+    assert torch.equal(mla_decode(**numpy, num_splits=np.int64(2), max_seq_len=np.int32(20)), plain)
+    tensor = {**inputs, "softmax_scale": torch.tensor(0.125)}
+    assert torch.equal(mla_decode(**tensor, num_splits=2, max_seq_len=20), plain)
+
+
 def test_an_empty_sequence_is_zeros(device) -> None:
     inputs = case(2, 16, 32, 16, [0, 9], 8, torch.float32, device)
     assert not mla_decode(**inputs)[0].any()
@@ -105,6 +115,12 @@ def test_every_argument_may_be_a_strided_view(data: st.DataObject) -> None:
         (lambda i: i.update(seq_lens=i["seq_lens"].long()), "seq_lens dtype torch.int64"),
         (lambda i: i.update(cache=i["cache"].double()), "must share one dtype"),
         (lambda i: i.update(q_latent=[1.0]), "q_latent must be a torch.Tensor"),
+        (lambda i: i.update(softmax_scale="0.1"), "softmax_scale must be a finite real number"),
+        (lambda i: i.update(softmax_scale=torch.ones(2)), "softmax_scale must be a finite real"),
+        (lambda i: i.update(num_splits=True), "num_splits must be an int in [1, 128], got True"),
+        (lambda i: i.update(num_splits=2.5), "num_splits must be an int in [1, 128], got 2.5"),
+        (lambda i: i.update(max_seq_len=14.0), "max_seq_len must be an int in [0, 32]"),
+        (lambda i: i.update(cache=i["cache"][:, :0]), "page_size (the cache's dim 1) must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line(change, message: str, device) -> None:

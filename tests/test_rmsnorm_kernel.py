@@ -1,5 +1,6 @@
 """The fused add + RMSNorm kernel against the float64 reference: tails, strides, empty rows."""
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -97,6 +98,21 @@ def test_bad_inputs_are_one_clear_line(change, words: str, device) -> None:
     with pytest.raises(ValueError, match=words) as info:
         add_rmsnorm(*change(x, residual, weight))
     assert str(info.value).startswith("add_rmsnorm: ") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("eps", [-1.0, float("nan"), None, "1e-5", torch.ones(2)], ids=repr)
+def test_eps_must_be_a_real_number_at_least_zero(eps, device) -> None:
+    x, residual, weight = _inputs(3, 8, torch.float32, device)
+    with pytest.raises(ValueError, match=r"^add_rmsnorm: eps must be a finite real number >= 0"):
+        add_rmsnorm(x, residual, weight, eps=eps)
+
+
+def test_eps_may_be_numpy_or_a_tensor(device) -> None:
+    x, residual, weight = _inputs(3, 8, torch.float32, device)
+    plain = add_rmsnorm(x, residual, weight, eps=1e-3)[0]
+    for eps in (np.float32(1e-3), torch.tensor(1e-3), 0):
+        y = add_rmsnorm(x, residual, weight, eps=eps)[0]
+        assert torch.allclose(y, plain, rtol=1e-3) if eps else torch.isfinite(y).all()
 
 
 def test_empty_rows_are_refused(device) -> None:
