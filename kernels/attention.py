@@ -650,7 +650,8 @@ def flash_attention(
         q: (batch, heads, seq_q, head_dim), float16/bfloat16/float32, any strides.
         k: (batch, kv_heads, seq_k, head_dim), same dtype and device; kv_heads divides heads
             and query head h uses kv head h // (heads // kv_heads).
-        v: Same shape as k.
+        v: Same shape as k. A non-finite value in v reaches every row of its tile, masked
+            ones too (0·inf is NaN in the tile's product), as it does every row in torch's SDPA.
         causal: Mask aligned to the bottom-right corner: query i sees keys
             j <= i + seq_k - seq_q. Rows that see no key output zeros.
         sm_scale: Score scale; 1/sqrt(head_dim) when None.
@@ -659,8 +660,9 @@ def flash_attention(
             -inf on rows that see no key and have no sink.
         window: Sliding-window length W >= 1, with causal only; None for none. Query i sees the
             W keys i + seq_k - seq_q - W < j <= i + seq_k - seq_q (itself and the W - 1 before
-            it: FlashAttention's window_size=(W - 1, 0), gpt-oss's sliding_window=W). Older keys
-            are skipped, never read; a window at least seq_k long changes nothing.
+            it: FlashAttention's window_size=(W - 1, 0), gpt-oss's sliding_window=W). Tiles of
+            only older keys are skipped, never read; a window at least seq_k long changes
+            nothing.
         sinks: (heads,) float32 sink logits (gpt-oss's learned sinks), or None: head h's
             softmax denominator gains exp(sinks[h]), a key with no value, so
             out = sum_j exp(s_j) v_j / (sum_j exp(s_j) + exp(sinks[h])) with s_j the scaled
