@@ -34,7 +34,7 @@ from bench.present.cli import app
 from bench.record.hardware import SPECS
 from bench.record.market import API_PRICES, GPU_PRICES
 from bench.record.results import write_atomic
-from bench.record.units import fmt_rate
+from bench.record.units import fmt_power, fmt_rate
 
 ROOT = Path(__file__).parent.parent
 # 1,000 output tok/s per GPU; 1,000 input + 250 output tokens per request: 4 requests/s.
@@ -195,7 +195,9 @@ def test_a_mixed_fleet_plan_with_its_market_checks_and_assumptions() -> None:
         (("--target-tokens-day", "-5"), "--target-tokens-day must be positive, got -5"),
         (("--target-tokens-s", "0"), "--target-tokens-s must be positive, got 0"),
         (("--utilization", "2"), "--utilization must be in (0, 1], got 2"),
-        (("--price", "-1"), "--price (USD per GPU-hour) must be positive"),
+        (("--price", "-1"), "--price (USD per GPU-hour) must be in (0, 1e+06], got -1"),
+        (("--price", "1e308"), "--price (USD per GPU-hour) must be in (0, 1e+06], got 1e+308"),
+        (("--deal-usd", "1e300", "--years", "7"), "--deal-usd (USD for the whole deal) must be in"),
         (("--deal-usd", "1e9"), "a deal needs --deal-usd and --years together"),
         (("--deal-usd", "1e9", "--years", "3", "--price", "2"), "--price and --deal-usd exclude"),
         (("--deal-usd", "1e9", "--years", "3", "--non-gpu-share", "1"), "--non-gpu-share must"),
@@ -368,3 +370,10 @@ def test_the_layout_search_serves_deepseek_r1_with_expert_parallelism(gpu: str) 
     tried = {layout.label for layout in answer.layouts}
     assert {"TP 8", "TP 1 × DP 8, EP 8"} <= tried
     assert ("TP 1 × DP 72, EP 72" in tried) == (gpu == "gb200")
+
+
+@pytest.mark.parametrize(
+    ("megawatts", "text"), [(628.3, "628 MW"), (2.345, "2.35 MW"), (0.01173, "11.7 kW")]
+)
+def test_power_keeps_a_small_fleet_visible(megawatts: float, text: str) -> None:
+    assert fmt_power(megawatts) == text

@@ -354,6 +354,13 @@ def test_a_model_that_does_not_fit_is_refused() -> None:
         run_estimate([doc], config=llama_70b)
 
 
+def test_a_workspace_that_leaves_nothing_says_so() -> None:
+    done = tokbench("estimate", "--model", "tiny", "--gpu", "h100-sxm", "--workspace", "0.9999999")
+    assert done.returncode == 2
+    assert "nothing is left for weights and KV cache" in done.stderr
+    assert "usable" not in done.stderr, done.stderr
+
+
 def test_estimates_are_saved_into_the_result_file(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     write_atomic(path, model_doc(TINY, flat).to_json())

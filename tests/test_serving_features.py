@@ -148,6 +148,15 @@ def test_bad_spec_is_one_line(text: str, message: str) -> None:
         ({"spec": "mtp:2"}, "tiny has no MTP modules"),
         ({"pools": "1:1", "rate": 5.0}, "--pools and --rate exclude each other"),
         ({"sweep": "128-32"}, "--sweep takes ISL/OSL pairs"),
+        (
+            {"sweep": "128/32,1024/0"},
+            "lengths >= 1, comma-separated (e.g. 1024/256,8000/1000); got '1024/0'",
+        ),
+        ({"sweep": "0/32"}, "--sweep takes ISL/OSL pairs of lengths >= 1"),
+        (
+            {"gpus": ("h100-sxm", "b200", "H100 SXM"), "concurrency": (1,)},
+            "--gpu names h100-sxm more than once",
+        ),
         ({"pools": "1:1", "slo": "ttft=1us"}, "the KV transfer alone takes"),
     ],
 )

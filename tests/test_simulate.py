@@ -280,6 +280,15 @@ def test_simulate_command_from_the_spec_sheet_alone() -> None:
     assert math.isfinite(out["offline_output_tokens_s_per_gpu"])
 
 
+def test_a_trace_run_names_the_trace_lengths(tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"input": 10, "output": 5}\n{"input": 20, "output": 3}\n')
+    args = ("simulate", "--model", "tiny", "--gpu", "h100-sxm", "--workload", str(trace))
+    done = tokbench(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["lengths"] == "t.jsonl's 2 requests, mean 15 + 4 tokens"
+
+
 def test_one_output_token_leaves_tpot_undefined() -> None:
     args = ("simulate", "--model", "tiny", "--gpu", "h100-sxm", "--osl", "1", "--requests", "50")
     done = tokbench(*args, "--json")

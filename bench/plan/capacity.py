@@ -352,7 +352,8 @@ class Terms:
     def __post_init__(self) -> None:
         check_range("--utilization", self.utilization, 0, 1, closed="high")
         if self.price is not None:
-            check_range("--price", self.price, what=" (USD per GPU-hour)")
+            # The ceiling only keeps the costs finite: no price near it is meant.
+            check_range("--price", self.price, 0, 1e6, closed="high", what=" (USD per GPU-hour)")
             if self.deal is not None:
                 raise BenchError("--price and --deal-usd exclude each other: a deal sets the price")
         check_pue(self.pue)

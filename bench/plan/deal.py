@@ -102,7 +102,10 @@ class Deal:
     ramp: Ramp = field(default_factory=Ramp)
 
     def __post_init__(self) -> None:
-        check_range("--deal-usd", self.usd, what=" (USD for the whole deal)")
+        # The ceiling only keeps the costs finite: no deal near it is meant.
+        check_range(
+            "--deal-usd", self.usd, 0, 1e15, closed="high", what=" (USD for the whole deal)"
+        )
         check_range("--years", self.years)
         check_range("--non-gpu-share", self.non_gpu_share, 0, 1, closed="low")
 

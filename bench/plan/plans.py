@@ -76,6 +76,9 @@ def _check_simulate(settings: SimulateSettings) -> Slo | None:
         raise BenchError(f"{', '.join(modes)} and --rate exclude each other: give one")
     if len(settings.gpus) > 1 and not (settings.concurrency or settings.sweep):
         raise BenchError("several --gpu draw one frontier: they need --concurrency")
+    keys = [capacity.spec(gpu).key for gpu in settings.gpus]
+    if twice := sorted({key for key in keys if keys.count(key) > 1}):
+        raise BenchError(f"--gpu names {', '.join(twice)} more than once: give each GPU once")
     if settings.requests is not None and settings.requests < 1:
         raise BenchError(f"--requests must be at least 1, got {settings.requests}")
     return parse_slo(settings.slo, settings.percentile) if settings.slo else None
@@ -88,6 +91,10 @@ def simulation(settings: SimulateSettings) -> Simulated:
     slo = _check_simulate(settings)
     serving, lengths = with_lengths(settings.serving, settings.sources)
     load = _workload(settings, serving)
+    if load.trace:
+        mean_in, mean_out = load.mean_lengths()
+        lengths = (f"{load.source}'s {len(load.trace):,} requests, mean {mean_in:,.0f} + "
+                   f"{mean_out:,.0f} tokens")  # fmt: skip
     model = serving.at(1).model.name
     features = scenarios.engine_features(settings.spec, settings.prefix_hit, model)
     if settings.sweep:

@@ -63,17 +63,17 @@ class Row:
 
 
 def parse_lengths(text: str) -> list[tuple[int, int]]:
-    """'1024/256,8000/1000' -> [(1024, 256), (8000, 1000)]."""
+    """'1024/256,8000/1000' -> [(1024, 256), (8000, 1000)]; every length at least 1."""
+    rule = "--sweep takes ISL/OSL pairs of lengths >= 1, comma-separated (e.g. 1024/256,8000/1000)"
     out = []
     for pair in text.split(","):
         isl, _, osl = pair.partition("/")
         try:
             out.append((int(isl), int(osl)))
         except ValueError:
-            raise BenchError(
-                f"--sweep takes ISL/OSL pairs, comma-separated (e.g. 1024/256,8000/1000); got "
-                f"'{text}'"
-            ) from None
+            raise BenchError(f"{rule}; got '{text}'") from None
+        if min(out[-1]) < 1:
+            raise BenchError(f"{rule}; got '{pair.strip()}'")
     return out
 
 

@@ -441,12 +441,16 @@ def step_model_for(
     target = resolve_target(docs, paths, gpu)
     plan = target.memory_plan(setup)
     if fit and plan.max_batch < 1:
+        why = (
+            f"{fmt_bytes(plan.weights)} of weights per GPU and one sequence's KV cache "
+            f"({fmt_bytes(plan.seq_bytes)}) exceed {fmt_bytes(plan.usable)} usable "
+            f"({_kept(plan)}); raise --tp or lower --precision"
+            if plan.usable > 0
+            else f"nothing is left for weights and KV cache ({_kept(plan)}); lower --workspace"
+        )
         raise BenchError(
             f"{setup.model.name} at {setup.layout} in {setup.precision} does not fit "
-            f"{target.name}: {fmt_bytes(plan.weights)} of weights per GPU and one sequence's KV "
-            f"cache ({fmt_bytes(plan.seq_bytes)}) exceed "
-            f"{fmt_bytes(plan.usable)} usable ({_kept(plan)}); "
-            "raise --tp or lower --precision"
+            f"{target.name}: {why}"
         )
     hint = _hint(model_arg or setup.model.name, setup, docs, paths)
     meas = Measurements(

@@ -51,6 +51,14 @@ def fmt_big(n: float) -> str:
     return fmt_rate(n)
 
 
+def fmt_power(megawatts: float) -> str:
+    """Power: whole MW from 10 MW up, else 3 significant digits, in kW below 1 MW (a small
+    fleet's 11.7 kW does not print as 0 MW)."""
+    if megawatts >= 10:
+        return f"{megawatts:,.0f} MW"
+    return f"{megawatts:.3g} MW" if megawatts >= 1 else f"{megawatts * 1e3:.3g} kW"
+
+
 def fmt_ratio(ratio: float) -> str:
     """1.234 -> "1.23×"; ratios too small or large for two decimals keep two figures."""
     return f"{ratio:.2f}×" if 0.01 <= ratio < 1000 else f"{ratio:.2g}×"

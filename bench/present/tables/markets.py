@@ -11,7 +11,7 @@ from bench.plan.capacity import Plan
 from bench.plan.deal import ApiCheck, PriceCheck
 from bench.present.tables.base import Column, bullets, column_table, key_value_table, text
 from bench.record.market import ApiPrice, GpuPrice
-from bench.record.units import fmt_big
+from bench.record.units import fmt_big, fmt_power
 
 
 def market_tables(plan: Plan) -> list[Table]:
@@ -85,7 +85,7 @@ def power_table(plan: Plan) -> Table:
     """The fleet's power at the wall, tokens per MW, and the electricity over the term."""
     p = plan.power
     table = key_value_table("power at the wall, every GPU online")
-    table.add_row("fleet", f"{p.megawatts:,.0f} MW at most (PUE {p.pue:g})")
+    table.add_row("fleet", f"{fmt_power(p.megawatts)} at most (PUE {p.pue:g})")
     table.add_row(
         "tokens per MW",
         f"{fmt_big(p.tokens_per_megawatt)} output tok/s per MW while serving at the planned rate",
