@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -314,6 +315,34 @@ def test_hugging_face_gpt_oss_and_qwen3_moe_configs_read_like_the_built_ins(
         assert param_count(config) == param_count(known)
     # Biases cost time and are not modelled; YaRN only changes the cached cos/sin table.
     assert get_model(str(tmp_path / "gpt_oss" / "config.json")).unmodelled == ("attention biases",)
+
+
+def test_layer_types_hold_one_known_kind_per_layer(tmp_path: Path) -> None:
+    base = {
+        "model_type": "gpt_oss", "hidden_size": 256, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 512,
+        "vocab_size": 1000, "sliding_window": 16,
+    }  # fmt: skip
+    path = tmp_path / "config.json"
+    bad = {
+        "one entry per layer (4), got 2 entries": {"layer_types": ["sliding_attention"] * 2},
+        "entry 'foo' is not modelled; known: full_attention, sliding_attention": {
+            "layer_types": ["foo"] * 4
+        },
+        "names sliding_attention layers but the config sets no sliding_window": {
+            "layer_types": ["sliding_attention"] * 4,
+            "sliding_window": None,
+        },
+    }
+    for message, change in bad.items():
+        path.write_text(json.dumps({**base, **change}))
+        with pytest.raises(BenchError, match=re.escape(message)):
+            get_model(str(path))
+    # Without layer_types gpt-oss alternates from the first layer, as transformers' default.
+    path.write_text(json.dumps(base))
+    assert get_model(str(path)).sliding_layers == 2
+    path.write_text(json.dumps({**base, "model_type": "mistral"}))
+    assert get_model(str(path)).sliding_layers == 4
 
 
 def test_own_json_config(tmp_path: Path) -> None:

@@ -448,18 +448,43 @@ def _hf_mla(data: dict[str, Any], path: Path) -> dict[str, int]:
     return fields
 
 
+# Model types whose layers alternate sliding and full attention, from the first layer, when
+# the config.json has no layer_types (transformers' configuration_gpt_oss.py and
+# configuration_gemma2.py default).
+ALTERNATING_TYPES = ("gpt_oss", "gemma2")
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
 def _hf_window(data: dict[str, Any], layers: int, path: Path) -> tuple[int, int]:
     """(window, layers using it) of a config.json: `layer_types` names each layer's attention
-    (gpt-oss alternates); without it a `sliding_window` applies to every layer, unless
-    `use_sliding_window` is false (Qwen's configs carry an unused window)."""
+    (gpt-oss alternates, and does so by default); without it a `sliding_window` applies to
+    every layer, unless `use_sliding_window` is false (Qwen's configs carry an unused window)."""
+    types = data.get("layer_types")
+    if types is not None:
+        _check_layer_types(types, layers, path)
     window = data.get("sliding_window")
     if window is None or data.get("use_sliding_window", True) is False:
+        if types is not None and "sliding_attention" in types:
+            raise BenchError(f"{path}: layer_types names sliding_attention layers but the config "
+                             "sets no sliding_window")  # fmt: skip
         return 0, 0
     window = _check_int(window, "sliding_window", path)
-    types = data.get("layer_types")
-    if isinstance(types, list):
-        return window, sum(t == "sliding_attention" for t in types)
+    if types is not None:
+        return window, types.count("sliding_attention")
+    if data.get("model_type") in ALTERNATING_TYPES:
+        return window, (layers + 1) // 2
     return window, layers
+
+
+def _check_layer_types(types: object, layers: int, path: Path) -> None:
+    """layer_types: one known attention kind per layer."""
+    if not isinstance(types, list) or len(types) != layers:
+        count = f"{len(types)} entries" if isinstance(types, list) else type(types).__name__
+        raise BenchError(f"{path}: layer_types must list one entry per layer ({layers}), got "
+                         f"{count}")  # fmt: skip
+    if unknown := sorted({str(t) for t in types} - set(LAYER_TYPES)):
+        raise BenchError(f"{path}: layer_types entry '{unknown[0]}' is not modelled; known: "
+                         f"{', '.join(LAYER_TYPES)}")  # fmt: skip
 
 
 def _hf_unmodelled(data: dict[str, Any]) -> tuple[str, ...]:
