@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from console import ENV, invoke, tokbench
+from console import COMMAND, ENV, invoke, tokbench
 
 from bench.record.results import load
 
@@ -105,6 +105,26 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: s
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_no_command_shows_the_help_and_no_empty_error() -> None:
+    done = tokbench()
+    assert done.returncode == 2 and "Commands" in done.stdout + done.stderr
+    assert "error:" not in done.stderr, done.stderr
+
+
+def test_help_joins_each_docstring_into_one_paragraph() -> None:
+    """Command summaries wrap to the terminal, not at the docstring's line breaks."""
+
+    def wide_help(*command: str) -> str:
+        env = {**ENV, "COLUMNS": "250"}
+        args = [*COMMAND, *command, "--help"]
+        return subprocess.run(args, capture_output=True, text=True, env=env, check=True).stdout
+
+    summary = "Compile the Triton kernels for a GPU that need not be here (Triton's bundled ptxas):"
+    assert f"{summary} registers" in wide_help()
+    # Square brackets are text, not markup: the Ray extra keeps its name.
+    assert "tokbench[cluster]" in wide_help("simulate")
 
 
 def test_a_dtype_the_device_lacks_is_refused(tmp_path: Path) -> None:

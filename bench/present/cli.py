@@ -24,6 +24,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Markdown joins a docstring's wrapped lines into one paragraph ("rich" keeps the breaks).
+    rich_markup_mode="markdown",
 )
 # In the order `tokbench --help` lists them.
 COMMANDS = {
@@ -84,9 +86,12 @@ def main() -> None:
     except Exception as e:
         if not hasattr(e, "format_message"):  # click's usage errors (typer vendors click)
             raise
+        message = " ".join(e.format_message().split())
+        if type(e).__name__ == "NoArgsIsHelpError" and not message:
+            sys.exit(2)  # no command: the help, already printed, is the whole answer
         context = getattr(e, "ctx", None)
         where = f" (see `{context.command_path} --help`)" if context else ""
-        _fail(" ".join(e.format_message().split()) + where)
+        _fail(message + where)
     sys.exit(code if isinstance(code, int) else 0)
 
 
