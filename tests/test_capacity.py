@@ -355,6 +355,9 @@ def test_tp_names_a_layout(text: str, layout: Parallel) -> None:
 def test_a_bad_layout_is_one_clear_line() -> None:
     with pytest.raises(BenchError, match="a whole number of GPUs or auto, got 'eight'"):
         parse_parallel("eight")
+    for zero in ("2x0", "0", "0ep"):
+        with pytest.raises(BenchError, match=f"--tp {zero}: every degree of a layout must be"):
+            parse_parallel(zero)
 
 
 @pytest.mark.parametrize("gpu", ["h200", "gb200"])

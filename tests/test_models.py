@@ -507,7 +507,7 @@ def test_expert_parallelism_spreads_the_experts_and_adds_dispatch_and_combine() 
 @pytest.mark.parametrize(
     ("model", "tp", "dp", "ep", "message"),
     [("llama-3.1-8b", 1, 8, 8, "need a MoE"),
-     ("deepseek-r1", 1, 8, 4, "--ep 4 must be TP × DP = 8"),
+     ("deepseek-r1", 1, 8, 4, "EP 4 must be TP × DP = 8"),
      ("deepseek-r1", 1, 8, 1, "need expert parallelism")],
 )  # fmt: skip
 def test_layouts_the_step_model_lacks_are_one_clear_line(

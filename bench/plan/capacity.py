@@ -248,6 +248,8 @@ def parse_parallel(text: str) -> Parallel:
             f"--tp must be a whole number of GPUs or auto, got '{text}' (or a layout: NxD, TP "
             "N × attention DP D with experts over all; Nep, TP N with experts over them)"
         ) from None
+    if tp < 1 or dp < 1:
+        raise BenchError(f"--tp {text}: every degree of a layout must be at least 1")
     ep = tp * dp if dp > 1 or raw.endswith("ep") else 1
     return Parallel(tp, dp, ep)
 

@@ -827,23 +827,29 @@ def _check_ep(setup: Serving) -> None:
     dp, ep, c = setup.dp, setup.ep, setup.model
     if dp < 1 or ep < 1 or setup.redundant < 0 or setup.router_skew < 0:
         raise BenchError(
-            f"--dp and --ep must be at least 1 and --redundant-experts and --router-skew at "
-            f"least 0, got {dp}, {ep}, {setup.redundant} and {setup.router_skew}"
+            f"a layout's DP and EP must be at least 1 and --redundant-experts and --router-skew "
+            f"at least 0, got {dp}, {ep}, {setup.redundant} and {setup.router_skew}"
         )
     if ep == 1 and dp == 1 and not setup.redundant:
         return
     if ep == 1:
-        raise BenchError("--dp and --redundant-experts need expert parallelism: give --ep")
+        raise BenchError(
+            "attention DP and --redundant-experts need expert parallelism: a --tp layout NxD "
+            "or Nep"
+        )
     if not c.moe:
-        raise BenchError(f"--dp, --ep and --redundant-experts need a MoE; {c.name} is dense")
+        raise BenchError(
+            f"attention DP, EP and --redundant-experts need a MoE; {c.name} is dense (give "
+            "--tp N)"
+        )
     if ep != setup.tp * dp:
         raise BenchError(
-            f"--ep {ep} must be TP × DP = {setup.tp * dp}: experts spread over every GPU of the "
+            f"EP {ep} must be TP × DP = {setup.tp * dp}: experts spread over every GPU of the "
             "group (attention DP needs expert parallelism here)"
         )
     if ep > c.experts + setup.redundant:
         raise BenchError(
-            f"--ep {ep} exceeds {c.name}'s {c.experts} experts + {setup.redundant} redundant"
+            f"EP {ep} exceeds {c.name}'s {c.experts} experts + {setup.redundant} redundant"
         )
 
 
