@@ -834,13 +834,11 @@ def _check_ep(setup: Serving) -> None:
         return
     if ep == 1:
         raise BenchError(
-            "attention DP and --redundant-experts need expert parallelism: a --tp layout NxD "
-            "or Nep"
+            "attention DP and --redundant-experts need expert parallelism: a --tp layout NxD or Nep"
         )
     if not c.moe:
         raise BenchError(
-            f"attention DP, EP and --redundant-experts need a MoE; {c.name} is dense (give "
-            "--tp N)"
+            f"attention DP, EP and --redundant-experts need a MoE; {c.name} is dense (give --tp N)"
         )
     if ep != setup.tp * dp:
         raise BenchError(
