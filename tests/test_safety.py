@@ -162,6 +162,61 @@ def test_plot_and_export_never_replace_what_tokbench_did_not_write(
     assert invoke(capsys, "export", str(big_a), "--out", str(notes)).returncode == 0  # its own
 
 
+def test_report_replaces_only_its_own_pages(tmp_path: Path, capsys) -> None:
+    a = write(tmp_path, "a.json", doc(case(64, 64, 64, 1.0)))
+    for name in ("mine.html", "notes.txt"):
+        mine = tmp_path / name
+        mine.write_text("my notes")
+        refused = invoke(capsys, "report", str(a), "--out", str(mine))
+        one_line(refused, str(mine), "not a tokbench report", "another --out", "--force")
+        assert mine.read_text() == "my notes"
+        assert invoke(capsys, "report", str(a), "--out", str(mine), "--force").returncode == 0
+        assert "<!DOCTYPE html>" in mine.read_text()
+        assert invoke(capsys, "report", str(a), "--out", str(mine)).returncode == 0  # its own
+    one_line(invoke(capsys, "report", str(a), "--out", str(a), "--force"), "an input")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("step", "--model", "tiny", "--gpu", "h100-sxm"),
+     ("simulate", "--model", "tiny", "--gpu", "h100-sxm", "--concurrency", "1",
+      "--requests", "50")],
+    ids=lambda command: command[0],
+)  # fmt: skip
+def test_step_and_simulate_plots_never_replace_what_tokbench_did_not_draw(
+    command: tuple[str, ...], tmp_path: Path, capsys
+) -> None:
+    """As `plot`: a --plot file tokbench did not draw is refused before any work and kept,
+    replaced with --force; a chart tokbench drew is replaced."""
+    pytest.importorskip("matplotlib")
+    chart = tmp_path / "keep.png"
+    chart.write_text("notpng")
+    refused = invoke(capsys, *command, "--plot", str(chart))
+    one_line(refused, str(chart), "not drawn by tokbench", "another --plot file", "--force")
+    assert chart.read_text() == "notpng" and refused.stdout == ""
+    assert invoke(capsys, *command, "--plot", str(chart), "--force").returncode == 0
+    assert plots._drawn_by_tokbench(chart)
+    assert invoke(capsys, *command, "--plot", str(chart)).returncode == 0
+
+
+def test_compare_plot_refusal_names_the_flags_compare_has(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr(plots, "throughput", lambda *_: None)  # rooflines suffice
+    a = write(tmp_path, "a.json", doc(case(64, 64, 64, 1.0)))
+    b = write(tmp_path, "b.json", doc(case(64, 64, 64, 2.0)))
+    charts = tmp_path / "charts"
+    charts.mkdir()
+    mine = charts / "a-roofline.png"
+    mine.write_text("my notes")
+    refused = invoke(capsys, "compare", str(a), str(b), "--plot", str(charts))
+    one_line(refused, str(mine), "another --plot directory", "--force")
+    assert "--out" not in refused.stderr and mine.read_text() == "my notes"
+    forced = invoke(capsys, "compare", str(a), str(b), "--plot", str(charts), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert plots._drawn_by_tokbench(mine)
+
+
 def test_writes_into_places_that_cannot_take_them_are_one_line(tmp_path: Path, capsys) -> None:
     a = write(tmp_path, "a.json", doc(case(64, 64, 64, 1.0)))
     blocker = tmp_path / "blocker"

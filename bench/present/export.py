@@ -21,6 +21,7 @@ from typing import Any
 
 from bench import BenchError
 from bench.measure.ops import label, load_results
+from bench.present import owned
 from bench.record import results
 from bench.record.schema import CaseResult, ResultDoc
 
@@ -116,11 +117,7 @@ def export(
     data = to_pytest_benchmark(load_results(source))
     path = out or default_output(source, fmt)
     results.check_output(path, inputs=[source])
-    if path.exists() and not force and not _is_export(path):
-        raise BenchError(
-            f"{path} exists and is not a tokbench export; tokbench never replaces a file it did "
-            "not write: choose another --out, or --force replaces it"
-        )
+    owned.refuse_foreign(path, _is_export, "is not a tokbench export", "another --out", force)
     results.write_atomic(path, json.dumps(data, indent=1, allow_nan=False))
     return path, len(data["benchmarks"])
 

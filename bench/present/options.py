@@ -29,6 +29,11 @@ def chart_to_write(path: Path | None) -> Path | None:
     return file_to_write(path)
 
 
+ChartForceOpt = Annotated[
+    bool, typer.Option(help="With --plot: replace a file there that tokbench did not draw.")
+]
+
+
 class Format(str, Enum):
     """How a command shows its tables: for a terminal, or as Markdown (a CI job summary, a docs
     page)."""

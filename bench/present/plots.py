@@ -17,12 +17,14 @@ from typing import Any
 
 from bench import BenchError
 from bench.measure.ops import OPS
+from bench.present import owned
 from bench.record.hardware import peak_tflops, spec_of
 from bench.record.schema import CaseResult, EstimateRecord, ResultDoc
 
 MARKERS = "osD^vP*X"
 # The PNG "Software" text of every chart tokbench draws: plot replaces its own charts only.
 MARK = "tokbench"
+NEEDS_MATPLOTLIB = "plots need matplotlib, an optional extra: pip install 'tokbench[plot]'"
 
 
 def _figure(title: str) -> Any:
@@ -30,9 +32,7 @@ def _figure(title: str) -> Any:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise BenchError(
-            "plots need matplotlib, an optional extra: pip install 'tokbench[plot]'"
-        ) from None
+        raise BenchError(NEEDS_MATPLOTLIB) from None
     fig = Figure(figsize=(9, 5.5), layout="constrained")
     fig.suptitle(title)
     return fig
@@ -212,18 +212,19 @@ def _slug(text: str) -> str:
 
 
 def write_plots(
-    runs: Sequence[tuple[str, ResultDoc]], out_dir: Path, force: bool = False
+    runs: Sequence[tuple[str, ResultDoc]], out_dir: Path, force: bool = False, option: str = "--out"
 ) -> list[Path]:
     """Every chart for every (name, document): a roofline and one TFLOP/s-vs-size chart per op,
     then one tokens/s chart per model and serving setup across all runs that saved estimates.
 
     Files are named after the run name (bench.present.names: the result file's stem, with its
     folders where stems alike need them), made distinct where their slugs are alike, so no two
-    runs overwrite each other's charts; a file tokbench did not draw is replaced only if `force`.
+    runs overwrite each other's charts; a file tokbench did not draw is replaced only if `force`
+    (the refusal names `option`, the command's flag for the directory).
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise BenchError(f"{out_dir} is a file; plots are written into a directory")
-    written, files = [], _ChartFiles(out_dir, force)
+    written, files = [], _ChartFiles(out_dir, force, f"another {option} directory")
     for name, doc in runs:
         stem = _slug(name)
         written.append(roofline(doc, files(f"{stem}-roofline.png")))
@@ -244,8 +245,8 @@ class _ChartFiles:
     """The chart files one command writes into a directory: each name once (a second chart of
     the same name gets -2, -3, …), and none over a file tokbench did not draw unless forced."""
 
-    def __init__(self, directory: Path, force: bool) -> None:
-        self.directory, self.force = directory, force
+    def __init__(self, directory: Path, force: bool, elsewhere: str) -> None:
+        self.directory, self.force, self.elsewhere = directory, force, elsewhere
         self.taken: set[Path] = set()
 
     def __call__(self, name: str) -> Path:
@@ -254,18 +255,22 @@ class _ChartFiles:
             n += 1
             path = self.directory / f"{Path(name).stem}-{n}.png"
         self.taken.add(path)
-        if path.exists() and not self.force and not _drawn_by_tokbench(path):
-            raise BenchError(
-                f"{path} exists and was not drawn by tokbench; tokbench never replaces a file it "
-                "did not write: choose another --out directory, or --force replaces it"
-            )
+        check_chart(path, self.force, self.elsewhere)
         return path
+
+
+def check_chart(path: Path, force: bool, elsewhere: str = "another --plot file") -> None:
+    """Refuse to draw over path when it holds a file tokbench did not draw, unless `force`;
+    `elsewhere` names the command's flag for another place."""
+    owned.refuse_foreign(path, _drawn_by_tokbench, "was not drawn by tokbench", elsewhere, force)
 
 
 def _drawn_by_tokbench(path: Path) -> bool:
     """Whether path is a PNG whose "Software" text is tokbench's mark (see _save)."""
-    from PIL import Image, UnidentifiedImageError  # matplotlib's own dependency
-
+    try:
+        from PIL import Image, UnidentifiedImageError  # matplotlib's own dependency
+    except ImportError:
+        raise BenchError(NEEDS_MATPLOTLIB) from None
     try:
         with Image.open(path) as image:
             return getattr(image, "text", {}).get("Software") == MARK
@@ -310,10 +315,12 @@ def tokens_chart(entries: Sequence[tuple[str, EstimateRecord, str]], path: Path)
 
 
 def roofline_shares_chart(
-    shares: dict[str, list[tuple[int, float]]], title: str, path: Path
+    shares: dict[str, list[tuple[int, float]]], title: str, path: Path, force: bool = False
 ) -> Path:
     """Each op's predicted share of its roofline against the step's tokens (`tokbench step
-    --plot`): one line per role, log tokens, the legend outside the data."""
+    --plot`): one line per role, log tokens, the legend outside the data. A file tokbench did
+    not draw is replaced only if `force`."""
+    check_chart(path, force)
     fig = _figure(title)
     ax = fig.add_subplot()
     for (role, points), style in zip(shares.items(), _styles(len(shares)), strict=True):
@@ -357,10 +364,12 @@ def _styles(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def frontier_chart(frontiers: Sequence[Any], path: Path) -> Path:
+def frontier_chart(frontiers: Sequence[Any], path: Path, force: bool = False) -> Path:
     """Output tok/s per GPU against tok/s per user (`simulate --concurrency --plot`): one line per
     GPU through its points of every layout (bench.plan.frontier.Frontier), each point labelled
-    with its clients (and its TP degree where the GPU's line joins several)."""
+    with its clients (and its TP degree where the GPU's line joins several). A file tokbench did
+    not draw is replaced only if `force`."""
+    check_chart(path, force)
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     setup = frontiers[0].step_model.setup

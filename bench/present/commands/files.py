@@ -15,7 +15,7 @@ from bench.present import export, plots, report
 from bench.present import markdown as md
 from bench.present.consoles import console, err
 from bench.present.names import short_names
-from bench.present.options import Format, FormatOpt
+from bench.present.options import ChartForceOpt, Format, FormatOpt
 from bench.present.tables.comparisons import compare_tables, gate_report
 
 FilesArg = Annotated[list[Path], typer.Argument(help="Result files; the first is the baseline.")]
@@ -53,6 +53,7 @@ def compare_cmd(
     project: ProjectOpt = None,
     price: PriceOpt = None,
     plot: PlotOpt = None,
+    force: ChartForceOpt = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Compare result files side by side; with --fail-on, exit 1 on a regression or a case
@@ -73,7 +74,7 @@ def compare_cmd(
         measured = [c for c in comparison.columns if c.measured]
         names = short_names([c.path for c in measured])
         runs = [(name, c.doc) for name, c in zip(names, measured, strict=True)]
-        _report_plots(plots.write_plots(runs, plot), plot)
+        _report_plots(plots.write_plots(runs, plot, force, option="--plot"), plot)
     if not passed:
         raise typer.Exit(1)
 
@@ -103,7 +104,7 @@ def _report_plots(written: list[Path], out: Path) -> None:
 ExportFileArg = Annotated[Path, typer.Argument(help="Result file to export.")]
 ExportFormatOpt = Annotated[export.ExportFormat, typer.Option("--format", help="Output format.")]
 ExportOutOpt = Annotated[
-    Path | None, typer.Option(help="Output file (default FILE with .<format>.json).")
+    Path | None, typer.Option(help="Output file (default: FILE with .FORMAT.json).")
 ]
 
 
@@ -134,6 +135,10 @@ ReportFilesArg = Annotated[
 ]
 ReportOutOpt = Annotated[Path, typer.Option(help="The HTML file to write.")]
 TitleOpt = Annotated[str | None, typer.Option(help="The page's title.")]
+ReportForceOpt = Annotated[
+    bool,
+    typer.Option(help="Replace an --out file that is not an earlier report (never a result file)."),
+]
 
 
 def report_cmd(
@@ -141,10 +146,11 @@ def report_cmd(
     out: ReportOutOpt = Path("report.html"),
     project: ProjectOpt = None,
     title: TitleOpt = None,
+    force: ReportForceOpt = False,
 ) -> None:
     """One self-contained HTML page to share (it opens offline): each run's device, provenance,
     tables and charts, the comparison of the result files with projections, and the estimates,
     simulations, steps and capacity plans given as JSON, with the throughput-interactivity
     frontier."""
-    written = report.write(files, out, project=project or (), title=title)
+    written = report.write(files, out, project=project or (), title=title, force=force)
     err.print(f"wrote {written}", soft_wrap=True)

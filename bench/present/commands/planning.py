@@ -29,6 +29,7 @@ from bench.plan.validate import PUBLISHED, as_dicts
 from bench.plan.workloads import MAX_REQUESTS
 from bench.present.consoles import console, err
 from bench.present.options import (
+    ChartForceOpt,
     CollectivesOpt,
     GpuOpt,
     ImplOpt,
@@ -241,6 +242,7 @@ def simulate_cmd(
     osl: OslOpt = None, sigma: SigmaOpt = 1.0, rate: RateOpt = None, slo: SloOpt = None,
     percentile: PercentileOpt = 99.0, seed: SimulationSeedOpt = 0,
     concurrency: ConcurrencyOpt = None, plot: FrontierPlotOpt = None, impl: ImplOpt = None,
+    force: ChartForceOpt = False,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE, max_batch: MaxBatchOpt = DEFAULT_MAX_BATCH,
     collectives: CollectivesOpt = COLLECTIVES[0],
     max_tokens: MaxTokensOpt = DEFAULT_MAX_PREFILL_TOKENS, as_json: FiguresJsonOpt = False,
@@ -254,6 +256,7 @@ def simulate_cmd(
     with --pools, disaggregated prefill and decode pools; with --sweep, GPUs × layouts ×
     workloads."""
     from bench.plan import planner, plans
+    from bench.present import plots
 
     serving = planner.ServingOptions(
         model, tp, precision, kv_precision, isl, osl, workspace, max_batch, max_tokens,
@@ -267,9 +270,11 @@ def simulate_cmd(
     )  # fmt: skip
     if plot is not None and not settings.concurrency:
         raise BenchError("--plot draws the frontier: it needs --concurrency")
+    if plot is not None:  # refused before the simulation, which may take minutes
+        plots.check_chart(plot, force)
     answer = plans.simulation(settings)
     if answer.frontiers:
-        _show_frontiers(answer, plot, as_json)
+        _show_frontiers(answer, plot, as_json, force)
         return
     if answer.disagg or answer.sweep:
         _show_pools_or_sweep(answer, as_json)
@@ -300,7 +305,7 @@ def _show_pools_or_sweep(answer, as_json: bool) -> None:
         console().print(sweep_table(answer.sweep))
 
 
-def _show_frontiers(answer, plot: Path | None, as_json: bool) -> None:
+def _show_frontiers(answer, plot: Path | None, as_json: bool, force: bool) -> None:
     """The frontier as JSON or a table, and the chart."""
     from bench.present import plots
 
@@ -309,7 +314,7 @@ def _show_frontiers(answer, plot: Path | None, as_json: bool) -> None:
     else:
         console().print(frontier_table(answer.frontiers, answer.lengths))
     if plot is not None:
-        err.print(f"wrote {plots.frontier_chart(answer.frontiers, plot)}")
+        err.print(f"wrote {plots.frontier_chart(answer.frontiers, plot, force)}")
 
 
 GpusOpt = Annotated[
@@ -522,6 +527,7 @@ def step_cmd(
     impl: ImplOpt = None,
     as_json: StepJsonOpt = False,
     plot: PlotOpt = None,
+    force: ChartForceOpt = False,
 ) -> None:
     """One decoder layer's step laid bare: each op's time, source, bound, FLOP/s and bytes/s."""
     from bench.plan import planner
@@ -530,6 +536,8 @@ def step_cmd(
     serving = planner.ServingOptions(model, tp, precision, kv_precision, collectives=collectives)
     sources = planner.TimeSources(tuple(results_files or ()), gpu, impl)
     settings = planner.StepSettings(serving, sources, tokens, batch, context, SWEEP if plot else ())
+    if plot:  # refused before any output
+        plots.check_chart(plot, force)
     answer = planner.layer_step(settings)
     if as_json:
         typer.echo(json.dumps(answer.layer.as_dict(), indent=1))
@@ -537,4 +545,4 @@ def step_cmd(
         console().print(step_table(answer.layer))
     if plot:
         title = f"{answer.layer.gpu}: predicted share of the roofline, one layer of {model}"
-        err.print(f"wrote {plots.roofline_shares_chart(answer.shares, title, plot)}")
+        err.print(f"wrote {plots.roofline_shares_chart(answer.shares, title, plot, force)}")

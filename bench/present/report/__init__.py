@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import BenchError, __version__
+from bench.present import owned
 from bench.present.report import planning, runs
 from bench.present.report.inputs import RESULT_FILE, Input, read_inputs
 from bench.present.report.page import Page, Section, render
@@ -17,6 +18,8 @@ from bench.record import results
 
 # The planning sections first, in the order a capacity question is answered; then the runs.
 _ORDER = ("capacity", "estimate", "simulate", "step")
+# In the head of every page (report.html.j2): report replaces its own pages only.
+GENERATOR = b'<meta name="generator" content="tokbench">'
 
 
 def build(paths: Sequence[Path], project: Sequence[str] = (), title: str | None = None) -> Page:
@@ -44,9 +47,24 @@ def _listing(items: list[Input]) -> str:
 
 
 def write(
-    paths: Sequence[Path], out: Path, project: Sequence[str] = (), title: str | None = None
+    paths: Sequence[Path],
+    out: Path,
+    project: Sequence[str] = (),
+    title: str | None = None,
+    force: bool = False,
 ) -> Path:
-    """Write the page to `out`, never over one of its inputs or a result file."""
+    """Write the page to `out`, never over one of its inputs or a result file, and over another
+    file only when it is an earlier report or `force` says so."""
     results.check_output(out, paths)
+    owned.refuse_foreign(out, _is_report, "is not a tokbench report", "another --out", force)
     results.write_atomic(out, render(build(paths, project, title)))
     return out
+
+
+def _is_report(path: Path) -> bool:
+    """Whether path is a page `report` wrote: its head holds the GENERATOR tag."""
+    try:
+        with path.open("rb") as f:
+            return GENERATOR in f.read(1024)
+    except OSError:
+        return False
