@@ -302,6 +302,14 @@ def test_bad_inputs(kwargs: dict, message: str) -> None:
     assert "\n" not in str(raised.value)
 
 
+def test_impl_without_result_files_asks_for_them() -> None:
+    done = tokbench("estimate", "--model", "tiny", "--gpu", "h100-sxm", "--impl", "triton")
+    assert done.returncode == 2
+    assert "--impl triton picks among the result files' implementations: give --results" in (
+        done.stderr
+    )
+
+
 def test_a_missing_shape_says_what_the_file_has_and_how_to_measure_it() -> None:
     doc = model_doc(TINY, flat)
     with pytest.raises(BenchError) as raised:

@@ -340,6 +340,10 @@ def _batches(
 def _check_impl(impl: str | None, docs: list[ResultDoc], paths: list[str]) -> None:
     if impl is None:
         return
+    if not docs:
+        raise BenchError(
+            f"--impl {impl} picks among the result files' implementations: give --results"
+        )
     present = sorted({c.impl for doc in docs for c in doc.cases if c.op in OPS})
     if impl not in present:
         raise BenchError(
