@@ -34,7 +34,10 @@ def one_line(done, message: str) -> None:
         (("--model", "tiny", "--batch", "0"), "'--batch'"),
         (("--model", "tiny", "--batch", "99999999999999999999999"), "'--batch'"),
         (("--model", "tiny", "--isl", "0"), "'--isl'"),
-        (("--max-time", "inf"), "'--max-time'"),
+        (("--max-time", "inf"), "--max-time must be in [0.001, 3600], got inf"),
+        (("--max-time", "nan"), "--max-time must be in [0.001, 3600], got nan"),
+        (("--noise", "nan"), "--noise must be at least 0.0001, got nan"),
+        (("--rank-timeout", "0"), "--rank-timeout must be at least 0.1, got 0"),
     ],
 )
 def test_bad_run_flags_are_refused_before_any_work(capsys, args: tuple, message: str) -> None:

@@ -67,6 +67,13 @@ def test_round_trip(tmp_path: Path) -> None:
     assert isinstance(loaded.cases[0].timing, Timing)
 
 
+def test_a_result_file_saved_with_a_bom_still_loads(tmp_path: Path) -> None:
+    doc = _doc()
+    path = tmp_path / "r.json"
+    path.write_bytes(b"\xef\xbb\xbf" + doc.to_json().encode())
+    assert load(path) == doc
+
+
 def test_writer_keeps_every_case_on_disk(tmp_path: Path) -> None:
     doc = _doc()
     cases, doc.cases = doc.cases, []

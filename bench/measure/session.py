@@ -124,6 +124,12 @@ class RunSettings:
     rank_timeout: float = 600.0  # under torchrun: seconds a rank may stay silent
     nproc: int | None = None  # start this many ranks here (torch's launcher), unless one already
 
+    def __post_init__(self) -> None:
+        check_range("--noise", self.noise, 1e-4, closed="low")
+        if self.max_time is not None:
+            check_range("--max-time", self.max_time, 1e-3, 3600, closed="low high")
+        check_range("--rank-timeout", self.rank_timeout, 0.1, closed="low")
+
     def mode(self) -> str:
         """How the result file is opened: new, replace or append."""
         if self.force and self.append:
@@ -235,7 +241,6 @@ def _start(settings: RunSettings) -> Ranks | None:
     kernels.use_interpreter_without_gpu()
     from bench.measure import distributed
 
-    check_range("--rank-timeout", settings.rank_timeout)
     return distributed.start(timedelta(seconds=settings.rank_timeout))
 
 
@@ -273,9 +278,6 @@ def _config(settings: RunSettings, device: DeviceInfo) -> RunConfig:
     from bench.measure.runner import RunConfig
     from bench.measure.timing import TimerConfig
 
-    check_range("--noise", settings.noise)
-    if settings.max_time is not None:
-        check_range("--max-time", settings.max_time)
     default = GPU_MAX_TIME_S if device.kind == "cuda" else CPU_MAX_TIME_S
     timer = TimerConfig(noise=settings.noise, max_time_s=settings.max_time or default)
     return RunConfig(

@@ -331,7 +331,7 @@ def read_json(path: Path) -> Any:
     except OSError as e:
         raise BenchError(f"{path}: cannot read result file ({e.strerror or e})") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a BOM: the file went through an editor that adds one
     except UnicodeDecodeError as e:
         raise BenchError(
             f"{path}: not UTF-8 text (byte {e.start}), not a tokbench result"

@@ -73,13 +73,11 @@ CudaGraphOpt = Annotated[
 ]
 NoiseOpt = Annotated[
     float,
-    typer.Option(min=1e-4, help="Target relative CI half-width of the median (0.01: 1%)."),
+    typer.Option(help="Target relative CI half-width of the median (0.01: 1%), at least 1e-4."),
 ]
 MaxTimeOpt = Annotated[
     float | None,
-    typer.Option(
-        min=1e-3, max=3600, help="Seconds of timed reps per case (default 1 GPU, 0.1 CPU)."
-    ),
+    typer.Option(help="Seconds of timed reps per case, 0.001 to 3600 (default 1 GPU, 0.1 CPU)."),
 ]
 NprocOpt = Annotated[
     int | None,
@@ -93,9 +91,8 @@ NprocOpt = Annotated[
 RankTimeoutOpt = Annotated[
     float,
     typer.Option(
-        min=0.1,
-        help="Under torchrun: seconds a rank may go without answering (longer than any case) "
-        "before the run ends, keeping its cases.",
+        help="Under torchrun: seconds a rank may go without answering (longer than any case, "
+        "at least 0.1) before the run ends, keeping its cases.",
     ),
 ]
 # torch.Generator.manual_seed takes 0 to 2**64 - 1 (a negative seed would fold onto the top half:
