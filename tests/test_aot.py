@@ -99,4 +99,4 @@ def test_the_kernels_command_shows_each_build_and_fails_on_one_over(capsys, monk
 def test_the_kernels_command_refuses_unknown_targets_and_ops(capsys, args, message) -> None:
     done = invoke(capsys, "kernels", *args)
     assert done.returncode == 2 and message in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 2  # the note that it compiles, the error
+    assert len(done.stderr.strip().splitlines()) == 1  # no note that it compiles: it will not

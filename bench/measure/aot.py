@@ -123,6 +123,17 @@ class KernelBuild:
         return found
 
 
+def check_request(target: str, kernels: list[str] | None) -> list[str]:
+    """The ops whose kernels a compile_report of `target` would build, or a BenchError naming
+    an unknown target or op."""
+    if target not in TARGETS:
+        raise BenchError(f"unknown target '{target}'; known: {', '.join(TARGETS)}")
+    wanted = list(PROBLEMS) if kernels is None else kernels
+    if unknown := [k for k in wanted if k not in PROBLEMS]:
+        raise BenchError(f"no Triton kernel for '{unknown[0]}'; known: {', '.join(PROBLEMS)}")
+    return wanted
+
+
 def compile_report(
     target: str, kernels: list[str] | None = None, *, sample: bool = False
 ) -> list[KernelBuild]:
@@ -143,11 +154,7 @@ def compile_report(
     Raises:
         BenchError: an unknown target or op, or a compiling process that failed.
     """
-    if target not in TARGETS:
-        raise BenchError(f"unknown target '{target}'; known: {', '.join(TARGETS)}")
-    wanted = list(PROBLEMS) if kernels is None else kernels
-    if unknown := [k for k in wanted if k not in PROBLEMS]:
-        raise BenchError(f"no Triton kernel for '{unknown[0]}'; known: {', '.join(PROBLEMS)}")
+    wanted = check_request(target, kernels)
     workers = max(1, min(os.cpu_count() or 1, _MOST_WORKERS))
     scope = "sample" if sample else "all"
     command = [sys.executable, "-m", "bench.measure.aot", target, ",".join(wanted), scope]

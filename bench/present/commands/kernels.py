@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bench.measure.aot import TARGETS, compile_report
+from bench.measure.aot import TARGETS, check_request, compile_report
 from bench.present import markdown as md
 from bench.present.consoles import console, err
 from bench.present.options import Format, FormatOpt
@@ -47,6 +47,7 @@ def kernels_cmd(
     """Compile the Triton kernels for a GPU that need not be here (Triton's bundled ptxas):
     registers, spills, shared memory and occupancy of every autotune config at the suites'
     shapes and the kernels' limits. Exit 1 when a build spills or does not fit."""
+    check_request(target, ops)  # before the line that promises a long compile
     err.print(f"compiling for {target}: long the first time (see --sample); Triton caches builds")
     builds = compile_report(target, ops, sample=sample)
     if fmt is Format.markdown:
