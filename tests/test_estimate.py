@@ -302,6 +302,12 @@ def test_bad_inputs(kwargs: dict, message: str) -> None:
     assert "\n" not in str(raised.value)
 
 
+def test_a_format_without_its_tensor_cores_is_labelled_weight_only() -> None:
+    args = ("estimate", "--model", "tiny", "--precision", "fp4", "--gpu")
+    assert "fp4 weights in bf16 GEMMs (weight-only" in tokbench(*args, "a100-sxm").stdout
+    assert "fp4 GEMMs," in tokbench(*args, "b200").stdout
+
+
 def test_impl_without_result_files_asks_for_them() -> None:
     done = tokbench("estimate", "--model", "tiny", "--gpu", "h100-sxm", "--impl", "triton")
     assert done.returncode == 2

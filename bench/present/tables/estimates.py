@@ -9,6 +9,7 @@ from rich.table import Table
 
 from bench.plan.capacity import Layout
 from bench.plan.models import Serving
+from bench.plan.optime import NATIVE_PEAK, gemm_rate
 from bench.plan.throughput import (
     SOURCES,
     STEP_PARTS,
@@ -28,6 +29,15 @@ def estimate_tables(result: Throughput) -> list[Table]:
     return [_summary(result), _steps(result, "prefill"), _steps(result, "decode"), _serving(result)]
 
 
+def _gemms(result: Throughput) -> str:
+    """'fp8 GEMMs', or the weight-only form where the GPU lacks the format's tensor cores."""
+    precision, spec = result.record.precision, result.target.spec
+    compute = gemm_rate(precision, spec)[0] if spec is not None else precision
+    if compute == NATIVE_PEAK.get(precision, precision):
+        return f"{precision} GEMMs"
+    return f"{precision} weights in {compute} GEMMs (weight-only: no {precision} tensor cores)"
+
+
 def _summary(result: Throughput) -> Table:
     r, plan, cfg = result.record, result.plan, result.setup.model
     table = key_value_table(f"{cfg.name} on {r.gpu}: per GPU")
@@ -41,7 +51,7 @@ def _summary(result: Throughput) -> Table:
     table.add_row("device", r.gpu + device)
     table.add_row(
         "parallelism / precision",
-        f"{result.setup.layout}, {r.precision} GEMMs, {result.setup.act} activations, "
+        f"{result.setup.layout}, {_gemms(result)}, {result.setup.act} activations, "
         f"{result.setup.kv_dtype} KV cache",
     )
     table.add_row("weights per GPU", fmt_bytes(plan.weights))
