@@ -38,6 +38,8 @@ def one_line(done, message: str) -> None:
         (("--max-time", "nan"), "--max-time must be in [0.001, 3600], got nan"),
         (("--noise", "nan"), "--noise must be at least 0.0001, got nan"),
         (("--rank-timeout", "0"), "--rank-timeout must be at least 0.1, got 0"),
+        (("--precision", "fp4"), "--precision sets the model suite: give --model"),
+        (("--tp", "2", "--isl", "64"), "--tp, --isl set the model suite: give --model"),
     ],
 )
 def test_bad_run_flags_are_refused_before_any_work(capsys, args: tuple, message: str) -> None:

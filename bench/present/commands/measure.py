@@ -154,6 +154,13 @@ SummaryOpt = Annotated[
 ]
 
 
+def _no_model_flags(**given: object) -> None:
+    """The model suite's flags mean nothing without --model: refused rather than ignored."""
+    if named := [f"--{name.replace('_', '-')}" for name, value in given.items() if value]:
+        verb = "sets" if len(named) == 1 else "set"
+        raise BenchError(f"{', '.join(named)} {verb} the model suite: give --model (or drop it)")
+
+
 def run(
     suite: SuiteOpt = None,
     op: OpsOpt = None,
@@ -193,6 +200,9 @@ def run(
         if dtype or shape:
             raise BenchError("--dtype and --shape do not apply to the model suite; use --precision")
         cases = ModelSuite(model, tp or [1], precision, kv_precision, batch, isl, osl, ops=op)
+    else:
+        _no_model_flags(tp=tp, precision=precision != "bf16", kv_precision=kv_precision != "auto",
+                        batch=batch, isl=isl, osl=osl)  # fmt: skip
     settings = session.RunSettings(
         cases, impl, out, force=force, append=append, noise=noise, cuda_graph=cuda_graph,
         max_time=max_time, seed=seed, ceilings=ceilings, rank_timeout=rank_timeout, nproc=nproc,
