@@ -154,6 +154,14 @@ SummaryOpt = Annotated[
 ]
 
 
+def _model_suite_only(suite: str | None, dtype: list[str] | None, shape: list[str] | None) -> None:
+    """--model runs the model suite alone, at its own shapes and precision."""
+    if suite not in (None, MODEL_SUITE):
+        raise BenchError(f"--model runs the model suite, not --suite {suite}")
+    if dtype or shape:
+        raise BenchError("--dtype and --shape do not apply to the model suite; use --precision")
+
+
 def _no_model_flags(**given: object) -> None:
     """The model suite's flags mean nothing without --model: refused rather than ignored."""
     if named := [f"--{name.replace('_', '-')}" for name, value in given.items() if value]:
@@ -195,10 +203,7 @@ def run(
 
     cases: CaseSource = session.NamedSuite(suite, op, dtype, shape)
     if model or suite == MODEL_SUITE:
-        if suite not in (None, MODEL_SUITE):
-            raise BenchError(f"--model runs the model suite, not --suite {suite}")
-        if dtype or shape:
-            raise BenchError("--dtype and --shape do not apply to the model suite; use --precision")
+        _model_suite_only(suite, dtype, shape)
         cases = ModelSuite(model, tp or [1], precision, kv_precision, batch, isl, osl, ops=op)
     else:
         _no_model_flags(tp=tp, precision=precision != "bf16", kv_precision=kv_precision != "auto",
