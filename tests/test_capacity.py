@@ -125,6 +125,8 @@ def test_a_given_rate_above_the_bound_is_refused(model: str, kwargs: dict, rate:
         given_rate(setup, float(rate), gpu)
     ok = output_bound(setup, SPECS[gpu]).tokens_per_s * 0.9
     assert given_rate(setup, ok, gpu)[0].output_tokens_per_s == ok
+    with pytest.raises(BenchError, match=r"^--tokens-per-gpu 1e\+300 exceeds"):
+        given_rate(setup, 1e300, gpu)
     with pytest.raises(BenchError, match=r"Llama-3.1-405B at TP 1 in fp8 does not fit H100"):
         given_rate(Serving(get_model("llama-3.1-405b"), precision="fp8"), 10, "h100-sxm")
 

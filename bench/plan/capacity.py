@@ -205,7 +205,7 @@ def given_rate(
     bound = output_bound(setup, the_spec)
     if tokens_per_gpu > bound.tokens_per_s:
         raise BenchError(
-            f"--tokens-per-gpu {tokens_per_gpu:,.0f} exceeds what a {the_spec.name} can make of "
+            f"--tokens-per-gpu {tokens_per_gpu:,.6g} exceeds what a {the_spec.name} can make of "
             f"{setup.model.name} in {setup.precision} at {setup.isl} + {setup.osl} tokens: "
             f"{bound.describe()}"
         )
