@@ -64,6 +64,9 @@ def test_bad_run_flags_are_refused_before_any_work(capsys, args: tuple, message:
         (("simulate", *TINY, "--workers", "0"), "'--workers'"),
         (("estimate", *TINY, "--router-skew", "99999999"), "'--router-skew'"),
         (("estimate", *TINY, "--redundant-experts", "-1"), "'--redundant-experts'"),
+        (("simulate", *TINY, "--slo", ""), "bad --slo ''"),  # was taken as no --slo
+        (("simulate", *TINY, "--spec", ""), "bad --spec ''"),
+        (("capacity", *TINY, "--gpus", "8", "--slo", " "), "bad --slo ' '"),
     ],
 )
 def test_bad_planning_flags_are_one_line(capsys, args: tuple, message: str) -> None:

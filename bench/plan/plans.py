@@ -81,7 +81,7 @@ def _check_simulate(settings: SimulateSettings) -> Slo | None:
         raise BenchError(f"--gpu names {', '.join(twice)} more than once: give each GPU once")
     if settings.requests is not None and settings.requests < 1:
         raise BenchError(f"--requests must be at least 1, got {settings.requests}")
-    return parse_slo(settings.slo, settings.percentile) if settings.slo else None
+    return parse_slo(settings.slo, settings.percentile) if settings.slo is not None else None
 
 
 def simulation(settings: SimulateSettings) -> Simulated:
@@ -232,7 +232,7 @@ def _per_gpu_builder(
     """At a TP degree: the set-up, its per-GPU rate (simulated at the SLO or at the
     interactivity, else the estimate's serving mix) and the GPU's name."""
     sources = _sources(settings.sources, key)
-    slo = parse_slo(settings.slo, settings.percentile) if settings.slo else None
+    slo = parse_slo(settings.slo, settings.percentile) if settings.slo is not None else None
     model = serving.at(1).model.name
     features = scenarios.engine_features(settings.spec, settings.prefix_hit, model)
     simulated = settings.pools or features != scenarios.PLAIN

@@ -52,7 +52,7 @@ SERVING_MODELS = {
 def engine_features(spec: str | None, prefix_hit: float, model: str) -> Features:
     """The engine's features as the options name them: --spec (bench.plan.speculative's
     forms, for `model`) and --prefix-hit."""
-    speculation = parse_spec(spec, model) if spec else None
+    speculation = parse_spec(spec, model) if spec is not None else None
     return Features(speculation, check_prefix_hit(prefix_hit))
 
 

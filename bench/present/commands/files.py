@@ -58,11 +58,11 @@ def compare_cmd(
 ) -> None:
     """Compare result files side by side; with --fail-on, exit 1 on a regression or a case
     that broke (failed, skipped, missing or untimed in a later file)."""
-    threshold = compare.parse_fail_on(fail_on) if fail_on else None
+    threshold = compare.parse_fail_on(fail_on) if fail_on is not None else None
     comparison = compare.compare(
         files, threshold=threshold, project=project or (), prices=compare.parse_prices(price or ())
     )
-    lines, passed = gate_report(comparison, fail_on) if fail_on else ([], True)
+    lines, passed = gate_report(comparison, fail_on) if fail_on is not None else ([], True)
     if fmt is Format.markdown:  # every column side by side: a page scrolls, a console wraps
         typer.echo(md.tables(compare_tables(comparison, sys.maxsize), lines), nl=False)
     else:
