@@ -479,7 +479,6 @@ def _validate(
     v_cache: torch.Tensor,
     seq_lens: torch.Tensor,
     block_table: torch.Tensor | None,
-    num_splits: int | None,
     window: int | None,
     sinks: torch.Tensor | None,
     k_scale: torch.Tensor | None,
@@ -535,9 +534,6 @@ def _validate(
         _CHECK.fail(f"block_table has {block_table.shape[0]} rows for a batch of {batch}")
     if not paged and k_cache.shape[0] != batch:
         _CHECK.fail(f"batch mismatch: q has {batch}, the contiguous caches have {k_cache.shape[0]}")
-    if num_splits is not None:
-        why = " (the merge kernel reads every split's log-sum-exp at once)"
-        _CHECK.count("num_splits", num_splits, 1, MAX_USER_SPLITS, why)
     if window is not None and (
         isinstance(window, bool) or not isinstance(window, int) or window < 1
     ):
@@ -653,8 +649,10 @@ def decode_attention(
     Returns:
         A new contiguous (batch, heads, head_dim) tensor in q's dtype.
     """
-    _validate(q, k_cache, v_cache, seq_lens, block_table, num_splits, window, sinks, k_scale,
-              v_scale)  # fmt: skip
+    _validate(q, k_cache, v_cache, seq_lens, block_table, window, sinks, k_scale, v_scale)
+    if num_splits is not None:  # as an int: a NumPy scalar would reach the kernel as one
+        why = " (the merge kernel reads every split's log-sum-exp at once)"
+        num_splits = _CHECK.count("num_splits", num_splits, 1, MAX_USER_SPLITS, why)
     if max_seq_len is None:
         longest = _check_lengths(k_cache, seq_lens, block_table)
         _CHECK.positive(k_scale=k_scale, v_scale=v_scale)
@@ -670,7 +668,6 @@ def decode_attention(
     if num_splits is None:
         sm_count = 1 if q.device.type != "cuda" else _sm_count(q.device.index or 0)
         num_splits = choose_num_splits(batch, k_cache.shape[2], span, sm_count)
-    num_splits = int(num_splits)  # a NumPy int would reach the kernel as a NumPy scalar
     with on_device(q):
         _launch(
             q, k_cache, v_cache, seq_lens, out, block_table=block_table, scale=scale, span=span,

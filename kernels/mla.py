@@ -249,7 +249,6 @@ def _validate(
     cache: torch.Tensor,
     seq_lens: torch.Tensor,
     block_table: torch.Tensor,
-    num_splits: int | None,
 ) -> None:
     c = _CHECK
     c.tensors(q_latent=q_latent, q_rope=q_rope, cache=cache, seq_lens=seq_lens,
@@ -282,8 +281,6 @@ def _validate(
             f"seq_lens and block_table must have one row per sequence ({batch}), got "
             f"{seq_lens.shape[0]} and {block_table.shape[0]}"
         )
-    if num_splits is not None:
-        c.count("num_splits", num_splits, 1, MAX_USER_SPLITS)
 
 
 def _check_lengths(cache: torch.Tensor, seq_lens: torch.Tensor, table: torch.Tensor) -> int:
@@ -333,7 +330,9 @@ def mla_decode(
     Returns:
         A new contiguous (batch, heads, kv_lora_rank) tensor in q_latent's dtype.
     """
-    _validate(q_latent, q_rope, cache, seq_lens, block_table, num_splits)
+    _validate(q_latent, q_rope, cache, seq_lens, block_table)
+    if num_splits is not None:  # as an int: a NumPy scalar would reach the kernel as one
+        num_splits = _CHECK.count("num_splits", num_splits, 1, MAX_USER_SPLITS)
     softmax_scale = _CHECK.number("softmax_scale", softmax_scale)
     if max_seq_len is None:
         longest = _check_lengths(cache, seq_lens, block_table)
@@ -349,7 +348,6 @@ def mla_decode(
         # Every head reads the one latent cache: a sequence's head blocks stand in for the
         # kv heads of decode attention's rule.
         num_splits = choose_num_splits(batch, triton.cdiv(heads, _HEAD_BLOCK), longest, sm_count)
-    num_splits = int(num_splits)  # a NumPy int would reach the kernel as a NumPy scalar
     with on_device(q_latent):
         _launch(q_latent, q_rope, cache, seq_lens, block_table, out, softmax_scale=softmax_scale,
                 num_splits=num_splits, longest=longest)  # fmt: skip
